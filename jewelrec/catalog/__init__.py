@@ -1,0 +1,1 @@
+"""The catalog: product schema, importers (CSV, JSONL, ShopStyle), SQLite store, demo generator."""

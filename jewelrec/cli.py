@@ -1,0 +1,204 @@
+"""The `jewelrec` command: one entry point, a subcommand per stage.
+
+    synth -> ingest -> train -> index -> recommend / evaluate / serve      (demo runs them all)
+
+Errors the user can fix print one line and exit non-zero; set JEWELREC_DEBUG=1 for a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jewelrec.errors import JewelrecError
+from jewelrec.home import Home
+
+EXIT_FAILED = 1  # the command ran but something it was asked to do failed (a photo, --strict)
+EXIT_USAGE = 2  # the command could not run (missing step, bad input)
+
+
+def _home_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="data home (catalog, images, models, index); "
+        "default $JEWELREC_HOME or ./jewelrec-data",
+    )
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedder", help="embedder name: efficientnet (default) or autoencoder")
+    parser.add_argument(
+        "--classifier", help="type classifier name: efficientnet-head (default) or seed-cnn"
+    )
+
+
+def _backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=["exact", "milvus"],
+        help="vector index backend (default: what the home records, else exact)",
+    )
+    parser.add_argument("--milvus-uri", metavar="URI", help="Milvus server, e.g. http://host:19530")
+
+
+def _filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("--min-price", type=float, metavar="P", help="lowest price to show")
+    parser.add_argument("--max-price", type=float, metavar="P", help="highest price to show")
+    parser.add_argument("--type", help="search only this type (default: the detected type)")
+    parser.add_argument("--brand", action="append", help="only this brand (repeatable)")
+    parser.add_argument("--metal", action="append", help="only this metal (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jewelrec",
+        description="Image-based jewelry recommender: show it a photo of a piece you like, get "
+        "the most similar pieces of a shop's catalog in your price range.",
+        epilog="Typical run: jewelrec synth --out demo && jewelrec ingest demo/catalog.csv && "
+        "jewelrec train && jewelrec index && jewelrec recommend photo.jpg",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="draw a synthetic demo catalog (CSV + images)",
+                       description="Draw a procedural jewelry catalog: earrings (pairs), "
+                       "necklaces, rings, bracelets in gold, silver and rose gold, several views "
+                       "each. Writes OUT/catalog.csv and OUT/images/.")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--products", type=int, default=2000, help="number of products (default 2000)")
+    p.add_argument("--views", type=int, default=3, help="photos per product (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same catalog")
+    p.add_argument("--query-photos", type=int, default=0, metavar="N",
+                   help="also draw N extra shopper photos of catalog products in OUT/queries/")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("ingest", help="load a catalog file into the data home",
+                       description="Read a catalog (CSV, JSON Lines, or ShopStyle-style product "
+                       "JSON), validate every row, store images and products. Re-running adds, "
+                       "updates and (with --prune) removes products. Bad rows are reported and "
+                       "skipped, never half-stored.")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog file (.csv, .jsonl, .json)")
+    _home_arg(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--strict", action="store_true",
+                   help="change nothing and exit 1 if any row is rejected")
+    p.add_argument("--prune", action="store_true", help="remove products no longer listed")
+    p.add_argument("--fetch-images", action="store_true",
+                   help="download http(s) image URLs (timeout and size limit apply)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="allow image URLs on loopback/private addresses (tests, intranets)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train", help="train the type classifier and the embedder",
+                       description="Train the home's type classifier and embedder on its "
+                       "catalog (held-out views excluded) and save them under DIR/models/ with "
+                       "loss curves.")
+    _home_arg(p)
+    _model_args(p)
+    p.add_argument("--epochs", type=int, help="training epochs (default: each model's own)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("index", help="embed the catalog and publish a new search index",
+                       description="Embed every catalog image and publish a new index; a "
+                       "running server keeps answering from the old one until the new one is "
+                       "complete.")
+    _home_arg(p)
+    p.add_argument("--embedder", help="embedder name (default: what the home records)")
+    _backend_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("recommend", help="find catalog pieces similar to photos",
+                       description="For each photo: detect the jewelry type, then list the "
+                       "most similar catalog products of that type that pass the filters.")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
+    _home_arg(p)
+    _filter_args(p)
+    p.add_argument("--crop", metavar="X0,Y0,X1,Y1", help="search only this box of the photo")
+    _model_args(p)
+    _backend_args(p)
+    p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
+    p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
+
+    p = sub.add_parser("evaluate", help="measure quality and speed on held-out views",
+                       description="Held-out views of catalog products are searched against an "
+                       "index of the other views: type accuracy, confusion matrix, Recall@1/5/10, "
+                       "type and metal precision@10, median latency.")
+    _home_arg(p)
+    _model_args(p)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("serve", help="serve the shopper's web page and the JSON API",
+                       description="Serve the web page and the HTTP API (OpenAPI at "
+                       "/openapi.json) from the home's models and index.")
+    _home_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _model_args(p)
+    _backend_args(p)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a generated demo catalog",
+                       description="synth -> ingest -> train -> index -> recommend a few "
+                       "shopper photos -> HTML page -> serve. Steps already done are skipped.")
+    _home_arg(p)
+    p.add_argument("--products", type=int, default=2000, help="demo catalog size (default 2000)")
+    p.add_argument("--views", type=int, default=3, help="photos per product (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--epochs", type=int, help="training epochs (default: each model's own)")
+    _model_args(p)
+    p.add_argument("--no-serve", action="store_true", help="stop before serving the web page")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from jewelrec import commands
+
+    try:
+        return getattr(commands, f"run_{args.command}")(args)
+    except JewelrecError as exc:
+        print(f"jewelrec {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a message, not a traceback
+        if os.environ.get("JEWELREC_DEBUG"):
+            raise
+        print(
+            f"jewelrec {args.command}: unexpected error: {type(exc).__name__}: {exc}\n"
+            "(set JEWELREC_DEBUG=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+
+def home_of(args: argparse.Namespace) -> Home:
+    return Home(getattr(args, "home", None))
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def resolve_path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

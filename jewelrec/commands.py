@@ -1,0 +1,177 @@
+"""What each `jewelrec` subcommand does: parse-free glue between argparse and the stages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jewelrec.cli import EXIT_FAILED, home_of, print_json
+from jewelrec.errors import JewelrecError
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from jewelrec.catalog.synthetic import generate_catalog
+
+    if args.products < 1 or args.views < 1:
+        raise JewelrecError("--products and --views must be at least 1")
+    path = generate_catalog(
+        Path(args.out), products=args.products, views=args.views, seed=args.seed,
+        query_photos=args.query_photos, progress=not args.no_progress,
+    )
+    print(f"wrote {args.products} products x {args.views} views: {path}")
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from jewelrec.catalog.ingest import ingest
+
+    summary = ingest(
+        Path(args.catalog), home_of(args).ensure(), strict=args.strict, prune=args.prune,
+        fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        print(summary.describe())
+    if args.strict and summary.rejected:
+        return EXIT_FAILED
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from jewelrec.train import train_home
+
+    home = home_of(args)
+    trained = train_home(
+        home, embedder=args.embedder, classifier=args.classifier, epochs=args.epochs,
+        seed=args.seed, progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print_json([t.to_dict() for t in trained])
+    else:
+        for t in trained:
+            curve = t.folder / "loss.png"
+            extra = f", loss curve {curve}" if curve.exists() else ""
+            print(f"trained {t.kind} {t.name} in {t.seconds:.1f}s -> {t.folder}{extra}")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from jewelrec.indexing import build_index
+
+    report = build_index(
+        home_of(args), embedder=args.embedder, backend=args.backend, milvus_uri=args.milvus_uri,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(
+            f"indexed {report.images} images of {report.products} products "
+            f"({report.embedded} newly embedded) with {report.embedder} on {report.backend} in "
+            f"{report.seconds:.1f}s [{report.stages.describe()}] -> version {report.version}"
+        )
+    return 0
+
+
+def filters_from_args(args: argparse.Namespace):
+    from jewelrec.search.filters import Filters
+
+    try:
+        return Filters.build(
+            min_price=args.min_price, max_price=args.max_price, brands=args.brand,
+            metals=args.metal,
+        )
+    except ValueError as exc:
+        raise JewelrecError(str(exc)) from exc
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    from jewelrec.html_report import render_page
+    from jewelrec.imaging.segment import Box
+    from jewelrec.recommend import Recommender
+
+    if args.k < 1 or args.k > 1000:
+        raise JewelrecError("-k must be between 1 and 1000")
+    filters = filters_from_args(args)
+    try:
+        crop = Box.parse(args.crop) if args.crop else None
+    except ValueError as exc:
+        raise JewelrecError(f"--crop: {exc}") from exc
+    home = home_of(args)
+    recommender = Recommender.open(
+        home, embedder=args.embedder, classifier=args.classifier, backend=args.backend,
+        milvus_uri=args.milvus_uri,
+    )
+    if args.type and args.type not in recommender.classifier.classes:
+        known = ", ".join(recommender.classifier.classes)
+        raise JewelrecError(f"unknown type {args.type!r}; the catalog has: {known}")
+    outcomes = []
+    failed = 0
+    for photo in args.photos:
+        try:
+            rec = recommender.recommend(
+                Path(photo), k=args.k, filters=filters, type=args.type, crop=crop,
+                photo_name=photo,
+            )
+        except (JewelrecError, ValueError, OSError) as exc:
+            failed += 1
+            print(f"{photo}: {exc}", file=sys.stderr)
+            outcomes.append((photo, str(exc)))
+            continue
+        outcomes.append((photo, rec))
+        if args.json:
+            print_json(rec.to_dict())
+        else:
+            print(format_table(rec))
+    if args.html:
+        render_page(home, Path(args.html), outcomes)
+        print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_FAILED if failed else 0
+
+
+def format_table(rec) -> str:
+    searched = ", ".join(rec.searched_types) if rec.searched_types else "all types"
+    lines = [
+        f"{rec.photo}: {rec.type} ({rec.type_confidence:.0%}); searched {searched}",
+    ]
+    if not rec.results:
+        lines.append("  no products match the filters")
+    for i, r in enumerate(rec.results, 1):
+        lines.append(
+            f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  {r.title[:48]:<48} "
+            f"{(r.brand or '')[:18]:<18} {r.url}"
+        )
+    return "\n".join(lines)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from jewelrec.evaluate import evaluate_home
+
+    report = evaluate_home(
+        home_of(args), embedder=args.embedder, classifier=args.classifier,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.describe())
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from jewelrec.server.app import serve
+
+    serve(
+        home_of(args), host=args.host, port=args.port, embedder=args.embedder,
+        classifier=args.classifier, backend=args.backend, milvus_uri=args.milvus_uri,
+    )
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from jewelrec.demo import run_demo as demo
+
+    return demo(args)

@@ -1,0 +1,122 @@
+"""`jewelrec demo` (and `make demo`): the whole pipeline on a generated catalog.
+
+synth -> ingest -> train -> index -> recommend a few shopper photos -> HTML page -> serve.
+A second run skips what is already up to date (same catalog parameters, same training data,
+same model), so it goes straight to the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from jewelrec.cli import home_of
+from jewelrec.home import Home, atomic_write_json
+from jewelrec.search import versions
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def _synth(folder: Path, products: int, views: int, seed: int) -> Path:
+    from jewelrec.catalog.synthetic import generate_catalog
+
+    params = {"products": products, "views": views, "seed": seed, "query_photos": 6}
+    marker = folder / "synth.json"
+    csv = folder / "catalog.csv"
+    if csv.exists() and marker.exists() and json.loads(marker.read_text()) == params:
+        print(f"demo catalog already drawn: {csv}")
+        return csv
+    generate_catalog(folder, **params)
+    atomic_write_json(marker, params)
+    return csv
+
+
+def _models_current(home: Home, names: dict[str, str], fingerprint: str) -> bool:
+    from jewelrec.models.base import model_folder
+
+    for kind, name in names.items():
+        record = model_folder(home.models_dir, kind, name) / "training.json"
+        if not record.exists():
+            return False
+        if json.loads(record.read_text()).get("training_data_fingerprint") != fingerprint:
+            return False
+    return True
+
+
+def _index_current(home: Home, embedder: str, catalog_fingerprint: str) -> bool:
+    from jewelrec.indexing import model_fingerprint
+    from jewelrec.models.base import model_folder
+
+    try:
+        meta = versions.read_meta(home)
+    except Exception:  # noqa: BLE001 - no usable index means: build one
+        return False
+    folder = model_folder(home.models_dir, "embedder", embedder)
+    return (
+        meta.get("embedder") == embedder
+        and meta.get("catalog_fingerprint") == catalog_fingerprint
+        and folder.exists()
+        and meta.get("embedder_fingerprint") == model_fingerprint(folder)
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from jewelrec.catalog.ingest import ingest
+    from jewelrec.catalog.store import CatalogStore
+    from jewelrec.commands import format_table
+    from jewelrec.evaluate import evaluate_home
+    from jewelrec.html_report import render_page
+    from jewelrec.indexing import build_index
+    from jewelrec.recommend import Recommender
+    from jewelrec.train import train_home
+
+    home = home_of(args).ensure()
+    settings = home.update_settings(embedder=args.embedder, classifier=args.classifier)
+    names = {"classifier": settings["classifier"], "embedder": settings["embedder"]}
+    folder = home.root / "demo-catalog"
+
+    _step(f"1/6 draw the demo catalog ({args.products} products x {args.views} views)")
+    csv = _synth(folder, args.products, args.views, args.seed)
+
+    _step("2/6 ingest it")
+    print(ingest(csv, home, prune=True).describe())
+    fingerprint = CatalogStore.open(home).fingerprint()
+
+    _step(f"3/6 train {names['classifier']} and {names['embedder']}")
+    if _models_current(home, names, fingerprint):
+        print("models are up to date with the catalog")
+    else:
+        for t in train_home(home, epochs=args.epochs, seed=args.seed):
+            print(f"trained {t.kind} {t.name} in {t.seconds:.1f}s -> {t.folder}")
+
+    _step("4/6 build the search index")
+    if _index_current(home, names["embedder"], fingerprint):
+        print(f"index {versions.current_version(home)} is up to date")
+    else:
+        report = build_index(home)
+        print(f"indexed {report.images} images in {report.seconds:.1f}s -> {report.version}")
+
+    _step("5/6 evaluate on held-out views")
+    print(evaluate_home(home).describe())
+
+    _step("6/6 recommend for a few shopper photos")
+    recommender = Recommender.open(home)
+    outcomes = []
+    for photo in sorted((folder / "queries").glob("*.jpg")):
+        rec = recommender.recommend(photo, k=8)
+        outcomes.append((str(photo), rec))
+        print(format_table(rec))
+    page = home.root / "demo-results.html"
+    render_page(home, page, outcomes)
+    print(f"\nresults page: {page.resolve()}")
+
+    if args.no_serve:
+        return 0
+    from jewelrec.server.app import serve
+
+    print(f"\nserving the shop page at http://{args.host}:{args.port}/  (Ctrl-C stops)")
+    serve(home, host=args.host, port=args.port)
+    return 0

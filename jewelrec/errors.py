@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI and the server turn these into messages, never tracebacks."""
+
+
+class JewelrecError(Exception):
+    """Base class: something the user or operator can fix (bad input, missing step)."""
+
+
+class ImageError(JewelrecError):
+    """An image could not be read: empty, truncated, corrupt, not an image, or too large."""
+
+
+class CatalogError(JewelrecError):
+    """A catalog file cannot be read at all (not one bad row: those are rejections)."""
+
+
+class NotReadyError(JewelrecError):
+    """A stage needs an earlier one first (e.g. `recommend` before `train`/`index`)."""

@@ -1,0 +1,206 @@
+"""`jewelrec evaluate`: how good and how fast the home's pipeline is, on its own catalog.
+
+Queries are the held-out views (catalog/views.py): never trained on, never in the evaluation
+index, which holds the other views. Each is answered by the same Recommender code as a shopper's
+photo. Metrics a catalog cannot support (one view per product, no metal column) are reported as
+None ("n/a"), not as failures.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.catalog.views import split_views
+from jewelrec.errors import NotReadyError
+from jewelrec.home import Home, atomic_write_json
+from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.io import load_image
+from jewelrec.indexing import EmbeddingCache, embed_images, index_rows, model_fingerprint
+from jewelrec.models.base import load_classifier, load_embedder, model_folder
+from jewelrec.recommend import Recommender
+from jewelrec.search.index import ExactIndex
+
+RECALL_AT = (1, 5, 10)
+PRECISION_AT = 10
+LATENCY_QUERIES = 30
+
+
+@dataclass
+class EvaluationReport:
+    embedder: str
+    classifier: str
+    queries: int
+    type_accuracy: float | None
+    confusion_classes: list[str] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+    recall: dict[int, float | None] = field(default_factory=dict)
+    type_precision_at_10: float | None = None
+    metal_precision_at_10: float | None = None
+    median_latency_ms: float | None = None
+    confusion_png: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "embedder": self.embedder,
+            "classifier": self.classifier,
+            "queries": self.queries,
+            "type_accuracy": self.type_accuracy,
+            "confusion": {"classes": self.confusion_classes, "matrix": self.confusion},
+            **{f"recall@{k}": v for k, v in self.recall.items()},
+            "type_precision@10": self.type_precision_at_10,
+            "metal_precision@10": self.metal_precision_at_10,
+            "median_latency_ms": self.median_latency_ms,
+            "confusion_png": self.confusion_png,
+        }
+
+    def describe(self) -> str:
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        lines = [
+            f"embedder {self.embedder}, classifier {self.classifier}, {self.queries} queries",
+            f"type accuracy        {fmt(self.type_accuracy)}",
+            *(f"recall@{k:<13} {fmt(v)}" for k, v in self.recall.items()),
+            f"type precision@10    {fmt(self.type_precision_at_10)}",
+            f"metal precision@10   {fmt(self.metal_precision_at_10)}",
+            "median latency       "
+            + ("n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms"),
+        ]
+        if self.confusion_classes:
+            width = max(len(c) for c in self.confusion_classes) + 2
+            lines.append("confusion (rows: true, columns: predicted)")
+            lines.append(" " * width + "".join(c[:8].rjust(9) for c in self.confusion_classes))
+            for name, row in zip(self.confusion_classes, self.confusion, strict=True):
+                lines.append(name.ljust(width) + "".join(str(v).rjust(9) for v in row))
+        if self.confusion_png:
+            lines.append(f"confusion matrix: {self.confusion_png}")
+        return "\n".join(lines)
+
+
+def evaluate_home(
+    home: Home,
+    *,
+    embedder: str | None = None,
+    classifier: str | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    settings = home.settings()
+    embedder_name = embedder or settings["embedder"]
+    classifier_name = classifier or settings["classifier"]
+    auto_crop = bool(settings.get("auto_crop", True))
+    if not home.catalog_db.exists():
+        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    store = CatalogStore.open(home)
+    fit_views, query_views = split_views(store.all_products())
+    embed_model = load_embedder(home.models_dir, embedder_name)
+    type_model = load_classifier(home.models_dir, classifier_name)
+    report = EvaluationReport(embedder_name, classifier_name, len(query_views), None)
+    report.recall = {k: None for k in RECALL_AT}
+    if not query_views:
+        return report  # one view per product: nothing held out to ask with
+
+    cache = EmbeddingCache(
+        home,
+        embedder_name,
+        model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name)),
+    )
+    names = [image for _, image in fit_views + query_views]
+    vectors = embed_images(home, embed_model, names, cache=cache, auto_crop=auto_crop,
+                           progress=progress)
+    index = ExactIndex(len(next(iter(vectors.values()))))
+    index.upsert(index_rows(fit_views), np.stack([vectors[image] for _, image in fit_views]))
+    recommender = Recommender(store, embed_model, type_model, index, home=home,
+                              auto_crop=auto_crop)
+
+    probabilities = _classify(home, type_model, query_views, auto_crop, progress)
+    truth = [product.type for product, _ in query_views]
+    predicted = [type_model.classes[int(np.argmax(p))] for p in probabilities]
+    report.type_accuracy = float(np.mean([t == p for t, p in zip(truth, predicted, strict=True)]))
+    report.confusion_classes = sorted(set(truth) | set(type_model.classes))
+    position = {c: i for i, c in enumerate(report.confusion_classes)}
+    matrix = np.zeros((len(position), len(position)), dtype=int)
+    for t, p in zip(truth, predicted, strict=True):
+        matrix[position[t], position[p]] += 1
+    report.confusion = matrix.tolist()
+
+    hits = {k: 0 for k in RECALL_AT}
+    type_precision, metal_precision = [], []
+    for (product, image), probs in zip(query_views, probabilities, strict=True):
+        results = recommender.rank(vectors[image], probs, k=max(RECALL_AT)).results
+        ids = [r.id for r in results]
+        for k in RECALL_AT:
+            hits[k] += product.id in ids[:k]
+        top = results[:PRECISION_AT]
+        if top:
+            type_precision.append(np.mean([r.type == product.type for r in top]))
+            if product.metal:
+                metals = store.get_many([r.id for r in top])
+                metal_precision.append(np.mean([metals[r.id].metal == product.metal for r in top]))
+    report.recall = {k: hits[k] / len(query_views) for k in RECALL_AT}
+    report.type_precision_at_10 = float(np.mean(type_precision)) if type_precision else None
+    report.metal_precision_at_10 = float(np.mean(metal_precision)) if metal_precision else None
+    report.median_latency_ms = _median_latency(home, recommender, query_views)
+    report.confusion_png = str(_plot_confusion(home, report))
+    atomic_write_json(home.reports_dir / "evaluation.json", report.to_dict())
+    return report
+
+
+def _classify(home, model, views, auto_crop: bool, progress: bool) -> np.ndarray:
+    rows = []
+    batch: list[np.ndarray] = []
+    for _, image in tqdm(views, desc="classifying", unit="img", disable=not progress):
+        batch.append(focus_on_piece(load_image(home.image_path(image)), auto=auto_crop)[0])
+        if len(batch) == 32:
+            rows.append(model.predict_proba(batch))
+            batch = []
+    if batch:
+        rows.append(model.predict_proba(batch))
+    return np.concatenate(rows)
+
+
+def _median_latency(home: Home, recommender: Recommender, views) -> float:
+    """Photo bytes to results, through the full Recommender, on a sample of held-out views."""
+    step = max(1, len(views) // LATENCY_QUERIES)
+    sample = views[::step][:LATENCY_QUERIES]
+    photos = [home.image_path(image).read_bytes() for _, image in sample]
+    recommender.recommend(photos[0])  # warm-up: first call pays for lazy set-up
+    timings = []
+    for photo in photos:
+        start = time.perf_counter()
+        recommender.recommend(photo)
+        timings.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(timings), 2)
+
+
+def _plot_confusion(home: Home, report: EvaluationReport) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, matrix = report.confusion_classes, np.array(report.confusion)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_title(f"type confusion ({report.classifier}), accuracy {report.type_accuracy:.3f}")
+    fig.tight_layout()
+    path = home.reports_dir / "confusion.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""`recommend --html`: a static page with each query photo and its results.
+
+All catalog text is escaped; a product link is only rendered when it is http(s); images are
+referenced by paths relative to the page, so the page works when opened from disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from jewelrec.home import Home, atomic_write_bytes
+from jewelrec.imaging.io import image_to_jpeg_bytes, load_image
+from jewelrec.recommend import Recommendation
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;
+background:#faf8f5}
+h1{font-weight:600}section{margin:2rem 0;padding:1rem;background:#fff;border-radius:12px;
+box-shadow:0 1px 4px #0001}
+.query{display:flex;gap:1rem;align-items:center}.query img{width:160px;height:160px;
+object-fit:contain;border-radius:8px;background:#eee}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:1rem;
+margin-top:1rem}
+.card{border:1px solid #eee;border-radius:10px;padding:.6rem;background:#fff}
+.card img{width:100%;aspect-ratio:1;object-fit:contain;border-radius:6px;background:#f3f3f3}
+.price{font-weight:600}.meta{color:#666;font-size:.85rem}.err{color:#b00020}
+"""
+
+
+def safe_link(url: str | None) -> str | None:
+    if url and url.lower().startswith(("http://", "https://")):
+        return url
+    return None
+
+
+def _thumbnail_data_uri(photo: str | bytes) -> str:
+    """Query photos are embedded (small JPEG) so the page does not depend on their location."""
+    image = load_image(photo)
+    data = image_to_jpeg_bytes(image, quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def render_page(
+    home: Home,
+    out: Path,
+    recommendations: Sequence[tuple[str, Recommendation | str]],
+) -> None:
+    """`recommendations`: (photo path, Recommendation or an error message) per query."""
+    esc = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>jewelrec recommendations</title><style>{STYLE}</style></head><body>",
+        "<h1>jewelrec recommendations</h1>",
+    ]
+    for photo, outcome in recommendations:
+        parts.append("<section>")
+        if isinstance(outcome, str):
+            parts.append(f"<p class='err'>{esc(photo)}: {esc(outcome)}</p></section>")
+            continue
+        confidence = outcome.type_confidence or 0.0
+        parts.append(
+            f"<div class='query'><img alt='query photo' src='{_thumbnail_data_uri(photo)}'>"
+            f"<div><div class='meta'>{esc(photo)}</div>"
+            f"<h2>{esc(outcome.type or '?')} <small>({confidence:.0%})</small></h2>"
+            f"<div class='meta'>{len(outcome.results)} results</div></div></div>"
+            "<div class='grid'>"
+        )
+        for r in outcome.results:
+            src = os.path.relpath(home.image_path(r.image), out.parent.resolve())
+            link = safe_link(r.url)
+            buy = (
+                f"<a href='{esc(link)}' target='_blank' rel='noopener noreferrer'>buy</a>"
+                if link
+                else ""
+            )
+            parts.append(
+                f"<div class='card'><img alt='{esc(r.title)}' src='{esc(src)}' loading='lazy'>"
+                f"<div>{esc(r.title)}</div>"
+                f"<div class='meta'>{esc(r.brand or '')} · {esc(r.type)}</div>"
+                f"<div><span class='price'>{r.price:,.2f} {esc(r.currency)}</span> "
+                f"<span class='meta'>similarity {r.score:.2f}</span> {buy}</div></div>"
+            )
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, "".join(parts).encode())

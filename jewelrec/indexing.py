@@ -1,0 +1,236 @@
+"""`jewelrec index`: embed every catalog image and publish a new index version.
+
+Bulk work is a reader -> mapper -> writer loop (DESIGN, after clip-retrieval): a thread pool reads
+and frames the next batch of images while the model embeds the current one, and the progress bar
+shows how long each stage took. Embeddings are cached per (model, image content), so re-indexing
+after a catalog change only embeds new images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.catalog.views import View, all_views
+from jewelrec.errors import NotReadyError
+from jewelrec.home import Home, atomic_path
+from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.io import load_image
+from jewelrec.models.base import Embedder, load_embedder, model_folder
+from jewelrec.search import versions
+from jewelrec.search.index import ExactIndex, IndexRow
+
+BATCH_SIZE = 16
+
+
+@dataclass
+class StageTimes:
+    read: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+
+    def describe(self) -> str:
+        return f"read {self.read:.1f}s, embed {self.embed:.1f}s, write {self.write:.1f}s"
+
+
+@dataclass
+class IndexReport:
+    version: str
+    backend: str
+    embedder: str
+    images: int
+    products: int
+    embedded: int  # images that were not in the cache
+    seconds: float
+    stages: StageTimes = field(default_factory=StageTimes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "backend": self.backend,
+            "embedder": self.embedder,
+            "images": self.images,
+            "products": self.products,
+            "embedded": self.embedded,
+            "seconds": round(self.seconds, 3),
+            "stages": {k: round(v, 3) for k, v in vars(self.stages).items()},
+        }
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Identifies a trained model by its files, so caches and running servers notice retraining."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*")):
+        if path.is_file() and path.suffix in {".json", ".safetensors"}:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """image name (content hash) -> vector, for one model; stored as .npy + .json in the home."""
+
+    def __init__(self, home: Home, embedder_name: str, fingerprint: str) -> None:
+        self.folder = home.cache_dir / "embeddings" / f"{embedder_name}-{fingerprint}"
+        self.vectors: dict[str, np.ndarray] = {}
+        names_path, vectors_path = self.folder / "names.json", self.folder / "vectors.npy"
+        if names_path.exists() and vectors_path.exists():
+            try:
+                names = json.loads(names_path.read_text())
+                matrix = np.load(vectors_path, allow_pickle=False)
+                if len(names) == len(matrix):
+                    self.vectors = dict(zip(names, matrix, strict=True))
+            except (ValueError, OSError):
+                self.vectors = {}  # a damaged cache is only a slower run
+
+    def save(self) -> None:
+        if not self.vectors:
+            return
+        names = sorted(self.vectors)
+        with atomic_path(self.folder / "vectors.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.stack([self.vectors[n] for n in names]), allow_pickle=False)
+        with atomic_path(self.folder / "names.json") as tmp:
+            tmp.write_text(json.dumps(names))
+
+
+def _read_batches(
+    home: Home, names: Sequence[str], batch_size: int, auto_crop: bool
+) -> Iterator[tuple[list[str], list[np.ndarray], float]]:
+    """Yield (names, framed images, seconds spent reading) one batch ahead of the consumer."""
+
+    def read(batch: list[str]) -> tuple[list[str], list[np.ndarray], float]:
+        start = time.perf_counter()
+        images = [
+            focus_on_piece(load_image(home.image_path(n)), auto=auto_crop)[0] for n in batch
+        ]
+        return batch, images, time.perf_counter() - start
+
+    batches = [list(names[i : i + batch_size]) for i in range(0, len(names), batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(read, b) for b in batches[:2]]
+        for i in range(len(batches)):
+            batch = pending[i].result()
+            if i + 2 < len(batches):
+                pending.append(pool.submit(read, batches[i + 2]))
+            yield batch
+
+
+def embed_images(
+    home: Home,
+    embedder: Embedder,
+    names: Sequence[str],
+    *,
+    cache: EmbeddingCache | None = None,
+    auto_crop: bool = True,
+    progress: bool = True,
+    stages: StageTimes | None = None,
+) -> dict[str, np.ndarray]:
+    """Vectors for managed images, embedding only those the cache lacks."""
+    stages = stages if stages is not None else StageTimes()
+    known = cache.vectors if cache else {}
+    todo = [n for n in dict.fromkeys(names) if n not in known]
+    bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress or not todo)
+    fresh: dict[str, np.ndarray] = {}
+    for batch, images, read_seconds in _read_batches(home, todo, BATCH_SIZE, auto_crop):
+        stages.read += read_seconds
+        start = time.perf_counter()
+        vectors = embedder.embed(images)
+        stages.embed += time.perf_counter() - start
+        fresh.update(zip(batch, vectors, strict=True))
+        bar.update(len(batch))
+        bar.set_postfix_str(stages.describe(), refresh=False)
+    bar.close()
+    if cache is not None and fresh:
+        cache.vectors.update(fresh)
+        cache.save()
+    return {n: (fresh[n] if n in fresh else known[n]) for n in names}
+
+
+def index_rows(views: Sequence[View]) -> list[IndexRow]:
+    return [
+        IndexRow(p.id, image, p.type, p.price, p.brand, p.metal) for p, image in views
+    ]
+
+
+def build_index(
+    home: Home,
+    *,
+    embedder: str | None = None,
+    backend: str | None = None,
+    milvus_uri: str | None = None,
+    progress: bool = True,
+) -> IndexReport:
+    """Embed the catalog and publish a new index version; the old one serves until then."""
+    start = time.perf_counter()
+    settings = home.settings()
+    embedder_name = embedder or settings["embedder"]
+    backend = backend or settings["backend"]
+    milvus_uri = milvus_uri or settings.get("milvus_uri")
+    if not home.catalog_db.exists():
+        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    store = CatalogStore.open(home)
+    products = store.all_products()
+    if not products:
+        raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
+    model = load_embedder(home.models_dir, embedder_name)
+    fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
+    cache = EmbeddingCache(home, embedder_name, fingerprint)
+    views = all_views(products)
+    stages = StageTimes()
+    before = len(cache.vectors)
+    vectors_by_name = embed_images(
+        home, model, [image for _, image in views], cache=cache,
+        auto_crop=bool(settings.get("auto_crop", True)), progress=progress, stages=stages,
+    )
+    embedded = max(0, len(cache.vectors) - before)
+    rows = index_rows(views)
+    matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
+
+    write_start = time.perf_counter()
+    building = versions.new_version_dir(home)
+    meta: dict[str, Any] = {
+        "embedder": embedder_name,
+        "embedder_fingerprint": fingerprint,
+        "dim": int(matrix.shape[1]),
+        "backend": backend,
+        "rows": len(rows),
+        "products": len(products),
+        "catalog_fingerprint": store.fingerprint(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    exact = ExactIndex(matrix.shape[1])
+    exact.upsert(rows, matrix)
+    exact.save(building)  # kept for every backend: ground truth, and a fast local fallback
+    if backend == "milvus":
+        if not milvus_uri:
+            raise NotReadyError("the milvus backend needs --milvus-uri")
+        from jewelrec.search.milvus import MilvusIndex
+
+        collection = f"jewelrec_{building.name.removeprefix('.building-').replace('-', '_')}"
+        remote = MilvusIndex(milvus_uri, collection=collection, dim=matrix.shape[1])
+        remote.upsert(rows, matrix)
+        meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
+    version = versions.publish(home, building, meta)
+    stages.write += time.perf_counter() - write_start
+    home.update_settings(embedder=embedder_name, backend=backend, milvus_uri=milvus_uri)
+    return IndexReport(
+        version=version,
+        backend=backend,
+        embedder=embedder_name,
+        images=len(rows),
+        products=len(products),
+        embedded=embedded,
+        seconds=time.perf_counter() - start,
+        stages=stages,
+    )

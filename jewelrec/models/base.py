@@ -1,0 +1,131 @@
+"""The two model contracts, scikit-learn style: settings in the constructor, `fit`, then
+`embed` / `predict_proba`; `save(folder)` and `load(folder)` with safetensors + a JSON of settings.
+
+Images are always RGB uint8 arrays of shape (H, W, 3), any size: each model resizes as it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+Image = np.ndarray  # RGB uint8, (H, W, 3)
+
+
+@dataclass
+class FitReport:
+    """What a training run produced: per-epoch losses (for the loss-curve PNG) and notes."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    notes: dict[str, float | str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Image -> L2-normalised float32 vector; similar pieces give a high dot product."""
+
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def fit(
+        self,
+        images: Sequence[Image],
+        labels: Sequence[str],
+        *,
+        epochs: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> FitReport: ...
+
+    def embed(self, images: Sequence[Image]) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> None: ...
+
+    @classmethod
+    def load(cls, folder: Path) -> Embedder: ...
+
+
+@runtime_checkable
+class TypeClassifier(Protocol):
+    """Image -> probability per catalog type (columns ordered as `classes`)."""
+
+    name: str
+    classes: list[str]
+
+    def fit(
+        self,
+        images: Sequence[Image],
+        labels: Sequence[str],
+        *,
+        epochs: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> FitReport: ...
+
+    def predict_proba(self, images: Sequence[Image]) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> None: ...
+
+    @classmethod
+    def load(cls, folder: Path) -> TypeClassifier: ...
+
+
+# name -> "module:ClassName", imported on demand so the CLI starts fast.
+EMBEDDERS: dict[str, str] = {
+    "autoencoder": "jewelrec.models.autoencoder:AutoencoderEmbedder",
+    "efficientnet": "jewelrec.models.backbone:EfficientNetEmbedder",
+}
+CLASSIFIERS: dict[str, str] = {
+    "seed-cnn": "jewelrec.models.seed_cnn:SeedCNNClassifier",
+    "efficientnet-head": "jewelrec.models.heads:EfficientNetHeadClassifier",
+}
+
+
+def _resolve(table: dict[str, str], name: str, kind: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(table))}")
+    module_name, class_name = table[name].split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def embedder_class(name: str) -> type:
+    return _resolve(EMBEDDERS, name, "embedder")
+
+
+def classifier_class(name: str) -> type:
+    return _resolve(CLASSIFIERS, name, "classifier")
+
+
+def model_folder(models_dir: Path, kind: str, name: str) -> Path:
+    """Where a trained model lives in a home: models/<kind>-<name>/ (kind: embedder/classifier)."""
+    return models_dir / f"{kind}-{name}"
+
+
+def load_embedder(models_dir: Path, name: str) -> Embedder:
+    return _load(models_dir, "embedder", name, embedder_class(name))
+
+
+def load_classifier(models_dir: Path, name: str) -> TypeClassifier:
+    return _load(models_dir, "classifier", name, classifier_class(name))
+
+
+def _load(models_dir: Path, kind: str, name: str, cls: type):
+    from jewelrec.errors import NotReadyError
+
+    folder = model_folder(models_dir, kind, name)
+    if not folder.exists():
+        raise NotReadyError(
+            f"no trained {kind} {name!r} in {models_dir.parent}: "
+            f"run `jewelrec train --home {models_dir.parent}` first"
+        )
+    return cls.load(folder)

@@ -1,0 +1,36 @@
+"""Open the index a home's current version points at, on the backend it was built for
+(or the one the caller names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jewelrec.home import Home
+from jewelrec.search import versions
+from jewelrec.search.index import ExactIndex, Index
+
+BACKENDS = ("exact", "milvus")
+
+
+def open_index(
+    home: Home,
+    *,
+    version: str | None = None,
+    backend: str | None = None,
+    milvus_uri: str | None = None,
+) -> tuple[Index, dict[str, Any]]:
+    """Returns the index and its meta.json (embedder, dimension, backend, collection...)."""
+    meta = versions.read_meta(home, version)
+    backend = backend or meta.get("backend", "exact")
+    if backend == "exact":
+        return ExactIndex.load(versions.version_dir(home, version)), meta
+    if backend == "milvus":
+        from jewelrec.search.milvus import MilvusIndex
+
+        uri = milvus_uri or meta.get("milvus_uri")
+        if not uri:
+            from jewelrec.errors import NotReadyError
+
+            raise NotReadyError("the milvus backend needs --milvus-uri (none recorded in the home)")
+        return MilvusIndex.connect(uri, meta["milvus_collection"]), meta
+    raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

@@ -1,0 +1,94 @@
+"""One filter spec for every backend. Filters are applied *before* ranking (pre-filter), so a
+query for k results gets k whenever k products match (the prototype filtered 10 neighbours
+afterwards and could return none)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Filters:
+    min_price: float | None = None
+    max_price: float | None = None
+    types: frozenset[str] = field(default_factory=frozenset)
+    brands: frozenset[str] = field(default_factory=frozenset)
+    metals: frozenset[str] = field(default_factory=frozenset)
+    exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        for name in ("min_price", "max_price"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if (
+            self.min_price is not None
+            and self.max_price is not None
+            and self.min_price > self.max_price
+        ):
+            raise ValueError(
+                f"min_price ({self.min_price}) is above max_price ({self.max_price})"
+            )
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        types: Iterable[str] | str | None = None,
+        brands: Iterable[str] | str | None = None,
+        metals: Iterable[str] | str | None = None,
+        exclude_ids: Iterable[str] | None = None,
+    ) -> Filters:
+        return cls(
+            min_price=min_price,
+            max_price=max_price,
+            types=_as_set(types),
+            brands=_as_set(brands),
+            metals=_as_set(metals),
+            exclude_ids=frozenset(exclude_ids or ()),
+        )
+
+    def with_types(self, types: Iterable[str]) -> Filters:
+        return Filters(
+            self.min_price, self.max_price, frozenset(types), self.brands, self.metals,
+            self.exclude_ids,
+        )
+
+    def mask(
+        self,
+        *,
+        price: np.ndarray,
+        type_: np.ndarray,
+        brand: np.ndarray,
+        metal: np.ndarray,
+        product_id: np.ndarray,
+    ) -> np.ndarray:
+        """Boolean mask over index rows (ExactIndex's compilation of the spec)."""
+        keep = np.ones(len(price), dtype=bool)
+        if self.min_price is not None:
+            keep &= price >= self.min_price
+        if self.max_price is not None:
+            keep &= price <= self.max_price
+        if self.types:
+            keep &= np.isin(type_, list(self.types))
+        if self.brands:
+            keep &= np.isin(brand, list(self.brands))
+        if self.metals:
+            keep &= np.isin(metal, list(self.metals))
+        if self.exclude_ids:
+            keep &= ~np.isin(product_id, list(self.exclude_ids))
+        return keep
+
+
+def _as_set(value: Iterable[str] | str | None) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    return frozenset(v.strip() for v in value if v and v.strip())

@@ -1,0 +1,125 @@
+"""`jewelrec train`: fit the home's type classifier and embedder on its catalog.
+
+Held-out views (catalog/views.py) never reach training, so `jewelrec evaluate` stays honest.
+Each model is saved under models/<kind>-<name>/ with a loss-curve PNG and a training.json that
+records the training-data fingerprint, seed and epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.catalog.views import split_views
+from jewelrec.errors import NotReadyError
+from jewelrec.home import Home, atomic_write_json
+from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.io import load_image
+from jewelrec.models.base import FitReport, classifier_class, embedder_class, model_folder
+
+
+@dataclass
+class TrainedModel:
+    kind: str
+    name: str
+    folder: Path
+    seconds: float
+    report: FitReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "folder": str(self.folder),
+            "seconds": round(self.seconds, 2),
+            "final_train_loss": self.report.train_loss[-1] if self.report.train_loss else None,
+            "final_val_loss": self.report.val_loss[-1] if self.report.val_loss else None,
+            "final_val_accuracy": (
+                self.report.val_accuracy[-1] if self.report.val_accuracy else None
+            ),
+        }
+
+
+def load_training_images(
+    home: Home, *, auto_crop: bool = True, progress: bool = True
+) -> tuple[list[np.ndarray], list[str], str]:
+    """Framed images of every non-held-out view, their type labels, and the data fingerprint."""
+    if not home.catalog_db.exists():
+        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    store = CatalogStore.open(home)
+    fit_views, _ = split_views(store.all_products())
+    if not fit_views:
+        raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
+    images, labels = [], []
+    for product, name in tqdm(fit_views, desc="loading images", unit="img", disable=not progress):
+        image = load_image(home.image_path(name))
+        images.append(focus_on_piece(image, auto=auto_crop)[0])
+        labels.append(product.type)
+    if len(set(labels)) < 2:
+        raise NotReadyError("training a type classifier needs at least two product types")
+    return images, labels, store.fingerprint()
+
+
+def train_home(
+    home: Home,
+    *,
+    embedder: str | None = None,
+    classifier: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[TrainedModel]:
+    """Train the classifier and the embedder named (or recorded in the home) and save them."""
+    from jewelrec.models.training import plot_loss_curves
+
+    settings = home.settings()
+    names = {
+        "classifier": classifier or settings["classifier"],
+        "embedder": embedder or settings["embedder"],
+    }
+    factories = {
+        "classifier": classifier_class(names["classifier"]),
+        "embedder": embedder_class(names["embedder"]),
+    }
+    images, labels, fingerprint = load_training_images(
+        home, auto_crop=bool(settings.get("auto_crop", True)), progress=progress
+    )
+    trained = []
+    for kind in ("classifier", "embedder"):
+        start = time.perf_counter()
+        model = factories[kind]()
+        report = model.fit(images, labels, epochs=epochs, seed=seed, progress=progress)
+        folder = model_folder(home.models_dir, kind, names[kind])
+        model.save(folder)
+        if report.train_loss:
+            plot_loss_curves(report, folder / "loss.png", title=f"{kind}: {names[kind]}")
+        seconds = time.perf_counter() - start
+        atomic_write_json(
+            folder / "training.json",
+            {
+                "training_data_fingerprint": fingerprint,
+                "images": len(images),
+                "epochs": epochs,
+                "seed": seed,
+                "seconds": round(seconds, 2),
+                "train_loss": report.train_loss,
+                "val_loss": report.val_loss,
+                "val_accuracy": report.val_accuracy,
+                "notes": report.notes,
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        trained.append(TrainedModel(kind, names[kind], folder, seconds, report))
+    home.update_settings(**names)
+    return trained
+
+
+def describe(trained: list[TrainedModel]) -> str:
+    return "\n".join(json.dumps(t.to_dict()) for t in trained)
