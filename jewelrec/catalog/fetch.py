@@ -1,0 +1,203 @@
+"""Download a catalog image from an http(s) URL, refusing what a catalog must not make us fetch.
+
+A catalog comes from outside, so its image URLs are untrusted: one could point at the cloud
+metadata service (169.254.169.254), a database on localhost, or a file of endless bytes. So:
+
+- http and https only, on every redirect hop too (redirects are followed by hand, at most
+  MAX_REDIRECTS, each new URL checked like the first);
+- the host name is resolved here and *every* address it resolves to must be public (not
+  loopback, private, link-local, multicast, reserved or unspecified), unless
+  allow_private=True; the connection then goes to one of those checked addresses, so a second
+  DNS answer cannot swap in another (DNS rebinding). TLS still verifies the certificate
+  against the host name;
+- `timeout` seconds to connect and for each read, and the whole download must end within
+  TOTAL_TIME_FACTOR times that (a server trickling bytes cannot hold the ingest forever);
+- at most `max_bytes`, read in chunks: a larger Content-Length is refused before reading, and
+  a body that grows past the limit is cut off at once;
+- environment proxies are not used (a proxy would connect on our behalf to addresses we could
+  not check).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from urllib.parse import urljoin, urlsplit
+
+from jewelrec.errors import ImageError
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MAX_REDIRECTS = 5
+TOTAL_TIME_FACTOR = 3
+CHUNK = 64 * 1024
+USER_AGENT = "jewelrec-ingest/0.1"
+PRIVATE_HINT = "rerun with --allow-private-urls to allow it"
+
+
+class FetchError(ImageError):
+    """An image URL could not or must not be downloaded; the message says which and why."""
+
+
+def fetch_image(
+    url: str,
+    *,
+    allow_private: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """The body of `url` (following up to MAX_REDIRECTS redirects), or FetchError."""
+    deadline = time.monotonic() + timeout * TOTAL_TIME_FACTOR
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        status, location, body = _get_once(current, allow_private, timeout, max_bytes, deadline)
+        if location is None:
+            if status != 200:
+                raise FetchError(f"HTTP {status} for {current}")
+            return body
+        current = urljoin(current, location)
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+
+def check_address(address: str, *, allow_private: bool = False) -> str | None:
+    """None if we may connect to this IP address, else why not."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if allow_private:
+        return None
+    for label, flag in (
+        ("loopback", ip.is_loopback),
+        ("private", ip.is_private),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("unspecified", ip.is_unspecified),
+    ):
+        if flag:
+            return f"{label} address {ip} refused ({PRIVATE_HINT})"
+    if not ip.is_global:
+        return f"non-public address {ip} refused ({PRIVATE_HINT})"
+    return None
+
+
+def resolve_checked(host: str, port: int, *, allow_private: bool = False) -> list[str]:
+    """Every address `host` resolves to, each checked; FetchError if any one is refused."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve host {host!r}: {exc}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise FetchError(f"cannot resolve host {host!r}")
+    for address in addresses:
+        problem = check_address(address, allow_private=allow_private)
+        if problem:
+            raise FetchError(f"{host}: {problem}")
+    return addresses
+
+
+def _get_once(
+    url: str, allow_private: bool, timeout: float, max_bytes: int, deadline: float
+) -> tuple[int, str | None, bytes]:
+    """(status, redirect location or None, body) for one request, no redirects followed."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise FetchError(f"malformed image URL {url!r}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in {"http", "https"}:
+        raise FetchError(f"image URL is not http(s): {url!r}")
+    if not host:
+        raise FetchError(f"image URL has no host: {url!r}")
+    port = port or (443 if scheme == "https" else 80)
+    addresses = resolve_checked(host, port, allow_private=allow_private)
+    connection = _open_connection(scheme, host, port, addresses, timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("GET", target, headers={
+            "User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity",
+        })
+        response = connection.getresponse()
+        if response.status in {301, 302, 303, 307, 308}:
+            location = response.getheader("Location")
+            if not location:
+                raise FetchError(f"HTTP {response.status} without a Location for {url}")
+            return response.status, location, b""
+        if response.status != 200:
+            return response.status, None, b""
+        return 200, None, _read_limited(response, url, max_bytes, deadline)
+    except FetchError:
+        raise
+    except TimeoutError as exc:
+        raise FetchError(f"timed out after {timeout:g}s fetching {url}") from exc
+    except ssl.SSLError as exc:
+        raise FetchError(f"TLS error fetching {url}: {exc.reason or exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+    finally:
+        connection.close()
+
+
+def _read_limited(
+    response: http.client.HTTPResponse, url: str, max_bytes: int, deadline: float
+) -> bytes:
+    length = response.getheader("Content-Length")
+    if length and length.strip().isdigit() and int(length) > max_bytes:
+        raise FetchError(f"image at {url} is {int(length):,} bytes, over the "
+                         f"{max_bytes:,}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchError(f"download of {url} took too long")
+        chunk = response.read(CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise FetchError(f"image at {url} is over the {max_bytes:,}-byte limit")
+        chunks.append(chunk)
+
+
+def _open_connection(
+    scheme: str, host: str, port: int, addresses: list[str], timeout: float
+) -> http.client.HTTPConnection:
+    """An http.client connection that connects to an address we checked, not a fresh lookup."""
+    if scheme == "https":
+        return _PinnedHTTPS(host, port, timeout=timeout, addresses=addresses)
+    return _PinnedHTTP(host, port, timeout=timeout, addresses=addresses)
+
+
+def _connect_any(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout=timeout)
+        except OSError as exc:
+            last = exc
+    raise last or OSError("no address to connect to")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, *, timeout: float, addresses: list[str]) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _connect_any(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, *, timeout: float, addresses: list[str]) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        sock = _connect_any(self._addresses, self.port, self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)

@@ -1,0 +1,420 @@
+"""Catalog files in, validated rows out: CSV, JSON Lines, or a ShopStyle-style product export.
+
+Reader -> mapper: each reader yields `RawRow`s (a row number and a plain dict of fields); one
+function, `validate_fields`, turns a dict into a `CatalogRow` or a rejection reason, whatever the
+file format. Images are only *referenced* here (a path or a URL); `jewelrec.catalog.ingest`
+loads and checks them.
+
+Rules a catalog author needs to know:
+
+- Row numbers are the ones a person would look up. CSV: as a spreadsheet counts them, the header
+  is row 1 and the first product is row 2 (a quoted value spanning several lines is still one
+  row). JSON Lines: the line number in the file (blank lines count as lines). ShopStyle: the
+  product's 1-based position in the `products` list.
+- Required: id, title, type, price, url, image. Optional: currency (default USD), brand, metal,
+  stone, tags. Other columns are ignored.
+- type, metal and stone are stored lower-case with spaces collapsed ("Rose  Gold" -> "rose gold")
+  so filters and facets match regardless of how the catalog spells them.
+- price: a plain decimal number >= 0 ("19.90"); no currency signs, no NaN or infinity.
+- url: http or https with a host. image: a path relative to the catalog file's folder, or an
+  http(s) URL; several separated by `|` in CSV (a list, or a `|` string, in JSON Lines).
+- tags: separated by `|` or `,` in CSV; a list (or such a string) in JSON Lines.
+- The same id twice: the first row with valid fields wins. A later row with identical fields is
+  ignored silently (catalogs concatenated from overlapping exports); one that differs is
+  rejected as a duplicate id, so a conflicting edit never replaces the first silently.
+
+ShopStyle mapping (see ../shared/data/shopstyle/README.md): name -> title, brand.name -> brand,
+clickUrl -> url, categories[].id -> type (the first category that is a jewelry type, e.g.
+`earrings` -> earring; a product without one is rejected), colors[0].name -> metal when it names
+a metal colour, image.sizes.Best.url (else the largest size given) then each alternateImage the
+same way -> images. Price: the salePrice when it is set and below price (what a shopper pays
+today), else price. Out-of-stock products are kept: the catalog decides what it lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from jewelrec.errors import CatalogError
+
+REQUIRED_FIELDS = ("id", "title", "type", "price", "url", "image")
+DEFAULT_CURRENCY = "USD"
+MAX_PRICE = Decimal("1e12")  # beyond any real price; keeps the float the store keeps exact enough
+
+# ShopStyle category ids that are a jewelry type, and the type each one gives.
+SHOPSTYLE_TYPES = {
+    "earrings": "earring",
+    "necklaces": "necklace",
+    "rings": "ring",
+    "bracelets": "bracelet",
+    "watches": "watch",
+    "womens-watches": "watch",
+    "mens-watches": "watch",
+    "brooches": "brooch",
+    "brooches-and-pins": "brooch",
+    "anklets": "anklet",
+    "charms": "charm",
+    "pendants": "pendant",
+    "cufflinks": "cufflink",
+    "body-jewelry": "body jewelry",
+}
+METAL_COLOURS = frozenset({
+    "gold", "yellow gold", "white gold", "rose gold", "silver", "sterling silver", "platinum",
+    "bronze", "copper", "brass", "gunmetal", "gold-tone", "silver-tone", "rose gold-tone",
+    "titanium", "steel", "stainless steel",
+})
+# Sizes ShopStyle names, smallest first, for when "Best" is missing and no width is given.
+SHOPSTYLE_SIZES = ("Small", "Medium", "Large", "Original", "IPhoneSmall", "IPhone", "XLarge",
+                   "Best")
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class RawRow(NamedTuple):
+    """One product as the file gives it. `problem` is set when the row could not even be
+    mapped to fields (a JSON line that does not parse, a ShopStyle product with no type)."""
+
+    row: int
+    fields: dict[str, Any]
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """A row whose fields are valid; its images are references not yet loaded."""
+
+    row: int
+    id: str
+    title: str
+    type: str
+    price: Decimal
+    currency: str
+    url: str
+    image_refs: tuple[str, ...]
+    brand: str | None = None
+    metal: str | None = None
+    stone: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def same_fields(self, other: CatalogRow) -> bool:
+        """Equal in everything but the row number (an identical repeat)."""
+        return self._key() == other._key()
+
+    def _key(self) -> tuple:
+        return (self.id, self.title, self.type, self.price, self.currency, self.url,
+                self.image_refs, self.brand, self.metal, self.stone, self.tags)
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+def detect_format(path: Path) -> str:
+    """'csv', 'jsonl' or 'json' (a JSON document: ShopStyle export or a list of products),
+    from the extension, else from the first characters."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in {".jsonl", ".ndjson"}:
+        return "jsonl"
+    if suffix == ".json":
+        return "json"
+    head = _read_head(path)
+    if head.startswith("["):
+        return "json"
+    if head.startswith("{"):
+        try:
+            with open(path, encoding="utf-8-sig") as fh:
+                json.load(fh)
+        except (ValueError, OSError):
+            return "jsonl"  # several objects, one a line
+        return "json"
+    return "csv"
+
+
+def read_catalog(path: Path) -> tuple[str, Iterator[RawRow]]:
+    """(format name: csv, jsonl, shopstyle or json, rows); CatalogError when the file cannot
+    be read at all."""
+    path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"catalog file not found: {path}")
+    if not path.is_file():
+        raise CatalogError(f"not a catalog file: {path}")
+    fmt = detect_format(path)
+    if fmt == "csv":
+        return fmt, read_csv(path)
+    if fmt == "jsonl":
+        return fmt, read_jsonl(path)
+    document = _load_json(path)
+    if isinstance(document, dict) and isinstance(document.get("products"), list):
+        return "shopstyle", shopstyle_rows(document["products"])
+    if isinstance(document, list):
+        return "json", json_list_rows(document)
+    if isinstance(document, dict) and path.suffix.lower() != ".json":
+        return "jsonl", read_jsonl(path)  # a JSON Lines file holding a single product
+    raise CatalogError(
+        f"{path}: expected an object with a \"products\" list (ShopStyle export) "
+        "or a list of products"
+    )
+
+
+def read_csv(path: Path) -> Iterator[RawRow]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                raise CatalogError(f"{path} is empty: expected a header row such as "
+                                   f"{','.join(REQUIRED_FIELDS)}")
+            header = [(name or "").strip().lower() for name in reader.fieldnames]
+            missing = [name for name in REQUIRED_FIELDS if name not in header]
+            if len(missing) == len(REQUIRED_FIELDS):
+                raise CatalogError(
+                    f"{path} does not look like a product CSV: its header has none of the "
+                    f"columns {', '.join(REQUIRED_FIELDS)}"
+                )
+            reader.fieldnames = header
+            for number, record in enumerate(reader, start=2):
+                record.pop(None, None)  # values beyond the header's columns
+                yield RawRow(number, record)
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise CatalogError(f"{path} is not valid CSV: {exc}") from exc
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_jsonl(path: Path) -> Iterator[RawRow]:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line, parse_float=Decimal)
+                except json.JSONDecodeError as exc:
+                    yield RawRow(number, {}, f"invalid JSON: {exc.msg}")
+                    continue
+                if not isinstance(record, dict):
+                    yield RawRow(number, {}, "not a JSON object")
+                    continue
+                yield RawRow(number, record)
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def json_list_rows(document: list[Any]) -> Iterator[RawRow]:
+    """A JSON array of product objects (the JSON Lines fields, in one document)."""
+    for number, record in enumerate(document, start=1):
+        if isinstance(record, dict):
+            yield RawRow(number, record)
+        else:
+            yield RawRow(number, {}, "not a JSON object")
+
+
+def shopstyle_rows(products: list[Any]) -> Iterator[RawRow]:
+    for number, product in enumerate(products, start=1):
+        if not isinstance(product, dict):
+            yield RawRow(number, {}, "not a JSON object")
+            continue
+        fields, problem = map_shopstyle_product(product)
+        yield RawRow(number, fields, problem)
+
+
+def map_shopstyle_product(product: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """ShopStyle's nested product -> our flat fields (and a problem when it has no type)."""
+    brand = product.get("brand")
+    colors = product.get("colors") or []
+    first_colour = colors[0].get("name") if colors and isinstance(colors[0], dict) else None
+    metal = _normalise_words(first_colour) if isinstance(first_colour, str) else None
+    fields: dict[str, Any] = {
+        "id": product.get("id"),
+        "title": product.get("name"),
+        "price": _shopstyle_price(product.get("price"), product.get("salePrice")),
+        "currency": product.get("currency"),
+        "brand": brand.get("name") if isinstance(brand, dict) else None,
+        "url": product.get("clickUrl"),
+        "image": _shopstyle_images(product),
+        "metal": metal if metal in METAL_COLOURS else None,
+    }
+    categories = [c.get("id") for c in product.get("categories") or [] if isinstance(c, dict)]
+    for category in categories:
+        if isinstance(category, str) and category.lower() in SHOPSTYLE_TYPES:
+            fields["type"] = SHOPSTYLE_TYPES[category.lower()]
+            return fields, None
+    listed = ", ".join(str(c) for c in categories) or "none"
+    return fields, f"no jewelry category (categories: {listed})"
+
+
+def _shopstyle_price(price: Any, sale: Any) -> Any:
+    if _is_number(sale) and _is_number(price) and 0 <= sale < price:
+        return sale
+    return price
+
+
+def _shopstyle_images(product: dict[str, Any]) -> list[str]:
+    images = [product.get("image")] + list(product.get("alternateImages") or [])
+    urls = [_best_size_url(image) for image in images if isinstance(image, dict)]
+    return [url for url in urls if url]
+
+
+def _best_size_url(image: dict[str, Any]) -> str | None:
+    sizes = image.get("sizes")
+    if not isinstance(sizes, dict):
+        return None
+    candidates = {name: size for name, size in sizes.items()
+                  if isinstance(size, dict) and isinstance(size.get("url"), str)}
+    if not candidates:
+        return None
+    if "Best" in candidates:
+        return candidates["Best"]["url"]
+
+    def area(item: tuple[str, dict[str, Any]]) -> tuple[float, int]:
+        name, size = item
+        w, h = size.get("width"), size.get("height")
+        pixels = w * h if _is_number(w) and _is_number(h) else -1
+        rank = SHOPSTYLE_SIZES.index(name) if name in SHOPSTYLE_SIZES else -1
+        return (pixels, rank)
+
+    return max(candidates.items(), key=area)[1]["url"]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
+    """A `CatalogRow`, or the reason the row is rejected (one line a person can act on)."""
+    text = {name: _text(fields.get(name)) for name in
+            ("id", "title", "type", "currency", "brand", "url", "metal", "stone")}
+    image_refs = _split(fields.get("image"), "|")
+    present = {**text, "price": _text(fields.get("price")), "image": "|".join(image_refs)}
+    missing = [name for name in REQUIRED_FIELDS if not present[name]]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        return f"missing field{plural} {', '.join(repr(m) for m in missing)}"
+    if not isinstance(fields.get("id"), str | int) or isinstance(fields.get("id"), bool):
+        return f"bad id {fields.get('id')!r}: expected text or a whole number"
+    price = parse_price(fields.get("price"))
+    if isinstance(price, str):
+        return price
+    url_problem = check_url(text["url"])
+    if url_problem:
+        return url_problem
+    currency = (text["currency"] or DEFAULT_CURRENCY).upper()
+    if not _CURRENCY.match(currency):
+        return f"bad currency {text['currency']!r}: expected a 3-letter code such as USD"
+    return CatalogRow(
+        row=row,
+        id=text["id"],
+        title=" ".join(text["title"].split()),
+        type=_normalise_words(text["type"]),
+        price=price,
+        currency=currency,
+        url=text["url"],
+        image_refs=tuple(dict.fromkeys(image_refs)),
+        brand=text["brand"] or None,
+        metal=_normalise_words(text["metal"]) or None,
+        stone=_normalise_words(text["stone"]) or None,
+        tags=tuple(dict.fromkeys(_split(fields.get("tags"), "|,"))),
+    )
+
+
+def parse_price(value: Any) -> Decimal | str:
+    """A Decimal >= 0, or a rejection reason. Floats from JSON are taken at their decimal repr."""
+    if isinstance(value, bool) or value is None:
+        return f"bad price {value!r}: expected a number such as 19.99"
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        return f"bad price {value!r}: expected a number such as 19.99"
+    if not price.is_finite():
+        return f"bad price {value!r}: expected a number such as 19.99"
+    if price < 0:
+        return f"negative price: {value}"
+    if price > MAX_PRICE:
+        return f"bad price {value!r}: implausibly large"
+    return price
+
+
+def check_url(url: str) -> str | None:
+    """None when `url` is an http(s) link with a host, else why not."""
+    if _CONTROL.search(url):
+        return f"bad URL {url!r}: contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"bad URL {url!r}: malformed"
+    if parts.scheme.lower() not in {"http", "https"}:
+        return f"URL is not http(s): {url!r}"
+    if not host:
+        return f"URL has no host: {url!r}"
+    return None
+
+
+def is_remote_ref(ref: str) -> bool:
+    return urlsplit(ref).scheme.lower() in {"http", "https"}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _split(value: Any, separators: str) -> list[str]:
+    """A list or a separated string -> stripped, non-empty strings."""
+    items: Iterable[Any]
+    if isinstance(value, list | tuple):
+        items = value
+    elif value is None:
+        items = []
+    else:
+        items = re.split(f"[{re.escape(separators)}]", str(value))
+    return [s for s in (_text(item) for item in items) if s]
+
+
+def _normalise_words(value: str | None) -> str:
+    return " ".join((value or "").lower().split())
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _read_head(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4096).decode("utf-8-sig", errors="replace").lstrip()
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return json.load(fh, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc

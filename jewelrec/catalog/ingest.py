@@ -1,0 +1,437 @@
+"""Load a catalog file into a data home: read rows -> validate and store images -> write products.
+
+Three stages, each timed (DESIGN.md's reader -> mapper -> writer):
+
+1. read: parse the file and validate every row's fields (`jewelrec.catalog.importers`).
+2. images: resolve each row's image references (files beside the catalog, or URLs with
+   fetch_images), decode every image to prove it is readable, and stage new ones, named by
+   content (`images/<sha256[:2]>/<sha256>.<ext>`, so an image shared by several products is
+   stored once), in a staging folder inside the home.
+3. write: move the staged images into images/ (each an atomic rename), then add, update and
+   remove products in ONE store transaction. The commit is the single point of truth: killed
+   at any moment before it, the store still holds exactly the previous catalog (a few
+   unreferenced image files may remain; they are harmless and reused by the next run).
+
+Rules:
+- A bad row never stops the ingest and is never half-stored: the row is reported (row number,
+  id, reason) and skipped. A product already in the store whose row is rejected this time keeps
+  its previous version, and `prune` does not remove it (it is still listed, just broken).
+- strict=True: if any row is rejected nothing is written at all (summary.committed is False and
+  the CLI exits 1).
+- prune=True removes products whose ids the file no longer lists. Managed image files are never
+  deleted by ingest: a running server or an older index version may still be using them.
+- Re-ingesting an unchanged catalog writes nothing (every product counts as unchanged);
+  images already seen (same file path, size and modification time, or same URL) are not read,
+  decoded or downloaded again. So a remote image replaced at an unchanged URL is not noticed:
+  catalogs (ShopStyle's CDN among them) give a new image a new URL.
+- One ingest per home at a time (a lock file); readers are never blocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_image
+from jewelrec.catalog.importers import CatalogRow, is_remote_ref, read_catalog, validate_fields
+from jewelrec.catalog.schema import Product
+from jewelrec.catalog.store import CatalogStore, product_hash
+from jewelrec.errors import CatalogError, ImageError
+from jewelrec.home import Home, atomic_write_bytes
+from jewelrec.imaging.io import image_to_png_bytes, load_image, sniff_image_type
+
+STAGING_DIR = ".ingest-staging"
+LOCK_FILE = ".ingest.lock"
+MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
+# Formats a browser shows as they are; any other readable image is stored re-encoded as PNG.
+KEPT_FORMATS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
+DESCRIBED_REJECTIONS = 50
+_OTHER_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^(data|file|javascript):", re.I)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: int
+    id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StageSeconds:
+    reading: float = 0.0
+    images: float = 0.0
+    writing: float = 0.0
+
+    def describe(self) -> str:
+        return (f"read {self.reading:.1f}s, images {self.images:.1f}s, "
+                f"write {self.writing:.1f}s")
+
+
+@dataclass
+class IngestSummary:
+    catalog: str
+    format: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    images_added: int = 0  # new managed image files (an image shared by products counts once)
+    committed: bool = True  # False: strict mode found rejections and changed nothing
+    seconds: StageSeconds = field(default_factory=StageSeconds)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "catalog": self.catalog,
+            "format": self.format,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "rejected": [r.to_dict() for r in self.rejected],
+            "images_added": self.images_added,
+            "committed": self.committed,
+            "seconds": {k: round(v, 3) for k, v in asdict(self.seconds).items()},
+        }
+
+    def describe(self) -> str:
+        """The human summary: counts, stage times, then one line per rejected row."""
+        if self.committed:
+            head = (f"ingested {self.catalog} ({self.format}): {self.added} added, "
+                    f"{self.updated} updated, {self.unchanged} unchanged, {self.removed} "
+                    f"removed, {len(self.rejected)} rejected, {self.images_added} new images "
+                    f"[{self.seconds.describe()}]")
+        else:
+            head = (f"strict: {len(self.rejected)} rows of {self.catalog} rejected, "
+                    "nothing was changed")
+        lines = [head]
+        for r in self.rejected[:DESCRIBED_REJECTIONS]:
+            who = f" (id {r.id})" if r.id else ""
+            lines.append(f"  row {r.row}{who}: {r.reason}")
+        if len(self.rejected) > DESCRIBED_REJECTIONS:
+            lines.append(f"  ... and {len(self.rejected) - DESCRIBED_REJECTIONS} more "
+                         "(--json lists them all)")
+        return "\n".join(lines)
+
+
+def ingest(
+    catalog_path: str | os.PathLike,
+    home: Home | str | os.PathLike,
+    *,
+    strict: bool = False,
+    prune: bool = False,
+    fetch_images: bool = False,
+    allow_private_urls: bool = False,
+    progress: bool = True,
+) -> IngestSummary:
+    """Load `catalog_path` into `home`'s store; see the module docstring for the rules."""
+    catalog_path = Path(catalog_path)
+    home = home if isinstance(home, Home) else Home(home)
+    seconds = StageSeconds()
+    start = time.perf_counter()
+    parsed = read_rows(catalog_path)  # first: a catalog that cannot be read touches no home
+    summary = IngestSummary(str(catalog_path), parsed.format, seconds=seconds,
+                            rejected=list(parsed.rejected))
+    seconds.reading = time.perf_counter() - start
+
+    home.root.mkdir(parents=True, exist_ok=True)
+    with _ingest_lock(home), _staging_folder(home) as staging:
+        store = CatalogStore.open(home)
+        try:
+            start = time.perf_counter()
+            images = ImageStager(
+                home, catalog_path.resolve().parent, staging, store.image_sources(),
+                fetch_images=fetch_images, allow_private_urls=allow_private_urls,
+            )
+            products = []
+            for row in tqdm(parsed.rows, desc="ingest", unit="product", disable=not progress):
+                product = images.product(row)
+                if isinstance(product, Rejection):
+                    summary.rejected.append(product)
+                else:
+                    products.append(product)
+            summary.rejected.sort(key=lambda r: r.row)
+            seconds.images = time.perf_counter() - start
+
+            start = time.perf_counter()
+            _write(store, home, products, parsed.listed_ids, images, summary,
+                   strict=strict, prune=prune)
+            seconds.writing = time.perf_counter() - start
+            return summary
+        finally:
+            store.close()
+
+
+# -- stage 1: rows ---------------------------------------------------------------------------
+
+@dataclass
+class ParsedCatalog:
+    format: str
+    rows: list[CatalogRow]  # valid fields, one per id (the first), in file order
+    rejected: list[Rejection]
+    listed_ids: set[str]  # every id the file names, rejected rows included (for prune)
+
+
+def read_rows(catalog_path: Path) -> ParsedCatalog:
+    """Parse and validate every row; the first valid row of an id wins (module docstring of
+    `jewelrec.catalog.importers`)."""
+    fmt, raw_rows = read_catalog(catalog_path)
+    accepted: dict[str, CatalogRow] = {}
+    rejected: list[Rejection] = []
+    listed: set[str] = set()
+    for raw in raw_rows:
+        raw_id = raw.fields.get("id")
+        shown_id = str(raw_id).strip() if raw_id is not None and str(raw_id).strip() else None
+        if shown_id:
+            listed.add(shown_id)
+        result = raw.problem or validate_fields(raw.fields, raw.row)
+        if isinstance(result, str):
+            rejected.append(Rejection(raw.row, shown_id, result))
+            continue
+        first = accepted.setdefault(result.id, result)
+        if first is not result and not first.same_fields(result):
+            rejected.append(Rejection(
+                raw.row, result.id,
+                f"duplicate id {result.id!r}: row {first.row} has this id with different fields",
+            ))
+    return ParsedCatalog(fmt, list(accepted.values()), rejected, listed)
+
+
+# -- stage 2: images -------------------------------------------------------------------------
+
+class ImageRejected(Exception):
+    """Why one image reference cannot be used; the row that names it is rejected."""
+
+
+class ImageStager:
+    """Turns a row's image references into managed image names, staging new image files."""
+
+    def __init__(
+        self,
+        home: Home,
+        catalog_dir: Path,
+        staging: Path,
+        known_sources: dict[str, str],
+        *,
+        fetch_images: bool,
+        allow_private_urls: bool,
+    ) -> None:
+        self.home = home
+        self.catalog_dir = catalog_dir
+        self.staging = staging
+        self.known_sources = known_sources
+        self.fetch_images = fetch_images
+        self.allow_private_urls = allow_private_urls
+        self.staged: dict[str, Path] = {}  # managed name -> staged file, new this run
+        self.new_sources: dict[str, str] = {}  # source key -> managed name, to remember
+        self._memo: dict[str, str | ImageRejected] = {}  # per reference, this run
+
+    def product(self, row: CatalogRow) -> Product | Rejection:
+        names: list[str] = []
+        for ref in row.image_refs:
+            try:
+                names.append(self.managed_name(ref))
+            except ImageRejected as exc:
+                return Rejection(row.row, row.id, str(exc))
+        return Product(
+            id=row.id, title=row.title, type=row.type, price=float(row.price), url=row.url,
+            images=tuple(dict.fromkeys(names)), currency=row.currency, brand=row.brand,
+            metal=row.metal, stone=row.stone, tags=row.tags,
+        )
+
+    def managed_name(self, ref: str) -> str:
+        """The managed name for one reference, or ImageRejected (remembered per reference)."""
+        if ref not in self._memo:
+            try:
+                self._memo[ref] = self._resolve(ref)
+            except ImageRejected as exc:
+                self._memo[ref] = exc
+        result = self._memo[ref]
+        if isinstance(result, ImageRejected):
+            raise result
+        return result
+
+    def _resolve(self, ref: str) -> str:
+        if is_remote_ref(ref):
+            return self._remote(ref)
+        if _OTHER_SCHEME.match(ref):
+            raise ImageRejected(
+                f"image {ref!r} is neither a path relative to the catalog nor an http(s) URL"
+            )
+        return self._local(ref)
+
+    def _remote(self, url: str) -> str:
+        if not self.fetch_images:
+            raise ImageRejected(f"remote image: rerun with --fetch-images ({url})")
+        source = f"url:{url}"
+        known = self._known(source)
+        if known:
+            return known
+        try:
+            data = fetch_image(url, allow_private=self.allow_private_urls,
+                               max_bytes=MAX_IMAGE_BYTES)
+        except FetchError as exc:
+            raise ImageRejected(f"image not fetched: {exc}") from exc
+        return self._store(data, url, source)
+
+    def _local(self, ref: str) -> str:
+        try:
+            path = (self.catalog_dir / ref).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ImageRejected(f"bad image path {ref!r}: {exc}") from exc
+        if not path.is_relative_to(self.catalog_dir):
+            raise ImageRejected(f"image path escapes the catalog folder: {ref!r}")
+        try:
+            info = path.stat()
+        except FileNotFoundError as exc:
+            raise ImageRejected(f"image not found: {ref!r}") from exc
+        except (OSError, ValueError) as exc:
+            raise ImageRejected(f"cannot read image {ref!r}: {exc}") from exc
+        if not path.is_file():
+            raise ImageRejected(f"image {ref!r} is not a file")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageRejected(f"image {ref!r} is {info.st_size:,} bytes, over the "
+                                f"{MAX_IMAGE_BYTES:,}-byte limit")
+        source = f"file:{path}:{info.st_size}:{info.st_mtime_ns}"
+        known = self._known(source)
+        if known:
+            return known
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageRejected(f"cannot read image {ref!r}: {exc.strerror or exc}") from exc
+        return self._store(data, ref, source)
+
+    def _known(self, source: str) -> str | None:
+        """The managed name of a source seen by an earlier ingest, if its file is still there."""
+        name = self.known_sources.get(source)
+        if name and (name in self.staged or self.home.image_path(name).is_file()):
+            return name
+        return None
+
+    def _store(self, data: bytes, ref: str, source: str) -> str:
+        """Decode (the proof it is an image), name by content, stage if new."""
+        try:
+            pixels = load_image(data)
+        except ImageError as exc:
+            detail = str(exc).removeprefix("the photo ")
+            raise ImageRejected(f"unreadable or corrupt image: {ref!r} ({detail})") from exc
+        kind = sniff_image_type(data)
+        if kind in KEPT_FORMATS:
+            ext = KEPT_FORMATS[kind]
+        else:
+            data, ext = image_to_png_bytes(pixels), "png"
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{digest[:2]}/{digest}.{ext}"
+        if name not in self.staged and not self.home.image_path(name).is_file():
+            staged = self.staging / name
+            atomic_write_bytes(staged, data)
+            self.staged[name] = staged
+        self.new_sources[source] = name
+        return name
+
+
+# -- stage 3: write --------------------------------------------------------------------------
+
+def _write(
+    store: CatalogStore,
+    home: Home,
+    products: list[Product],
+    listed_ids: set[str],
+    images: ImageStager,
+    summary: IngestSummary,
+    *,
+    strict: bool,
+    prune: bool,
+) -> None:
+    if strict and summary.rejected:
+        summary.committed = False
+        return
+    existing = store.content_hashes()
+    changed: list[tuple[Product, str]] = []
+    for product in products:
+        content = product_hash(product)
+        if product.id not in existing:
+            summary.added += 1
+            changed.append((product, content))
+        elif existing[product.id] != content:
+            summary.updated += 1
+            changed.append((product, content))
+        else:
+            summary.unchanged += 1
+    removed = sorted(set(existing) - listed_ids) if prune else []
+    summary.removed = len(removed)
+    referenced = {name for product in products for name in product.images}
+    to_publish = [name for name in images.staged if name in referenced]
+    new_sources = {s: n for s, n in images.new_sources.items() if n in referenced}
+    if not changed and not removed and not to_publish and not new_sources:
+        return
+    for name in to_publish:  # files first: the commit below must never name a missing image
+        target = home.image_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(images.staged[name], target)
+    summary.images_added = len(to_publish)
+    with store.transaction() as tx:
+        for product, content in changed:
+            tx.upsert(product, content)
+        tx.delete(removed)
+        for source, name in new_sources.items():
+            tx.remember_image_source(source, name)
+        tx.set_meta("last_ingest", {
+            "catalog": summary.catalog, "format": summary.format, "added": summary.added,
+            "updated": summary.updated, "removed": summary.removed,
+            "rejected": len(summary.rejected), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+
+# -- one ingest per home ---------------------------------------------------------------------
+
+@contextmanager
+def _ingest_lock(home: Home) -> Iterator[None]:
+    """An exclusive lock on home/.ingest.lock (released by the OS even on kill -9)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, SQLite still serialises the writes
+        yield
+        return
+    with open(home.root / LOCK_FILE, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CatalogError(
+                f"another ingest is running on {home.root}; wait for it to finish"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def _staging_folder(home: Home) -> Iterator[Path]:
+    """home/.ingest-staging, emptied first (a killed run may have left files) and afterwards.
+    Inside the home, so moving a staged image into images/ is an atomic rename."""
+    staging = home.root / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,268 @@
+"""The catalog store: products in SQLite (home/catalog.sqlite), read by every later stage.
+
+Why SQLite in WAL mode: an ingest writes its whole change in ONE transaction, so the commit is
+the single point of truth. Killed at any moment (even kill -9) before the commit, the store
+still holds exactly the previous catalog; readers (a running web server) keep reading the last
+committed state while an ingest writes, and see the new one as soon as it commits.
+
+Readers share one connection guarded by a lock (safe from any thread); each write transaction
+gets its own connection. Managed image files are not this module's business: ingest writes
+them (content-addressed, atomically) before the transaction that references them commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from jewelrec.catalog.schema import Product
+from jewelrec.errors import CatalogError
+from jewelrec.home import Home
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000  # readers and a second writer wait this long for a writer to finish
+_CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    type TEXT NOT NULL,
+    price REAL NOT NULL,
+    currency TEXT NOT NULL,
+    brand TEXT,
+    url TEXT NOT NULL,
+    metal TEXT,
+    stone TEXT,
+    tags TEXT NOT NULL,          -- JSON list of strings
+    images TEXT NOT NULL,        -- JSON list of managed image names, main image first
+    content_hash TEXT NOT NULL   -- sha256 of the product's fields: what changed, and fingerprint
+);
+CREATE INDEX IF NOT EXISTS products_type ON products (type);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Where a managed image came from (a file's path+size+mtime, or a URL), so re-ingesting an
+-- unchanged catalog neither re-decodes nor re-downloads its images.
+CREATE TABLE IF NOT EXISTS image_sources (source TEXT PRIMARY KEY, image TEXT NOT NULL);
+"""
+_COLUMNS = "id, title, type, price, currency, brand, url, metal, stone, tags, images"
+
+
+def product_hash(product: Product) -> str:
+    """sha256 of every field: equal hashes, equal products."""
+    canonical = json.dumps(product.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CatalogStore:
+    """Read access to the catalog, plus `transaction()` for the ingest that writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = _connect(self.path)
+        try:
+            _prepare(self._conn, self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(cls, home: Home | str | Path) -> CatalogStore:
+        """The home's store, created empty if it does not exist yet."""
+        home = home if isinstance(home, Home) else Home(home)
+        home.root.mkdir(parents=True, exist_ok=True)
+        return cls(home.catalog_db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> CatalogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads -----------------------------------------------------------------------------
+    def all_products(self) -> list[Product]:
+        """Every product, ordered by id."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM products ORDER BY id")
+        return [_to_product(row) for row in rows]
+
+    def get(self, product_id: str) -> Product | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM products WHERE id = ?", (product_id,))
+        return _to_product(rows[0]) if rows else None
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, Product]:
+        """The products among `ids` that exist, keyed by id, in the order asked."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Product] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT {_COLUMNS} FROM products WHERE id IN ({marks})",
+                                   chunk):
+                found[row[0]] = _to_product(row)
+        return {i: found[i] for i in wanted if i in found}
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM products")[0][0])
+
+    def ids(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT id FROM products ORDER BY id")]
+
+    def types(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT type FROM products ORDER BY type")]
+
+    def content_hashes(self) -> dict[str, str]:
+        """id -> content hash, for telling added, updated and unchanged products apart."""
+        return dict(self._query("SELECT id, content_hash FROM products"))
+
+    def facets(self) -> dict[str, Any]:
+        """What the catalog offers to filter on: types, brands, metals, price range, currency."""
+        def distinct(column: str) -> list[str]:
+            sql = (f"SELECT DISTINCT {column} FROM products WHERE {column} IS NOT NULL "
+                   f"AND {column} != '' ORDER BY {column}")
+            return [row[0] for row in self._query(sql)]
+
+        low, high = self._query("SELECT MIN(price), MAX(price) FROM products")[0]
+        currencies = Counter(dict(self._query(
+            "SELECT currency, COUNT(*) FROM products GROUP BY currency"
+        )))
+        currency = min(currencies, key=lambda c: (-currencies[c], c)) if currencies else "USD"
+        return {
+            "types": distinct("type"),
+            "brands": distinct("brand"),
+            "metals": distinct("metal"),
+            "price_min": low,
+            "price_max": high,
+            "currency": currency,
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 over every (id, content hash): identifies the catalog models were trained on."""
+        digest = hashlib.sha256()
+        for product_id, content in self._query(
+            "SELECT id, content_hash FROM products ORDER BY id"
+        ):
+            digest.update(f"{product_id}\0{content}\n".encode())
+        return digest.hexdigest()
+
+    def image_sources(self) -> dict[str, str]:
+        """source key -> managed image name (see the image_sources table)."""
+        return dict(self._query("SELECT source, image FROM image_sources"))
+
+    def meta(self, key: str) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    # -- writes ----------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[StoreWriter]:
+        """All-or-nothing writes: committed when the block ends, rolled back if it raises."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield StoreWriter(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise CatalogError(f"cannot write the catalog store {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot read the catalog store {self.path}: {exc}") from exc
+
+
+class StoreWriter:
+    """The writes of one transaction (get one from `CatalogStore.transaction()`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def upsert(self, product: Product, content_hash: str | None = None) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO products ({_COLUMNS}, content_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                product.id, product.title, product.type, float(product.price), product.currency,
+                product.brand, product.url, product.metal, product.stone,
+                json.dumps(list(product.tags)), json.dumps(list(product.images)),
+                content_hash or product_hash(product),
+            ),
+        )
+
+    def delete(self, ids: Iterable[str]) -> None:
+        self._conn.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in ids])
+
+    def remember_image_source(self, source: str, image: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO image_sources (source, image) VALUES (?, ?)", (source, image)
+        )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise CatalogError(f"cannot open the catalog store {path}: {exc}") from exc
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    """WAL mode and the tables, created once; refuses a file that is not our store."""
+    try:
+        tables = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )}
+        if "products" not in tables or "meta" not in tables or "image_sources" not in tables:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} INSERT OR IGNORE INTO meta (key, value) "
+                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CatalogError(
+            f"{path} is not a jewelrec catalog store ({exc}); move it away or choose another "
+            "--home"
+        ) from exc
+    version = json.loads(row[0]) if row else None
+    if version != SCHEMA_VERSION:
+        raise CatalogError(
+            f"{path} holds catalog store version {version}, this jewelrec reads version "
+            f"{SCHEMA_VERSION}; re-ingest into a new --home"
+        )
+
+
+def _to_product(row: tuple) -> Product:
+    product_id, title, type_, price, currency, brand, url, metal, stone, tags, images = row
+    return Product(
+        id=product_id, title=title, type=type_, price=float(price), url=url,
+        images=tuple(json.loads(images)), currency=currency, brand=brand, metal=metal,
+        stone=stone, tags=tuple(json.loads(tags)),
+    )
