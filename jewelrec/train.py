@@ -79,6 +79,8 @@ def train_home(
     """Train the classifier and the embedder named (or recorded in the home) and save them."""
     from jewelrec.models.training import plot_loss_curves
 
+    if not home.catalog_db.exists():
+        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     settings = home.settings()
     names = {
         "classifier": classifier or settings["classifier"],

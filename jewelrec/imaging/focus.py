@@ -8,6 +8,7 @@ largest one's size, so an earring pair stays a pair and a chain with a pendant s
 from __future__ import annotations
 
 import numpy as np
+
 from jewelrec.imaging.segment import Box, crop, object_boxes
 
 COMPANION_AREA_FRACTION = 0.15

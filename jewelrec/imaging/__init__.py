@@ -1,0 +1,1 @@
+"""Image handling shared by every stage: safe loading (`io`) and finding the piece (`segment`)."""

@@ -1,0 +1,233 @@
+"""Safe image loading: every stage gets the same RGB uint8 array, or one clear `ImageError`.
+
+Photos come from shoppers and from catalogs we do not control, so a file may be empty, cut short,
+not an image at all, or a "decompression bomb" (a small file that decodes to billions of pixels).
+The size is checked from the header before any pixel is decoded, and the whole image is decoded
+inside the `try`, so a truncated file fails here with a readable message instead of a traceback
+later. Odd colour modes (palette, grey, 16-bit, CMYK, alpha) all come out as plain RGB; alpha is
+composited on white because catalog cut-outs are meant to be seen on a white page.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from jewelrec.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+# Photo formats only: PIL's other plugins (EPS runs Ghostscript, for one) are no business of an
+# upload form. "JPEG" also opens phone cameras' multi-picture (MPO) JPEGs.
+READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image format named by the first bytes (jpeg/png/webp/gif/bmp/tiff), else None.
+
+    Cheap enough to run on every upload before decoding, so a PDF or a text file is turned
+    away with "not a photo" rather than a decoder error.
+    """
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def load_image(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read a photo (file path or encoded bytes) as RGB uint8 (H, W, 3), upright per its EXIF.
+
+    Raises ImageError for a missing, empty, truncated, corrupt or oversized file, or one that
+    is not an image.
+    """
+    name = _describe(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ImageError(f"{name} is empty (0 bytes)")
+        stream: io.BytesIO | Path = io.BytesIO(bytes(source))
+    else:
+        stream = _existing_file(Path(source), name)
+    try:
+        with warnings.catch_warnings():
+            # We apply our own (usually stricter) limit below; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream, formats=READABLE_FORMATS) as img:
+                _check_size(img.size, max_pixels, name)
+                img.load()
+                return _to_rgb(_upright(img), name)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to open safely ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{name} is not an image we can read (expected JPEG, PNG, WebP, GIF, BMP or TIFF)"
+        ) from exc
+    except PermissionError as exc:
+        raise ImageError(f"{name} cannot be opened: permission denied") from exc
+    except OSError as exc:
+        raise ImageError(f"{name} is damaged or cut short: {_reason(exc)}") from exc
+    except Exception as exc:  # decoders raise many types on hostile input; all mean "corrupt"
+        raise ImageError(f"{name} is corrupt or damaged: {_reason(exc)}") from exc
+
+
+def image_to_png_bytes(arr: np.ndarray) -> bytes:
+    """Encode an RGB uint8 array as PNG (lossless: for stored crops and thumbnails we re-read)."""
+    return _encode(arr, "PNG")
+
+
+def image_to_jpeg_bytes(arr: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an RGB uint8 array as JPEG (small: for pages and previews)."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be 1..100, got {quality}")
+    return _encode(arr, "JPEG", quality=quality)
+
+
+def resize_exact(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size, ignoring the aspect ratio (what fixed-input models expect)."""
+    return _resize(arr, size, size)
+
+
+def resize_short_side(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize keeping the aspect ratio so the shorter side becomes `size` pixels."""
+    h, w = _rgb(arr).shape[:2]
+    scale = size / min(h, w)
+    return _resize(arr, max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size square (the whole side where the image is smaller)."""
+    h, w = _rgb(arr).shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return np.ascontiguousarray(arr[top : top + size, left : left + size])
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "the photo"
+    return f"image file {str(source)!r}"
+
+
+def _existing_file(path: Path, name: str) -> Path:
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{name} cannot be opened: {_reason(exc)}") from exc
+    if path.is_dir():
+        raise ImageError(f"{name} is a folder, not an image")
+    if size == 0:
+        raise ImageError(f"{name} is empty (0 bytes)")
+    return path
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name} has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
+            f"{max_pixels / 1e6:.1f} megapixel limit; resize it and try again"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken orientation tag must not cost us a readable photo
+        return img
+
+
+def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        grey = _grey_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16"))
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if (mode == "P" and "transparency" in img.info) or mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        return _on_white(np.asarray(img))
+    if img.mode != "RGB":
+        try:
+            img = img.convert("RGB")
+        except ValueError as exc:
+            raise ImageError(f"{name} uses colour mode {mode}, which we cannot read") from exc
+    return np.array(img, dtype=np.uint8)  # a fresh, writable copy
+
+
+def _grey_to_uint8(values: np.ndarray, *, sixteen_bit: bool) -> np.ndarray:
+    """16/32-bit or float grey -> 0..255. PIL's own conversion clips at 255 (a white image),
+    and these modes do not say their range, so it is read from the values."""
+    is_float = values.dtype.kind == "f"
+    values = np.nan_to_num(values.astype(np.float64))
+    top = float(values.max(initial=0.0))
+    if sixteen_bit or 255 < top <= 65535:
+        scale = 255 / 65535
+    elif top > 65535:
+        scale = 255 / top
+    elif is_float and 0 < top <= 1.0:
+        scale = 255.0
+    else:
+        scale = 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 3 or (
+        arr.shape[2] != 3
+    ):
+        shape = getattr(arr, "shape", None)
+        dtype = getattr(arr, "dtype", type(arr).__name__)
+        raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {dtype} {shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"the image is empty: shape {arr.shape}")
+    return arr
+
+
+def _encode(arr: np.ndarray, fmt: str, **options: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(_rgb(arr))).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """PIL's bilinear filter widens with the scale factor, so shrinking averages like an area
+    filter instead of skipping pixels (no aliasing on fine chains)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"target size must be at least 1x1, got {width}x{height}")
+    pil = Image.fromarray(np.ascontiguousarray(_rgb(arr)))
+    return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR)).copy()
