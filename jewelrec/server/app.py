@@ -1,0 +1,591 @@
+"""The shopper's web page and the JSON API, both answered by ONE Recommender.
+
+The Recommender is loaded once at start-up (the app's lifespan) and then shared: queries run in
+worker threads (they are CPU-bound), a background task swaps in a newly published index without
+a restart, and every error reaches the client as a sentence, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from itertools import chain, zip_longest
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import numpy as np
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jewelrec import __version__
+from jewelrec.errors import ImageError, JewelrecError, NotReadyError
+from jewelrec.home import Home
+from jewelrec.imaging.io import load_image, sniff_image_type
+from jewelrec.imaging.segment import Box
+from jewelrec.recommend import Recommendation, Recommender
+from jewelrec.search.filters import Filters
+from jewelrec.server import schemas
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
+MULTIPART_SLACK_BYTES = 64 * 1024  # form fields and multipart boundaries around the photo
+RELOAD_INTERVAL_S = 2.0
+ANY_TYPE = "any"  # `type=any` searches every type instead of the detected one
+MAX_K = 100
+EXAMPLES_PER_PAGE = 8
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+T = TypeVar("T")
+
+
+# -- middleware (plain ASGI, so they see every response, streamed or not) -----------------------
+class SecurityHeaders:
+    """Adds the CSP (scripts only from this server) and nosniff to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class InternalErrors:
+    """Last line of defence: any unexpected exception becomes 500 "internal error"; the
+    traceback goes to the server's log, never into a response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("internal error answering %s %s", scope["method"], scope["path"])
+            if not started:
+                await JSONResponse({"detail": "internal error"}, status_code=500)(
+                    scope, receive, send
+                )
+
+
+class BodySizeLimit:
+    """Refuses request bodies over `max_bytes`: at once when Content-Length says so, and while
+    reading when a client sends more than it announced (or announces nothing)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, message: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        announced = _content_length(scope)
+        if announced is not None and announced > self.max_bytes:
+            await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI re-raises HTTPExceptions from body parsing: this becomes a 413.
+                    raise HTTPException(status_code=413, detail=self.message)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# -- the shared state ------------------------------------------------------------------------
+class Shop:
+    """What every request shares: the one Recommender, a worker limit sized to the CPU (queries
+    are CPU-bound; more threads than cores only thrash), and small caches per index version."""
+
+    def __init__(self, recommender: Recommender, *, max_upload_bytes: int, workers: int) -> None:
+        self.recommender = recommender
+        self.max_upload_bytes = max_upload_bytes
+        self.limiter = anyio.CapacityLimiter(workers)
+        self._cache: dict[str, tuple[str | None, Any]] = {}
+
+    @property
+    def home(self) -> Home:
+        home = self.recommender.home
+        if home is None:
+            raise NotReadyError("this recommender has no data home")
+        return home
+
+    async def compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """CPU-bound work (decoding, models, search): in a worker thread, a few at a time."""
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
+
+    async def lookup(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Quick blocking calls (catalog lookups): off the event loop, never queued behind
+        queries, so /healthz and product pages answer while the CPU is busy."""
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+    async def cached(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per index version: the catalog changes only with a new index."""
+        version = self.recommender.index_version
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = await self.compute(compute)
+        self._cache[key] = (version, value)
+        return value
+
+    async def facets(self) -> schemas.Facets:
+        return await self.cached("facets", lambda: _facets(self.recommender))
+
+    async def examples(self) -> list[schemas.Example]:
+        return await self.cached("examples", lambda: _examples(self.recommender))
+
+
+def _facets(recommender: Recommender) -> schemas.Facets:
+    raw = recommender.store.facets()
+    return schemas.Facets(
+        types=sorted(raw.get("types") or []),
+        brands=sorted(raw.get("brands") or []),
+        metals=sorted(raw.get("metals") or []),
+        price_min=raw.get("price_min"),
+        price_max=raw.get("price_max"),
+        currency=raw.get("currency") or "USD",
+    )
+
+
+def _examples(recommender: Recommender, count: int = EXAMPLES_PER_PAGE) -> list[schemas.Example]:
+    """A few products spread over the catalog, types interleaved (ring, necklace, ring, ...)."""
+    by_type: dict[str, list] = {}
+    for product in sorted(recommender.store.all_products(), key=lambda p: p.id):
+        if product.images:
+            by_type.setdefault(product.type, []).append(product)
+    per_type = max(1, math.ceil(count / max(1, len(by_type))))
+    spread = [products[:: max(1, len(products) // per_type)][:per_type]
+              for products in by_type.values()]
+    chosen = [p for p in chain.from_iterable(zip_longest(*spread)) if p is not None]
+    return [
+        schemas.Example(
+            id=p.id, title=p.title, type=p.type, image=p.image,
+            image_url=schemas.image_url(p.image),
+        )
+        for p in chosen[:count]
+    ]
+
+
+async def _watch_index(shop: Shop, interval_s: float) -> None:
+    """Pick up an index that `jewelrec index` published; a broken one never stops the server."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if await anyio.to_thread.run_sync(shop.recommender.reload_if_changed):
+                log.info("now serving index %s", shop.recommender.index_version)
+        except Exception:
+            log.exception("could not load the new index; still serving the previous one")
+
+
+# -- request parsing ----------------------------------------------------------------------
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=message)
+
+
+async def _filters(
+    shop: Shop,
+    *,
+    min_price: float | None,
+    max_price: float | None,
+    type: str | None,
+    brands: list[str] | None,
+    metals: list[str] | None,
+) -> Filters:
+    """One Filters from the query's fields; anything a person could get wrong is a 422."""
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise _unprocessable(
+            f"min_price ({min_price:g}) is above max_price ({max_price:g}): swap or widen them"
+        )
+    types: list[str] = []
+    type = (type or "").strip()
+    if type:
+        known = sorted(set((await shop.facets()).types) | set(shop.recommender.classifier.classes))
+        if type == ANY_TYPE:
+            types = known
+        elif type in known:
+            types = [type]
+        else:
+            raise _unprocessable(
+                f"unknown type {type!r}: use one of {', '.join(known)} (or {ANY_TYPE!r})"
+            )
+    try:
+        return Filters.build(
+            min_price=min_price, max_price=max_price, types=types, brands=brands or [],
+            metals=metals or [],
+        )
+    except ValueError as exc:
+        raise _unprocessable(str(exc)) from exc
+
+
+def _parse_crop(text: str | None) -> Box | None:
+    """"x0,y0,x1,y1" in the photo's pixels -> Box; the photo's size is checked once loaded."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return Box.parse(text)
+    except ValueError as exc:
+        raise _unprocessable(f"crop: {exc}") from exc
+
+
+def _crop_inside(box: Box, image: np.ndarray) -> Box:
+    h, w = image.shape[:2]
+    clipped = box.clip(w, h)
+    if clipped.width < 2 or clipped.height < 2:
+        raise _unprocessable(f"crop: the box {box.as_tuple()} lies outside the {w}x{h} photo")
+    return clipped
+
+
+async def _read_photo(shop: Shop, upload: UploadFile) -> bytes:
+    data = await upload.read()
+    if len(data) > shop.max_upload_bytes:
+        raise HTTPException(status_code=413, detail=_too_large(shop.max_upload_bytes))
+    if not data:
+        raise _unprocessable("the uploaded photo is empty")
+    if not sniff_image_type(data):
+        raise HTTPException(
+            status_code=415,
+            detail="that file is not a photo we can read: upload a JPEG, PNG or WebP image",
+        )
+    return data
+
+
+def _too_large(limit: int) -> str:
+    return f"the photo is larger than {limit / 1_000_000:g} MB: please upload a smaller one"
+
+
+def _photo_name(filename: str | None) -> str | None:
+    if not filename:
+        return None
+    return filename.replace("\\", "/").rsplit("/", 1)[-1][:200] or None
+
+
+def _response(
+    recommendation: Recommendation, shop: Shop, photo_size: tuple[int, int] | None = None
+) -> schemas.Recommendation:
+    data = recommendation.to_dict()
+    box = recommendation.crop
+    return schemas.Recommendation(
+        photo=data["photo"],
+        type=data["type"],
+        type_confidence=data["type_confidence"],
+        results=[
+            schemas.Result(**r, image_url=schemas.image_url(r["image"])) for r in data["results"]
+        ],
+        type_probabilities=recommendation.type_probabilities,
+        crop=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)] if box is not None else None,
+        searched_types=recommendation.searched_types,
+        photo_size=(
+            schemas.PhotoSize(width=photo_size[0], height=photo_size[1]) if photo_size else None
+        ),
+        index_version=shop.recommender.index_version,
+    )
+
+
+def _product(p: Any) -> schemas.Product:
+    return schemas.Product(
+        id=p.id, title=p.title, type=p.type, price=p.price, currency=p.currency, url=p.url,
+        brand=p.brand, metal=p.metal, stone=p.stone, tags=list(p.tags), images=list(p.images),
+        image_url=schemas.image_url(p.image),
+        image_urls=[schemas.image_url(name) for name in p.images],
+    )
+
+
+# -- routes ------------------------------------------------------------------------------
+def get_shop(request: Request) -> Shop:
+    return request.app.state.shop
+
+
+ShopDep = Annotated[Shop, Depends(get_shop)]
+Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
+PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorMessage} for code in (404, 413, 415, 422, 500, 503)
+}
+
+router = APIRouter()
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
+@router.get("/healthz", response_model=schemas.Health, tags=["service"])
+async def healthz(shop: ShopDep) -> schemas.Health:
+    count = await shop.lookup(shop.recommender.store.count)
+    return schemas.Health(products=count, index_version=shop.recommender.index_version)
+
+
+@router.post(
+    "/api/recommend", response_model=schemas.Recommendation, responses=ERRORS, tags=["search"]
+)
+async def recommend(
+    shop: ShopDep,
+    photo: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG or WebP)")],
+    k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
+    min_price: PriceForm = None,
+    max_price: PriceForm = None,
+    type: Annotated[
+        str | None,
+        Form(description=f"search this type; default the detected one; {ANY_TYPE!r}: every type"),
+    ] = None,
+    brand: Annotated[list[str] | None, Form(description="only these brands")] = None,
+    metal: Annotated[list[str] | None, Form(description="only these metals")] = None,
+    crop: Annotated[
+        str | None, Form(description="x0,y0,x1,y1 in the photo's pixels: search only this box")
+    ] = None,
+) -> schemas.Recommendation:
+    """The photo's type and the k most similar products that pass the filters."""
+    filters = await _filters(
+        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
+    )
+    box = _parse_crop(crop)
+    data = await _read_photo(shop, photo)
+    image = await shop.compute(load_image, data)
+    if box is not None:
+        box = _crop_inside(box, image)
+    recommendation = await shop.compute(
+        shop.recommender.recommend, image, k=k, filters=filters, crop=box,
+        photo_name=_photo_name(photo.filename),
+    )
+    return _response(recommendation, shop, (int(image.shape[1]), int(image.shape[0])))
+
+
+@router.get(
+    "/api/products/{product_id}", response_model=schemas.Product, responses=ERRORS,
+    tags=["catalog"],
+)
+async def product(shop: ShopDep, product_id: str) -> schemas.Product:
+    found = await shop.lookup(shop.recommender.store.get, product_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
+    return _product(found)
+
+
+@router.get(
+    "/api/products/{product_id}/similar", response_model=schemas.Recommendation,
+    responses=ERRORS, tags=["search"],
+)
+async def similar(
+    shop: ShopDep,
+    product_id: str,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    min_price: Price = None,
+    max_price: Price = None,
+    type: Annotated[
+        str | None, Query(description=f"default the product's type; {ANY_TYPE!r}: every type")
+    ] = None,
+    brand: Annotated[list[str] | None, Query()] = None,
+    metal: Annotated[list[str] | None, Query()] = None,
+) -> schemas.Recommendation:
+    """'More like this': products similar to a catalog product (never itself)."""
+    filters = await _filters(
+        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
+    )
+    if await shop.lookup(shop.recommender.store.get, product_id) is None:
+        raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
+    recommendation = await shop.compute(
+        shop.recommender.similar_to_product, product_id, k=k, filters=filters
+    )
+    return _response(recommendation, shop)
+
+
+@router.get("/api/facets", response_model=schemas.Facets, tags=["catalog"])
+async def facets(shop: ShopDep) -> schemas.Facets:
+    """What the filters can take: types, brands, metals, the price range and currency."""
+    return await shop.facets()
+
+
+@router.get("/api/examples", response_model=list[schemas.Example], tags=["catalog"])
+async def examples(shop: ShopDep) -> list[schemas.Example]:
+    """A few catalog photos across types, to try the search without a photo of one's own."""
+    return await shop.examples()
+
+
+@router.get("/images/{name:path}", include_in_schema=False)
+def image(shop: ShopDep, name: str) -> FileResponse:
+    """Managed catalog images, and nothing else: names that leave images/ are 404s."""
+    try:
+        path = shop.home.image_path(name)
+    except ValueError:
+        path = None
+    if path is None or not path.is_file():
+        raise HTTPException(status_code=404, detail="no such image")
+    return FileResponse(path, headers={"cache-control": "public, max-age=86400"})
+
+
+# -- error handlers ----------------------------------------------------------------------
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", "invalid")}
+        for e in exc.errors()
+    ]
+    sentence = "; ".join(
+        f"{p['loc'][-1] if p['loc'] else 'request'}: {p['msg']}" for p in problems
+    )
+    return JSONResponse({"detail": sentence or "invalid request", "errors": problems}, 422)
+
+
+async def _jewelrec_error(request: Request, exc: JewelrecError) -> JSONResponse:
+    status = 422 if isinstance(exc, ImageError) else 503 if isinstance(exc, NotReadyError) else 400
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+# -- the app -----------------------------------------------------------------------------
+def create_app(
+    home: Home | str | Path | None = None,
+    *,
+    embedder: str | None = None,
+    classifier: str | None = None,
+    backend: str | None = None,
+    milvus_uri: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    recommender: Recommender | None = None,
+    reload_interval_s: float = RELOAD_INTERVAL_S,
+    workers: int | None = None,
+) -> FastAPI:
+    """The web page and the API for one data home.
+
+    The Recommender is opened in the lifespan (once, at start-up) unless one is passed in.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = recommender or await anyio.to_thread.run_sync(
+            partial(
+                Recommender.open, home, embedder=embedder, classifier=classifier,
+                backend=backend, milvus_uri=milvus_uri,
+            )
+        )
+        app.state.shop = Shop(
+            loaded, max_upload_bytes=max_upload_bytes,
+            workers=workers or min(4, os.cpu_count() or 1),
+        )
+        watcher = asyncio.create_task(_watch_index(app.state.shop, reload_interval_s))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    app = FastAPI(
+        title="jewelrec",
+        summary="Photo in, visually similar jewelry from the catalog in your price range out.",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI loads scripts from a CDN, which the CSP (rightly) refuses
+        redoc_url=None,
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(InternalErrors),
+            Middleware(
+                BodySizeLimit,
+                max_bytes=max_upload_bytes + MULTIPART_SLACK_BYTES,
+                message=_too_large(max_upload_bytes),
+            ),
+        ],
+        exception_handlers={
+            RequestValidationError: _validation_error,
+            JewelrecError: _jewelrec_error,
+        },
+    )
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def serve(
+    home: Home | str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    embedder: str | None = None,
+    classifier: str | None = None,
+    backend: str | None = None,
+    milvus_uri: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> None:
+    """Run the server until interrupted (`jewelrec serve`).
+
+    The Recommender is opened before uvicorn starts, so a home that is not ready yet fails with
+    the one-line message of its NotReadyError rather than a start-up traceback.
+    """
+    import uvicorn
+
+    recommender = Recommender.open(
+        home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
+    )
+    app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender)
+    print(f"jewelrec: serving {recommender.store.count()} products at http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+

@@ -1,0 +1,99 @@
+"""The HTTP API's contract: request parsing helpers and response models.
+
+The response models mirror `Recommendation.to_dict()` (the `recommend --json` shape) and add
+only what a browser needs on top (image URLs, the box that was searched, the photo's size).
+Fields may be added; the documented ones are never removed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+
+def image_url(name: str) -> str:
+    """URL under which the server serves a managed image (see GET /images/{name})."""
+    return "/images/" + quote(name)
+
+
+class Result(BaseModel):
+    id: str
+    title: str
+    type: str
+    brand: str | None
+    price: float
+    currency: str
+    url: str = Field(description="the product page where it can be bought")
+    image: str = Field(description="managed image name, relative to the home's images/ folder")
+    score: float = Field(description="cosine similarity to the query, higher is closer")
+    image_url: str = Field(description="where this server serves `image`")
+
+
+class PhotoSize(BaseModel):
+    width: int
+    height: int
+
+
+class Recommendation(BaseModel):
+    photo: str | None = Field(description="the uploaded file's name, or the product id queried")
+    type: str | None = Field(description="the detected jewelry type")
+    type_confidence: float | None
+    results: list[Result]
+    type_probabilities: dict[str, float] = Field(default_factory=dict)
+    crop: list[int] | None = Field(
+        None,
+        description="[x0, y0, x1, y1] in the photo's pixels: the area searched "
+        "(the caller's crop, or the piece found automatically); null means the whole photo",
+    )
+    searched_types: list[str] | None = Field(
+        None, description="types the search was limited to; null means every type"
+    )
+    photo_size: PhotoSize | None = None
+    index_version: str | None = None
+
+
+class Product(BaseModel):
+    id: str
+    title: str
+    type: str
+    price: float
+    currency: str
+    url: str
+    brand: str | None = None
+    metal: str | None = None
+    stone: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    images: list[str]
+    image_url: str = Field(description="where this server serves the main image")
+    image_urls: list[str]
+
+
+class Example(BaseModel):
+    """A catalog product whose main image makes a good first query."""
+
+    id: str
+    title: str
+    type: str
+    image: str
+    image_url: str
+
+
+class Facets(BaseModel):
+    types: list[str]
+    brands: list[str]
+    metals: list[str]
+    price_min: float | None
+    price_max: float | None
+    currency: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    products: int
+    index_version: str | None
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(description="what went wrong, in words")

@@ -1,0 +1,604 @@
+// The shopper's page: a photo in, similar catalog pieces out. Plain JS, no build step.
+// Catalog text only ever reaches the DOM through textContent, and links only when http(s).
+
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  dropzone: $("dropzone"),
+  choose: $("choose-photo"),
+  input: $("photo-input"),
+  stageWrap: $("stage-wrap"),
+  stage: $("stage"),
+  photo: $("photo"),
+  cropBox: $("crop-box"),
+  cropLabel: $("crop-label"),
+  dragBox: $("drag-box"),
+  detected: $("detected"),
+  autoArea: $("auto-area"),
+  wholePhoto: $("whole-photo"),
+  changePhoto: $("change-photo"),
+  examples: $("examples"),
+  exampleList: $("example-list"),
+  filters: $("filters"),
+  typeChips: $("type-chips"),
+  currencyLabel: $("currency-label"),
+  minPrice: $("min-price"),
+  maxPrice: $("max-price"),
+  brand: $("brand"),
+  metal: $("metal"),
+  k: $("k"),
+  resultsHeading: $("results-heading"),
+  back: $("back-to-photo"),
+  status: $("status"),
+  error: $("error"),
+  empty: $("empty"),
+  emptyText: $("empty-text"),
+  widen: $("widen"),
+  welcome: $("welcome"),
+  results: $("results"),
+  cardTemplate: $("card-template"),
+};
+
+const state = {
+  photo: null, // the Blob we re-POST whenever a filter changes
+  photoName: null,
+  photoUrl: null,
+  photoSize: null, // {width, height} as the server decoded it (EXIF-rotated)
+  crop: null, // [x0, y0, x1, y1] the shopper chose; null: let the server find the piece
+  type: null, // null: the detected type; "any" or a type: the shopper's choice
+  mode: "photo", // "photo" or "similar"
+  similarTo: null, // {id, title} in "similar" mode
+  facets: { types: [], brands: [], metals: [], currency: "USD" },
+  seq: 0,
+  controller: null,
+};
+
+const ANY = "any";
+const PLURALS = { any: "pieces" };
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+function formatPrice(amount, currency, { dropWholeCents = false } = {}) {
+  // A limit the shopper typed reads better without cents ("under $20").
+  const digits = dropWholeCents && Number.isInteger(amount) ? { maximumFractionDigits: 0 } : {};
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency, ...digits })
+      .format(amount);
+  } catch {
+    return `${amount.toFixed(2)} ${currency}`;
+  }
+}
+
+function safeHttpUrl(text) {
+  try {
+    const url = new URL(text, window.location.href);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function plural(type) {
+  if (!type) return "pieces";
+  return PLURALS[type] || (type.endsWith("s") ? type : `${type}s`);
+}
+
+function capitalise(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+function numberOrNull(input) {
+  const value = input.value.trim();
+  if (value === "") return null;
+  const number = Number(value);
+  return Number.isFinite(number) ? number : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status, errors and the empty state
+
+function setStatus(text) {
+  el.status.textContent = text;
+}
+
+function showError(text) {
+  el.error.textContent = text;
+  el.error.hidden = !text;
+}
+
+function setLoading(loading) {
+  el.results.setAttribute("aria-busy", loading ? "true" : "false");
+  document.body.classList.toggle("loading", loading);
+  if (loading) setStatus("Searching…");
+}
+
+async function errorMessage(response) {
+  let detail = null;
+  try {
+    detail = (await response.json()).detail;
+  } catch {
+    detail = null;
+  }
+  if (response.status >= 500 && response.status !== 503) {
+    return "Something went wrong on our side. Please try again in a moment.";
+  }
+  if (typeof detail === "string" && detail) return capitalise(detail);
+  return `The request failed (${response.status}). Please try again.`;
+}
+
+function describePrice(min, max, currency) {
+  const fmt = (v) => formatPrice(v, currency, { dropWholeCents: true });
+  if (min !== null && max !== null) return `between ${fmt(min)} and ${fmt(max)}`;
+  if (max !== null) return `under ${fmt(max)}`;
+  if (min !== null) return `over ${fmt(min)}`;
+  return "";
+}
+
+function showEmpty(searchedType) {
+  const min = numberOrNull(el.minPrice);
+  const max = numberOrNull(el.maxPrice);
+  const things = plural(searchedType);
+  const currency = state.facets.currency;
+  const brand = el.brand.value;
+  const metal = el.metal.value;
+  let text;
+  let action;
+  let label;
+  if (min !== null || max !== null) {
+    text = `No ${things} ${describePrice(min, max, currency)}. Widen the price range?`;
+    label = max !== null ? "Remove the maximum price" : "Remove the minimum price";
+    action = () => {
+      if (max !== null) el.maxPrice.value = "";
+      else el.minPrice.value = "";
+    };
+  } else if (brand || metal) {
+    const parts = [brand && `from ${brand}`, metal && `in ${metal}`].filter(Boolean).join(" ");
+    text = `No ${things} ${parts}. Show every brand and metal?`;
+    label = "Show every brand and metal";
+    action = () => {
+      el.brand.value = "";
+      el.metal.value = "";
+    };
+  } else {
+    text = `No ${things} in the catalog. Search every type?`;
+    label = "Search every type";
+    action = () => selectType(ANY, true);
+  }
+  el.emptyText.textContent = text;
+  el.widen.textContent = label;
+  el.widen.onclick = () => {
+    action();
+    search();
+  };
+  el.empty.hidden = false;
+  setStatus("No results.");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Facets: the filter controls
+
+function fillSelect(select, values) {
+  for (const value of values) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = capitalise(value);
+    select.append(option);
+  }
+}
+
+function renderTypeChips(types) {
+  el.typeChips.replaceChildren();
+  for (const type of [ANY, ...types]) {
+    const id = `type-${type.replace(/[^a-z0-9_-]/gi, "_")}`;
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "type";
+    input.value = type;
+    input.id = id;
+    input.className = "chip-input";
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.className = "chip";
+    label.textContent = type === ANY ? "All types" : capitalise(plural(type));
+    input.addEventListener("change", () => {
+      state.type = type;
+      search();
+    });
+    el.typeChips.append(input, label);
+  }
+}
+
+function selectType(type, asChoice) {
+  for (const input of el.typeChips.querySelectorAll("input")) {
+    input.checked = input.value === type;
+  }
+  if (asChoice) state.type = type;
+}
+
+async function loadFacets() {
+  try {
+    const response = await fetch("/api/facets");
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const facets = await response.json();
+    state.facets = facets;
+    renderTypeChips(facets.types);
+    fillSelect(el.brand, facets.brands);
+    fillSelect(el.metal, facets.metals);
+    el.currencyLabel.textContent = `(${facets.currency})`;
+    if (facets.price_min !== null) el.minPrice.placeholder = String(Math.floor(facets.price_min));
+    if (facets.price_max !== null) el.maxPrice.placeholder = String(Math.ceil(facets.price_max));
+  } catch (err) {
+    showError(`Could not load the catalog's filters: ${err.message}`);
+  }
+}
+
+async function loadExamples() {
+  try {
+    const response = await fetch("/api/examples");
+    if (!response.ok) return;
+    const examples = await response.json();
+    for (const example of examples) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "example";
+      button.setAttribute("aria-label", `Search with: ${example.title}`);
+      const img = document.createElement("img");
+      img.src = example.image_url;
+      img.alt = "";
+      img.loading = "lazy";
+      button.append(img);
+      button.addEventListener("click", () => useExample(example));
+      item.append(button);
+      el.exampleList.append(item);
+    }
+    el.examples.hidden = examples.length === 0 || state.photo !== null;
+  } catch {
+    // Examples are a convenience; the page works without them.
+  }
+}
+
+async function useExample(example) {
+  try {
+    const response = await fetch(example.image_url);
+    if (!response.ok) throw new Error("missing");
+    await usePhoto(await response.blob(), example.title);
+  } catch {
+    showError("That example photo could not be loaded. Try another, or use your own photo.");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The photo: pick, drop, paste; the searched area
+
+async function usePhoto(blob, name) {
+  if (!blob || !blob.type.startsWith("image/")) {
+    showError("That file is not an image. Choose a JPEG, PNG or WebP photo.");
+    return;
+  }
+  if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
+  state.photo = blob;
+  state.photoName = name || blob.name || "photo";
+  state.photoUrl = URL.createObjectURL(blob);
+  state.photoSize = null;
+  state.crop = null;
+  state.type = null;
+  state.mode = "photo";
+  state.similarTo = null;
+  el.photo.src = state.photoUrl;
+  el.photo.alt = `Your photo: ${state.photoName}`;
+  el.cropBox.hidden = true;
+  el.detected.textContent = "";
+  el.stageWrap.hidden = false;
+  el.dropzone.hidden = true;
+  el.examples.hidden = true;
+  await search();
+}
+
+function photoSize() {
+  if (state.photoSize) return state.photoSize;
+  return { width: el.photo.naturalWidth, height: el.photo.naturalHeight };
+}
+
+function showCrop(box, chosen) {
+  const size = photoSize();
+  if (!box || !size.width || !size.height) {
+    el.cropBox.hidden = true;
+    return;
+  }
+  const [x0, y0, x1, y1] = box;
+  el.cropBox.style.left = `${(100 * x0) / size.width}%`;
+  el.cropBox.style.top = `${(100 * y0) / size.height}%`;
+  el.cropBox.style.width = `${(100 * (x1 - x0)) / size.width}%`;
+  el.cropBox.style.height = `${(100 * (y1 - y0)) / size.height}%`;
+  el.cropBox.classList.toggle("chosen", chosen);
+  el.cropLabel.textContent = chosen ? "your area" : "found";
+  el.cropBox.hidden = false;
+}
+
+function startDrawing() {
+  let start = null;
+  const point = (event) => {
+    const rect = el.stage.getBoundingClientRect();
+    return {
+      x: Math.min(Math.max(event.clientX - rect.left, 0), rect.width),
+      y: Math.min(Math.max(event.clientY - rect.top, 0), rect.height),
+      rect,
+    };
+  };
+  const boxOf = (a, b) => ({
+    left: Math.min(a.x, b.x),
+    top: Math.min(a.y, b.y),
+    width: Math.abs(a.x - b.x),
+    height: Math.abs(a.y - b.y),
+  });
+  el.stage.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0 || !state.photo) return;
+    event.preventDefault();
+    start = point(event);
+    el.stage.setPointerCapture(event.pointerId);
+  });
+  el.stage.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    const box = boxOf(start, point(event));
+    Object.assign(el.dragBox.style, {
+      left: `${box.left}px`,
+      top: `${box.top}px`,
+      width: `${box.width}px`,
+      height: `${box.height}px`,
+    });
+    el.dragBox.hidden = false;
+  });
+  const finish = (event) => {
+    if (!start) return;
+    const end = point(event);
+    const box = boxOf(start, end);
+    start = null;
+    el.dragBox.hidden = true;
+    if (box.width < 8 || box.height < 8) return; // a click, not a box
+    const size = photoSize();
+    const sx = size.width / end.rect.width;
+    const sy = size.height / end.rect.height;
+    state.crop = [
+      Math.round(box.left * sx),
+      Math.round(box.top * sy),
+      Math.round((box.left + box.width) * sx),
+      Math.round((box.top + box.height) * sy),
+    ];
+    showCrop(state.crop, true);
+    backToPhotoMode();
+    search();
+  };
+  el.stage.addEventListener("pointerup", finish);
+  el.stage.addEventListener("pointercancel", () => {
+    start = null;
+    el.dragBox.hidden = true;
+  });
+}
+
+function wirePhotoInputs() {
+  el.choose.addEventListener("click", () => el.input.click());
+  el.changePhoto.addEventListener("click", () => el.input.click());
+  el.input.addEventListener("change", () => {
+    const file = el.input.files && el.input.files[0];
+    if (file) usePhoto(file, file.name);
+    el.input.value = ""; // picking the same file again still fires "change"
+  });
+
+  document.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    el.dropzone.classList.add("over");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) el.dropzone.classList.remove("over");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    el.dropzone.classList.remove("over");
+    const file = [...(event.dataTransfer?.files || [])][0];
+    if (file) usePhoto(file, file.name);
+  });
+  document.addEventListener("paste", (event) => {
+    const item = [...(event.clipboardData?.items || [])].find(
+      (i) => i.kind === "file" && i.type.startsWith("image/"),
+    );
+    if (!item) return; // ordinary text pastes into the price fields stay untouched
+    event.preventDefault();
+    usePhoto(item.getAsFile(), "pasted photo");
+  });
+
+  el.autoArea.addEventListener("click", () => {
+    state.crop = null;
+    backToPhotoMode();
+    search();
+  });
+  el.wholePhoto.addEventListener("click", () => {
+    const size = photoSize();
+    if (!size.width) return;
+    state.crop = [0, 0, size.width, size.height];
+    backToPhotoMode();
+    search();
+  });
+  startDrawing();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Searching
+
+function filterParams() {
+  const params = new URLSearchParams();
+  params.set("k", el.k.value);
+  const min = numberOrNull(el.minPrice);
+  const max = numberOrNull(el.maxPrice);
+  if (min !== null) params.set("min_price", String(min));
+  if (max !== null) params.set("max_price", String(max));
+  if (state.type) params.set("type", state.type);
+  if (el.brand.value) params.set("brand", el.brand.value);
+  if (el.metal.value) params.set("metal", el.metal.value);
+  return params;
+}
+
+function fail(message) {
+  el.results.replaceChildren();
+  el.empty.hidden = true;
+  showError(message);
+  setStatus(""); // the alert above is announced by itself
+}
+
+function search() {
+  showError("");
+  const min = numberOrNull(el.minPrice);
+  const max = numberOrNull(el.maxPrice);
+  if (min !== null && max !== null && min > max) {
+    if (state.controller) state.controller.abort();
+    state.seq += 1; // an answer still on its way is stale now
+    setLoading(false);
+    fail("The minimum price is above the maximum price. Lower the minimum or raise the maximum.");
+    return Promise.resolve();
+  }
+  if (state.mode === "similar" && state.similarTo) {
+    const url = `/api/products/${encodeURIComponent(state.similarTo.id)}/similar?${filterParams()}`;
+    return request(url, {});
+  }
+  if (!state.photo) return Promise.resolve();
+  const form = new FormData();
+  form.append("photo", state.photo, state.photoName || "photo");
+  for (const [key, value] of filterParams()) form.append(key, value);
+  if (state.crop) form.append("crop", state.crop.join(","));
+  return request("/api/recommend", { method: "POST", body: form });
+}
+
+async function request(url, options) {
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  const seq = ++state.seq;
+  setLoading(true);
+  try {
+    const response = await fetch(url, { ...options, signal: controller.signal });
+    if (seq !== state.seq) return;
+    if (!response.ok) {
+      const message = await errorMessage(response);
+      if (seq === state.seq) fail(message);
+      return;
+    }
+    const answer = await response.json();
+    if (seq === state.seq) render(answer);
+  } catch (err) {
+    if (err.name === "AbortError" || seq !== state.seq) return;
+    fail("Could not reach the shop's server. Check your connection and try again.");
+  } finally {
+    if (seq === state.seq) setLoading(false);
+  }
+}
+
+function render(answer) {
+  el.welcome.hidden = true;
+  el.empty.hidden = true;
+  if (state.mode === "photo") {
+    state.photoSize = answer.photo_size || state.photoSize;
+    showCrop(answer.crop, state.crop !== null);
+    if (answer.type) {
+      const percent = Math.round(100 * (answer.type_confidence || 0));
+      const unsure = !state.type && answer.searched_types === null;
+      el.detected.replaceChildren(
+        "Looks like ",
+        Object.assign(document.createElement("strong"), { textContent: answer.type }),
+        ` · ${percent}% sure`,
+        unsure ? ", so every type is shown" : "",
+      );
+    }
+  }
+  const searched = answer.searched_types;
+  const shownType = searched && searched.length === 1 ? searched[0] : ANY;
+  if (!state.type) selectType(shownType, false);
+
+  el.results.replaceChildren(...answer.results.map(card));
+  if (answer.results.length === 0) {
+    showEmpty(shownType);
+    return;
+  }
+  const things = plural(shownType);
+  const what = state.mode === "similar" ? `like “${state.similarTo.title}”` : "like your photo";
+  const price = describePrice(numberOrNull(el.minPrice), numberOrNull(el.maxPrice),
+    state.facets.currency);
+  setStatus(`${answer.results.length} ${things} ${what}${price ? `, ${price}` : ""}.`);
+}
+
+function card(result) {
+  const node = el.cardTemplate.content.firstElementChild.cloneNode(true);
+  node.dataset.id = result.id;
+  node.dataset.price = String(result.price);
+  const img = node.querySelector(".thumb-img");
+  img.src = result.image_url;
+  img.alt = result.title;
+  node.querySelector(".card-type").textContent = result.type;
+  const match = node.querySelector(".match");
+  match.textContent = `${Math.round(Math.max(0, result.score) * 100)}% match`;
+  match.title = `Visual similarity ${result.score.toFixed(3)}`;
+  node.querySelector(".card-title").textContent = result.title;
+  const brand = node.querySelector(".card-brand");
+  brand.textContent = result.brand || "";
+  brand.hidden = !result.brand;
+  node.querySelector(".price").textContent = formatPrice(result.price, result.currency);
+  const buy = node.querySelector(".buy");
+  const href = safeHttpUrl(result.url);
+  if (href) {
+    buy.href = href;
+    buy.setAttribute("aria-label", `Buy ${result.title} (opens the shop in a new tab)`);
+  } else {
+    buy.remove();
+  }
+  const more = node.querySelector(".more");
+  more.setAttribute("aria-label", `More like ${result.title}`);
+  more.addEventListener("click", () => moreLike(result));
+  return node;
+}
+
+function moreLike(result) {
+  state.mode = "similar";
+  state.similarTo = { id: result.id, title: result.title };
+  el.resultsHeading.textContent = `More like “${result.title}”`;
+  el.back.hidden = !state.photo;
+  search();
+  el.resultsHeading.focus({ preventScroll: false });
+}
+
+function backToPhotoMode() {
+  if (state.mode === "photo") return;
+  state.mode = "photo";
+  state.similarTo = null;
+  el.resultsHeading.textContent = "Similar pieces";
+  el.back.hidden = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+function wireFilters() {
+  const soon = debounce(search, 350);
+  for (const input of [el.minPrice, el.maxPrice]) input.addEventListener("input", soon);
+  for (const select of [el.brand, el.metal, el.k]) select.addEventListener("change", soon);
+  el.filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    search();
+  });
+  el.back.addEventListener("click", () => {
+    backToPhotoMode();
+    search();
+  });
+}
+
+wirePhotoInputs();
+wireFilters();
+loadFacets();
+loadExamples();
