@@ -97,6 +97,7 @@ class Recommender:
         milvus_uri: str | None = None,
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         auto_crop: bool = True,
+        index_meta: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -108,6 +109,7 @@ class Recommender:
         self.auto_crop = auto_crop
         self._backend = backend
         self._milvus_uri = milvus_uri
+        self._index_meta = index_meta or {}
         self._reload_lock = threading.Lock()
 
     @classmethod
@@ -147,6 +149,7 @@ class Recommender:
             backend=backend,
             milvus_uri=milvus_uri,
             auto_crop=bool(settings.get("auto_crop", True)),
+            index_meta=meta,
         )
 
     # -- queries ---------------------------------------------------------------------------
@@ -265,8 +268,12 @@ class Recommender:
             index, meta = open_index(
                 self.home, version=version, backend=self._backend, milvus_uri=self._milvus_uri
             )
-            if meta.get("embedder") and meta["embedder"] != getattr(self.embedder, "name", None):
+            if meta.get("embedder_fingerprint") != self._index_meta.get("embedder_fingerprint"):
+                # the models were retrained: queries must be embedded like the new index
                 self.embedder = load_embedder(self.home.models_dir, meta["embedder"])
-            self.index, self.index_version = index, version
+                self.classifier = load_classifier(
+                    self.home.models_dir, getattr(self.classifier, "name", "")
+                )
+            self.index, self.index_version, self._index_meta = index, version, meta
             log.info("switched to index %s", version)
             return True

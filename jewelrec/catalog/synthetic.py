@@ -89,6 +89,9 @@ STONE_PRICE = {None: 0.0, "diamond": 420.0, "ruby": 260.0, "emerald": 280.0, "sa
                "amethyst": 70.0, "pearl": 90.0}
 
 
+PLURAL_STONES = {"Ruby": "Rubies", "Amethyst": "Amethysts"}
+
+
 @dataclass(frozen=True)
 class ProductSpec:
     """Everything about one product that does not change between its photos."""
@@ -123,8 +126,10 @@ class ProductSpec:
             noun = ""
         title = f"{size}{metal} {style} {noun}".replace("  ", " ").strip()
         if self.stone and self.style != "pearl":
-            plural = "s" if self.style in ("eternity", "beaded") and self.stone != "pearl" else ""
-            title += f" with {self.stone.title()}{plural}"
+            stone = self.stone.title()
+            if self.style in ("eternity", "beaded"):
+                stone = PLURAL_STONES.get(stone, stone + "s")
+            title += f" with {stone}"
         return title
 
     @property
