@@ -1,0 +1,375 @@
+"""Bulk embedding throughput (images/s) and how close it comes to this machine's peak.
+
+On N demo images (default 600, drawn into a temporary folder and stored with `jewelrec ingest`):
+  - each stage alone: decode, framing (focus_on_piece), preprocessing, the ONNX model;
+  - EfficientNetEmbedder.embed on decoded, framed images (its bulk path: preprocessing overlaps
+    inference);
+  - jewelrec.indexing.embed_images, files -> vectors (decoding and framing overlap inference too),
+    which is what `jewelrec index` runs;
+  - the 2019 prototype's pipeline: decode, resize to 100x100, autoencoder encoder;
+  - `jewelrec ingest` itself (validate + store, no embedding), as a command.
+The model's work is counted in multiply-adds (forward hooks on every Conv2d/Linear of the torch
+network) and compared with the multiply-add rate of a 2048x2048 float32 matrix product measured in
+the same run with the same thread count as the ONNX runner: "% of peak". A per-operator ONNX
+profile shows where the model's time goes. Targets: ingest >= 60% of the measured peak and
+>= 80 images/s.
+
+    python benchmarks/ingest.py [--images 600] [--no-profile]
+
+Results: benchmarks/results/ingest.json. About 2-3 minutes on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from common import jewelrec, load_note, print_table, write_results
+
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.catalog.views import all_views
+from jewelrec.home import Home
+from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.io import load_image
+from jewelrec.indexing import StageTimes, embed_images
+from jewelrec.models import backbone
+from jewelrec.models.autoencoder import IMAGE_SIZE as PROTOTYPE_SIZE
+from jewelrec.models.autoencoder import AutoencoderEmbedder, ConvAutoencoder
+
+VIEWS = 2
+PEAK_N = 2048  # matrix size for the peak: large enough that the product is compute-bound
+PEAK_REPEATS = 3  # products per burst
+TARGET_FRACTION = 0.60
+TARGET_IMAGES_PER_S = 80.0
+INGEST_ROW = "embed_images: files -> vectors"  # what `jewelrec index` runs; the targets apply here
+# The ONNX runner uses one intra-op thread per core (jewelrec/models/backbone.py); so does the peak.
+THREADS = os.cpu_count() or 1
+
+T = TypeVar("T")
+
+
+# -- counting and peak -------------------------------------------------------------------------
+def multiply_adds(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass: per Conv2d out_h*out_w*out_ch*in_ch/groups*kh*kw,
+    per Linear in*out (times the rows), from forward hooks on a zero input of `input_shape`."""
+    total = 0
+
+    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            n, out_ch, out_h, out_w = output.shape
+            kh, kw = module.kernel_size
+            total += n * out_h * out_w * out_ch * (module.in_channels // module.groups) * kh * kw
+        else:
+            rows = output.numel() // module.out_features
+            total += rows * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+class Peak:
+    """Multiply-adds per second of n x n float32 matrix products (n^3 each) on `threads` threads.
+
+    Measured in short bursts just before and just after each pipeline, so a pipeline is compared
+    with the peak of the same minutes: on a shared machine both can change by 2-3x within one run.
+    """
+
+    def __init__(self, threads: int, n: int = PEAK_N) -> None:
+        self.threads, self.n = threads, n
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.rates: list[float] = []
+
+    def burst(self, repeats: int = PEAK_REPEATS) -> list[float]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            torch.mm(self.a, self.b)  # warm-up
+            rates = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.mm(self.a, self.b)
+                rates.append(self.n**3 / (time.perf_counter() - start))
+        finally:
+            torch.set_num_threads(previous)
+        self.rates += rates
+        return rates
+
+    def around(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """(what `fn` returns, median peak of the bursts just before and just after it)."""
+        before = self.burst()
+        result = fn()
+        return result, statistics.median(before + self.burst())
+
+
+# -- the measurements --------------------------------------------------------------------------
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def fresh_embedder(onnx_path: Path) -> backbone.EfficientNetEmbedder:
+    """The default embedder on a new shared backbone: its feature memory (which would answer
+    repeated images without running the model) starts empty."""
+    backbone.shared_backbone.cache_clear()
+    embedder = backbone.EfficientNetEmbedder(onnx_path=onnx_path)
+    if backbone.shared_backbone().runtime != "onnxruntime":
+        raise SystemExit(f"could not run the backbone on onnxruntime from {onnx_path}")
+    return embedder
+
+
+def model_only(images: Sequence[np.ndarray], distinct_batches: int = 8) -> float:
+    """Seconds for the ONNX model alone on len(images) images, in preprocessed batches of
+    BATCH_SIZE (a few distinct batches taken in turn: the model's time does not depend on the
+    pixels, and 600 preprocessed images would take 360 MB)."""
+    net, size = backbone.shared_backbone(), backbone.BATCH_SIZE
+    batches = [backbone.preprocess_batch(images[i : i + size])
+               for i in range(0, min(len(images), distinct_batches * size), size)]
+    net.run(batches[0])  # warm-up
+    sizes = [min(size, len(images) - i) for i in range(0, len(images), size)]
+    return timed(lambda: [net.run(batches[j % len(batches)][:count])
+                          for j, count in enumerate(sizes)])
+
+
+def prototype_pipeline(paths: Sequence[Path]) -> float:
+    """Seconds for the prototype's way: decode every file, then the autoencoder's encoder on
+    100x100 (an untrained network: the same work as a trained one)."""
+    prototype = AutoencoderEmbedder()
+    prototype.network = ConvAutoencoder()
+    prototype.embed([load_image(paths[0])])  # warm-up
+    return timed(lambda: prototype.embed([load_image(p) for p in paths]))
+
+
+# -- the profile -------------------------------------------------------------------------------
+def onnx_profile(onnx_path: Path, images: Sequence[np.ndarray], folder: Path,
+                 runs: int = 6) -> list[dict]:
+    """Per kind of operator: share of the model's time, share of its multiply-adds, GMAC/s.
+    From onnxruntime's own profiler on a session opened like the backbone's."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "ort-profile")
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    batch = backbone.preprocess_batch(images[: backbone.BATCH_SIZE])
+    session.run(None, {backbone.ONNX_INPUT: batch})  # warm-up, left out below
+    for _ in range(runs):
+        session.run(None, {backbone.ONNX_INPUT: batch})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_run = len(nodes) // (runs + 1)
+    seconds: dict[str, float] = defaultdict(float)
+    macs: dict[str, int] = defaultdict(int)
+    for event in nodes[per_run:]:
+        kind, work = _operator_kind(event["args"])
+        seconds[kind] += event["dur"] / 1e6
+        macs[kind] += work
+    total_s, total_macs = sum(seconds.values()), sum(macs.values()) or 1
+    return [
+        {"operator": kind, "time_share": round(seconds[kind] / total_s, 3),
+         "mac_share": round(macs[kind] / total_macs, 3),
+         "gmac_per_s": round(macs[kind] / seconds[kind] / 1e9, 2) if macs[kind] else None}
+        for kind in sorted(seconds, key=seconds.get, reverse=True)
+    ]
+
+
+def _operator_kind(args: dict) -> tuple[str, int]:
+    """('conv 1x1' | 'conv depthwise' | 'conv kxk' | op name, multiply-adds) of one kernel call."""
+    op = args.get("op_name", "?")
+    shapes = [next(iter(s.values())) for s in args.get("input_type_shape", [])]
+    out = next(iter((args.get("output_type_shape") or [{"": []}])[0].values()))
+    if op in {"Gemm", "MatMul"}:  # (n, k) x (k, m): n * k * m
+        return op, math.prod(out) * shapes[0][-1]
+    if op not in {"Conv", "FusedConv", "NchwcConv"}:
+        return {"ReorderInput": "layout reorder", "ReorderOutput": "layout reorder"}.get(op, op), 0
+    weight = shapes[1]  # (out_ch, in_ch / groups, kh, kw)
+    work = math.prod(out) * math.prod(weight[1:])
+    if weight[1] == 1:
+        return "conv depthwise", work
+    return ("conv 1x1" if weight[2:] == [1, 1] else "conv kxk"), work
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class Measured:
+    """One pipeline over the images: wall seconds, and the peak measured around it."""
+
+    label: str
+    images: int
+    seconds: float
+    macs_per_image: int | None = None
+    peak: float | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def fraction_of_peak(self) -> float | None:
+        if not (self.macs_per_image and self.peak):
+            return None
+        return self.images_per_s * self.macs_per_image / self.peak
+
+    def to_dict(self) -> dict:
+        fraction = self.fraction_of_peak
+        return {"label": self.label, "images": self.images, "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 1),
+                "peak_gmac_per_s": round(self.peak / 1e9, 1) if self.peak else None,
+                "fraction_of_peak": round(fraction, 3) if fraction is not None else None}
+
+
+def demo_home(folder: Path, images: int) -> tuple[Home, list[str], float, dict]:
+    """Draw a demo catalog and store it with `jewelrec ingest`; returns the home, its first
+    `images` image names, synth seconds and the ingest's summary (with its wall seconds)."""
+    products = math.ceil(images / VIEWS)
+    print(f"drawing {products} products x {VIEWS} views ...", flush=True)
+    synth_s, _ = jewelrec("synth", "--out", folder / "catalog", "--products", products,
+                          "--views", VIEWS, "--no-progress")
+    print("jewelrec ingest ...", flush=True)
+    ingest_s, out = jewelrec("ingest", folder / "catalog" / "catalog.csv", "--home",
+                             folder / "home", "--json", "--no-progress")
+    summary = {**json.loads(out), "wall_seconds": ingest_s}
+    home = Home(folder / "home")
+    names = [image for _, image in all_views(CatalogStore.open(home).all_products())]
+    return home, names[:images], synth_s, summary
+
+
+def measure(home: Home, names: list[str], onnx_path: Path, peak: Peak, macs: int,
+            prototype_macs: int) -> tuple[list[Measured], StageTimes]:
+    """Each stage alone, then the pipelines, each with the peak measured around it."""
+    paths, n = [home.image_path(name) for name in names], len(names)
+    decoded: list[np.ndarray] = []
+    framed: list[np.ndarray] = []
+    rows = [
+        Measured("decode (load_image), alone", n,
+                 timed(lambda: decoded.extend(load_image(p) for p in paths))),
+        Measured("frame (focus_on_piece), alone", n,
+                 timed(lambda: framed.extend(focus_on_piece(im)[0] for im in decoded))),
+        Measured("preprocess (resize, crop 224), alone", n,
+                 timed(lambda: [backbone.preprocess(im) for im in framed])),
+    ]
+    fresh_embedder(onnx_path)
+    seconds, around = peak.around(lambda: model_only(framed))
+    rows.append(Measured(f"model alone (ONNX, batches of {backbone.BATCH_SIZE})", n, seconds,
+                         macs, around))
+    embedder = fresh_embedder(onnx_path)
+    seconds, around = peak.around(lambda: timed(lambda: embedder.embed(framed)))
+    rows.append(Measured("EfficientNetEmbedder.embed (bulk)", n, seconds, macs, around))
+    embedder, stages = fresh_embedder(onnx_path), StageTimes()
+    seconds, around = peak.around(lambda: timed(
+        lambda: embed_images(home, embedder, names, progress=False, stages=stages)))
+    rows.append(Measured(INGEST_ROW, n, seconds, macs, around))
+    seconds, around = peak.around(lambda: prototype_pipeline(paths))
+    rows.append(Measured("prototype: decode + autoencoder 100px", n, seconds, prototype_macs,
+                         around))
+    return rows, stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=600, help="demo images (default 600)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the ONNX profile")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="jewelrec-ingest-bench-") as tmp:
+        folder = Path(tmp)
+        home, names, synth_s, ingest = demo_home(folder, args.images)
+        onnx_path = home.cache_dir / backbone.ONNX_NAME
+        export_s = timed(lambda: fresh_embedder(onnx_path))
+        macs = multiply_adds(backbone.load_torch_model(),
+                             (1, 3, backbone.INPUT_SIZE, backbone.INPUT_SIZE))
+        prototype_macs = multiply_adds(ConvAutoencoder().encoder,
+                                       (1, 3, PROTOTYPE_SIZE, PROTOTYPE_SIZE))
+        print(f"measuring on {len(names)} images ...", flush=True)
+        peak = Peak(THREADS)
+        rows, stages = measure(home, names, onnx_path, peak, macs, prototype_macs)
+        profile, profile_peak = ([], None) if args.no_profile else peak.around(
+            lambda: onnx_profile(onnx_path, [load_image(home.image_path(n))
+                                             for n in names[: backbone.BATCH_SIZE]], folder))
+    rows.append(Measured("jewelrec ingest (validate + store)", ingest["images_added"],
+                         ingest["wall_seconds"]))
+    report(rows, stages, peak, macs, prototype_macs, profile, profile_peak, ingest,
+           {"synth": synth_s, "onnx_export": export_s})
+
+
+def report(rows: list[Measured], stages: StageTimes, peak: Peak, macs: int, prototype_macs: int,
+           profile: list[dict], profile_peak: float | None, ingest: dict,
+           one_off: dict[str, float]) -> None:
+    by_label = {r.label: r for r in rows}
+    ours, prototype = by_label[INGEST_ROW], by_label["prototype: decode + autoencoder 100px"]
+    print()
+    print(f"bulk embedding on {ours.images} demo images (256 px, {VIEWS} views per product); "
+          f"{THREADS} threads for the model and the peak")
+    print_table(["pipeline", "images", "seconds", "images/s", "peak GMAC/s", "% of peak"],
+                [[r.label, r.images, round(r.seconds, 2), round(r.images_per_s, 1),
+                  round(r.peak / 1e9, 1) if r.peak else None,
+                  f"{r.fraction_of_peak:.1%}" if r.fraction_of_peak is not None else None]
+                 for r in rows])
+    print("(peak: a 2048x2048 float32 torch.mm in bursts just before and after that row; "
+          f"all bursts: median {statistics.median(peak.rates) / 1e9:.1f}, range "
+          f"{min(peak.rates) / 1e9:.1f}-{max(peak.rates) / 1e9:.1f} GMAC/s)")
+    print(f"\nmodel work per image: EfficientNet-Lite0 at 224 {macs / 1e9:.3f} GMAC; the "
+          f"prototype's encoder at 100 {prototype_macs / 1e6:.1f} MMAC "
+          f"({macs / prototype_macs:.0f}x less)")
+    ratio = ours.images_per_s / prototype.images_per_s
+    print(f"ours / prototype, files -> vectors: {ratio:.2f}x the images/s")
+    print(f"embed_images stages (reading runs in 2 threads beside the model): {stages.describe()}")
+    print(f"`jewelrec ingest`: {ingest['wall_seconds']:.1f} s wall including start-up; its own "
+          f"stages {ingest.get('seconds')}")
+    met_fraction = (ours.fraction_of_peak or 0) >= TARGET_FRACTION
+    met_rate = ours.images_per_s >= TARGET_IMAGES_PER_S
+    print(f"targets (files -> vectors): >= {TARGET_FRACTION:.0%} of peak -> "
+          f"{ours.fraction_of_peak:.1%} {'MET' if met_fraction else 'NOT MET'}; "
+          f">= {TARGET_IMAGES_PER_S:.0f} images/s -> {ours.images_per_s:.1f} "
+          f"{'MET' if met_rate else 'NOT MET'}")
+    if profile:
+        print(f"\nwhere the model's time goes (onnxruntime profile, batch {backbone.BATCH_SIZE}, "
+              f"peak around it {profile_peak / 1e9:.1f} GMAC/s)")
+        print_table(["operator", "time", "multiply-adds", "GMAC/s", "% of peak"],
+                    [[p["operator"], f"{p['time_share']:.1%}", f"{p['mac_share']:.1%}",
+                      p["gmac_per_s"],
+                      f"{p['gmac_per_s'] * 1e9 / profile_peak:.0%}" if p["gmac_per_s"] else None]
+                     for p in profile])
+    print(f"\none-off: synth {one_off['synth']:.1f} s, ONNX export + open "
+          f"{one_off['onnx_export']:.1f} s; {load_note()}")
+    path = write_results("ingest", {
+        "threads": THREADS, "macs_per_image": macs, "prototype_macs_per_image": prototype_macs,
+        "pipelines": [r.to_dict() for r in rows],
+        "peak_mac_per_s": {"median": statistics.median(peak.rates), "min": min(peak.rates),
+                           "max": max(peak.rates), "matrix": PEAK_N, "all": peak.rates},
+        "embed_images_stages": {k: round(v, 3) for k, v in vars(stages).items()},
+        "ratio_ours_over_prototype": round(ratio, 3),
+        "targets": {"fraction_of_peak": TARGET_FRACTION, "images_per_s": TARGET_IMAGES_PER_S,
+                    "fraction_met": met_fraction, "images_per_s_met": met_rate},
+        "onnx_profile": profile,
+        "onnx_profile_peak_mac_per_s": profile_peak,
+        "jewelrec_ingest": ingest,
+        "one_off_seconds": {k: round(v, 2) for k, v in one_off.items()},
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
