@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Vector search is a memory-bound matrix-vector product: one BLAS thread does it as fast as
+    # two, and spare threads only fight the model runtime for the cores (measured: a query's CPU
+    # cost fell from 58 to 37 ms). Must be set before numpy loads; the user's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -75,6 +75,11 @@ def best_per_product(
         width = min(n, width * 4)
 
 
+# Gathering the filtered rows costs a copy; above 1/DENSE_FILTER_RATIO of the rows it is cheaper
+# to score every row and pick the filtered scores.
+DENSE_FILTER_RATIO = 4
+
+
 class ExactIndex:
     """All vectors in one float32 matrix; filters become a boolean mask over rows."""
 
@@ -131,12 +136,12 @@ class ExactIndex:
         positions = np.flatnonzero(mask)
         if len(positions) == 0:
             return []
-        if len(positions) == len(self.rows):
-            scores = self.vectors @ query
-            codes = self._product_code
+        if len(positions) * DENSE_FILTER_RATIO >= len(self.rows):
+            # most rows pass: one product over the whole matrix beats gathering the rows first
+            scores = (self.vectors @ query)[positions]
         else:
             scores = self.vectors[positions] @ query
-            codes = self._product_code[positions]
+        codes = self._product_code[positions]
         chosen, best = best_per_product(scores, codes, k)
         rows = positions[chosen]
         return [
