@@ -1,0 +1,162 @@
+"""EfficientNet-Lite0: the architecture loads the package weights strictly and classifies ImageNet
+photos right; the ONNX runtime agrees with torch; the embedder gives unit vectors that rank two
+crops of one photo above an unrelated photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jewelrec.errors import ImageError, NotReadyError
+from jewelrec.models.backbone import (
+    FEATURE_DIM,
+    INPUT_SIZE,
+    Backbone,
+    EfficientNetEmbedder,
+    RetrievalSettings,
+    default_onnx_path,
+    load_torch_model,
+    preprocess,
+    preprocess_batch,
+    shared_backbone,
+    weights_path,
+)
+from jewelrec.models.efficientnet_lite import EfficientNetLite0, SameConv2d
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return {"coffee": skimage_data.coffee(), "chelsea": skimage_data.chelsea(),
+            "astronaut": skimage_data.astronaut()}
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory) -> object:
+    """One export for the module, attached to the process's shared backbone."""
+    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0.onnx"
+    assert shared_backbone().use_onnx(path)
+    assert path.exists()
+    return path
+
+
+def test_imagenet_classes_come_out_right(photos):
+    logits = Backbone().run_torch(preprocess_batch([photos["coffee"], photos["chelsea"]]))[1]
+    assert logits[0].argmax() == 967  # espresso
+    assert 281 <= logits[1].argmax() <= 285  # a domestic cat
+
+
+def test_onnx_matches_torch(photos, onnx_path):
+    batch = preprocess_batch([photos["coffee"], photos["astronaut"]])  # batch 2: dynamic axis
+    torch_features, torch_logits = Backbone().run_torch(batch)
+    onnx_features, onnx_logits = shared_backbone().run(batch)
+    assert shared_backbone().runtime == "onnxruntime"
+    np.testing.assert_allclose(onnx_features, torch_features, atol=1e-4)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+
+
+def test_loading_is_strict():
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    EfficientNetLite0().load_state_dict(state, strict=True)  # every key matches
+    del state["_blocks.3._depthwise_conv.weight"]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        EfficientNetLite0().load_state_dict(state, strict=True)
+
+
+def test_same_padding_is_tensorflows():
+    conv = SameConv2d(1, 1, 3, stride=2)
+    for size in (224, 225, 7):
+        assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)  # ceil
+    with torch.no_grad():  # the extra pad goes right/bottom: the first window starts at pixel 0
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 0] = 1.0
+        x = torch.arange(16.0).reshape(1, 1, 4, 4)
+        assert conv(x)[0, 0, 0, 0] == 0.0 and conv(x)[0, 0, 1, 1] == 10.0
+    assert load_torch_model().features(torch.zeros(1, 3, 161, 97)).shape == (1, FEATURE_DIM)
+
+
+def test_preprocess_keeps_rgb_and_crops_the_centre():
+    image = np.zeros((300, 600, 3), np.uint8)
+    image[:, 150:450, 0] = 255  # a red square band in the middle
+    x = preprocess(image)
+    assert x.shape == (3, INPUT_SIZE, INPUT_SIZE) and x.dtype == np.float32
+    assert np.allclose(x[0], 1.0) and np.allclose(x[1:], -127 / 128)
+    with pytest.raises(ImageError):
+        preprocess(np.zeros((10, 10), np.uint8))
+
+
+RAW = RetrievalSettings(centre=False, pca_dim=None)
+
+
+def test_raw_embedding_gives_unit_vectors_that_rank_crops_of_one_photo_first(photos, onnx_path):
+    embedder = EfficientNetEmbedder(RAW, onnx_path=onnx_path)
+    coffee = photos["coffee"]
+    vectors = embedder.embed([coffee[:, :500], coffee[:, 100:], photos["chelsea"]])
+    assert vectors.shape == (3, embedder.dim) == (3, FEATURE_DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_feature_cache_runs_the_network_once_per_photo(photos, onnx_path, monkeypatch):
+    backbone = shared_backbone()
+    seen = []
+    original = backbone.run
+    monkeypatch.setattr(backbone, "run", lambda batch: seen.append(len(batch)) or original(batch))
+    query = photos["astronaut"][::2, ::2].copy()
+    first = backbone.features([query])
+    second = backbone.features([query.copy()])  # same pixels, another array
+    assert seen == [1] and np.array_equal(first, second)
+
+
+def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, onnx_path, tmp_path):
+    catalog = [photos["coffee"][:, :500], photos["chelsea"], photos["astronaut"]]
+    embedder = EfficientNetEmbedder()
+    with pytest.raises(NotReadyError):
+        embedder.embed(catalog)
+    embedder.fit(catalog, ["cup", "cat", "person"], progress=False)
+    assert embedder.dim == FEATURE_DIM  # 3 photos: too few for PCA, centred only
+    embedder.save(tmp_path / "embedder")
+    assert (tmp_path / "embedder" / "backbone.onnx").exists()  # next process needs no export
+    loaded = EfficientNetEmbedder.load(tmp_path / "embedder")
+    assert loaded.settings == embedder.settings
+    query = photos["coffee"][:, 100:]
+    np.testing.assert_array_equal(loaded.embed([query]), embedder.embed([query]))
+    scores = loaded.embed(catalog) @ loaded.embed([query])[0]
+    assert scores.argmax() == 0
+    np.testing.assert_allclose(np.linalg.norm(loaded.embed(catalog), axis=1), 1.0, atol=1e-5)
+
+
+def test_pca_projection_round_trips(photos, onnx_path, tmp_path):
+    images = [photos["coffee"], photos["chelsea"], photos["astronaut"], photos["coffee"][::-1]]
+    embedder = EfficientNetEmbedder(RetrievalSettings(pca_dim=2))
+    embedder.fit(images, ["a"] * 4, progress=False)
+    assert embedder.dim == 2
+    embedder.save(tmp_path / "pca")
+    loaded = EfficientNetEmbedder.load(tmp_path / "pca")
+    assert loaded.dim == 2
+    np.testing.assert_array_equal(loaded.embed(images), embedder.embed(images))
+
+
+def test_onnx_lives_in_the_homes_cache(tmp_path):
+    home_model = tmp_path / "home" / "models" / "embedder-efficientnet"
+    assert default_onnx_path(home_model) == tmp_path / "home" / "cache" / "efficientnet-lite0.onnx"
+    assert default_onnx_path(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "backbone.onnx"
+
+
+def test_damaged_onnx_file_is_exported_again(photos, tmp_path):
+    path = tmp_path / "efficientnet-lite0.onnx"
+    path.write_bytes(b"not an onnx model")
+    backbone = Backbone()
+    assert backbone.use_onnx(path) and backbone.runtime == "onnxruntime"
+    assert backbone.features([photos["coffee"]]).shape == (1, FEATURE_DIM)
+
+
+def test_a_bulk_run_on_torch_exports_and_switches_to_onnx(photos, monkeypatch):
+    import jewelrec.models.backbone as backbone_module
+
+    monkeypatch.setattr(backbone_module, "BULK_IMAGES", 2)
+    backbone = Backbone()
+    _, logits = backbone.run_images([photos["coffee"], photos["chelsea"]])
+    assert backbone.runtime == "onnxruntime" and logits[0].argmax() == 967

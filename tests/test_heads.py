@@ -1,0 +1,125 @@
+"""The efficientnet-head type classifier: probabilities that sum to 1 over sorted classes, a
+temperature fitted to held-out logits, and a save/load round trip that changes nothing."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from jewelrec.errors import NotReadyError
+from jewelrec.models.backbone import shared_backbone
+from jewelrec.models.heads import (
+    EfficientNetHeadClassifier,
+    HeadSettings,
+    fit_head,
+    fit_temperature,
+    head_probabilities,
+)
+
+REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-jewelry"
+PER_TYPE = 6
+
+
+def real_photos() -> tuple[list[np.ndarray], list[str]]:
+    """A few photos per type, each from a different source repository where possible."""
+    with open(REAL_PHOTOS / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    images, labels = [], []
+    for kind in ("bracelet", "earring", "necklace", "ring"):
+        picked, repos = [], set()
+        for row in rows:
+            if row["type"] == kind and row["source_repo"] not in repos and len(picked) < PER_TYPE:
+                picked.append(row)
+                repos.add(row["source_repo"])
+        for row in picked:
+            images.append(np.asarray(Image.open(REAL_PHOTOS / row["file"]).convert("RGB")))
+            labels.append(kind)
+    return images, labels
+
+
+def drawn_shapes() -> tuple[list[np.ndarray], list[str]]:
+    """Stand-ins when the real photos are absent: rings (circles) and necklaces (open curves)."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(2 * PER_TYPE):
+        canvas = Image.new("RGB", (160, 160), "white")
+        draw = ImageDraw.Draw(canvas)
+        x, y, r = (int(v) for v in rng.integers(50, 110, size=3) // (1, 1, 2))
+        colour = tuple(int(c) for c in rng.integers(120, 230, size=3))
+        if i % 2:
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=6)
+        else:
+            draw.arc((x - 2 * r, y - 3 * r, x + 2 * r, y + r), 20, 160, fill=colour, width=4)
+        images.append(np.asarray(canvas))
+        labels.append("ring" if i % 2 else "necklace")
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[list[np.ndarray], list[str]]:
+    return real_photos() if (REAL_PHOTOS / "manifest.csv").exists() else drawn_shapes()
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0.onnx"
+    shared_backbone().use_onnx(path)  # no-op if another test module attached one already
+    return path
+
+
+@pytest.fixture(scope="module")
+def features(photos, onnx_path) -> np.ndarray:
+    return shared_backbone().features(photos[0])
+
+
+def test_head_gives_probabilities_over_sorted_classes(photos, features):
+    labels = photos[1]
+    head, notes = fit_head(features, labels, HeadSettings())
+    probabilities = head_probabilities(head, features)
+    assert head.classes == sorted(set(labels))
+    assert probabilities.shape == (len(labels), len(head.classes))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert head.temperature > 0 and notes["temperature"] == head.temperature
+    training_accuracy = np.mean(np.array(head.classes)[probabilities.argmax(1)] == labels)
+    assert training_accuracy >= 0.9
+
+
+def test_two_types_work_too(photos, features):
+    labels = np.array(photos[1])
+    keep = np.isin(labels, sorted(set(labels))[:2])
+    head, _ = fit_head(features[keep], labels[keep], HeadSettings())
+    assert head_probabilities(head, features[keep]).shape == (keep.sum(), 2)
+
+
+def test_temperature_recovers_a_known_one():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=4.0, size=(4000, 3))
+    tempered = np.exp(logits / 2.0)
+    cumulative = np.cumsum(tempered / tempered.sum(1, keepdims=True), axis=1)
+    labels = (rng.random((4000, 1)) > cumulative).sum(1)  # drawn from softmax(logits / 2)
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
+
+
+def test_classifier_round_trip_is_identical(photos, onnx_path, tmp_path):
+    images, labels = photos
+    classifier = EfficientNetHeadClassifier(onnx_path=onnx_path)
+    with pytest.raises(NotReadyError):
+        classifier.predict_proba(images[:1])
+    report = classifier.fit(images, labels, progress=False)
+    assert report.notes["temperature"] > 0 and classifier.classes == sorted(set(labels))
+    classifier.save(tmp_path / "classifier")
+    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier")
+    assert loaded.classes == classifier.classes and loaded.settings == classifier.settings
+    np.testing.assert_array_equal(loaded.predict_proba(images), classifier.predict_proba(images))
+
+
+def test_loading_another_model_is_refused(photos, features, tmp_path):
+    from jewelrec.models.backbone import EfficientNetEmbedder, RetrievalSettings
+
+    EfficientNetEmbedder(RetrievalSettings(centre=False, pca_dim=None)).save(tmp_path / "embedder")
+    with pytest.raises(NotReadyError, match="efficientnet-head"):
+        EfficientNetHeadClassifier.load(tmp_path / "embedder")
