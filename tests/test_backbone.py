@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from jewelrec.errors import ImageError, NotReadyError
+from jewelrec.imaging.colour import SIGNATURE_DIM
 from jewelrec.models.backbone import (
     FEATURE_DIM,
     INPUT_SIZE,
@@ -87,7 +88,7 @@ def test_preprocess_keeps_rgb_and_crops_the_centre():
         preprocess(np.zeros((10, 10), np.uint8))
 
 
-RAW = RetrievalSettings(centre=False, pca_dim=None)
+RAW = RetrievalSettings(centre=False, pca_dim=None, colour_weight=0.0)
 
 
 def test_raw_embedding_gives_unit_vectors_that_rank_crops_of_one_photo_first(photos, onnx_path):
@@ -116,7 +117,7 @@ def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, onnx_p
     with pytest.raises(NotReadyError):
         embedder.embed(catalog)
     embedder.fit(catalog, ["cup", "cat", "person"], progress=False)
-    assert embedder.dim == FEATURE_DIM  # 3 photos: too few for PCA, centred only
+    assert embedder.dim == FEATURE_DIM + SIGNATURE_DIM  # 3 photos: too few for PCA, centred only
     embedder.save(tmp_path / "embedder")
     assert (tmp_path / "embedder" / "backbone.onnx").exists()  # next process needs no export
     loaded = EfficientNetEmbedder.load(tmp_path / "embedder")
@@ -130,7 +131,7 @@ def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, onnx_p
 
 def test_pca_projection_round_trips(photos, onnx_path, tmp_path):
     images = [photos["coffee"], photos["chelsea"], photos["astronaut"], photos["coffee"][::-1]]
-    embedder = EfficientNetEmbedder(RetrievalSettings(pca_dim=2))
+    embedder = EfficientNetEmbedder(RetrievalSettings(pca_dim=2, colour_weight=0.0))
     embedder.fit(images, ["a"] * 4, progress=False)
     assert embedder.dim == 2
     embedder.save(tmp_path / "pca")

@@ -29,6 +29,7 @@ from PIL import Image as PILImage
 
 from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.home import Home, atomic_path
+from jewelrec.imaging.colour import SIGNATURE_DIM, colour_signatures
 from jewelrec.models.base import FitReport
 
 if TYPE_CHECKING:
@@ -338,6 +339,8 @@ class RetrievalSettings:
     pca_dim: int | None = 256  # keep the catalog's top principal directions (implies centre)
     whiten: bool = False  # scale those to unit variance (measured: much worse)
     flip: bool = False  # average each photo's features with its mirror image's (no gain)
+    colour_weight: float = 0.5  # append the piece's colour signature at this weight (metal
+    # precision@10 on the demo catalog 0.850 -> 0.936; see jewelrec/imaging/colour.py)
 
 
 PCA_IMAGES_PER_DIM = 2  # fewer catalog photos than this x pca_dim: centre only, since photos
@@ -401,7 +404,8 @@ class EfficientNetEmbedder:
     @property
     def dim(self) -> int:
         projection = self.arrays.get("projection")
-        return FEATURE_DIM if projection is None else int(projection.shape[1])
+        visual = FEATURE_DIM if projection is None else int(projection.shape[1])
+        return visual + (SIGNATURE_DIM if self.settings.colour_weight else 0)
 
     def fit(
         self,
@@ -432,7 +436,11 @@ class EfficientNetEmbedder:
         features = image_features(
             images, crop_fraction=self.settings.crop_fraction, flip=self.settings.flip
         )
-        return project(features, self.arrays)
+        vectors = project(features, self.arrays)
+        if self.settings.colour_weight:
+            colour = self.settings.colour_weight * colour_signatures(list(images))
+            vectors = l2_rows(np.hstack([vectors, colour]))
+        return vectors.astype(np.float32, copy=False)
 
     def save(self, folder: Path) -> None:
         import torch
