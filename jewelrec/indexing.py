@@ -220,6 +220,7 @@ def build_index(
         collection = f"jewelrec_{building.name.removeprefix('.building-').replace('-', '_')}"
         remote = MilvusIndex(milvus_uri, collection=collection, dim=matrix.shape[1])
         remote.upsert(rows, matrix)
+        remote.flush()  # durable and indexed before the pointer moves to it
         meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
     version = versions.publish(home, building, meta)
     stages.write += time.perf_counter() - write_start

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from milvus_server import milvus_uri  # noqa: F401  (one Milvus server per test session)
 
 REAL_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-jewelry"
 
