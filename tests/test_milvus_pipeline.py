@@ -1,0 +1,33 @@
+"""`jewelrec index --backend milvus` end to end: the home records the backend, and recommend
+answers from Milvus exactly what the exact backend answers (FLAT index)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from jewelrec.cli import main
+
+
+def test_index_on_milvus_and_recommend_like_exact(tiny_home, tiny_catalog, tmp_path, capsys,
+                                                  milvus_uri):
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home)
+    photo = str(sorted((tiny_catalog / "queries").glob("*.jpg"))[0])
+
+    def recommend(*extra: str) -> dict:
+        assert main(["recommend", photo, "--home", str(home), "--json", "-k", "5", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    exact = recommend("--max-price", "400")
+    assert main(["index", "--home", str(home), "--backend", "milvus", "--milvus-uri", milvus_uri,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    settings = json.loads((home / "settings.json").read_text())
+    assert settings["backend"] == "milvus" and settings["milvus_uri"] == milvus_uri
+    on_milvus = recommend("--max-price", "400")
+    assert [r["id"] for r in on_milvus["results"]] == [r["id"] for r in exact["results"]]
+    for a, b in zip(on_milvus["results"], exact["results"], strict=True):
+        assert abs(a["score"] - b["score"]) < 1e-4
+    # the exact backend can still be asked for explicitly
+    assert recommend("--max-price", "400", "--backend", "exact")["results"] == exact["results"]
