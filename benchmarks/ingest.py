@@ -132,7 +132,9 @@ def fresh_embedder(onnx_path: Path) -> backbone.EfficientNetEmbedder:
     """The default embedder on a new shared backbone: its feature memory (which would answer
     repeated images without running the model) starts empty."""
     backbone.shared_backbone.cache_clear()
-    embedder = backbone.EfficientNetEmbedder(onnx_path=onnx_path)
+    # no catalog statistics to fit: the network and colour signature are what is timed
+    settings = backbone.RetrievalSettings(centre=False, pca_dim=None)
+    embedder = backbone.EfficientNetEmbedder(settings, onnx_path=onnx_path)
     if backbone.shared_backbone().runtime != "onnxruntime":
         raise SystemExit(f"could not run the backbone on onnxruntime from {onnx_path}")
     return embedder
