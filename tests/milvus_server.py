@@ -3,7 +3,7 @@
 One server per test session, in a temporary folder removed afterwards. Where the package is
 missing or its server cannot start here, the tests that need it skip and say why.
 
-Use from tests/conftest.py:  `from milvus_server import milvus_uri  # noqa: F401`
+tests/conftest.py imports the `milvus_uri` fixture from here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,23 +29,34 @@ COMPONENTS = (
 )
 
 
-@contextmanager
-def embedded_milvus(base_dir: Path) -> Iterator[str]:
-    """Start the embedded server with its data, logs and binaries under `base_dir`; yields its
-    URI and stops it on exit. Raises ImportError, OSError, RuntimeError or TimeoutError."""
-    from milvus import default_server
+@dataclass(frozen=True)
+class RunningMilvus:
+    uri: str
+    pid: int
 
-    default_server.set_base_dir(str(base_dir))
+
+@contextmanager
+def embedded_milvus(base_dir: Path) -> Iterator[RunningMilvus]:
+    """Start an embedded server with its data, logs and binaries under `base_dir`; stops it on
+    exit. Raises ImportError, OSError, RuntimeError or TimeoutError.
+
+    Each call gets its own MilvusServer rather than the package's shared `default_server`, so
+    two users in one process (a test session, a benchmark's restarts) never take over each
+    other's process."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(base_dir))
     for component in COMPONENTS:
-        default_server.config.set(f"{component}.ip", "127.0.0.1")
-    default_server.wait_for_started = False
+        server.config.set(f"{component}.ip", "127.0.0.1")
+    server.wait_for_started = False
     try:
         with _environment(SETTINGS_FROM_ENV):
-            default_server.start()
-        default_server.wait_started(timeout=START_TIMEOUT_S * 1000)
-        yield f"http://127.0.0.1:{default_server.listen_port}"
+            server.start()
+        server.wait_started(timeout=START_TIMEOUT_S * 1000)
+        yield RunningMilvus(f"http://127.0.0.1:{server.listen_port}", server.server_proc.pid)
     finally:
-        default_server.stop()
+        server.stop()
 
 
 @contextmanager
@@ -70,12 +82,12 @@ def milvus_uri_fixture() -> Iterator[str]:
         ExitStack() as stack,
     ):
         try:
-            uri = stack.enter_context(embedded_milvus(Path(base)))
+            running = stack.enter_context(embedded_milvus(Path(base)))
         except (OSError, RuntimeError, TimeoutError) as error:
             logs = Path(base) / "logs" / "milvus-stderr.log"
             tail = logs.read_text(errors="replace")[-500:] if logs.exists() else ""
             pytest.skip(f"the embedded Milvus server did not start here: {error!r} {tail}")
-        yield uri
+        yield running.uri
 
 
 @pytest.fixture(scope="session")

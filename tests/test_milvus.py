@@ -8,6 +8,7 @@ no catalog string may change a filter expression's meaning.
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 import socket
 import uuid
@@ -57,7 +58,7 @@ def unique_name(prefix: str) -> str:
 
 
 @pytest.fixture
-def make_index(milvus_uri):  # noqa: F811
+def make_index(milvus_uri):
     """Factory for MilvusIndex collections that are dropped after the test."""
     made: list[MilvusIndex] = []
 
@@ -126,7 +127,7 @@ def test_prices_are_written_without_exponents():
 
 # -- against the server ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def flat_pair(milvus_uri):  # noqa: F811
+def flat_pair(milvus_uri):
     rows, vectors = catalog(products=120, seed=1)
     exact = ExactIndex(DIM)
     exact.upsert(rows, vectors)
@@ -213,7 +214,7 @@ def test_filter_strings_cannot_inject(make_index):
 
 
 @pytest.mark.milvus
-def test_connect_reads_the_collection_as_built(milvus_uri, flat_pair):  # noqa: F811
+def test_connect_reads_the_collection_as_built(milvus_uri, flat_pair):
     exact, remote, vectors = flat_pair
     again = MilvusIndex.connect(milvus_uri, remote.collection)
     assert (again.dim, again.index_type, len(again)) == (DIM, "FLAT", len(exact))
@@ -222,6 +223,29 @@ def test_connect_reads_the_collection_as_built(milvus_uri, flat_pair):  # noqa: 
         MilvusIndex(milvus_uri, remote.collection, dim=DIM + 1)
     with pytest.raises(NotReadyError, match="no collection"):
         MilvusIndex.connect(milvus_uri, unique_name("missing"))
+
+
+@pytest.fixture
+def pymilvus_records():
+    """What pymilvus logs (its loggers write to their own stream, not to pytest's capture)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("pymilvus")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+@pytest.mark.milvus
+def test_server_errors_are_user_errors_without_tracebacks(make_index, pymilvus_records):
+    rows, vectors = catalog(products=3, seed=6)
+    remote = make_index(rows, vectors)
+    remote.drop()  # e.g. retired by a newer index build while a server still uses it
+    remote.drop()  # dropping twice is fine
+    with pytest.raises(JewelrecError, match=re.escape(f"Milvus at {remote.uri} could not")):
+        remote.search(vectors[0], 5)
+    assert not pymilvus_records  # pymilvus's own error log (with a traceback) stays quiet
 
 
 def test_unreachable_server_is_a_user_error_naming_the_uri():
