@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 
 from jewelrec.errors import ImageError
 from jewelrec.imaging.io import (
+    MAX_ASPECT_RATIO,
     center_crop,
     image_to_jpeg_bytes,
     image_to_png_bytes,
@@ -123,12 +125,60 @@ def test_pixel_limit_from_header():
 def test_pil_bomb_error_and_warning_do_not_leak(monkeypatch):
     data = encode(Image.new("RGB", (100, 100), RED), "PNG")  # 10,000 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000)  # more than twice: PIL refuses
-    with pytest.raises(ImageError, match="too large"):
-        load_image(data)
+    with pytest.raises(ImageError, match="too large") as caught:
+        load_image(data, max_pixels=3_000_000)
+    message = str(caught.value)
+    assert "3.0 megapixel limit" in message  # our limit, not PIL's
+    assert "2000" not in message and "4000" not in message and "bomb" not in message
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8_000)  # over, not twice: PIL only warns
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert_pure_red(load_image(data))
+
+
+@pytest.mark.parametrize("size", [(1, 39_000), (39_000, 1), (1, 21), (300, 6_100)])
+def test_extreme_aspect_ratio_is_refused_from_the_header(size: tuple[int, int]):
+    data = encode(Image.new("L", size), "PNG")  # a few hundred bytes
+    with pytest.raises(ImageError, match=f"beyond the {MAX_ASPECT_RATIO}:1 limit") as caught:
+        load_image(data)
+    assert f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+@pytest.mark.parametrize("size", [(1, 20), (20, 1), (300, 6_000), (1, 1)])
+def test_aspect_ratio_up_to_the_limit_is_read(size: tuple[int, int]):
+    assert load_image(encode(Image.new("L", size), "PNG")).shape == (size[1], size[0], 3)
+
+
+def peak_traced_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    tracemalloc.start()
+    try:
+        arr = load_image(data)
+        return arr, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sixteen_bit_near_the_pixel_limit_stays_within_a_memory_budget():
+    side = 6300  # the 40-megapixel 16-bit grey PNG (once 1.1 GB of float64 copies)
+    values = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16)
+    data = encode(Image.fromarray(values.reshape(side, side)))
+    del values
+    arr, peak = peak_traced_bytes(data)
+    assert arr.shape == (side, side, 3) and arr.dtype == np.uint8
+    flat = arr.reshape(-1, 3)
+    assert flat[:2, 0].tolist() == [0, 0] and flat[257 * 200, 0] == 200 and flat[65535, 0] == 255
+    # The RGB result (3 bytes a pixel) plus the decoded 16-bit pixels, plus small slices.
+    budget = side * side * (3 + 2) + 32_000_000
+    assert peak < budget, f"{peak / 1e6:.0f} MB traced, budget {budget / 1e6:.0f} MB"
+
+
+def test_float_grey_is_converted_in_slices():
+    side = 2000
+    values = np.linspace(0.0, 1.0, side * side, dtype=np.float32).reshape(side, side)
+    values[0, :4] = [np.nan, np.inf, -np.inf, 0.5]
+    arr, peak = peak_traced_bytes(encode(Image.fromarray(values), "TIFF"))
+    assert arr[0, :4, 0].tolist() == [0, 255, 0, 128] and arr[-1, -1, 0] == 255
+    assert peak < side * side * (3 + 4) + 32_000_000, f"{peak / 1e6:.0f} MB traced"
 
 
 # --- colour modes --------------------------------------------------------------------------

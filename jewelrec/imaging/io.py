@@ -6,6 +6,15 @@ The size is checked from the header before any pixel is decoded, and the whole i
 inside the `try`, so a truncated file fails here with a readable message instead of a traceback
 later. Odd colour modes (palette, grey, 16-bit, CMYK, alpha) all come out as plain RGB; alpha is
 composited on white because catalog cut-outs are meant to be seen on a white page.
+
+The limits live here, once, so ingest, index and every query get the same ones:
+- at most `max_pixels` pixels (40 megapixels by default);
+- an aspect ratio of at most 20:1 (`MAX_ASPECT_RATIO`). No jewelry photo is that thin (a
+  necklace laid out straight on a banner is about 6:1), and later stages scale the SHORT side
+  to the model's input: a 1x39000 strip would become 256 x 9,984,000 pixels (gigabytes).
+High-bit-depth grey (16-bit, 32-bit, float) is scaled to 8 bits in slices of rows, so a 40
+megapixel 16-bit image costs about its 8-bit RGB result plus its own 16-bit pixels, not
+float64 copies of the whole image.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from PIL import Image, ImageOps
 from jewelrec.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+MAX_ASPECT_RATIO = 20  # long side / short side; see the module docstring
+_SLICE_PIXELS = 1 << 20  # grey-level conversion works on about a million pixels at a time
 # Photo formats only: PIL's other plugins (EPS runs Ghostscript, for one) are no business of an
 # upload form. "JPEG" also opens phone cameras' multi-picture (MPO) JPEGs.
 READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -77,7 +88,11 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} is too large to open safely ({exc})") from exc
+        # PIL refuses before we can read the size; quote our limit, not PIL's.
+        raise ImageError(
+            f"{name} is too large: more than the {max_pixels / 1e6:.1f} megapixel limit; "
+            "resize it and try again"
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError(
             f"{name} is not an image we can read (expected JPEG, PNG, WebP, GIF, BMP or TIFF)"
@@ -150,6 +165,12 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
             f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
             f"{max_pixels / 1e6:.1f} megapixel limit; resize it and try again"
         )
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageError(
+            f"{name} is {w}x{h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1, "
+            f"beyond the {MAX_ASPECT_RATIO}:1 limit (no jewelry photo is that thin); "
+            "crop it to the piece and try again"
+        )
 
 
 def _reason(exc: BaseException) -> str:
@@ -184,19 +205,40 @@ def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
 
 def _grey_to_uint8(values: np.ndarray, *, sixteen_bit: bool) -> np.ndarray:
     """16/32-bit or float grey -> 0..255. PIL's own conversion clips at 255 (a white image),
-    and these modes do not say their range, so it is read from the values."""
-    is_float = values.dtype.kind == "f"
-    values = np.nan_to_num(values.astype(np.float64))
-    top = float(values.max(initial=0.0))
-    if sixteen_bit or 255 < top <= 65535:
+    and these modes do not say their range, so it is read from the values. Works on slices of
+    rows so the temporaries stay small whatever the image size."""
+    if sixteen_bit:
         scale = 255 / 65535
-    elif top > 65535:
-        scale = 255 / top
-    elif is_float and 0 < top <= 1.0:
-        scale = 255.0
     else:
-        scale = 1.0
-    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        top = max((_finite_max(part) for part in _row_slices(values)), default=0.0)
+        if 255 < top <= 65535:
+            scale = 255 / 65535
+        elif top > 65535:
+            scale = 255 / top
+        elif values.dtype.kind == "f" and 0 < top <= 1.0:
+            scale = 255.0
+        else:
+            scale = 1.0
+    out = np.empty(values.shape, dtype=np.uint8)
+    for part, target in zip(_row_slices(values), _row_slices(out), strict=True):
+        scaled = part.astype(np.float32) * np.float32(scale)
+        np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+        target[...] = scaled
+    return out
+
+
+def _row_slices(values: np.ndarray) -> list[np.ndarray]:
+    """Views of about _SLICE_PIXELS pixels each (whole rows), in order."""
+    rows = max(1, _SLICE_PIXELS // max(1, values.shape[1]))
+    return [values[i : i + rows] for i in range(0, values.shape[0], rows)]
+
+
+def _finite_max(values: np.ndarray) -> float:
+    if values.dtype.kind != "f":
+        return float(values.max(initial=0))
+    finite = values[np.isfinite(values)]
+    return float(finite.max(initial=0.0))
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:
