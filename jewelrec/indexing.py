@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import View, all_views
-from jewelrec.errors import NotReadyError
+from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.home import Home, atomic_path
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
@@ -31,6 +32,7 @@ from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
 
 BATCH_SIZE = 16
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,14 +109,21 @@ class EmbeddingCache:
 def _read_batches(
     home: Home, names: Sequence[str], batch_size: int, auto_crop: bool
 ) -> Iterator[tuple[list[str], list[np.ndarray], float]]:
-    """Yield (names, framed images, seconds spent reading) one batch ahead of the consumer."""
+    """Yield (names, framed images, seconds spent reading) one batch ahead of the consumer.
+    An image that cannot be read (or breaks a load-time limit) is left out with a warning: one
+    bad file must not cost the whole catalog its index."""
 
     def read(batch: list[str]) -> tuple[list[str], list[np.ndarray], float]:
         start = time.perf_counter()
-        images = [
-            focus_on_piece(load_image(home.image_path(n)), auto=auto_crop)[0] for n in batch
-        ]
-        return batch, images, time.perf_counter() - start
+        names, images = [], []
+        for name in batch:
+            try:
+                images.append(focus_on_piece(load_image(home.image_path(name)), auto=auto_crop)[0])
+            except ImageError as exc:
+                log.warning("skipping image %s: %s", name, exc)
+                continue
+            names.append(name)
+        return names, images, time.perf_counter() - start
 
     batches = [list(names[i : i + batch_size]) for i in range(0, len(names), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -144,6 +153,8 @@ def embed_images(
     fresh: dict[str, np.ndarray] = {}
     for batch, images, read_seconds in _read_batches(home, todo, BATCH_SIZE, auto_crop):
         stages.read += read_seconds
+        if not batch:
+            continue
         start = time.perf_counter()
         vectors = embedder.embed(images)
         stages.embed += time.perf_counter() - start
@@ -154,7 +165,8 @@ def embed_images(
     if cache is not None and fresh:
         cache.vectors.update(fresh)
         cache.save()
-    return {n: (fresh[n] if n in fresh else known[n]) for n in names}
+    # Unreadable images (skipped while reading) have no vector.
+    return {n: (fresh[n] if n in fresh else known[n]) for n in names if n in fresh or n in known}
 
 
 def index_rows(views: Sequence[View]) -> list[IndexRow]:
@@ -194,6 +206,13 @@ def build_index(
         auto_crop=bool(settings.get("auto_crop", True)), progress=progress, stages=stages,
     )
     embedded = max(0, len(cache.vectors) - before)
+    skipped = [(p.id, image) for p, image in views if image not in vectors_by_name]
+    if skipped:
+        ids = ", ".join(dict.fromkeys(pid for pid, _ in skipped))
+        log.warning("left %d unreadable images out of the index (products: %s)", len(skipped), ids)
+        views = [(p, image) for p, image in views if image in vectors_by_name]
+    if not views:
+        raise NotReadyError(f"no image of the catalog in {home.root} could be read")
     rows = index_rows(views)
     matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
 

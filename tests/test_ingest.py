@@ -91,7 +91,7 @@ def test_done_when_five_bad_rows_give_exactly_five_reasons(tmp_path: Path, home:
     assert [(r, i) for r, i, _ in rejected] == [
         (6, "p005"), (7, "p006"), (8, "p001"), (9, "p007"), (10, "p008")]
     reasons = [reason for _, _, reason in rejected]
-    assert reasons[0].startswith("unreadable or corrupt image: 'images/broken.jpg'")
+    assert reasons[0].startswith("image 'images/broken.jpg' is damaged or cut short")
     assert reasons[1] == "negative price: -5"
     assert reasons[2].startswith("duplicate id 'p001': row 2 has this id")
     assert reasons[3] == "URL is not http(s): 'javascript:alert(1)'"
@@ -109,6 +109,25 @@ def test_done_when_five_bad_rows_give_exactly_five_reasons(tmp_path: Path, home:
     json.dumps(as_json)
     text = summary.describe()
     assert "4 added" in text and "row 9 (id p007): URL is not http(s)" in text
+
+
+def test_thin_wide_and_oversized_images_are_rejected_per_row(tmp_path: Path, home: Home) -> None:
+    folder = tmp_path / "shop"
+    (folder / "images").mkdir(parents=True)
+    Image.new("L", (1, 39_000)).save(folder / "images" / "thin.png")  # a few hundred bytes
+    Image.new("L", (20_000, 1)).save(folder / "images" / "wide.png")
+    path = write_csv(folder / "catalog.csv", [
+        row(1, folder), row(2, folder, image="images/thin.png"),
+        row(3, folder, image="images/p003.png|images/wide.png"), row(4, folder),
+    ])
+    summary = ingest(path, home, progress=False)
+    assert summary.added == 2 and summary.committed
+    reasons = {(r.row, r.id): r.reason for r in summary.rejected}
+    assert set(reasons) == {(3, "p002"), (4, "p003")}
+    assert reasons[3, "p002"].startswith("image 'images/thin.png' is 1x39000 pixels")
+    assert "beyond the 20:1 limit" in reasons[3, "p002"]
+    assert reasons[4, "p003"].startswith("image 'images/wide.png' is 20000x1 pixels")
+    assert CatalogStore.open(home).ids() == ["p001", "p004"]
 
 
 def test_images_are_stored_once_by_content_and_readable(tmp_path: Path, home: Home) -> None:
