@@ -55,6 +55,19 @@ def _filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metal", action="append", help="only this metal (repeatable)")
 
 
+def _feed_args(parser: argparse.ArgumentParser) -> None:
+    from jewelrec.catalog.feeds import FORMATS
+
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="catalog format (default auto: told from the content)")
+    parser.add_argument("--types", metavar="RULES.toml",
+                        help="extra rules mapping category text to types (shop feeds)")
+    parser.add_argument("--shop-url", metavar="URL",
+                        help="the shop's address, for Shopify/WooCommerce product links")
+    parser.add_argument("--currency", metavar="CODE",
+                        help="currency of exports that state none (Shopify, WooCommerce)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jewelrec",
@@ -83,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "JSON), validate every row, store images and products. Re-running adds, "
                        "updates and (with --prune) removes products. Bad rows are reported and "
                        "skipped, never half-stored.")
-    p.add_argument("catalog", metavar="CATALOG", help="catalog file (.csv, .jsonl, .json)")
+    p.add_argument("catalog", metavar="CATALOG",
+                   help="catalog file or http(s) feed URL (CSV, JSON Lines, ShopStyle JSON, "
+                   "Google Merchant XML/TSV, Shopify or WooCommerce CSV export)")
     _home_arg(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--strict", action="store_true",
@@ -94,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-private-urls", action="store_true",
                    help="allow image URLs on loopback/private addresses (tests, intranets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _feed_args(p)
 
     p = sub.add_parser("train", help="train the type classifier and the embedder",
                        description="Train the home's type classifier and embedder on its "

@@ -24,12 +24,18 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    from jewelrec.catalog.feeds import FeedOptions, TypeRules
+    from jewelrec.catalog.feeds.remote import is_remote_ref
     from jewelrec.catalog.ingest import ingest
 
+    options = FeedOptions(types=TypeRules.load(args.types), shop_url=args.shop_url,
+                          currency=args.currency.upper() if args.currency else None)
     summary = ingest(
-        Path(args.catalog), home_of(args).ensure(), strict=args.strict, prune=args.prune,
+        args.catalog if is_remote_ref(args.catalog) else Path(args.catalog),
+        home_of(args).ensure(), strict=args.strict, prune=args.prune,
         fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
-        progress=not args.no_progress and not args.json,
+        progress=not args.no_progress and not args.json, format=args.format,
+        feed_options=options,
     )
     if args.json:
         print_json(summary.to_dict())

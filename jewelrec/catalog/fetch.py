@@ -50,10 +50,24 @@ def fetch_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> bytes:
     """The body of `url` (following up to MAX_REDIRECTS redirects), or FetchError."""
+    return fetch_url(url, allow_private=allow_private, timeout=timeout, max_bytes=max_bytes)
+
+
+def fetch_url(
+    url: str,
+    *,
+    accept: str = "image/*",
+    allow_private: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """Any body (a product feed: accept="*/*") under the same guards as an image."""
     deadline = time.monotonic() + timeout * TOTAL_TIME_FACTOR
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        status, location, body = _get_once(current, allow_private, timeout, max_bytes, deadline)
+        status, location, body = _get_once(
+            current, allow_private, timeout, max_bytes, deadline, accept
+        )
         if location is None:
             if status != 200:
                 raise FetchError(f"HTTP {status} for {current}")
@@ -101,26 +115,27 @@ def resolve_checked(host: str, port: int, *, allow_private: bool = False) -> lis
 
 
 def _get_once(
-    url: str, allow_private: bool, timeout: float, max_bytes: int, deadline: float
+    url: str, allow_private: bool, timeout: float, max_bytes: int, deadline: float,
+    accept: str = "image/*",
 ) -> tuple[int, str | None, bytes]:
     """(status, redirect location or None, body) for one request, no redirects followed."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise FetchError(f"malformed image URL {url!r}") from exc
+        raise FetchError(f"malformed URL {url!r}") from exc
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
-        raise FetchError(f"image URL is not http(s): {url!r}")
+        raise FetchError(f"URL is not http(s): {url!r}")
     if not host:
-        raise FetchError(f"image URL has no host: {url!r}")
+        raise FetchError(f"URL has no host: {url!r}")
     port = port or (443 if scheme == "https" else 80)
     addresses = resolve_checked(host, port, allow_private=allow_private)
     connection = _open_connection(scheme, host, port, addresses, timeout)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("GET", target, headers={
-            "User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity",
         })
         response = connection.getresponse()
         if response.status in {301, 302, 303, 307, 308}:
@@ -148,7 +163,7 @@ def _read_limited(
 ) -> bytes:
     length = response.getheader("Content-Length")
     if length and length.strip().isdigit() and int(length) > max_bytes:
-        raise FetchError(f"image at {url} is {int(length):,} bytes, over the "
+        raise FetchError(f"{url} is {int(length):,} bytes, over the "
                          f"{max_bytes:,}-byte limit")
     chunks: list[bytes] = []
     total = 0
@@ -160,7 +175,7 @@ def _read_limited(
             return b"".join(chunks)
         total += len(chunk)
         if total > max_bytes:
-            raise FetchError(f"image at {url} is over the {max_bytes:,}-byte limit")
+            raise FetchError(f"{url} is over the {max_bytes:,}-byte limit")
         chunks.append(chunk)
 
 

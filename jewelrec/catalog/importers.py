@@ -41,10 +41,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from jewelrec.errors import CatalogError
+
+if TYPE_CHECKING:
+    from jewelrec.catalog.feeds import FeedOptions
 
 REQUIRED_FIELDS = ("id", "title", "type", "price", "url", "image")
 DEFAULT_CURRENCY = "USD"
@@ -87,6 +90,7 @@ class RawRow(NamedTuple):
     row: int
     fields: dict[str, Any]
     problem: str | None = None
+    skipped: str | None = None  # why the shop itself withholds it (a draft): counted, not stored
 
 
 @dataclass(frozen=True)
@@ -140,15 +144,22 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def read_catalog(path: Path) -> tuple[str, Iterator[RawRow]]:
-    """(format name: csv, jsonl, shopstyle or json, rows); CatalogError when the file cannot
-    be read at all."""
+def read_catalog(
+    path: Path, fmt: str = "auto", options: FeedOptions | None = None
+) -> tuple[str, Iterator[RawRow]]:
+    """(format name: csv, jsonl, shopstyle, json or a shop feed's, rows); CatalogError when the
+    file cannot be read at all. `fmt` forces a format (`jewelrec.catalog.feeds.FORMATS`)."""
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"catalog file not found: {path}")
     if not path.is_file():
         raise CatalogError(f"not a catalog file: {path}")
-    fmt = detect_format(path)
+    from jewelrec.catalog.feeds import read_feed  # feeds build on this module's rows
+
+    feed = read_feed(path, fmt, options)
+    if feed is not None:
+        return feed
+    fmt = detect_format(path) if fmt == "auto" else {"shopstyle": "json"}.get(fmt, fmt)
     if fmt == "csv":
         return fmt, read_csv(path)
     if fmt == "jsonl":

@@ -1,0 +1,349 @@
+"""Shop feeds: Google Merchant (RSS, Atom, TSV), Shopify and WooCommerce exports, the type rules,
+detection from content, refused XML bombs, and a feed and its images fetched over HTTP."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jewelrec.catalog.feeds import FeedOptions, TypeRules, detect_feed
+from jewelrec.catalog.ingest import ingest, read_rows
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.cli import main
+from jewelrec.errors import CatalogError
+from jewelrec.home import Home
+
+DATA = Path(__file__).resolve().parent / "data"
+SHOP = FeedOptions(shop_url="https://shop.example", currency="EUR")
+
+
+def by_id(parsed) -> dict:
+    return {row.id: row for row in parsed.rows}
+
+
+def reasons(parsed) -> dict:
+    return {r.id: r.reason for r in parsed.rejected}
+
+
+# -- Google Merchant ----------------------------------------------------------------------------
+
+def test_google_rss_sample_counts_prices_images_and_groups() -> None:
+    parsed = read_rows(DATA / "google_feed.xml")
+    assert parsed.format == "google"
+    rows = by_id(parsed)
+    assert sorted(rows) == ["G-100-R", "G-100-Y", "G-200", "G-300", "G-400"]
+    hoop = rows["G-100-Y"]
+    assert (hoop.type, str(hoop.price), hoop.currency) == ("earring", "39.00", "USD")  # sale
+    assert hoop.image_refs == tuple(f"https://cdn.shop.example/hoop-y-{i}.jpg" for i in (1, 2, 3))
+    assert hoop.metal == "yellow gold" and hoop.brand == "Aurum"
+    # Variants of one design stay separate products, grouped by a tag.
+    assert "group:G-100" in hoop.tags and "group:G-100" in rows["G-100-R"].tags
+    assert str(rows["G-100-R"].price) == "49.00"
+    assert rows["G-200"].type == "ring"  # google_product_category given as taxonomy id 200
+    assert rows["G-200"].metal == "platinum"  # from material when color says nothing
+    assert rows["G-300"].type == "necklace"
+    assert (rows["G-400"].type, rows["G-400"].currency) == ("bracelet", "EUR")  # "Armbänder"
+    rejected = reasons(parsed)
+    assert sorted(rejected) == ["G-500", "G-600", "G-700", "G-800"]
+    assert "no type rule matches" in rejected["G-500"] and "Jewelry" in rejected["G-500"]
+    assert rejected["G-600"].startswith("bad price 'free'")
+    assert "several types (earring, necklace)" in rejected["G-700"]
+    assert "not http(s)" in rejected["G-800"]
+
+
+def test_google_atom_sample_reads_links_and_other_languages() -> None:
+    parsed = read_rows(DATA / "google_feed_atom.xml")
+    rows = by_id(parsed)
+    assert not parsed.rejected
+    assert {i: (r.type, str(r.price), r.currency) for i, r in rows.items()} == {
+        "L-1": ("earring", "35.00", "EUR"),  # "Boucles d’oreilles", typographic apostrophe
+        "L-2": ("ring", "22.00", "EUR"),  # "EUR 22.00", "Anillos"
+        "L-3": ("necklace", "51.20", "EUR"),  # sale price; "Bijoux / Colliers"
+    }
+    assert rows["L-1"].url == "https://lune.example/produits/creoles"
+
+
+def test_google_tsv_sample() -> None:
+    parsed = read_rows(DATA / "google_feed.tsv")
+    rows = by_id(parsed)
+    assert parsed.format == "google" and sorted(rows) == ["T-1", "T-2", "T-3"]
+    assert len(rows["T-1"].image_refs) == 3  # additional_image_link: comma-separated
+    assert rows["T-1"].type == "necklace"  # "Necklaces > Pendants"
+    assert (rows["T-2"].type, str(rows["T-2"].price)) == ("bracelet", "64.00")  # id 191, sale
+    assert rows["T-3"].metal == "brass"
+    assert [(r.row, r.id, r.reason) for r in parsed.rejected] == [
+        (5, "T-4", "missing field 'image'")]
+
+
+@pytest.mark.parametrize("name", ["billion_laughs.xml", "external_entity.xml"])
+def test_xml_entities_are_refused_before_anything_is_stored(tmp_path: Path, name: str) -> None:
+    if name == "external_entity.xml":
+        secret = tmp_path / "secret.txt"
+        secret.write_text("TOP SECRET")
+        (tmp_path / name).write_text(
+            f'<?xml version="1.0"?>\n<!DOCTYPE rss [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
+            '<rss xmlns:g="http://base.google.com/ns/1.0"><channel><item><g:id>x</g:id>'
+            "<g:title>&xxe;</g:title></item></channel></rss>\n"
+        )
+        path = tmp_path / name
+    else:
+        path = DATA / name
+    home = Home(tmp_path / "home")
+    with pytest.raises(CatalogError, match="refused: the XML declares or refers to entities"):
+        ingest(path, home, progress=False)
+    assert not (home.root / "catalog.sqlite").exists()
+
+
+def test_xml_that_is_not_a_feed_or_not_well_formed_is_one_clear_error(tmp_path: Path) -> None:
+    svg = tmp_path / "feed.xml"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"></svg>')
+    with pytest.raises(CatalogError, match=r"RSS 2.0 \(<rss>\) or Atom \(<feed>\), not <svg>"):
+        read_rows(svg)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<rss><channel><item><g:id>1</item></channel></rss>")
+    with pytest.raises(CatalogError, match="not well-formed XML"):
+        read_rows(broken)
+
+
+# -- Shopify and WooCommerce --------------------------------------------------------------------
+
+def test_shopify_export_needs_a_shop_url_for_its_links() -> None:
+    with pytest.raises(CatalogError, match="--shop-url"):
+        read_rows(DATA / "shopify_products.csv")
+
+
+def test_shopify_sample_groups_rows_by_handle_and_counts_drafts() -> None:
+    parsed = read_rows(DATA / "shopify_products.csv", options=SHOP)
+    assert parsed.format == "shopify"
+    rows = by_id(parsed)
+    assert sorted(rows) == ["gold-hoop-earrings", "pearl-necklace", "silver-band-ring"]
+    hoop = rows["gold-hoop-earrings"]
+    assert (hoop.type, str(hoop.price), hoop.currency) == ("earring", "49.00", "EUR")  # cheapest
+    assert hoop.url == "https://shop.example/products/gold-hoop-earrings"
+    assert hoop.image_refs == tuple(f"https://cdn.shopify.example/hoop-{i}.jpg" for i in (1, 2, 3))
+    assert (hoop.brand, hoop.metal, hoop.tags) == ("Aurum", "yellow gold", ("gold", "hoops"))
+    assert rows["silver-band-ring"].type == "ring"  # "Ringe"
+    pearl = rows["pearl-necklace"]
+    assert pearl.type == "necklace"  # from Product Category, Type being empty
+    assert pearl.image_refs[:2] == ("https://cdn.shopify.example/pearl-1.jpg",
+                                    "https://cdn.shopify.example/pearl-2.jpg")  # by position
+    assert parsed.skipped == {"draft": 1, "archived": 1}
+    rejected = reasons(parsed)
+    assert sorted(rejected) == ["mystery-item", "no-image-ring"]
+    assert "'Accessories'" in rejected["mystery-item"]
+    assert rejected["no-image-ring"] == "missing field 'image'"
+    assert "draft-necklace" not in parsed.listed_ids  # --prune removes what became a draft
+
+
+def test_woocommerce_sample_merges_variations_and_skips_drafts() -> None:
+    parsed = read_rows(DATA / "woocommerce_products.csv", options=SHOP)
+    assert parsed.format == "woocommerce"
+    rows = by_id(parsed)
+    assert sorted(rows) == ["101", "102", "108"]
+    drop = rows["101"]
+    assert (drop.type, str(drop.price), drop.brand, drop.metal) == (
+        "earring", "29.90", "Luna", "silver")  # sale price, Brands column, Metal attribute
+    assert len(drop.image_refs) == 2 and drop.url == "https://shop.example/?p=101"
+    ring = rows["102"]
+    assert (ring.type, str(ring.price), ring.brand) == ("ring", "35.00", "Orbit")  # variation
+    assert rows["108"].metal == "rose gold"
+    assert parsed.skipped == {"draft": 1, "private": 1, "grouped": 1}
+    rejected = reasons(parsed)
+    assert sorted(rejected) == ["109", "110", "111"]
+    assert "several types (ring, necklace)" in rejected["109"]
+    assert "unknown parent 'id:999'" in rejected["110"]
+    assert "'Uncategorized'" in rejected["111"]
+
+
+# -- detection and --format ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("google_feed.xml", "google"), ("google_feed_atom.xml", "google"),
+     ("google_feed.tsv", "google"), ("shopify_products.csv", "shopify"),
+     ("woocommerce_products.csv", "woocommerce")],
+)
+def test_feeds_are_detected_by_content_whatever_their_name(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    renamed = tmp_path / "export.txt"
+    shutil.copy(DATA / name, renamed)
+    assert detect_feed(renamed) == expected
+
+
+def test_our_own_csv_is_not_taken_for_a_feed(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_text("id,title,type,price,url,image\n1,a,ring,1,https://x.example/1,a.jpg\n")
+    assert detect_feed(path) is None
+    assert read_rows(path).format == "csv"
+
+
+def test_a_forced_format_that_does_not_fit_is_one_clear_error() -> None:
+    with pytest.raises(CatalogError, match="not a Shopify products export.*'handle'"):
+        read_rows(DATA / "woocommerce_products.csv", "shopify", SHOP)
+    with pytest.raises(CatalogError, match="unknown catalog format 'xml'"):
+        read_rows(DATA / "google_feed.xml", "xml")
+
+
+# -- type rules --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("category", "expected"),
+    [
+        ("Apparel & Accessories > Jewelry > Earrings", "earring"),
+        ("Jewellery / Rings", "ring"),
+        ("Ohrringe", "earring"),  # not "ringe" (ring): whole words only
+        ("Schmuck > Ringe", "ring"),
+        ("Bijoux > Boucles d'oreilles", "earring"),
+        ("Bagues", "ring"),
+        ("Pendientes", "earring"),
+        ("Halsketten", "necklace"),
+        ("colliers", "necklace"),
+        ("Armbänder", "bracelet"),
+        ("Pulseras", "bracelet"),
+        ("Jewelry > Rings > Engagement", "ring"),  # the most specific segment that names one
+        ("194", "earring"),
+    ],
+)
+def test_default_rules_map_category_text_in_four_languages(category: str, expected: str) -> None:
+    assert TypeRules.defaults().classify([[category]]) == expected
+
+
+def test_unmapped_and_ambiguous_categories_are_reasons_not_guesses() -> None:
+    rules = TypeRules.defaults()
+    assert "no type rule matches the category 'Gifts'" in rules.classify([["Gifts"]])
+    assert "several types" in rules.classify([["Rings & Earrings"]])
+    assert rules.classify([[None, ""]]).startswith("no category")
+    # A later source decides only when the first says nothing.
+    assert rules.classify([["Sale"], ["Apparel & Accessories > Jewelry > Rings"]]) == "ring"
+
+
+def test_rules_file_extends_or_replaces_the_defaults(tmp_path: Path) -> None:
+    rules = TypeRules.load(DATA / "types.toml")
+    assert rules.classify([["Piercings"]]) == "body jewelry"
+    assert rules.classify([["190"]]) == "body jewelry"
+    assert rules.classify([["Ear jewellery"]]) == "earring"
+    assert rules.classify([["Rings"]]) == "ring"  # defaults kept
+    only = tmp_path / "only.toml"
+    only.write_text('defaults = false\n[types]\ntrinket = ["trinkets"]\n')
+    replaced = TypeRules.load(only)
+    assert replaced.classify([["Trinkets"]]) == "trinket"
+    assert "no type rule" in replaced.classify([["Rings"]])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[types\n", "not valid TOML"), ('[types]\nring = "rings"\n', "must be a list of words"),
+     ("colour = 1\n", "unknown keys colour"), ("[google_ids]\nring = [true]\n", "whole numbers")],
+)
+def test_a_bad_rules_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=message):
+        TypeRules.load(path)
+
+
+# -- over HTTP: the feed and its images -----------------------------------------------------------
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder the test made; counts the requests per path."""
+
+    requests: dict[str, int]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.requests[self.path] = self.requests.get(self.path, 0) + 1
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture()
+def shop_site(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, int]]]:
+    """(base URL, folder served, request counts): an http.server on 127.0.0.1, any free port."""
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    counts: dict[str, int] = {}
+    handler = type("Handler", (CountingHandler,), {"requests": counts})
+
+    def make(*args, **kwargs):
+        return handler(*args, directory=str(site), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", site, counts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_google_feed(site: Path, base: str, products: int) -> None:
+    types = ["Earrings", "Rings", "Necklaces", "Bracelets"]
+    items = []
+    for i in range(products):
+        for view in (0, 1):
+            pixels = np.random.default_rng(i * 10 + view).integers(0, 256, (24, 24, 3), np.uint8)
+            Image.fromarray(pixels).save(site / "img" / f"p{i}-{view}.png")
+        items.append(
+            f"<item><g:id>p{i}</g:id><g:title>{escape(f'Piece {i} & co')}</g:title>"
+            f"<g:link>https://shop.example/p{i}</g:link>"
+            f"<g:image_link>{base}/img/p{i}-0.png</g:image_link>"
+            f"<g:additional_image_link>{base}/img/p{i}-1.png</g:additional_image_link>"
+            f"<g:price>{10 + i}.50 USD</g:price><g:product_type>Jewelry &gt; {types[i % 4]}"
+            f"</g:product_type><g:item_group_id>g{i // 2}</g:item_group_id></item>"
+        )
+    (site / "feed.xml").write_text(
+        '<?xml version="1.0"?><rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">'
+        f"<channel>{''.join(items)}</channel></rss>", encoding="utf-8")
+
+
+def test_a_feed_url_and_its_images_are_fetched_once(tmp_path: Path, shop_site) -> None:
+    base, site, counts = shop_site
+    write_google_feed(site, base, products=8)
+    home = Home(tmp_path / "home")
+    with pytest.raises(CatalogError, match="loopback address .* refused"):
+        ingest(f"{base}/feed.xml", home, fetch_images=True, progress=False)
+
+    first = ingest(f"{base}/feed.xml", home, fetch_images=True, allow_private_urls=True,
+                   progress=False)
+    assert (first.format, first.added, first.rejected, first.images_added) == ("google", 8, [], 16)
+    assert first.catalog == f"{base}/feed.xml"
+    assert sum(n for path, n in counts.items() if path.startswith("/img/")) == 16
+    store = CatalogStore.open(home)
+    try:
+        product = store.get("p5")
+        assert (product.type, product.price, len(product.images)) == ("ring", 15.5, 2)
+        assert "group:g2" in product.tags and product.title == "Piece 5 & co"
+    finally:
+        store.close()
+
+    before = dict(counts)
+    again = ingest(f"{base}/feed.xml", home, fetch_images=True, allow_private_urls=True,
+                   progress=False)
+    assert (again.added, again.unchanged, again.images_added) == (0, 8, 0)
+    fetched_again = {p: n - before.get(p, 0) for p, n in counts.items() if n != before.get(p, 0)}
+    assert fetched_again == {"/feed.xml": 1}  # the feed itself, and no image
+
+
+def test_cli_ingests_a_feed_with_format_types_and_json(tmp_path: Path, capsys) -> None:
+    code = main(["ingest", str(DATA / "woocommerce_products.csv"), "--home", str(tmp_path / "h"),
+                 "--format", "woocommerce", "--types", str(DATA / "types.toml"),
+                 "--shop-url", "https://woo.example", "--currency", "eur", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["format"] == "woocommerce"
+    assert summary["skipped"] == {"draft": 1, "private": 1, "grouped": 1}
+    # Remote images without --fetch-images, plus the three bad rows.
+    assert len(summary["rejected"]) == 6 and summary["added"] == 0
+    code = main(["ingest", str(DATA / "shopify_products.csv"), "--home", str(tmp_path / "h")])
+    assert code == 2 and "--shop-url" in capsys.readouterr().err
