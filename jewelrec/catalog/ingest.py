@@ -42,6 +42,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jewelrec.catalog.feeds import FeedOptions
+from jewelrec.catalog.feeds.remote import local_catalog
 from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_image
 from jewelrec.catalog.importers import CatalogRow, is_remote_ref, read_catalog, validate_fields
 from jewelrec.catalog.schema import Product
@@ -92,6 +94,7 @@ class IngestSummary:
     images_added: int = 0  # new managed image files (an image shared by products counts once)
     committed: bool = True  # False: strict mode found rejections and changed nothing
     seconds: StageSeconds = field(default_factory=StageSeconds)
+    skipped: dict[str, int] = field(default_factory=dict)  # drafts etc., by reason (shop feeds)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,7 @@ class IngestSummary:
             "images_added": self.images_added,
             "committed": self.committed,
             "seconds": {k: round(v, 3) for k, v in asdict(self.seconds).items()},
+            "skipped": dict(self.skipped),
         }
 
     def describe(self) -> str:
@@ -118,6 +122,9 @@ class IngestSummary:
                     f"{self.updated} updated, {self.unchanged} unchanged, {self.removed} "
                     f"removed, {len(self.rejected)} rejected, {self.images_added} new images "
                     f"[{self.seconds.describe()}]")
+            if self.skipped:
+                reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+                head += f"\n  skipped as the shop withholds them: {reasons}"
         else:
             head = (f"strict: {len(self.rejected)} rows of {self.catalog} rejected, "
                     "nothing was changed")
@@ -140,15 +147,20 @@ def ingest(
     fetch_images: bool = False,
     allow_private_urls: bool = False,
     progress: bool = True,
+    format: str = "auto",
+    feed_options: FeedOptions | None = None,
 ) -> IngestSummary:
-    """Load `catalog_path` into `home`'s store; see the module docstring for the rules."""
-    catalog_path = Path(catalog_path)
+    """Load `catalog_path` (a file, or an http(s) feed URL) into `home`'s store; see the module
+    docstring for the rules. `format` forces a catalog format (auto: from the content)."""
+    source = str(catalog_path)
     home = home if isinstance(home, Home) else Home(home)
     seconds = StageSeconds()
     start = time.perf_counter()
-    parsed = read_rows(catalog_path)  # first: a catalog that cannot be read touches no home
-    summary = IngestSummary(str(catalog_path), parsed.format, seconds=seconds,
-                            rejected=list(parsed.rejected))
+    with local_catalog(catalog_path, allow_private=allow_private_urls) as catalog_path:
+        # first: a catalog that cannot be read touches no home
+        parsed = read_rows(catalog_path, format, feed_options)
+    summary = IngestSummary(source, parsed.format, seconds=seconds,
+                            rejected=list(parsed.rejected), skipped=parsed.skipped)
     seconds.reading = time.perf_counter() - start
 
     home.root.mkdir(parents=True, exist_ok=True)
@@ -187,16 +199,24 @@ class ParsedCatalog:
     rows: list[CatalogRow]  # valid fields, one per id (the first), in file order
     rejected: list[Rejection]
     listed_ids: set[str]  # every id the file names, rejected rows included (for prune)
+    skipped: dict[str, int] = field(default_factory=dict)  # withheld by the shop, by reason
 
 
-def read_rows(catalog_path: Path) -> ParsedCatalog:
+def read_rows(
+    catalog_path: Path, fmt: str = "auto", options: FeedOptions | None = None
+) -> ParsedCatalog:
     """Parse and validate every row; the first valid row of an id wins (module docstring of
-    `jewelrec.catalog.importers`)."""
-    fmt, raw_rows = read_catalog(catalog_path)
+    `jewelrec.catalog.importers`). Rows the shop withholds (drafts) are only counted: not
+    listed, so --prune removes a product that became a draft."""
+    fmt, raw_rows = read_catalog(catalog_path, fmt, options)
     accepted: dict[str, CatalogRow] = {}
     rejected: list[Rejection] = []
     listed: set[str] = set()
+    skipped: dict[str, int] = {}
     for raw in raw_rows:
+        if raw.skipped:
+            skipped[raw.skipped] = skipped.get(raw.skipped, 0) + 1
+            continue
         raw_id = raw.fields.get("id")
         shown_id = str(raw_id).strip() if raw_id is not None and str(raw_id).strip() else None
         if shown_id:
@@ -211,7 +231,7 @@ def read_rows(catalog_path: Path) -> ParsedCatalog:
                 raw.row, result.id,
                 f"duplicate id {result.id!r}: row {first.row} has this id with different fields",
             ))
-    return ParsedCatalog(fmt, list(accepted.values()), rejected, listed)
+    return ParsedCatalog(fmt, list(accepted.values()), rejected, listed, skipped)
 
 
 # -- stage 2: images -------------------------------------------------------------------------
