@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,11 @@ from jewelrec.home import Home
 
 EXIT_FAILED = 1  # the command ran but something it was asked to do failed (a photo, --strict)
 EXIT_USAGE = 2  # the command could not run (missing step, bad input)
+# Options whose value may begin with "-" (a crop box at the photo's edge: -1,0,5,5). argparse
+# takes such a word for an option ("expected one argument"); written as --crop=-1,0,5,5 it is
+# a value, so `_join_dash_values` writes it that way and the box check explains the problem.
+DASH_VALUE_OPTIONS = ("--crop",)
+_NUMBER_LIST = re.compile(r"-[\d.]*(,\s*-?[\d.]*)+")
 
 
 def _home_arg(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
     _home_arg(p)
     _filter_args(p)
-    p.add_argument("--crop", metavar="X0,Y0,X1,Y1", help="search only this box of the photo")
+    p.add_argument("--crop", metavar="X0,Y0,X1,Y1",
+                   help="search only this box of the photo (pixels, e.g. --crop=10,20,300,260)")
     _model_args(p)
     _backend_args(p)
     p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
@@ -177,8 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """["--crop", "-1,0,5,5"] -> ["--crop=-1,0,5,5"]: the number list is the option's value."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            out.extend([word, *words])
+            break
+        if word in DASH_VALUE_OPTIONS:
+            value = next(words, None)
+            if value is not None and _NUMBER_LIST.fullmatch(value):
+                out.append(f"{word}={value}")
+                continue
+            out.extend([word] if value is None else [word, value])
+            continue
+        out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     # Vector search is a memory-bound matrix-vector product: one BLAS thread does it as fast as
     # two, and spare threads only fight the model runtime for the cores (measured: a query's CPU
     # cost fell from 58 to 37 ms). Must be set before numpy loads; the user's setting wins.

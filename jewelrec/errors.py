@@ -15,3 +15,9 @@ class CatalogError(JewelrecError):
 
 class NotReadyError(JewelrecError):
     """A stage needs an earlier one first (e.g. `recommend` before `train`/`index`)."""
+
+
+class StorageError(JewelrecError, OSError):
+    """A file in the data home could not be written or read: the disk is full, the home is
+    read-only, a permission is missing. Also an OSError, so code that already handles OSError
+    (an optional cache write) keeps doing so; the message names the path and the cause."""

@@ -7,13 +7,17 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from jewelrec.errors import StorageError
 
 DEFAULT_HOME = "./jewelrec-data"
 
@@ -34,16 +38,83 @@ def resolve_home(path: str | os.PathLike | None) -> Path:
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` only on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    """Yield a temporary path beside `target`; rename it over `target` only on success.
+
+    The file gets the mode a plain `open()` would give it (0666 less the umask; mkstemp's 0600
+    would hide reports and settings from the other users of a shared home). A failed write
+    (disk full, read-only home) becomes a StorageError naming `target` and the cause.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise storage_error("write", target, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise storage_error("write", target, exc) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc); 0o022 where
+    it cannot be read, the usual default."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    """`exc` as one sentence that says what failed where, and why: "cannot write X: the disk
+    is full (ENOSPC, 0 bytes free)". A short write without an errno (numpy reports "N
+    requested and M written") is a full disk when the disk has no room left."""
+    code = exc.errno
+    if code is not None:
+        name = errno.errorcode.get(code, str(code))
+        reason = f"{_ERRNO_HINTS.get(code, exc.strerror or os.strerror(code))} ({name})"
+    else:
+        reason = str(exc) or type(exc).__name__
+    free = _free_bytes(path)
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None
+                                                 and free < 1_000_000):
+        if code is None:
+            reason = f"the disk is full ({reason})"
+        reason += f"; {free:,} bytes free" if free is not None else ""
+        reason += ": free some space and run the command again"
+    error = StorageError(f"cannot {action} {path}: {reason}")
+    error.errno = code
+    return error
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:

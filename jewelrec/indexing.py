@@ -217,7 +217,6 @@ def build_index(
     matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
 
     write_start = time.perf_counter()
-    building = versions.new_version_dir(home)
     meta: dict[str, Any] = {
         "embedder": embedder_name,
         "embedder_fingerprint": fingerprint,
@@ -228,20 +227,22 @@ def build_index(
         "catalog_fingerprint": store.fingerprint(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    exact = ExactIndex(matrix.shape[1])
-    exact.upsert(rows, matrix)
-    exact.save(building)  # kept for every backend: ground truth, and a fast local fallback
-    if backend == "milvus":
-        if not milvus_uri:
-            raise NotReadyError("the milvus backend needs --milvus-uri")
-        from jewelrec.search.milvus import MilvusIndex
+    # a failed build removes its folder; a full disk is named, not 'unexpected error'
+    with versions.building(home) as building:
+        exact = ExactIndex(matrix.shape[1])
+        exact.upsert(rows, matrix)
+        exact.save(building)  # kept for every backend: ground truth, and a fast local fallback
+        if backend == "milvus":
+            if not milvus_uri:
+                raise NotReadyError("the milvus backend needs --milvus-uri")
+            from jewelrec.search.milvus import MilvusIndex
 
-        collection = f"jewelrec_{building.name.removeprefix('.building-').replace('-', '_')}"
-        remote = MilvusIndex(milvus_uri, collection=collection, dim=matrix.shape[1])
-        remote.upsert(rows, matrix)
-        remote.flush()  # durable and indexed before the pointer moves to it
-        meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
-    version = versions.publish(home, building, meta)
+            collection = f"jewelrec_{building.name.removeprefix('.building-').replace('-', '_')}"
+            remote = MilvusIndex(milvus_uri, collection=collection, dim=matrix.shape[1])
+            remote.upsert(rows, matrix)
+            remote.flush()  # durable and indexed before the pointer moves to it
+            meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
+        version = versions.publish(home, building, meta)
     stages.write += time.perf_counter() - write_start
     home.update_settings(embedder=embedder_name, backend=backend, milvus_uri=milvus_uri)
     return IndexReport(

@@ -111,6 +111,7 @@ class Recommender:
         self._milvus_uri = milvus_uri
         self._index_meta = index_meta or {}
         self._reload_lock = threading.Lock()
+        self._disagreement_logged: str | None = None  # index version already warned about
 
     @classmethod
     def open(
@@ -140,7 +141,7 @@ class Recommender:
                 f"run `jewelrec index --embedder {embedder_name}` first"
             )
         return cls(
-            CatalogStore.open(home),
+            CatalogStore.open(home, read_only=True),  # queries never write; homes may be read-only
             load_embedder(home.models_dir, embedder_name),
             load_classifier(home.models_dir, classifier or settings["classifier"]),
             index,
@@ -242,9 +243,12 @@ class Recommender:
             hits = self.index.search(vector, want, filters)
             products = self.store.get_many([h.product_id for h in hits])
             missing = [h.product_id for h in hits if h.product_id not in products]
-            if missing:
-                log.warning("index and catalog disagree; dropped %d products: %s",
-                            len(missing), ", ".join(missing[:5]))
+            if missing and self._disagreement_logged != self.index_version:
+                # once per index version: a prune while serving would otherwise log every query
+                self._disagreement_logged = self.index_version
+                log.warning("index %s and catalog disagree; dropped products no longer in the "
+                            "catalog (first: %s); re-run `jewelrec index`", self.index_version,
+                            ", ".join(missing[:5]))
             results = [
                 Result.from_product(products[h.product_id], h.image, h.score)
                 for h in hits

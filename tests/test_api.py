@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import logging
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -76,9 +77,11 @@ def test_recommend_has_the_cli_json_shape_plus_what_the_page_needs(client, tiny_
     size = answer["photo_size"]
     with Image.open(io.BytesIO(tiny_query_photo)) as img:
         assert (size["width"], size["height"]) == img.size
-    if answer["crop"] is not None:
-        x0, y0, x1, y1 = answer["crop"]
-        assert 0 <= x0 < x1 <= size["width"] and 0 <= y0 < y1 <= size["height"]
+    # the shopper photo shows one piece on a plain background: the piece is found and reported
+    assert answer["crop"] is not None
+    x0, y0, x1, y1 = answer["crop"]
+    assert 0 <= x0 < x1 <= size["width"] and 0 <= y0 < y1 <= size["height"]
+    assert (x1 - x0) * (y1 - y0) < size["width"] * size["height"]
 
 
 def test_recommend_answers_what_the_recommender_answers(client, tiny_query_photo):
@@ -111,14 +114,18 @@ def test_max_price_is_respected_and_k_results_come_back_when_enough_match(
 
 
 def test_min_price_brand_and_metal_filters(client, tiny_query_photo, facets):
+    store = client.app.state.shop.recommender.store
     brand = facets["brands"][0]
-    middle = (facets["price_min"] + facets["price_max"]) / 2
+    brand_prices = sorted(p.price for p in store.all_products() if p.brand == brand)
+    middle = brand_prices[len(brand_prices) // 2]  # at least one product of the brand passes
+    expected = {p.id for p in store.all_products() if p.price >= middle and p.brand == brand}
     answer = post_photo(
         client, tiny_query_photo, k=20, type="any", min_price=middle, brand=[brand]
     ).json()
+    assert expected and len(expected) <= 20
+    assert {r["id"] for r in answer["results"]} == expected  # exactly those, and all of them
     assert all(r["price"] >= middle and r["brand"] == brand for r in answer["results"])
     metal = facets["metals"][0]
-    store = client.app.state.shop.recommender.store
     answer = post_photo(client, tiny_query_photo, k=20, type="any", metal=[metal]).json()
     assert answer["results"]
     assert all(store.get(r["id"]).metal == metal for r in answer["results"])
@@ -268,6 +275,19 @@ def test_non_image_upload_is_415(client, payload):
     assert "photo" in response.json()["detail"]
 
 
+def test_the_415_message_lists_exactly_the_formats_that_are_accepted(client):
+    from jewelrec.imaging.io import READABLE_FORMATS
+
+    detail = post_photo(client, b"plain text").json()["detail"]
+    listed = set(re.findall(r"\b[A-Z][A-Za-z]{2,4}\b", detail.split("upload a", 1)[1]))
+    assert {name.upper() for name in listed} == set(READABLE_FORMATS)
+    for pillow_format in READABLE_FORMATS:  # and each one listed is really accepted
+        out = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 160, 40)).save(out, format=pillow_format)
+        response = post_photo(client, out.getvalue(), name=f"p.{pillow_format.lower()}")
+        assert response.status_code == 200, (pillow_format, response.text)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -367,6 +387,16 @@ def test_images_outside_the_image_folder_are_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert b"SQLite" not in response.content and b"root:" not in response.content
+
+
+def test_head_requests_answer_like_get_without_a_body(client):
+    image_url = client.get("/api/examples").json()[0]["image_url"]
+    for path in ("/healthz", image_url, "/"):
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+        assert response.headers["content-type"] == client.get(path).headers["content-type"]
+    assert client.head("/images/no-such-image.jpg").status_code == 404
 
 
 # -- with a stub Recommender --------------------------------------------------------------------

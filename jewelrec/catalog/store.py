@@ -6,14 +6,18 @@ still holds exactly the previous catalog; readers (a running web server) keep re
 committed state while an ingest writes, and see the new one as soon as it commits.
 
 Readers share one connection guarded by a lock (safe from any thread); each write transaction
-gets its own connection. Managed image files are not this module's business: ingest writes
-them (content-addressed, atomically) before the transaction that references them commits.
+gets its own connection. A store that only serves queries (`recommend`, `serve`), or one on a
+home we cannot write (a read-only mount, a shop's files owned by another user), is opened
+read-only: no schema changes, no journal files created where SQLite cannot create them.
+Managed image files are not this module's business: ingest writes them (content-addressed,
+atomically) before the transaction that references them commits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections import Counter
@@ -63,22 +67,38 @@ def product_hash(product: Product) -> str:
 class CatalogStore:
     """Read access to the catalog, plus `transaction()` for the ingest that writes it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.Lock()
-        self._conn = _connect(self.path)
-        try:
-            _prepare(self._conn, self.path)
-        except BaseException:
-            self._conn.close()
-            raise
+        if read_only:
+            self._conn = _connect_read_only(self.path)
+        else:
+            self._conn = _connect(self.path)
+            try:
+                _prepare(self._conn, self.path)
+            except BaseException:
+                self._conn.close()
+                raise
 
     @classmethod
-    def open(cls, home: Home | str | Path) -> CatalogStore:
-        """The home's store, created empty if it does not exist yet."""
+    def open(cls, home: Home | str | Path, *, read_only: bool | None = None) -> CatalogStore:
+        """The home's store. Writable (and created empty if missing) by default; read-only
+        when asked, or, with `read_only=None`, when the existing store cannot be written."""
         home = home if isinstance(home, Home) else Home(home)
-        home.root.mkdir(parents=True, exist_ok=True)
-        return cls(home.catalog_db)
+        path = home.catalog_db
+        if read_only is None:
+            read_only = path.exists() and not sqlite_can_write(path)
+        if read_only:
+            if not path.exists():
+                raise CatalogError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+            return cls(path, read_only=True)
+        try:
+            home.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"cannot create the data home {home.root}: "
+                               f"{exc.strerror or exc}") from exc
+        return cls(path)
 
     def close(self) -> None:
         with self._lock:
@@ -167,6 +187,8 @@ class CatalogStore:
     @contextmanager
     def transaction(self) -> Iterator[StoreWriter]:
         """All-or-nothing writes: committed when the block ends, rolled back if it raises."""
+        if self.read_only:
+            raise CatalogError(f"the catalog store {self.path} was opened read-only")
         conn = _connect(self.path)
         try:
             conn.execute("PRAGMA synchronous = FULL")
@@ -222,14 +244,81 @@ class StoreWriter:
         )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def sqlite_can_write(path: Path) -> bool:
+    """Whether SQLite can write this store: the file itself, and its folder, where the WAL
+    journal files live. os.access also says no on a read-only mount, even to root."""
+    folder = path.parent
+    return os.access(folder, os.W_OK | os.X_OK) and (
+        not path.exists() or os.access(path, os.W_OK)
+    )
+
+
+def _connect(path: Path, uri: str | None = None) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(uri or path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False, uri=uri is not None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        raise CatalogError(f"cannot open the catalog store {path}: {exc}") from exc
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        raise _open_error(path, exc) from exc
     return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. SQLite reads a WAL store through its -shm file, which it
+    must create when missing; where the folder is not writable either, the store is opened as
+    immutable (nobody can be writing it, since nobody can create the journal)."""
+    base = "file:" + _uri_path(path) + "?mode=ro"
+    conn = _connect(path, base)
+    try:
+        _check_ours(conn, path)
+        return conn
+    except CatalogError as exc:
+        conn.close()
+        cause = exc.__cause__
+        if not (isinstance(cause, sqlite3.Error) and _is_cantopen(cause)):
+            raise
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise CatalogError(
+            f"the catalog store {path} has changes in {wal.name} that were never merged into it, "
+            f"and {path.parent} cannot be written: run any jewelrec command once with write "
+            "access to the home (that merges them), then serve it read-only"
+        )
+    conn = _connect(path, base + "&immutable=1")
+    try:
+        _check_ours(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(Path(path).absolute()), safe="/")
+
+
+def _is_cantopen(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CANTOPEN")
+
+
+def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """The schema version of a store opened read-only (which cannot create missing tables)."""
+    try:
+        tables = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )}
+        row = (conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+               if "meta" in tables else None)
+    except sqlite3.DatabaseError as exc:
+        raise _open_error(path, exc) from exc
+    if "products" not in tables:
+        raise CatalogError(
+            f"{path} is not a jewelrec catalog store (it has no products table); move it away "
+            "or choose another --home"
+        )
+    _check_version(path, row)
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
@@ -247,16 +336,56 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise CatalogError(
-            f"{path} is not a jewelrec catalog store ({exc}); move it away or choose another "
-            "--home"
-        ) from exc
+        raise _open_error(path, exc) from exc
+    _check_version(path, row)
+
+
+def _check_version(path: Path, row: tuple | None) -> None:
     version = json.loads(row[0]) if row else None
     if version != SCHEMA_VERSION:
         raise CatalogError(
             f"{path} holds catalog store version {version}, this jewelrec reads version "
             f"{SCHEMA_VERSION}; re-ingest into a new --home"
         )
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> CatalogError:
+    """Why a store could not be opened, told apart by cause: only a file that really is not
+    an SQLite database is "not a jewelrec catalog store" (advice: move it away); a permission
+    or read-only problem says so, and the advice is about access, never about the file."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        header = b""
+    except OSError as read_error:
+        return CatalogError(
+            f"cannot read the catalog store {path}: {read_error.strerror or read_error} "
+            "(check the owner and permissions of the file and its folder)"
+        )
+    if header and not header.startswith(_SQLITE_HEADER) or name.startswith("SQLITE_NOTADB"):
+        return CatalogError(
+            f"{path} is not a jewelrec catalog store ({exc}); move it away or choose another "
+            "--home"
+        )
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        return CatalogError(
+            f"cannot open the catalog store {path} ({exc}): the file or its folder "
+            f"{path.parent} is read-only or not writable by this user; give write access, or "
+            "use a command that only reads (recommend, serve)"
+        )
+    if name.startswith("SQLITE_FULL"):
+        return CatalogError(f"cannot write the catalog store {path}: the disk is full ({exc})")
+    if name.startswith("SQLITE_CORRUPT"):
+        return CatalogError(
+            f"the catalog store {path} is damaged ({exc}); restore it from a backup or "
+            "re-ingest into a new --home"
+        )
+    return CatalogError(f"cannot open the catalog store {path}: {exc}")
 
 
 def _to_product(row: tuple) -> Product:

@@ -3,7 +3,9 @@
 Each build writes a fresh folder `index/v<timestamp>-<pid>/` (vectors, rows, meta.json) and then
 replaces the one-line pointer file `index/CURRENT`. Readers (a running server) keep answering from
 the folder they loaded until the pointer changes, and a killed build leaves only an unreferenced
-folder behind, never a broken index.
+folder behind, never a broken index. A build that fails removes its folder at once (on a full
+disk that space matters); one killed outright is removed by the next build, as soon as its
+process is gone (or, whatever the process, once it is STALE_BUILD_S old).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jewelrec.errors import NotReadyError
-from jewelrec.home import Home, atomic_write_bytes
+from jewelrec.errors import NotReadyError, StorageError
+from jewelrec.home import Home, atomic_write_bytes, storage_error
 
 POINTER = "CURRENT"
 KEEP_OLD_VERSIONS = 2  # the previous index stays for readers that are still loading it
+STALE_BUILD_S = 30 * 60  # a build folder this old is abandoned even if its pid looks alive
+BUILDING_PREFIX = ".building-"
 
 
 def current_version(home: Home) -> str | None:
@@ -31,10 +37,61 @@ def current_version(home: Home) -> str | None:
 
 
 def new_version_dir(home: Home) -> Path:
+    """A fresh, unpublished build folder (abandoned ones of killed builds are removed first)."""
+    remove_abandoned_builds(home)
     name = f"v{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}-{os.getpid()}"
-    folder = home.index_dir / f".building-{name}"
-    folder.mkdir(parents=True)
+    folder = home.index_dir / f"{BUILDING_PREFIX}{name}"
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise storage_error("create the new index folder", folder, exc) from exc
     return folder
+
+
+@contextmanager
+def building(home: Home) -> Iterator[Path]:
+    """A build folder for the block to fill and `publish`; if the block fails, the folder is
+    removed and a disk error (full, read-only) names the index folder and its cause."""
+    folder = new_version_dir(home)
+    try:
+        yield folder
+    except StorageError:
+        raise
+    except OSError as exc:
+        error = storage_error("write the new index in", home.index_dir, exc)
+        raise StorageError(f"{error} (nothing was published; the previous index still serves)"
+                           ) from exc
+    finally:
+        if folder.exists():  # not published: publish renames it
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_abandoned_builds(home: Home) -> list[str]:
+    """Remove build folders whose process is gone (killed mid-build) or that are older than
+    STALE_BUILD_S; returns their names."""
+    removed = []
+    for folder in home.index_dir.glob(f"{BUILDING_PREFIX}*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except OSError:
+            continue
+        if age > STALE_BUILD_S or (pid.isdigit() and not _process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def publish(home: Home, building: Path, meta: dict[str, Any]) -> str:
@@ -70,7 +127,4 @@ def _remove_stale(home: Home, keep: str) -> None:
     for old in versions[:-KEEP_OLD_VERSIONS]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
-    for abandoned in home.index_dir.glob(".building-*"):
-        # a build killed earlier; anything older than an hour is certainly not in progress
-        if time.time() - abandoned.stat().st_mtime > 3600:
-            shutil.rmtree(abandoned, ignore_errors=True)
+    remove_abandoned_builds(home)

@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from jewelrec import __version__
 from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.home import Home
-from jewelrec.imaging.io import load_image, sniff_image_type
+from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import Recommendation, Recommender
 from jewelrec.search.filters import Filters
@@ -55,6 +55,10 @@ RELOAD_INTERVAL_S = 2.0
 ANY_TYPE = "any"  # `type=any` searches every type instead of the detected one
 MAX_K = 100
 EXAMPLES_PER_PAGE = 8
+# What an upload may be: exactly the formats the image loader reads, named as people know them.
+ACCEPTED_FORMATS = ", ".join({"WEBP": "WebP"}.get(f, f) for f in READABLE_FORMATS[:-1]) + (
+    f" or {READABLE_FORMATS[-1]}"
+)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -313,7 +317,7 @@ async def _read_photo(shop: Shop, upload: UploadFile) -> bytes:
     if not sniff_image_type(data):
         raise HTTPException(
             status_code=415,
-            detail="that file is not a photo we can read: upload a JPEG, PNG or WebP image",
+            detail=f"that file is not a photo we can read: upload a {ACCEPTED_FORMATS} image",
         )
     return data
 
@@ -379,6 +383,7 @@ def page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
 
+@router.head("/healthz", include_in_schema=False)  # uptime checkers often ask with HEAD
 @router.get("/healthz", response_model=schemas.Health, tags=["service"])
 async def healthz(shop: ShopDep) -> schemas.Health:
     count = await shop.lookup(shop.recommender.store.count)
@@ -390,7 +395,7 @@ async def healthz(shop: ShopDep) -> schemas.Health:
 )
 async def recommend(
     shop: ShopDep,
-    photo: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG or WebP)")],
+    photo: Annotated[UploadFile, File(description=f"the shopper's photo ({ACCEPTED_FORMATS})")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
     min_price: PriceForm = None,
     max_price: PriceForm = None,
@@ -471,7 +476,7 @@ async def examples(shop: ShopDep) -> list[schemas.Example]:
     return await shop.examples()
 
 
-@router.get("/images/{name:path}", include_in_schema=False)
+@router.api_route("/images/{name:path}", methods=["GET", "HEAD"], include_in_schema=False)
 def image(shop: ShopDep, name: str) -> FileResponse:
     """Managed catalog images, and nothing else: names that leave images/ are 404s."""
     try:
