@@ -3,13 +3,17 @@ evaluate, on a tiny catalog with the seed models (1 epoch), plus the default mod
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from jewelrec.cli import main
+from jewelrec.home import current_umask
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -30,11 +34,13 @@ def seed_home(tiny_catalog, tmp_path_factory) -> Path:
 
 
 def test_train_writes_safetensors_config_and_loss_curves(seed_home):
-    for folder in ("classifier-seed-cnn", "embedder-autoencoder"):
+    for folder, name in (("classifier-seed-cnn", "seed-cnn"), ("embedder-autoencoder",
+                                                                "autoencoder")):
         model = seed_home / "models" / folder
-        assert (model / "weights.safetensors").exists()
+        weights = (model / "weights.safetensors").read_bytes()
         config = json.loads((model / "config.json").read_text())
-        assert config
+        assert config["model"] == name
+        assert config["weights_sha256"] == hashlib.sha256(weights).hexdigest()
         assert (model / "loss.png").stat().st_size > 1000
         assert json.loads((model / "training.json").read_text())["training_data_fingerprint"]
     settings = json.loads((seed_home / "settings.json").read_text())
@@ -76,6 +82,7 @@ def test_recommend_bad_photo_reports_and_continues(seed_home, tiny_catalog, tmp_
     assert len(lines) == 1 and lines[0]["photo"] == str(good)
     page = html.read_text()
     assert "broken.jpg" in page and "<script" not in page
+    assert html.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # 0644, not mkstemp's 0600
 
 
 def test_evaluate_json_reports_metrics(seed_home, capsys):
@@ -115,11 +122,82 @@ def test_default_home_recommends_the_right_type(tiny_home, tiny_catalog, capsys)
 
 
 def test_index_rebuild_is_atomic_and_old_index_kept(seed_home, capsys):
+    """While `index` publishes new versions, a reader that keeps opening whatever CURRENT names
+    (as a server does on reload) always gets a complete index: every row with its vector,
+    searchable. The previous version stays for readers still loading it."""
+    from jewelrec.home import Home
+    from jewelrec.search import versions
+    from jewelrec.search.backends import open_index
+
+    home = Home(seed_home)
+    before = versions.current_version(home)
+    seen: list[str] = []
+    errors: list[BaseException] = []
+    stop, started = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        while True:
+            last = stop.is_set()
+            try:
+                version = versions.current_version(home)
+                index, meta = open_index(home, version=version)
+                assert index.vectors.shape == (meta["rows"], meta["dim"]) == (len(index.rows),
+                                                                           meta["dim"])
+                assert len(index.search(np.ones(meta["dim"], dtype=np.float32), 3)) == 3
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                return
+            seen.append(version)
+            started.set()
+            if last:
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(60)
+        published = []
+        for _ in range(3):
+            code, out, _ = run(capsys, "index", "--home", str(seed_home), "--json")
+            assert code == 0
+            report = json.loads(out)
+            assert report["embedded"] == 0  # nothing changed: every vector came from the cache
+            published.append(report["version"])
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors, errors[0]
+    assert seen[0] == before and seen[-1] == published[-1] != before
+    assert set(seen) <= {before, *published}
+    assert (seed_home / "index" / published[-2]).exists()  # the previous version is kept
+    assert not list((seed_home / "index").glob(".building-*"))
+
+
+def test_an_index_build_that_fails_mid_write_publishes_nothing_and_says_why(
+    seed_home, tiny_catalog, monkeypatch, capsys
+):
+    """The disk fills while the vectors are written (numpy's short write, no errno): the
+    command names the index folder and the full disk, removes its partial folder, and the
+    previous index keeps answering."""
+    from jewelrec.search.index import ExactIndex
+
     before = (seed_home / "index" / "CURRENT").read_text()
-    code, out, _ = run(capsys, "index", "--home", str(seed_home), "--json")
-    assert code == 0
-    report = json.loads(out)
-    assert report["embedded"] == 0  # nothing changed: every vector came from the cache
-    after = (seed_home / "index" / "CURRENT").read_text()
-    assert after != before and (seed_home / "index" / before).exists()
-    shutil.rmtree(seed_home / "index" / before)
+
+    def save_on_full_disk(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vectors.npy").write_bytes(b"\x93NUMPY" + bytes(66_528))
+        raise OSError("588800 requested and 66528 written")
+
+    monkeypatch.setattr(ExactIndex, "save", save_on_full_disk)
+    monkeypatch.setattr("jewelrec.home.shutil.disk_usage", lambda path: SimpleNamespace(free=0))
+    code, _, err = run(capsys, "index", "--home", str(seed_home))
+    assert code == 2
+    assert "unexpected error" not in err
+    assert str(seed_home / "index") in err and "disk is full" in err
+    assert not list((seed_home / "index").glob(".building-*"))
+    assert (seed_home / "index" / "CURRENT").read_text() == before
+    monkeypatch.undo()
+    photo = sorted((tiny_catalog / "queries").glob("*.jpg"))[0]
+    code, out, _ = run(capsys, "recommend", str(photo), "--home", str(seed_home), "--json",
+                       "-k", "2")
+    assert code == 0 and len(json.loads(out)["results"]) == 2
