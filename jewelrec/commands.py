@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from jewelrec.cli import EXIT_FAILED, home_of, print_json
-from jewelrec.errors import JewelrecError
+from jewelrec.errors import CatalogError, JewelrecError
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -26,22 +26,30 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_ingest(args: argparse.Namespace) -> int:
     from jewelrec.catalog.feeds import FeedOptions, TypeRules
     from jewelrec.catalog.feeds.remote import is_remote_ref
-    from jewelrec.catalog.ingest import ingest
+    from jewelrec.catalog.ingest import IngestSummary, ingest
 
     options = FeedOptions(types=TypeRules.load(args.types), shop_url=args.shop_url,
                           currency=args.currency.upper() if args.currency else None)
-    summary = ingest(
-        args.catalog if is_remote_ref(args.catalog) else Path(args.catalog),
-        home_of(args).ensure(), strict=args.strict, prune=args.prune,
-        fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
-        progress=not args.no_progress and not args.json, format=args.format,
-        feed_options=options,
-    )
+    try:
+        summary = ingest(
+            args.catalog if is_remote_ref(args.catalog) else Path(args.catalog),
+            home_of(args).ensure(), strict=args.strict, prune=args.prune,
+            fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
+            progress=not args.no_progress and not args.json, format=args.format,
+            feed_options=options,
+        )
+    except CatalogError as exc:
+        if args.json:  # a script still gets its one JSON object, saying what went wrong
+            failed = IngestSummary(args.catalog, "unknown", committed=False, error=str(exc))
+            print_json(failed.to_dict())
+        raise
     if args.json:
         print_json(summary.to_dict())
+        if summary.error:
+            print(f"jewelrec ingest: {summary.error}", file=sys.stderr)
     else:
         print(summary.describe())
-    if args.strict and summary.rejected:
+    if summary.error or (args.strict and summary.rejected):
         return EXIT_FAILED
     return 0
 

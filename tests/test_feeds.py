@@ -341,7 +341,9 @@ def test_cli_ingests_a_feed_with_format_types_and_json(tmp_path: Path, capsys) -
                  "--format", "woocommerce", "--types", str(DATA / "types.toml"),
                  "--shop-url", "https://woo.example", "--currency", "eur", "--json"])
     summary = json.loads(capsys.readouterr().out)
-    assert code == 0 and summary["format"] == "woocommerce"
+    # Every row is rejected (below): nothing stored is a failure, exit 1, the summary says why.
+    assert code == 1 and summary["format"] == "woocommerce"
+    assert summary["error"] == "no valid rows: all 6 rows were rejected"
     assert summary["skipped"] == {"draft": 1, "private": 1, "grouped": 1}
     # Remote images without --fetch-images, plus the three bad rows.
     assert len(summary["rejected"]) == 6 and summary["added"] == 0

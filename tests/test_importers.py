@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jewelrec.catalog.importers import (
+    CSV_PARSE_LIMIT,
     CatalogRow,
     detect_format,
     map_shopstyle_product,
@@ -236,3 +237,119 @@ def test_shopstyle_takes_the_first_jewelry_category_and_rejects_none() -> None:
     assert fields["price"] == 10  # a sale price above the price is ignored
     fields, problem = map_shopstyle_product({**product, "categories": [{"id": "handbags"}]})
     assert problem == "no jewelry category (categories: handbags)"
+
+
+# -- hostile catalogs: one bad row is one rejection, never the whole file ----------------------
+
+
+def test_a_csv_field_over_the_limit_rejects_only_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    rows = [",".join(["id", "title", "type", "price", "url", "image", "notes"])]
+    for i in range(1, 4):
+        notes = "x" * (200_000 if i == 2 else 10)  # over Python's own 131,072 csv limit
+        rows.append(f"p{i},Piece {i},ring,1,https://x.example/{i},a.jpg,{notes}")
+    path.write_text("\n".join(rows) + "\n")
+    results = [(r.row, validate_fields(r.fields, r.row)) for r in rows_of(path)]
+    assert [row for row, _ in results] == [2, 3, 4]
+    assert isinstance(results[0][1], CatalogRow) and isinstance(results[2][1], CatalogRow)
+    assert results[1][1] == ("field 'notes' is 200,000 characters long, over the "
+                             "131,072-character limit")
+
+
+def test_a_csv_field_beyond_any_reason_fails_the_file_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    huge = "y" * (CSV_PARSE_LIMIT + 10)
+    path.write_text(f"id,title,type,price,url,image\na,A,ring,1,https://x.example/a,a.jpg\n"
+                    f"b,{huge},ring,1,https://x.example/b,b.jpg\n")
+    with pytest.raises(CatalogError, match=r"not valid CSV \(row 3\)"):
+        rows_of(path)
+
+
+def test_a_csv_header_missing_a_required_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_text("id,title,type,url,image\na,A,ring,https://x.example/a,a.jpg\n")
+    with pytest.raises(CatalogError, match="lacks the required column price "):
+        rows_of(path)
+
+
+def test_deep_or_huge_jsonl_lines_reject_only_themselves(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text("\n".join([
+        json.dumps(GOOD),
+        "[" * 100_000,
+        '{"id": "deep", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"id": "big", "price": ' + "9" * 5000 + "}",
+        json.dumps({**GOOD, "id": "p2"}),
+    ]) + "\n")
+    rows = rows_of(path)
+    assert [(r.row, r.problem) for r in rows][:4] == [
+        (1, None), (2, "invalid JSON: nested too deeply"), (3, "invalid JSON: nested too deeply"),
+        (4, rows[3].problem)]
+    assert rows[3].problem.startswith("invalid JSON")
+    assert rows[4].row == 5 and rows[4].problem is None
+
+
+def test_a_deeply_nested_json_document_is_a_catalog_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"products": ' + "[" * 100_000)
+    with pytest.raises(CatalogError, match="nested too deeply"):
+        rows_of(path)
+    path = tmp_path / "deep.txt"  # no extension: told from the content, then one bad line
+    path.write_text('{"products": ' + "[" * 100_000)
+    assert [(r.row, r.problem) for r in rows_of(path)] == [(1, "invalid JSON: nested too deeply")]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("type", ["ring", "earring"], "bad type <a list of 2>: expected text, not a list"),
+        ("title", {"en": "Hoop"}, "bad title <an object of 1>: expected text, not an object"),
+        ("brand", True, "bad brand True: expected text, not true/false"),
+        ("metal", 5, "bad metal 5: expected text, not a number"),
+        ("url", ["https://x.example/a"], "bad url <a list of 1>: expected text"),
+        ("currency", 840, "bad currency 840: expected text"),
+        ("image", [{"url": "a.jpg"}], "bad image <a list of 1>: expected text or a list of "
+                                      "text, found an object"),
+        ("tags", ["a", 1], "bad tags <a list of 2>: expected text or a list of text, found a"),
+        ("price", ["12"], "bad price <a list of 1>: expected a number"),
+        ("id", ["p1"], "bad id <a list of 1>: expected text or a whole number"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_rejected_not_stored_as_reprs(
+    field: str, value: object, reason: str
+) -> None:
+    result = validate_fields({**GOOD, field: value}, 3)
+    assert isinstance(result, str) and result.startswith(reason), result
+
+
+@pytest.mark.parametrize("bad_id", ["a/b", "a\x00b", "a\nb", "tab\there", "\u202eevil", "a\\b",
+                                    ".", "..", "zero\u200bwidth", "bell\x07"])
+def test_ids_that_cannot_be_part_of_an_address_are_rejected(bad_id: str) -> None:
+    result = validate_fields({**GOOD, "id": bad_id}, 2)
+    assert isinstance(result, str) and result.startswith("bad id"), result
+
+
+@pytest.mark.parametrize("good_id", ["SKU-1_2.3", "a b", "bague-été", "x?y", "100%", "...a"])
+def test_ordinary_ids_are_kept(good_id: str) -> None:
+    assert validate_fields({**GOOD, "id": good_id}, 2).id == good_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"title": "t" * 501}, "title is 501 characters long, over the 500 limit"),
+        ({"title": "t" * 1_000_000}, "field 'title' is 1,000,000 characters long"),
+        ({"id": "i" * 201}, "id is 201 characters long, over the 200 limit"),
+        ({"url": "https://x.example/" + "u" * 5000}, "url is 5,018 characters long"),
+        ({"image": ["a.jpg", "b" * 5000]}, "image reference 'bbbb"),
+        ({"tags": "a|" + "t" * 300}, "tag 'tttt"),
+    ],
+)
+def test_overlong_fields_are_rejected_not_truncated(changes: dict, reason: str) -> None:
+    result = validate_fields({**GOOD, **changes}, 2)
+    assert isinstance(result, str) and result.startswith(reason), result
+    assert len(result) < 200  # the value itself is not echoed whole
+
+
+def test_the_longest_allowed_title_is_kept_whole() -> None:
+    assert validate_fields({**GOOD, "title": "t" * 500}, 2).title == "t" * 500

@@ -377,3 +377,82 @@ def test_kill_9_mid_ingest_leaves_the_previous_catalog(
     ingest(v2, fresh, progress=False)
     assert store.all_products() == CatalogStore.open(fresh).all_products()
     assert not (home.root / STAGING_DIR).exists()
+
+
+# -- catalogs with nothing to store ----------------------------------------------------------
+
+
+def test_no_valid_row_changes_nothing_even_with_prune(tmp_path: Path, home: Home) -> None:
+    folder = tmp_path / "shop"
+    ingest(catalog(folder, range(3)), home, progress=False)
+    store = CatalogStore.open(home)
+    fingerprint = store.fingerprint()
+    broken = write_csv(folder / "broken.csv", [row(i, folder, price="oops") for i in range(5, 8)])
+    summary = ingest(broken, home, prune=True, progress=False)
+    assert summary.error == "no valid rows: all 3 rows were rejected"
+    assert not summary.committed and summary.removed == 0 and len(summary.rejected) == 3
+    assert summary.to_dict()["error"] == summary.error
+    assert "nothing was changed" in summary.describe()
+    assert store.fingerprint() == fingerprint and store.count() == 3
+
+    empty = write_csv(folder / "empty.csv", [])
+    summary = ingest(empty, home, prune=True, progress=False)
+    assert summary.error == "the catalog lists no products" and store.count() == 3
+
+    unreadable = write_csv(folder / "pictures.csv", [row(9, folder, image="images/none.png")])
+    summary = ingest(unreadable, home, prune=True, progress=False)
+    assert summary.error == "no valid rows: all 1 rows were rejected" and store.count() == 3
+    assert not (home.root / STAGING_DIR).exists()
+
+
+def test_values_of_the_wrong_kind_never_reach_the_store(tmp_path: Path, home: Home) -> None:
+    folder = tmp_path / "shop"
+    image = write_image(folder / "pics" / "a.png", seed=1)
+    good = {"id": "ok", "title": "Band", "type": "ring", "price": 5, "url": "https://x.io/1",
+            "image": image}
+    lines = [good, {**good, "id": "two", "type": ["ring", "earring"]},
+             {**good, "id": "a/b"}, {**good, "id": "t", "title": "x" * 1_000_000}]
+    path = folder / "catalog.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n" + "[" * 100_000 + "\n")
+    summary = ingest(path, home, progress=False)
+    assert summary.added == 1 and CatalogStore.open(home).ids() == ["ok"]
+    assert [(r.row, r.id) for r in summary.rejected] == [(2, "two"), (3, "a/b"), (4, "t"),
+                                                         (5, None)]
+    assert len(json.dumps(summary.to_dict())) < 2000  # no megabyte title echoed back
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    from jewelrec.cli import main
+
+    code = main(["ingest", *args, "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_exit_codes_and_json_for_catalogs_that_store_nothing(
+    tmp_path: Path, home: Home, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "shop"
+    broken = write_csv(folder / "broken.csv", [row(1, folder, url="ftp://x.example/1")])
+    code, out, err = run_cli(capsys, str(broken), "--home", str(home.root), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["error"].startswith("no valid rows") and not report["committed"]
+    assert report["rejected"][0]["row"] == 2 and "no valid rows" in err
+    code, out, _ = run_cli(capsys, str(broken), "--home", str(home.root))
+    assert code == 1 and "no valid rows: all 1 rows were rejected; nothing was changed" in out
+
+    no_price = folder / "no-price.csv"
+    no_price.write_text("id,title,type,url,image\np1,A,ring,https://x.example/1,a.png\n")
+    code, out, err = run_cli(capsys, str(no_price), "--home", str(home.root), "--json")
+    assert code == 2 and "lacks the required column price" in err
+    report = json.loads(out)
+    assert "lacks the required column price" in report["error"] and not report["committed"]
+
+    rows = [row(i, folder) for i in range(3)]
+    rows[1]["title"] = "long " * 40_000  # 200,000 characters: once failed the whole file
+    long_field = write_csv(folder / "long.csv", rows)
+    code, out, _ = run_cli(capsys, str(long_field), "--home", str(home.root), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["added"] == 2 and report["error"] is None
+    assert [r["row"] for r in report["rejected"]] == [3]
+    assert "200,000 characters long" in report["rejected"][0]["reason"]

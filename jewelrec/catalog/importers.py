@@ -19,6 +19,18 @@ Rules a catalog author needs to know:
 - url: http or https with a host. image: a path relative to the catalog file's folder, or an
   http(s) URL; several separated by `|` in CSV (a list, or a `|` string, in JSON Lines).
 - tags: separated by `|` or `,` in CSV; a list (or such a string) in JSON Lines.
+- Text fields must be text: a list, an object, true/false or a number where text is expected is
+  rejected (never stored as its Python spelling); an id may also be a whole number.
+- Sizes (a row breaking one is rejected, never truncated, so what is stored is what the shop
+  wrote): any field at most 131,072 characters; title at most 500; id at most 200; type,
+  metal, stone, brand and each tag at most 200; url and each image reference at most 4,096.
+  A CSV file whose single field exceeds 16 MiB, or a JSON document nested deeper than Python
+  can parse, cannot be read at all; a JSON Lines line that is too deep or too long rejects
+  only that line.
+- ids: no `/` or `\\`, no control or invisible format characters, not `.` or `..`: an id is
+  part of a product's address (`/api/products/{id}`), so such an id could never be reached.
+- The CSV header must name every required column; a file with none of its rows valid changes
+  nothing (ingest exits non-zero).
 - The same id twice: the first row with valid fields wins. A later row with identical fields is
   ignored silently (catalogs concatenated from overlapping exports); one that differs is
   rejected as a duplicate id, so a conflicting edit never replaces the first silently.
@@ -37,6 +49,7 @@ import csv
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -79,6 +92,19 @@ METAL_COLOURS = frozenset({
 SHOPSTYLE_SIZES = ("Small", "Medium", "Large", "Original", "IPhoneSmall", "IPhone", "XLarge",
                    "Best")
 
+# Size limits (module docstring): a field this long is junk or an attack, and would be carried
+# by every response that shows the product.
+MAX_FIELD_CHARS = 131_072
+MAX_LENGTHS = {"id": 200, "title": 500, "type": 200, "brand": 200, "metal": 200, "stone": 200,
+               "url": 4096, "currency": 200}
+MAX_REF_CHARS = 4096  # each image reference
+MAX_TAG_CHARS = 200
+# What the CSV parser accepts in one field before giving up on the whole file (Python's default,
+# 131,072, made one long description fail a 10,000-row catalog with no row number). Beyond
+# MAX_FIELD_CHARS the row is rejected; beyond this the file is not read.
+CSV_PARSE_LIMIT = 16 * 1024 * 1024
+MAX_JSONL_LINE_CHARS = CSV_PARSE_LIMIT
+TEXT_FIELDS = ("id", "title", "type", "currency", "brand", "url", "metal", "stone")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -138,7 +164,7 @@ def detect_format(path: Path) -> str:
         try:
             with open(path, encoding="utf-8-sig") as fh:
                 json.load(fh)
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):
             return "jsonl"  # several objects, one a line
         return "json"
     return "csv"
@@ -178,6 +204,10 @@ def read_catalog(
 
 
 def read_csv(path: Path) -> Iterator[RawRow]:
+    # The csv module keeps this limit process-wide; only ever raised, to a fixed bound.
+    if csv.field_size_limit() < CSV_PARSE_LIMIT:
+        csv.field_size_limit(CSV_PARSE_LIMIT)
+    next_row = 2  # the spreadsheet row being read, for an error that ends the file
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -191,14 +221,21 @@ def read_csv(path: Path) -> Iterator[RawRow]:
                     f"{path} does not look like a product CSV: its header has none of the "
                     f"columns {', '.join(REQUIRED_FIELDS)}"
                 )
+            if missing:
+                plural = "s" if len(missing) > 1 else ""
+                raise CatalogError(
+                    f"{path} lacks the required column{plural} {', '.join(missing)} "
+                    f"(its header: {_shown(','.join(header), 200)})"
+                )
             reader.fieldnames = header
             for number, record in enumerate(reader, start=2):
                 record.pop(None, None)  # values beyond the header's columns
                 yield RawRow(number, record)
+                next_row = number + 1
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except csv.Error as exc:
-        raise CatalogError(f"{path} is not valid CSV: {exc}") from exc
+        raise CatalogError(f"{path} is not valid CSV (row {next_row}): {exc}") from exc
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -206,13 +243,23 @@ def read_csv(path: Path) -> Iterator[RawRow]:
 def read_jsonl(path: Path) -> Iterator[RawRow]:
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
+            for number, line in enumerate(_bounded_lines(fh, MAX_JSONL_LINE_CHARS), start=1):
+                if line is None:
+                    yield RawRow(number, {}, f"line longer than {MAX_JSONL_LINE_CHARS:,} "
+                                             "characters")
+                    continue
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line, parse_float=Decimal)
                 except json.JSONDecodeError as exc:
                     yield RawRow(number, {}, f"invalid JSON: {exc.msg}")
+                    continue
+                except RecursionError:
+                    yield RawRow(number, {}, "invalid JSON: nested too deeply")
+                    continue
+                except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+                    yield RawRow(number, {}, f"invalid JSON: {_shown(str(exc), 120)}")
                     continue
                 if not isinstance(record, dict):
                     yield RawRow(number, {}, "not a JSON object")
@@ -304,8 +351,10 @@ def _best_size_url(image: dict[str, Any]) -> str | None:
 
 def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
     """A `CatalogRow`, or the reason the row is rejected (one line a person can act on)."""
-    text = {name: _text(fields.get(name)) for name in
-            ("id", "title", "type", "currency", "brand", "url", "metal", "stone")}
+    problem = _shape_problem(fields)
+    if problem:
+        return problem
+    text = {name: _text(fields.get(name)) for name in TEXT_FIELDS}
     image_refs = _split(fields.get("image"), "|")
     present = {**text, "price": _text(fields.get("price")), "image": "|".join(image_refs)}
     missing = [name for name in REQUIRED_FIELDS if not present[name]]
@@ -313,7 +362,11 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
         plural = "s" if len(missing) > 1 else ""
         return f"missing field{plural} {', '.join(repr(m) for m in missing)}"
     if not isinstance(fields.get("id"), str | int) or isinstance(fields.get("id"), bool):
-        return f"bad id {fields.get('id')!r}: expected text or a whole number"
+        return f"bad id {_shown(fields.get('id'))}: expected text or a whole number"
+    problem = _id_problem(text["id"]) or _length_problem(text, image_refs,
+                                                         _split(fields.get("tags"), "|,"))
+    if problem:
+        return problem
     price = parse_price(fields.get("price"))
     if isinstance(price, str):
         return price
@@ -341,20 +394,20 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
 
 def parse_price(value: Any) -> Decimal | str:
     """A Decimal >= 0, or a rejection reason. Floats from JSON are taken at their decimal repr."""
-    if isinstance(value, bool) or value is None:
-        return f"bad price {value!r}: expected a number such as 19.99"
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        return f"bad price {_shown(value)}: expected a number such as 19.99"
     if isinstance(value, float):
         value = repr(value)
     try:
         price = Decimal(str(value).strip())
     except InvalidOperation:
-        return f"bad price {value!r}: expected a number such as 19.99"
+        return f"bad price {_shown(value)}: expected a number such as 19.99"
     if not price.is_finite():
-        return f"bad price {value!r}: expected a number such as 19.99"
+        return f"bad price {_shown(value)}: expected a number such as 19.99"
     if price < 0:
-        return f"negative price: {value}"
+        return f"negative price: {str(value).strip()[:60]}"
     if price > MAX_PRICE:
-        return f"bad price {value!r}: implausibly large"
+        return f"bad price {_shown(value)}: implausibly large"
     return price
 
 
@@ -376,6 +429,86 @@ def check_url(url: str) -> str | None:
 
 def is_remote_ref(ref: str) -> bool:
     return urlsplit(ref).scheme.lower() in {"http", "https"}
+
+
+def _shape_problem(fields: dict[str, Any]) -> str | None:
+    """Why the row's values are not the kinds the fields take (text where text is expected,
+    text or a list of text for image and tags), or a value too long to be real."""
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            return (f"field {_shown(name, 60)} is {len(value):,} characters long, over the "
+                    f"{MAX_FIELD_CHARS:,}-character limit")
+    for name in TEXT_FIELDS:
+        value = fields.get(name)
+        if value is None or isinstance(value, str) or name == "id":  # id: checked by the caller
+            continue
+        return f"bad {name} {_shown(value)}: expected text, not {_kind(value)}"
+    for name in ("image", "tags"):
+        value = fields.get(name)
+        items = value if isinstance(value, list | tuple) else [value]
+        odd = next((v for v in items if v is not None and not isinstance(v, str)), None)
+        if odd is not None:
+            return (f"bad {name} {_shown(value)}: expected text or a list of text, "
+                    f"found {_kind(odd)}")
+    return None
+
+
+def _id_problem(product_id: str) -> str | None:
+    """An id is part of the product's address; one that cannot be in a URL path is refused."""
+    if product_id in {".", ".."} or any(
+        ch in "/\\" or unicodedata.category(ch)[0] == "C" for ch in product_id
+    ):
+        return (f"bad id {_shown(product_id)}: an id may not contain '/', '\\' or control "
+                "characters, nor be '.' or '..'")
+    return None
+
+
+def _length_problem(text: dict[str, str], image_refs: list[str], tags: list[str]) -> str | None:
+    for name, limit in MAX_LENGTHS.items():
+        if len(text[name]) > limit:
+            return f"{name} is {len(text[name]):,} characters long, over the {limit:,} limit"
+    for label, values, limit in (("image reference", image_refs, MAX_REF_CHARS),
+                                 ("tag", tags, MAX_TAG_CHARS)):
+        long = next((v for v in values if len(v) > limit), None)
+        if long is not None:
+            return (f"{label} {_shown(long)} is {len(long):,} characters long, over the "
+                    f"{limit:,} limit")
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if _is_number(value) or isinstance(value, int | float | Decimal):
+        return "a number"
+    return type(value).__name__
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A short repr for messages: a 1 MB value must not make a 1 MB rejection line."""
+    if isinstance(value, list | tuple | dict):  # no repr of a deep or huge structure
+        return f"<{_kind(value)} of {len(value)}>"
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit * 2 else (
+        repr(value[: limit * 2]))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_lines(fh: Any, limit: int) -> Iterator[str | None]:
+    """The file's lines; None stands for a line over `limit` characters (read past, not kept)."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith("\n"):
+            while (rest := fh.readline(limit)) and not rest.endswith("\n"):
+                pass
+            yield None
+        else:
+            yield line
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -425,6 +558,8 @@ def _load_json(path: Path) -> Any:
         raise CatalogError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from exc
+    except RecursionError as exc:
+        raise CatalogError(f"{path} is not valid JSON: nested too deeply") from exc
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:

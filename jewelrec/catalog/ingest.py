@@ -18,6 +18,8 @@ Rules:
   its previous version, and `prune` does not remove it (it is still listed, just broken).
 - strict=True: if any row is rejected nothing is written at all (summary.committed is False and
   the CLI exits 1).
+- A catalog with no valid row (every row rejected, or none at all) changes nothing, not even
+  with prune=True: summary.error says why, summary.committed is False and the CLI exits 1.
 - prune=True removes products whose ids the file no longer lists. Managed image files are never
   deleted by ingest: a running server or an older index version may still be using them.
 - Re-ingesting an unchanged catalog writes nothing (every product counts as unchanged);
@@ -58,6 +60,7 @@ MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
 # Formats a browser shows as they are; any other readable image is stored re-encoded as PNG.
 KEPT_FORMATS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
 DESCRIBED_REJECTIONS = 50
+SHOWN_ID_CHARS = 200  # a rejected row's id as reported (a 1 MB id must not be echoed whole)
 _OTHER_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^(data|file|javascript):", re.I)
 
 
@@ -93,6 +96,7 @@ class IngestSummary:
     rejected: list[Rejection] = field(default_factory=list)
     images_added: int = 0  # new managed image files (an image shared by products counts once)
     committed: bool = True  # False: strict mode found rejections and changed nothing
+    error: str | None = None  # why nothing could be ingested (no valid row, unreadable file)
     seconds: StageSeconds = field(default_factory=StageSeconds)
     skipped: dict[str, int] = field(default_factory=dict)  # drafts etc., by reason (shop feeds)
 
@@ -111,13 +115,16 @@ class IngestSummary:
             "rejected": [r.to_dict() for r in self.rejected],
             "images_added": self.images_added,
             "committed": self.committed,
+            "error": self.error,
             "seconds": {k: round(v, 3) for k, v in asdict(self.seconds).items()},
             "skipped": dict(self.skipped),
         }
 
     def describe(self) -> str:
         """The human summary: counts, stage times, then one line per rejected row."""
-        if self.committed:
+        if self.error:
+            head = f"{self.catalog}: {self.error}; nothing was changed"
+        elif self.committed:
             head = (f"ingested {self.catalog} ({self.format}): {self.added} added, "
                     f"{self.updated} updated, {self.unchanged} unchanged, {self.removed} "
                     f"removed, {len(self.rejected)} rejected, {self.images_added} new images "
@@ -162,6 +169,8 @@ def ingest(
     summary = IngestSummary(source, parsed.format, seconds=seconds,
                             rejected=list(parsed.rejected), skipped=parsed.skipped)
     seconds.reading = time.perf_counter() - start
+    if not parsed.rows:  # nothing valid: never create, prune or even lock a home for it
+        return _nothing_valid(summary)
 
     home.root.mkdir(parents=True, exist_ok=True)
     with _ingest_lock(home), _staging_folder(home) as staging:
@@ -181,6 +190,8 @@ def ingest(
                     products.append(product)
             summary.rejected.sort(key=lambda r: r.row)
             seconds.images = time.perf_counter() - start
+            if not products:
+                return _nothing_valid(summary)
 
             start = time.perf_counter()
             _write(store, home, products, parsed.listed_ids, images, summary,
@@ -218,12 +229,13 @@ def read_rows(
             skipped[raw.skipped] = skipped.get(raw.skipped, 0) + 1
             continue
         raw_id = raw.fields.get("id")
-        shown_id = str(raw_id).strip() if raw_id is not None and str(raw_id).strip() else None
+        shown_id = str(raw_id).strip() if isinstance(raw_id, str | int) else None
+        shown_id = shown_id or None  # a list or an object is no id; neither is blank text
         if shown_id:
             listed.add(shown_id)
         result = raw.problem or validate_fields(raw.fields, raw.row)
         if isinstance(result, str):
-            rejected.append(Rejection(raw.row, shown_id, result))
+            rejected.append(Rejection(raw.row, shown_id and shown_id[:SHOWN_ID_CHARS], result))
             continue
         first = accepted.setdefault(result.id, result)
         if first is not result and not first.same_fields(result):
@@ -232,6 +244,15 @@ def read_rows(
                 f"duplicate id {result.id!r}: row {first.row} has this id with different fields",
             ))
     return ParsedCatalog(fmt, list(accepted.values()), rejected, listed, skipped)
+
+
+def _nothing_valid(summary: IngestSummary) -> IngestSummary:
+    """Mark `summary` as failed: the catalog has no row that could be stored."""
+    count = len(summary.rejected)
+    summary.error = (f"no valid rows: all {count} rows were rejected" if count
+                     else "the catalog lists no products")
+    summary.committed = False
+    return summary
 
 
 # -- stage 2: images -------------------------------------------------------------------------
