@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a shop site whose pages may show the similar-pieces widget, e.g. "
+                   "https://shop.example (repeatable; CORS on the widget's route only)")
     _model_args(p)
     _backend_args(p)
 

@@ -181,6 +181,7 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         home_of(args), host=args.host, port=args.port, embedder=args.embedder,
         classifier=args.classifier, backend=args.backend, milvus_uri=args.milvus_uri,
+        allow_origins=args.allow_origin or (),
     )
     return 0
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from itertools import chain, zip_longest
 from pathlib import Path
@@ -44,7 +44,7 @@ from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import Recommendation, Recommender
 from jewelrec.search.filters import Filters
-from jewelrec.server import schemas
+from jewelrec.server import embed, schemas
 
 log = logging.getLogger(__name__)
 
@@ -517,10 +517,12 @@ def create_app(
     recommender: Recommender | None = None,
     reload_interval_s: float = RELOAD_INTERVAL_S,
     workers: int | None = None,
+    allow_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The web page and the API for one data home.
 
     The Recommender is opened in the lifespan (once, at start-up) unless one is passed in.
+    `allow_origins`: shop sites whose pages may show the widget (CORS on its route only).
     """
 
     @contextlib.asynccontextmanager
@@ -548,11 +550,12 @@ def create_app(
         summary="Photo in, visually similar jewelry from the catalog in your price range out.",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,  # Swagger UI loads scripts from a CDN, which the CSP (rightly) refuses
+        docs_url=None,  # FastAPI's Swagger UI needs a CDN and an inline script: embed.docs
         redoc_url=None,
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(InternalErrors),
+            Middleware(embed.WidgetCORS, origins=[embed.check_origin(o) for o in allow_origins]),
             Middleware(
                 BodySizeLimit,
                 max_bytes=max_upload_bytes + MULTIPART_SLACK_BYTES,
@@ -565,6 +568,7 @@ def create_app(
         },
     )
     app.include_router(router)
+    app.include_router(embed.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
@@ -579,6 +583,7 @@ def serve(
     backend: str | None = None,
     milvus_uri: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    allow_origins: Sequence[str] = (),
 ) -> None:
     """Run the server until interrupted (`jewelrec serve`).
 
@@ -590,7 +595,8 @@ def serve(
     recommender = Recommender.open(
         home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
     )
-    app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender)
+    app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
+                     allow_origins=allow_origins)
     print(f"jewelrec: serving {recommender.store.count()} products at http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 

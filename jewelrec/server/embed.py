@@ -1,0 +1,104 @@
+"""What other sites use: the product-page widget (GET /widget.js) with CORS for the origins the
+operator allows, and the API docs (GET /docs) served offline from the Swagger UI 5 files that
+the swagger-ui-py package ships (5.x reads FastAPI's OpenAPI 3.1; swagger-ui-bundle's 4.x
+cannot): no script from a CDN and none inline, as the page's CSP allows only scripts from this
+server.
+
+CORS is scoped: only the widget's API route (similar products) answers another origin, and only
+an origin listed with `jewelrec serve --allow-origin`; every other route stays same-origin.
+Images need no CORS (an <img> may load across origins).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from jewelrec.errors import JewelrecError
+
+STATIC_DIR = Path(__file__).with_name("static")
+# The routes a widget on another origin calls: GET /api/products/{id}/similar.
+CORS_PATHS = re.compile(r"^/api/products/[^/]+/similar$")
+# The Swagger UI files /docs needs, from the swagger-ui-py package (nothing else there).
+DOCS_ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+}
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+
+router = APIRouter()
+
+
+def check_origin(origin: str) -> str:
+    """An origin as browsers send it ("https://shop.example:8443"), or JewelrecError."""
+    cleaned = origin.strip().rstrip("/").lower()
+    if not _ORIGIN.match(cleaned):
+        raise JewelrecError(
+            f"--allow-origin {origin!r}: expected an origin such as https://shop.example "
+            "(scheme and host, optional port, no path)"
+        )
+    return cleaned
+
+
+class WidgetCORS:
+    """CORSMiddleware for CORS_PATHS only, and only for `origins` (checked ones: see
+    `check_origin`); other paths pass untouched.
+    An origin not listed gets no Access-Control-Allow-Origin: its browser withholds the
+    answer."""
+
+    def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app, allow_origins=list(origins), allow_methods=["GET"],
+            allow_credentials=False, max_age=600,
+        )
+        self.enabled = bool(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http" and CORS_PATHS.match(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+@router.api_route("/widget.js", methods=["GET", "HEAD"], include_in_schema=False)
+def widget() -> FileResponse:
+    """The product-page widget (see static/widget.js for the snippet)."""
+    return FileResponse(
+        STATIC_DIR / "widget.js", media_type="text/javascript",
+        headers={"cache-control": "public, max-age=3600"},
+    )
+
+
+@router.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+def docs() -> FileResponse:
+    """Swagger UI for /openapi.json, every file from this server."""
+    return FileResponse(STATIC_DIR / "docs.html", headers={"cache-control": "no-cache"})
+
+
+@router.api_route("/docs/assets/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+def docs_asset(name: str) -> FileResponse:
+    if name not in DOCS_ASSETS:
+        raise HTTPException(status_code=404, detail="no such file")
+    return FileResponse(
+        swagger_ui_folder() / name, media_type=DOCS_ASSETS[name],
+        headers={"cache-control": "public, max-age=86400"},
+    )
+
+
+def swagger_ui_folder() -> Path:
+    """swagger-ui-py's static/ folder, found without importing the package (its __init__
+    loads handlers for other web frameworks)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise HTTPException(status_code=404, detail="swagger-ui-py is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"

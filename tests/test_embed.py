@@ -1,0 +1,244 @@
+"""The product-page widget (GET /widget.js, CORS for allowed origins only) and the offline API
+docs (GET /docs from the swagger-ui-py package's files, under the page's CSP).
+
+The browser tests serve a shop page from a second loopback origin (another port of 127.0.0.1)
+and check that the widget renders there, and renders nothing on an origin not allowed."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from jewelrec.cli import main
+from jewelrec.server.app import create_app
+from jewelrec.server.embed import DOCS_ASSETS, check_origin
+
+SHOP = "http://127.0.0.1:9"  # an allowed origin for the in-process tests (nothing listens)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def client(tiny_home) -> Iterator[TestClient]:
+    with TestClient(create_app(tiny_home, allow_origins=[SHOP + "/"])) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def product_id(client) -> str:
+    return client.get("/api/examples").json()[0]["id"]
+
+
+# -- widget.js and CORS, in process --------------------------------------------------------------
+
+def test_widget_js_is_a_static_script(client) -> None:
+    response = client.get("/widget.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    body = response.text
+    assert "data-jewelrec-similar" in body and "/similar?k=" in body
+    assert "innerHTML" not in body and "textContent" in body
+
+
+def test_cors_answers_an_allowed_origin_on_the_widget_route_only(client, product_id) -> None:
+    similar = f"/api/products/{product_id}/similar?k=3"
+    allowed = client.get(similar, headers={"Origin": SHOP})
+    assert allowed.status_code == 200 and len(allowed.json()["results"]) == 3
+    assert allowed.headers["access-control-allow-origin"] == SHOP
+    refused = client.get(similar, headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in refused.headers
+    preflight = client.options(similar, headers={
+        "Origin": SHOP, "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == SHOP
+    # Other routes stay same-origin, even for an allowed origin.
+    for path in ("/api/facets", f"/api/products/{product_id}", "/healthz"):
+        answer = client.get(path, headers={"Origin": SHOP})
+        assert "access-control-allow-origin" not in answer.headers, path
+
+
+def test_no_cors_at_all_without_allow_origin(tiny_home, product_id) -> None:
+    with TestClient(create_app(tiny_home)) as plain:
+        answer = plain.get(f"/api/products/{product_id}/similar", headers={"Origin": SHOP})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+
+
+@pytest.mark.parametrize("origin", ["shop.example", "https://shop.example/path", "ftp://x.example",
+                                    "https://", "*"])
+def test_a_bad_allow_origin_is_one_clear_error(origin: str, capsys) -> None:
+    with pytest.raises(Exception, match="expected an origin such as https://shop.example"):
+        check_origin(origin)
+    code = main(["serve", "--home", "/nonexistent-home", "--allow-origin", origin])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_check_origin_normalises() -> None:
+    assert check_origin(" HTTPS://Shop.Example:8443/ ") == "https://shop.example:8443"
+
+
+# -- /docs offline -------------------------------------------------------------------------------
+
+def test_docs_reference_only_local_assets_and_they_are_served(client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    html = page.text
+    references = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert references, html
+    assert all(ref.startswith("/") and not ref.startswith("//") for ref in references), references
+    assert "<script>" not in html and "cdn" not in html.lower()
+    for ref in references:
+        answer = client.get(ref)
+        assert answer.status_code == 200, ref
+        assert len(answer.content) > 100, ref
+    assert "/docs/assets/swagger-ui-bundle.js" in references
+    assert "SwaggerUIBundle" in client.get("/static/docs.js").text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_docs_assets_are_an_allowlist(client) -> None:
+    assert client.get("/docs/assets/index.html").status_code == 404
+    assert client.get("/docs/assets/..%2F__init__.py").status_code == 404
+    assert client.get("/docs/assets/swagger-initializer.js").status_code == 404
+    assert set(DOCS_ASSETS) >= {"swagger-ui.css", "swagger-ui-bundle.js"}
+
+
+# -- in Chromium: a shop page on another origin ---------------------------------------------------
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def origins(tiny_home, tmp_path_factory) -> Iterator[dict[str, str]]:
+    """{'api', 'shop', 'other'}: jewelrec on one port allowing 'shop' only; 'shop' and 'other'
+    serve the same static shop page from two more ports of 127.0.0.1."""
+    import uvicorn
+
+    sockets = {name: _free_socket() for name in ("api", "shop", "other")}
+    urls = {name: f"http://127.0.0.1:{s.getsockname()[1]}" for name, s in sockets.items()}
+    site = tmp_path_factory.mktemp("shop-site")
+    servers = []
+    for name in ("shop", "other"):
+        sockets[name].close()  # http.server binds its own; the port is still free right after
+        port = int(urls[name].rsplit(":", 1)[1])
+        handler = lambda *a, **k: _Quiet(*a, directory=str(site), **k)  # noqa: E731
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    app = create_app(tiny_home, allow_origins=[urls["shop"]])
+    api = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=api.run, kwargs={"sockets": [sockets["api"]]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not api.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    urls["site"] = str(site)
+    try:
+        yield urls
+    finally:
+        api.should_exit = True
+        thread.join(timeout=30)
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        sockets["api"].close()
+
+
+@pytest.fixture(scope="module")
+def browser(origins):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _shop_page(origins: dict[str, str], product_id: str) -> str:
+    page = Path(origins["site"]) / "product.html"
+    page.write_text(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>A shop</title>"
+        f"<script src='{origins['api']}/widget.js' defer></script></head><body>"
+        "<h1>Our product</h1>"
+        f"<div id='similar' data-jewelrec-similar='{product_id}' data-k='4'></div>"
+        "</body></html>", encoding="utf-8")
+    return "/product.html"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_widget_renders_on_an_allowed_origin_and_not_on_another(
+    browser, origins, product_id
+) -> None:
+    path = _shop_page(origins, product_id)
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(origins["shop"] + path)
+    page.wait_for_selector("#similar .jewelrec-card")
+    cards = page.eval_on_selector_all("#similar .jewelrec-card", """cards => cards.map(c => ({
+        id: c.dataset.id, href: c.href, target: c.target, rel: c.rel,
+        title: c.querySelector('.jewelrec-title').textContent,
+        price: c.querySelector('.jewelrec-price').textContent,
+        img: c.querySelector('img') && c.querySelector('img').src}))""")
+    assert len(cards) == 4 and product_id not in {c["id"] for c in cards}
+    for card in cards:
+        assert card["href"].startswith(("http://", "https://")) and card["title"]
+        assert card["target"] == "_blank" and "noopener" in card["rel"]
+        assert card["img"].startswith(origins["api"] + "/images/")
+        assert re.search(r"\d", card["price"])
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#similar img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)")
+    assert errors == []
+
+    other = context.new_page()
+    other.set_default_timeout(TIMEOUT_MS)
+    other.goto(origins["other"] + path)
+    other.wait_for_function(
+        "() => document.querySelector('#similar').dataset.jewelrecState === 'failed'")
+    assert other.query_selector_all("#similar .jewelrec-card") == []
+    context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_docs_render_in_chromium_under_the_csp_with_no_network(browser, origins) -> None:
+    context = browser.new_context()
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(origins["api"] + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")  # the operations of /openapi.json
+    assert "/api/recommend" in page.inner_text(".swagger-ui")
+    assert problems == []
+    assert requested and all(url.startswith(origins["api"]) for url in requested), requested
+    context.close()
