@@ -372,7 +372,7 @@ ShopDep = Annotated[Shop, Depends(get_shop)]
 Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorMessage} for code in (404, 413, 415, 422, 500, 503)
+    code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500, 503)
 }
 
 router = APIRouter()
