@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jewelrec.errors import JewelrecError
-from jewelrec.home import Home
+from jewelrec.home import Home, storage_error
 
 EXIT_FAILED = 1  # the command ran but something it was asked to do failed (a photo, --strict)
 EXIT_USAGE = 2  # the command could not run (missing step, bad input)
@@ -72,6 +72,11 @@ def _feed_args(parser: argparse.ArgumentParser) -> None:
                         help="the shop's address, for Shopify/WooCommerce product links")
     parser.add_argument("--currency", metavar="CODE",
                         help="currency of exports that state none (Shopify, WooCommerce)")
+    parser.add_argument("--fetch-workers", type=int, default=8, metavar="N",
+                        help="image downloads at a time with --fetch-images (default 8)")
+    parser.add_argument("--revalidate-images", action="store_true",
+                        help="ask image servers whether images seen before changed "
+                        "(conditional requests: unchanged ones are not downloaded again)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk or permission problem no stage put into words: name it
+        if os.environ.get("JEWELREC_DEBUG"):
+            raise
+        name = exc.filename
+        where = Path(os.fsdecode(name)) if isinstance(name, str | bytes) else home_of(args).root
+        print(f"jewelrec {args.command}: {storage_error('use', where, exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - last line of defence: a message, not a traceback
         if os.environ.get("JEWELREC_DEBUG"):
             raise

@@ -151,6 +151,14 @@ def test_recommend_and_serve_work_on_a_read_only_home(tiny_home, tiny_catalog, t
         )
         assert cli.returncode == 0, cli.stderr
         assert len(json.loads(cli.stdout.splitlines()[0])["results"]) == 3
+        ingest = subprocess.run(
+            [*prefix, sys.executable, "-m", "jewelrec.cli", "ingest",
+             str(tiny_catalog / "catalog.csv"), "--home", str(home), "--no-progress"],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        )
+        assert ingest.returncode == 2  # writing is refused, in words that say why
+        assert "read-only" in ingest.stderr and str(home) in ingest.stderr, ingest.stderr
+        assert "unexpected error" not in ingest.stderr
         server = subprocess.run(
             [*prefix, sys.executable, "-c", READ_ONLY_SCRIPT, str(home), str(photo)],
             capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
