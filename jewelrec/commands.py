@@ -36,7 +36,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             home_of(args).ensure(), strict=args.strict, prune=args.prune,
             fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
             progress=not args.no_progress and not args.json, format=args.format,
-            feed_options=options,
+            feed_options=options, fetch_workers=args.fetch_workers,
+            revalidate_images=args.revalidate_images,
         )
     except CatalogError as exc:
         if args.json:  # a script still gets its one JSON object, saying what went wrong

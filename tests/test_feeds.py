@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -258,22 +259,28 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the folder the test made; counts the requests per path."""
 
     requests: dict[str, int]
+    statuses: list[tuple[str, int]]
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.requests[self.path] = self.requests.get(self.path, 0) + 1
         super().do_GET()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.statuses.append((self.path, int(code)))
+        super().send_response(code, message)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
 
 
 @pytest.fixture()
-def shop_site(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, int]]]:
-    """(base URL, folder served, request counts): an http.server on 127.0.0.1, any free port."""
+def shop_site(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, int], list]]:
+    """(base URL, folder served, request counts, (path, status) answered): an http.server on
+    127.0.0.1, any free port. It answers If-Modified-Since with 304 (no ETags)."""
     site = tmp_path / "site"
     (site / "img").mkdir(parents=True)
     counts: dict[str, int] = {}
-    handler = type("Handler", (CountingHandler,), {"requests": counts})
+    handler = type("Handler", (CountingHandler,), {"requests": counts, "statuses": []})
 
     def make(*args, **kwargs):
         return handler(*args, directory=str(site), **kwargs)
@@ -282,7 +289,7 @@ def shop_site(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, int]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", site, counts
+        yield f"http://127.0.0.1:{server.server_address[1]}", site, counts, handler.statuses
     finally:
         server.shutdown()
         server.server_close()
@@ -309,7 +316,7 @@ def write_google_feed(site: Path, base: str, products: int) -> None:
 
 
 def test_a_feed_url_and_its_images_are_fetched_once(tmp_path: Path, shop_site) -> None:
-    base, site, counts = shop_site
+    base, site, counts, _ = shop_site
     write_google_feed(site, base, products=8)
     home = Home(tmp_path / "home")
     with pytest.raises(CatalogError, match="loopback address .* refused"):
@@ -349,3 +356,68 @@ def test_cli_ingests_a_feed_with_format_types_and_json(tmp_path: Path, capsys) -
     assert len(summary["rejected"]) == 6 and summary["added"] == 0
     code = main(["ingest", str(DATA / "shopify_products.csv"), "--home", str(tmp_path / "h")])
     assert code == 2 and "--shop-url" in capsys.readouterr().err
+
+
+def test_revalidation_downloads_only_what_changed(tmp_path: Path, shop_site) -> None:
+    base, site, _, statuses = shop_site
+    write_google_feed(site, base, products=4)
+    home = Home(tmp_path / "home")
+    fetch = {"fetch_images": True, "allow_private_urls": True, "progress": False,
+             "fetch_workers": 3}
+    assert ingest(f"{base}/feed.xml", home, **fetch).images_added == 8
+
+    statuses.clear()
+    again = ingest(f"{base}/feed.xml", home, revalidate_images=True, **fetch)
+    images = [code for path, code in statuses if path.startswith("/img/")]
+    assert images == [304] * 8  # asked with If-Modified-Since: nothing downloaded
+    assert (again.unchanged, again.images_added) == (4, 0)
+
+    changed = site / "img" / "p1-0.png"
+    Image.new("RGB", (24, 24), (250, 10, 10)).save(changed)
+    later = changed.stat().st_mtime + 5
+    os.utime(changed, (later, later))
+    statuses.clear()
+    third = ingest(f"{base}/feed.xml", home, revalidate_images=True, **fetch)
+    assert sorted(code for path, code in statuses if path.startswith("/img/")) == [200] + [304] * 7
+    assert (third.updated, third.unchanged, third.images_added) == (1, 3, 1)
+
+
+class ETagHandler(http.server.BaseHTTPRequestHandler):
+    """One PNG at any path, with an ETag; If-None-Match with that tag gets 304."""
+
+    body = b""
+    tag = '"v1"'
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.headers.get("If-None-Match") == self.tag:
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("ETag", self.tag)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_fetch_conditional_sends_the_etag_back() -> None:
+    from jewelrec.catalog.fetch import fetch_conditional
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ETagHandler)
+    ETagHandler.body = b"first"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
+    try:
+        first = fetch_conditional(url, allow_private=True)
+        assert (first.body, first.etag) == (b"first", '"v1"')
+        unchanged = fetch_conditional(url, etag=first.etag, allow_private=True)
+        assert unchanged.body is None and unchanged.etag == '"v1"'
+        ETagHandler.body, ETagHandler.tag = b"second", '"v2"'
+        changed = fetch_conditional(url, etag=first.etag, allow_private=True)
+        assert (changed.body, changed.etag) == (b"second", '"v2"')
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -25,6 +25,8 @@ import ipaddress
 import socket
 import ssl
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from jewelrec.errors import ImageError
@@ -62,17 +64,51 @@ def fetch_url(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> bytes:
     """Any body (a product feed: accept="*/*") under the same guards as an image."""
+    fetched = fetch_conditional(url, accept=accept, allow_private=allow_private,
+                                timeout=timeout, max_bytes=max_bytes)
+    if fetched.body is None:  # cannot happen: no validators were sent
+        raise FetchError(f"no body for {url}")
+    return fetched.body
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A download's body, or None when the server said it is unchanged (304), and the
+    validators to send next time (ETag, Last-Modified), as the server gave them."""
+
+    body: bytes | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def fetch_conditional(
+    url: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    accept: str = "image/*",
+    allow_private: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Fetched:
+    """`fetch_url` with a conditional request (If-None-Match / If-Modified-Since) when
+    validators from an earlier download are given: an unchanged resource costs no body."""
     deadline = time.monotonic() + timeout * TOTAL_TIME_FACTOR
+    headers = {"Accept": accept}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        status, location, body = _get_once(
-            current, allow_private, timeout, max_bytes, deadline, accept
-        )
-        if location is None:
-            if status != 200:
-                raise FetchError(f"HTTP {status} for {current}")
-            return body
-        current = urljoin(current, location)
+        answer = _get_once(current, allow_private, timeout, max_bytes, deadline, headers)
+        if answer.location is None:
+            if answer.status == 304 and (etag or last_modified):
+                return Fetched(None, etag, last_modified)
+            if answer.status != 200:
+                raise FetchError(f"HTTP {answer.status} for {current}")
+            return Fetched(answer.body, answer.etag, answer.last_modified)
+        current = urljoin(current, answer.location)
     raise FetchError(f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
@@ -114,11 +150,19 @@ def resolve_checked(host: str, port: int, *, allow_private: bool = False) -> lis
     return addresses
 
 
+class _Answer(NamedTuple):
+    status: int
+    location: str | None = None  # where a redirect points
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+
+
 def _get_once(
     url: str, allow_private: bool, timeout: float, max_bytes: int, deadline: float,
-    accept: str = "image/*",
-) -> tuple[int, str | None, bytes]:
-    """(status, redirect location or None, body) for one request, no redirects followed."""
+    headers: dict[str, str],
+) -> _Answer:
+    """One request, no redirects followed."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -135,17 +179,19 @@ def _get_once(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("GET", target, headers={
-            "User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers,
         })
         response = connection.getresponse()
         if response.status in {301, 302, 303, 307, 308}:
             location = response.getheader("Location")
             if not location:
                 raise FetchError(f"HTTP {response.status} without a Location for {url}")
-            return response.status, location, b""
+            return _Answer(response.status, location)
         if response.status != 200:
-            return response.status, None, b""
-        return 200, None, _read_limited(response, url, max_bytes, deadline)
+            return _Answer(response.status)
+        body = _read_limited(response, url, max_bytes, deadline)
+        return _Answer(200, None, body, _header(response, "ETag"),
+                       _header(response, "Last-Modified"))
     except FetchError:
         raise
     except TimeoutError as exc:
@@ -156,6 +202,14 @@ def _get_once(
         raise FetchError(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
     finally:
         connection.close()
+
+
+def _header(response: http.client.HTTPResponse, name: str) -> str | None:
+    """A validator header as sent, if it is short printable text (it goes back verbatim)."""
+    value = (response.getheader(name) or "").strip()
+    if not value or len(value) > 200 or not value.isprintable():
+        return None
+    return value
 
 
 def _read_limited(

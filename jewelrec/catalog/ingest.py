@@ -25,7 +25,11 @@ Rules:
 - Re-ingesting an unchanged catalog writes nothing (every product counts as unchanged);
   images already seen (same file path, size and modification time, or same URL) are not read,
   decoded or downloaded again. So a remote image replaced at an unchanged URL is not noticed:
-  catalogs (ShopStyle's CDN among them) give a new image a new URL.
+  catalogs (ShopStyle's CDN among them) give a new image a new URL. revalidate_images=True
+  (--revalidate-images) asks again with a conditional request (the ETag / Last-Modified its
+  server sent, kept per URL in the store): "304 not modified" costs no download, a changed
+  image is stored anew.
+- Remote images are downloaded `fetch_workers` at a time (default 8), with a progress bar.
 - One ingest per home at a time (a lock file); readers are never blocked.
 """
 
@@ -35,9 +39,11 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,7 @@ from tqdm import tqdm
 
 from jewelrec.catalog.feeds import FeedOptions
 from jewelrec.catalog.feeds.remote import local_catalog
-from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_image
+from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_conditional
 from jewelrec.catalog.importers import CatalogRow, is_remote_ref, read_catalog, validate_fields
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore, product_hash
@@ -57,6 +63,8 @@ from jewelrec.imaging.io import image_to_png_bytes, load_image, sniff_image_type
 STAGING_DIR = ".ingest-staging"
 LOCK_FILE = ".ingest.lock"
 MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
+FETCH_WORKERS = 8  # concurrent image downloads: enough to hide latency, polite to one CDN
+VALIDATORS_KEY = "image_validators"  # store meta: URL -> [ETag, Last-Modified]
 # Formats a browser shows as they are; any other readable image is stored re-encoded as PNG.
 KEPT_FORMATS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
 DESCRIBED_REJECTIONS = 50
@@ -156,6 +164,8 @@ def ingest(
     progress: bool = True,
     format: str = "auto",
     feed_options: FeedOptions | None = None,
+    fetch_workers: int = FETCH_WORKERS,
+    revalidate_images: bool = False,
 ) -> IngestSummary:
     """Load `catalog_path` (a file, or an http(s) feed URL) into `home`'s store; see the module
     docstring for the rules. `format` forces a catalog format (auto: from the content)."""
@@ -180,7 +190,9 @@ def ingest(
             images = ImageStager(
                 home, catalog_path.resolve().parent, staging, store.image_sources(),
                 fetch_images=fetch_images, allow_private_urls=allow_private_urls,
+                revalidate=revalidate_images, validators=store.meta(VALIDATORS_KEY),
             )
+            images.prefetch(parsed.rows, fetch_workers, progress=progress)
             products = []
             for row in tqdm(parsed.rows, desc="ingest", unit="product", disable=not progress):
                 product = images.product(row)
@@ -273,6 +285,8 @@ class ImageStager:
         *,
         fetch_images: bool,
         allow_private_urls: bool,
+        revalidate: bool = False,
+        validators: dict[str, list[str | None]] | None = None,
     ) -> None:
         self.home = home
         self.catalog_dir = catalog_dir
@@ -280,9 +294,35 @@ class ImageStager:
         self.known_sources = known_sources
         self.fetch_images = fetch_images
         self.allow_private_urls = allow_private_urls
+        self.revalidate = revalidate
+        self.validators = validators or {}  # URL -> [ETag, Last-Modified] of its last download
+        self.new_validators: dict[str, list[str | None]] = {}
         self.staged: dict[str, Path] = {}  # managed name -> staged file, new this run
         self.new_sources: dict[str, str] = {}  # source key -> managed name, to remember
         self._memo: dict[str, str | ImageRejected] = {}  # per reference, this run
+        self._lock = threading.Lock()  # staging, when images are fetched concurrently
+
+    def prefetch(self, rows: list[CatalogRow], workers: int, *, progress: bool) -> None:
+        """Resolve every remote image of `rows` now, `workers` downloads at a time; `product`
+        then finds each result (a name or a rejection) remembered."""
+        if not self.fetch_images:
+            return
+        urls = list(dict.fromkeys(
+            ref for row in rows for ref in row.image_refs if is_remote_ref(ref)))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            done = pool.map(self._resolve_quietly, urls)
+            for _ in tqdm(done, total=len(urls), desc="images", unit="image",
+                          disable=not progress or not urls):
+                pass
+
+    def _resolve_quietly(self, ref: str) -> None:
+        with suppress(ImageRejected):
+            self.managed_name(ref)
+
+    def validators_to_keep(self) -> dict[str, list[str | None]]:
+        """Validators of the URLs this run named: the earlier ones updated by new downloads."""
+        merged = {**self.validators, **self.new_validators}
+        return {url: merged[url] for url in self._memo if url in merged}
 
     def product(self, row: CatalogRow) -> Product | Rejection:
         names: list[str] = []
@@ -323,14 +363,22 @@ class ImageStager:
             raise ImageRejected(f"remote image: rerun with --fetch-images ({url})")
         source = f"url:{url}"
         known = self._known(source)
-        if known:
+        cached = self.validators.get(url) if known and self.revalidate else None
+        if known and not cached:
             return known
+        etag, last_modified = (cached + [None, None])[:2] if cached else (None, None)
         try:
-            data = fetch_image(url, allow_private=self.allow_private_urls,
-                               max_bytes=MAX_IMAGE_BYTES)
+            fetched = fetch_conditional(
+                url, etag=etag, last_modified=last_modified,
+                allow_private=self.allow_private_urls, max_bytes=MAX_IMAGE_BYTES,
+            )
         except FetchError as exc:
             raise ImageRejected(f"image not fetched: {exc}") from exc
-        return self._store(data, url, source)
+        if fetched.body is None and known:  # 304: unchanged since the last download
+            return known
+        if fetched.etag or fetched.last_modified:
+            self.new_validators[url] = [fetched.etag, fetched.last_modified]
+        return self._store(fetched.body or b"", url, source)
 
     def _local(self, ref: str) -> str:
         try:
@@ -382,10 +430,11 @@ class ImageStager:
             data, ext = image_to_png_bytes(pixels), "png"
         digest = hashlib.sha256(data).hexdigest()
         name = f"{digest[:2]}/{digest}.{ext}"
-        if name not in self.staged and not self.home.image_path(name).is_file():
-            staged = self.staging / name
-            atomic_write_bytes(staged, data)
-            self.staged[name] = staged
+        with self._lock:
+            if name not in self.staged and not self.home.image_path(name).is_file():
+                staged = self.staging / name
+                atomic_write_bytes(staged, data)
+                self.staged[name] = staged
         self.new_sources[source] = name
         return name
 
@@ -423,7 +472,9 @@ def _write(
     referenced = {name for product in products for name in product.images}
     to_publish = [name for name in images.staged if name in referenced]
     new_sources = {s: n for s, n in images.new_sources.items() if n in referenced}
-    if not changed and not removed and not to_publish and not new_sources:
+    validators = images.validators_to_keep()
+    if (not changed and not removed and not to_publish and not new_sources
+            and validators == images.validators):
         return
     for name in to_publish:  # files first: the commit below must never name a missing image
         target = home.image_path(name)
@@ -436,6 +487,8 @@ def _write(
         tx.delete(removed)
         for source, name in new_sources.items():
             tx.remember_image_source(source, name)
+        if validators != images.validators:
+            tx.set_meta(VALIDATORS_KEY, validators)
         tx.set_meta("last_ingest", {
             "catalog": summary.catalog, "format": summary.format, "added": summary.added,
             "updated": summary.updated, "removed": summary.removed,
