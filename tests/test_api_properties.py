@@ -4,10 +4,10 @@ types, out-of-range numbers, missing fields, odd strings, random bytes as the ph
 
 Whatever comes in, the answer must be: never a 5xx, a status code the schema documents, the
 content type it documents, a body that matches the documented schema, and a 4xx for input the
-schema forbids. A generated photo is rarely an image, so /api/recommend is also tried with a
-real shopper photo and generated form fields (k, prices, type, brands, metals, crop), which
-runs the whole pipeline. Bounded (MAX_EXAMPLES per operation and mode, derandomized so every
-run tries the same requests) to stay well under a minute on two cores.
+schema forbids. A generated photo is rarely an image and a generated id is never a product, so
+/api/recommend and /similar are also tried with a real photo and a real product id around the
+generated fields, which runs the whole pipeline. Bounded (MAX_EXAMPLES per operation and mode,
+derandomized so every run tries the same requests) to stay well under a minute on two cores.
 
 (Hypothesis drives the strategies directly: schemathesis' pytest fixture loader relies on a
 pytest internal that pytest 9.2 no longer has.)
@@ -80,16 +80,27 @@ def test_generated_requests_get_documented_non_5xx_answers(api_schema, method, p
     assert calls  # the property was exercised, not vacuously true
 
 
-def test_generated_form_fields_with_a_real_photo_never_fail(api_schema, tiny_query_photo):
-    def with_photo(case) -> None:
-        case.body = {**case.body, "photo": tiny_query_photo}
+@pytest.mark.parametrize("target", ["recommend with a real photo", "similar to a real product"])
+def test_generated_fields_around_real_data_never_fail(api_schema, tiny_query_photo, target):
+    """Generated k, prices, type, brands, metals and crop, around a photo that is an image or a
+    product id that exists, so that the models and the search really run."""
+    if target.startswith("recommend"):
+        operation = api_schema["/api/recommend"]["POST"]
 
-    # negative_data_rejection is left out: the swapped-in photo is not what the schema
+        def prepare(case) -> None:
+            case.body = {**case.body, "photo": tiny_query_photo}
+    else:
+        operation = api_schema["/api/products/{product_id}/similar"]["GET"]
+        product_id = api_schema.app.state.shop.recommender.store.ids()[0]
+
+        def prepare(case) -> None:
+            case.path_parameters = {**(case.path_parameters or {}), "product_id": product_id}
+
+    # negative_data_rejection is left out: the swapped-in photo or id is not what the schema
     # generator made, so it would count every case as invalid input
-    calls = _run(api_schema["/api/recommend"]["POST"], GenerationMode.POSITIVE,
-                 CHECKS[:-1], prepare=with_photo)
+    calls = _run(operation, GenerationMode.POSITIVE, CHECKS[:-1], prepare=prepare)
     assert 200 in calls  # the models really ran for some of them
-    assert set(calls) <= {200, 422}, calls  # the photo is fine: anything else is a field
+    assert set(calls) <= {200, 422}, calls  # the photo or id is fine: anything else is a field
 
 
 def _run(operation, mode: GenerationMode, checks, prepare=None) -> list[int]:
