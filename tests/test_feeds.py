@@ -421,3 +421,49 @@ def test_fetch_conditional_sends_the_etag_back() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_a_google_feed_of_the_demo_catalog_ingests_trains_and_serves(
+    tmp_path: Path, tiny_catalog: Path
+) -> None:
+    """The demo catalog published as a shop would (Google feed, images over HTTP) goes through
+    ingest -> train -> index -> "more like this"; a second ingest downloads no image."""
+    import csv
+
+    from jewelrec.catalog.feeds.google_merchant import write_google_feed
+    from jewelrec.indexing import build_index
+    from jewelrec.recommend import Recommender
+    from jewelrec.train import train_home
+
+    counts: dict[str, int] = {}
+    handler = type("Handler", (CountingHandler,), {"requests": counts, "statuses": []})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(tiny_catalog), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with open(tiny_catalog / "catalog.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        feed = tmp_path / "google-feed.xml"
+        assert write_google_feed(rows, feed, base) == len(rows)
+        home = Home(tmp_path / "home")
+        summary = ingest(feed, home, fetch_images=True, allow_private_urls=True, progress=False)
+        assert (summary.format, summary.added, summary.rejected) == ("google", len(rows), [])
+        downloads = sum(n for path, n in counts.items() if path.startswith("/images/"))
+        assert downloads == sum(len(r["image"].split("|")) for r in rows)
+
+        again = ingest(feed, home, fetch_images=True, allow_private_urls=True, progress=False)
+        assert again.unchanged == len(rows)
+        assert sum(n for path, n in counts.items() if path.startswith("/images/")) == downloads
+
+        train_home(home, epochs=1, progress=False)
+        build_index(home, progress=False)
+        recommender = Recommender.open(home)
+        answer = recommender.similar_to_product(rows[0]["id"], k=5)
+        assert len(answer.results) == 5 and rows[0]["id"] not in {r.id for r in answer.results}
+        product = recommender.store.get(rows[0]["id"])
+        assert product.type == rows[0]["type"] and f"group:{rows[0]['family']}" in product.tags
+    finally:
+        server.shutdown()
+        server.server_close()
