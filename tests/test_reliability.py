@@ -192,12 +192,14 @@ def test_an_unreadable_store_says_permission_denied(tmp_path):
             code = 1
             try:
                 os.close(read)
-                if os.geteuid() == 0:
-                    os.setgid(65534)
-                    os.setuid(65534)
                 try:
+                    if os.geteuid() == 0:
+                        os.setgid(65534)
+                        os.setuid(65534)
                     CatalogStore.open(home)
                     message = "opened"
+                except PermissionError as exc:  # no CAP_SETUID here
+                    message = f"SKIP cannot become another user: {exc}"
                 except CatalogError as exc:
                     message = str(exc)
                 os.write(write, message.encode())
@@ -209,6 +211,8 @@ def test_an_unreadable_store_says_permission_denied(tmp_path):
             message = fh.read()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+        if message.startswith("SKIP "):
+            pytest.skip(message.removeprefix("SKIP "))
         assert "permission denied" in message.lower(), message
         assert "not a jewelrec catalog store" not in message
     finally:
