@@ -80,7 +80,7 @@ def test_a_bad_allow_origin_is_one_clear_error(origin: str, capsys) -> None:
     code = main(["serve", "--home", "/nonexistent-home", "--allow-origin", origin])
     assert code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert err.startswith("jewelrec serve: --allow-origin") and "Traceback" not in err
 
 
 def test_check_origin_normalises() -> None:

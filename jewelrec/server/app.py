@@ -592,6 +592,7 @@ def serve(
     """
     import uvicorn
 
+    allow_origins = [embed.check_origin(o) for o in allow_origins]  # before the slow part
     recommender = Recommender.open(
         home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
     )
