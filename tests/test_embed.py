@@ -6,6 +6,7 @@ and check that the widget renders there, and renders nothing on an origin not al
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import re
 import socket
@@ -18,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jewelrec.cli import main
+from jewelrec.recommend import Recommendation, Result
 from jewelrec.server.app import create_app
 from jewelrec.server.embed import DOCS_ASSETS, check_origin
 
@@ -129,40 +131,77 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def origins(tiny_home, tmp_path_factory) -> Iterator[dict[str, str]]:
-    """{'api', 'shop', 'other'}: jewelrec on one port allowing 'shop' only; 'shop' and 'other'
-    serve the same static shop page from two more ports of 127.0.0.1."""
-    import uvicorn
-
-    sockets = {name: _free_socket() for name in ("api", "shop", "other")}
-    urls = {name: f"http://127.0.0.1:{s.getsockname()[1]}" for name, s in sockets.items()}
+    """{'api', 'shop', 'other', 'hostile'}: jewelrec on one port allowing 'shop' only, a stub
+    with hostile catalog text on another; 'shop' and 'other' serve the same static shop page
+    from two more ports of 127.0.0.1."""
     site = tmp_path_factory.mktemp("shop-site")
+    urls = {"site": str(site)}
     servers = []
     for name in ("shop", "other"):
-        sockets[name].close()  # http.server binds its own; the port is still free right after
-        port = int(urls[name].rsplit(":", 1)[1])
         handler = lambda *a, **k: _Quiet(*a, directory=str(site), **k)  # noqa: E731
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
+        urls[name] = f"http://127.0.0.1:{server.server_address[1]}"
+    sockets = {name: _free_socket() for name in ("api", "hostile")}
+    urls.update({name: f"http://127.0.0.1:{s.getsockname()[1]}" for name, s in sockets.items()})
     app = create_app(tiny_home, allow_origins=[urls["shop"]])
-    api = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=api.run, kwargs={"sockets": [sockets["api"]]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not api.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    urls["site"] = str(site)
+    hostile = create_app(recommender=HostileRecommender(), allow_origins=[urls["shop"]],
+                         reload_interval_s=3600)
     try:
-        yield urls
+        with _serving(app, sockets["api"]), _serving(hostile, sockets["hostile"]):
+            yield urls
     finally:
-        api.should_exit = True
-        thread.join(timeout=30)
         for server in servers:
             server.shutdown()
             server.server_close()
-        sockets["api"].close()
+
+
+@contextlib.contextmanager
+def _serving(app, sock: socket.socket) -> Iterator[None]:
+    """`app` under uvicorn in a background thread, on `sock`, until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+class HostileRecommender:
+    """Answers "similar" with catalog text a shop's page must show as text, never run."""
+
+    index_version = "hostile-1"
+    home = None
+
+    class store:  # noqa: N801 - stands in for the CatalogStore
+        @staticmethod
+        def get(product_id: str) -> object:
+            return object()
+
+    def reload_if_changed(self) -> bool:
+        return False
+
+    def similar_to_product(self, product_id: str, *, k: int, filters: object) -> Recommendation:
+        def result(i: int, title: str, url: str) -> Result:
+            return Result(id=f"h{i}", title=title, type="ring", brand=None, price=5.0 + i,
+                          currency="USD", url=url, image="aa/none.png", score=0.9)
+
+        return Recommendation(photo=product_id, type="ring", type_confidence=None, results=[
+            result(1, '<img src=x onerror="window.pwned=1">Evil', "javascript:window.pwned=2"),
+            result(2, "Fine & <b>bold</b>", "https://shop.example/h2"),
+            result(3, "Data", "data:text/html,<script>window.pwned=3</script>"),
+        ][:k])
 
 
 @pytest.fixture(scope="module")
@@ -176,15 +215,15 @@ def browser(origins):
         chromium.close()
 
 
-def _shop_page(origins: dict[str, str], product_id: str) -> str:
-    page = Path(origins["site"]) / "product.html"
+def _shop_page(origins: dict[str, str], product_id: str, api: str = "api") -> str:
+    page = Path(origins["site"]) / f"product-{api}.html"
     page.write_text(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>A shop</title>"
-        f"<script src='{origins['api']}/widget.js' defer></script></head><body>"
+        f"<script src='{origins[api]}/widget.js' defer></script></head><body>"
         "<h1>Our product</h1>"
         f"<div id='similar' data-jewelrec-similar='{product_id}' data-k='4'></div>"
         "</body></html>", encoding="utf-8")
-    return "/product.html"
+    return "/" + page.name
 
 
 @pytest.mark.browser
@@ -242,3 +281,25 @@ def test_docs_render_in_chromium_under_the_csp_with_no_network(browser, origins)
     assert problems == []
     assert requested and all(url.startswith(origins["api"]) for url in requested), requested
     context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_widget_shows_hostile_catalog_text_as_text_and_drops_bad_links(browser, origins) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(origins["shop"] + _shop_page(origins, "any", api="hostile"))
+    page.wait_for_function("() => document.querySelectorAll('#similar .jewelrec-card').length == 3")
+    cards = page.eval_on_selector_all("#similar .jewelrec-card", """cards => cards.map(c => ({
+        tag: c.tagName, href: c.getAttribute('href'),
+        title: c.querySelector('.jewelrec-title').textContent}))""")
+    assert cards[0] == {"tag": "DIV", "href": None,
+                        "title": '<img src=x onerror="window.pwned=1">Evil'}
+    assert cards[1] == {"tag": "A", "href": "https://shop.example/h2",
+                        "title": "Fine & <b>bold</b>"}
+    assert cards[2]["tag"] == "DIV" and cards[2]["href"] is None
+    assert page.query_selector_all("#similar b, #similar script, #similar img[src='x']") == []
+    assert page.evaluate("() => window.pwned") is None and errors == []
+    page.close()
