@@ -165,6 +165,36 @@ def test_woocommerce_sample_merges_variations_and_skips_drafts() -> None:
     assert "'Uncategorized'" in rejected["111"]
 
 
+def test_older_exports_without_status_and_hidden_products_are_skipped(tmp_path: Path) -> None:
+    shopify = tmp_path / "shopify.csv"
+    shopify.write_text(
+        "Handle,Title,Vendor,Type,Published,Variant Price,Image Src\n"
+        "hidden-ring,Hidden ring,Orbit,Rings,false,10.00,https://cdn.example/a.jpg\n"
+        "shown-ring,Shown ring,Orbit,Rings,true,12.00,https://cdn.example/b.jpg\n")
+    parsed = read_rows(shopify, options=SHOP)
+    assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
+    woo = tmp_path / "woo.csv"
+    woo.write_text(
+        "ID,Type,SKU,Name,Published,Visibility in catalog,Regular price,Categories,Images,"
+        "Permalink\n"
+        "1,simple,A,Hidden,1,hidden,5,Rings,https://cdn.example/1.jpg,\n"
+        "2,simple,B,Shown,1,visible,6,Rings,https://cdn.example/2.jpg,https://woo.example/shown\n")
+    parsed = read_rows(woo)  # a Permalink column: no --shop-url needed
+    assert parsed.skipped == {"hidden": 1}
+    assert by_id(parsed)["2"].url == "https://woo.example/shown"
+
+
+def test_google_tsv_accepts_header_names_with_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "feed.txt"
+    path.write_text("ID\tTitle\tLink\tImage link\tPrice\tProduct type\n"
+                    "s1\tStud\thttps://x.example/s1\thttps://x.example/s1.jpg\t9.99 GBP\t"
+                    "Earrings\n")
+    parsed = read_rows(path)
+    assert parsed.format == "google"
+    row = by_id(parsed)["s1"]
+    assert (row.type, str(row.price), row.currency) == ("earring", "9.99", "GBP")
+
+
 # -- detection and --format ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(
