@@ -1,14 +1,17 @@
 """The Recommender: the one query pipeline behind the CLI, the Python API and the web server.
 
 photo -> load (RGB) -> the caller's crop or the piece itself -> type with confidence -> embed ->
-pre-filtered kNN within the type (or across all types when the caller fixes none and the
-classifier is unsure) -> ranked products.
+pre-filtered kNN within the type (or within each likely type, merged, when the caller fixes
+none and the classifier is unsure) -> ranked products, all from ONE snapshot of the models and
+the index (see jewelrec/snapshot.py).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +25,21 @@ from jewelrec.home import Home
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.imaging.segment import Box
-from jewelrec.models.base import Embedder, TypeClassifier, load_classifier, load_embedder
+from jewelrec.models.base import Embedder, TypeClassifier
 from jewelrec.search import versions
-from jewelrec.search.backends import open_index
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
+from jewelrec.snapshot import Snapshot, classifier_fingerprint, load_snapshot
 
 log = logging.getLogger(__name__)
 
-# Below this confidence the predicted type is a guess: search every type instead.
+# Below this confidence the predicted type is a guess: search the likely types instead. A
+# classifier may carry its own calibrated `decision_threshold`, which wins.
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
+MAX_ALTERNATIVES = 3
+MIN_ALTERNATIVE_PROBABILITY = 0.05
+LIKELY_MASS = 0.9  # an undecided search spans the most likely types up to this probability
+TYPE_PRIOR_WEIGHT = 0.1  # undecided: rank by cosine + TYPE_PRIOR_WEIGHT * log p(type)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,34 @@ class Result:
         )
 
 
+@dataclass(frozen=True)
+class TypeAlternative:
+    type: str
+    probability: float
+
+
+def type_alternatives(classes: Sequence[str], probabilities: np.ndarray) -> list[TypeAlternative]:
+    """The few types worth offering a person: most likely first, at most three, each >= 5%."""
+    order = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
+    return [
+        TypeAlternative(classes[i], round(float(probabilities[i]), 6))
+        for i in order[:MAX_ALTERNATIVES]
+        if probabilities[i] >= MIN_ALTERNATIVE_PROBABILITY
+    ]
+
+
+def likely_types(classes: Sequence[str], probabilities: np.ndarray) -> dict[str, float]:
+    """The smallest set of most likely types whose probabilities sum to LIKELY_MASS (at most
+    MAX_ALTERNATIVES), with their probabilities: what an undecided search spans."""
+    order = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
+    chosen: dict[str, float] = {}
+    for i in order[:MAX_ALTERNATIVES]:
+        chosen[classes[i]] = float(probabilities[i])
+        if sum(chosen.values()) >= LIKELY_MASS:
+            break
+    return chosen
+
+
 @dataclass
 class Recommendation:
     photo: str | None
@@ -70,6 +106,11 @@ class Recommendation:
     type_probabilities: dict[str, float] = field(default_factory=dict)
     crop: Box | None = None
     searched_types: list[str] | None = None  # None: every type
+    index_version: str | None = None  # the snapshot that answered
+    # False: the classifier was unsure and the caller fixed no type; the search spanned the
+    # likely types and a person can pick one of `type_alternatives`
+    type_decided: bool = True
+    type_alternatives: list[TypeAlternative] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (`recommend --json`, POST /api/recommend)."""
@@ -77,12 +118,15 @@ class Recommendation:
             "photo": self.photo,
             "type": self.type,
             "type_confidence": self.type_confidence,
+            "type_decided": self.type_decided,
+            "type_alternatives": [asdict(a) for a in self.type_alternatives],
             "results": [asdict(r) for r in self.results],
         }
 
 
 class Recommender:
-    """Holds the loaded models, the catalog store and the index; answers queries."""
+    """Answers queries from one immutable Snapshot (store, models, index), swapped whole when a
+    new index is published; each query captures the snapshot once and reads nothing else."""
 
     def __init__(
         self,
@@ -98,20 +142,54 @@ class Recommender:
         confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
         auto_crop: bool = True,
         index_meta: dict[str, Any] | None = None,
+        classifier_name: str | None = None,
     ) -> None:
-        self.store = store
-        self.embedder = embedder
-        self.classifier = classifier
-        self.index = index
         self.home = home
-        self.index_version = index_version
         self.confidence_threshold = confidence_threshold
         self.auto_crop = auto_crop
         self._backend = backend
         self._milvus_uri = milvus_uri
-        self._index_meta = index_meta or {}
+        self._classifier_name = classifier_name or getattr(classifier, "name", "")
+        self._snapshot = Snapshot(
+            store, embedder, classifier, index, index_version, index_meta or {},
+            classifier_fingerprint(home, self._classifier_name) if home else None,
+        )
         self._reload_lock = threading.Lock()
         self._disagreement_logged: str | None = None  # index version already warned about
+
+    # -- the current snapshot (read-only views for the CLI, benchmarks and tests) -------------
+    @property
+    def snapshot(self) -> Snapshot:
+        """What a query started now reads; capture it once per query."""
+        return self._snapshot
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` the one new queries capture; queries in flight keep theirs."""
+        self._snapshot = snapshot  # one reference assignment: atomic
+
+    @property
+    def store(self) -> CatalogStore:
+        return self._snapshot.store
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._snapshot.embedder
+
+    @property
+    def classifier(self) -> TypeClassifier:
+        return self._snapshot.classifier
+
+    @property
+    def index(self) -> Index:
+        return self._snapshot.index
+
+    @property
+    def index_version(self) -> str | None:
+        return self._snapshot.index_version
+
+    @property
+    def index_meta(self) -> Any:
+        return self._snapshot.index_meta
 
     @classmethod
     def open(
@@ -133,25 +211,26 @@ class Recommender:
             raise NotReadyError(
                 f"no index in {home.root}: run `jewelrec index --home {home.root}` first"
             )
-        index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
-        embedder_name = embedder or meta.get("embedder") or settings["embedder"]
-        if meta.get("embedder") and embedder_name != meta["embedder"]:
+        meta = versions.read_meta(home, version)
+        if embedder and meta.get("embedder") and embedder != meta["embedder"]:
             raise NotReadyError(
-                f"the index was built with embedder {meta['embedder']!r}, not {embedder_name!r}: "
-                f"run `jewelrec index --embedder {embedder_name}` first"
+                f"the index was built with embedder {meta['embedder']!r}, not {embedder!r}: "
+                f"run `jewelrec index --embedder {embedder}` first"
             )
-        return cls(
-            CatalogStore.open(home, read_only=True),  # queries never write; homes may be read-only
-            load_embedder(home.models_dir, embedder_name),
-            load_classifier(home.models_dir, classifier or settings["classifier"]),
-            index,
-            home=home,
-            index_version=version,
-            backend=backend,
+        classifier_name = classifier or settings["classifier"]
+        snapshot = load_snapshot(
+            home, version,
+            store=CatalogStore.open(home, read_only=True),  # queries never write
+            classifier_name=classifier_name, embedder_name=embedder, backend=backend,
             milvus_uri=milvus_uri,
-            auto_crop=bool(settings.get("auto_crop", True)),
-            index_meta=meta,
         )
+        recommender = cls(
+            snapshot.store, snapshot.embedder, snapshot.classifier, snapshot.index,
+            home=home, backend=backend, milvus_uri=milvus_uri,
+            auto_crop=bool(settings.get("auto_crop", True)), classifier_name=classifier_name,
+        )
+        recommender.swap(snapshot)
+        return recommender
 
     # -- queries ---------------------------------------------------------------------------
     def recommend(
@@ -165,13 +244,29 @@ class Recommender:
         photo_name: str | None = None,
     ) -> Recommendation:
         """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`."""
+        return self._recommend(
+            self.snapshot, photo, k=k, filters=filters, type=type, crop=crop,
+            photo_name=photo_name,
+        )
+
+    def _recommend(
+        self,
+        snap: Snapshot,
+        photo: bytes | str | Path | np.ndarray,
+        *,
+        k: int,
+        filters: Filters | None,
+        type: str | None,
+        crop: Box | None,
+        photo_name: str | None,
+    ) -> Recommendation:
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
         image = photo if isinstance(photo, np.ndarray) else load_image(photo)
         focused, box = focus_on_piece(image, crop, auto=self.auto_crop)
-        probabilities = self.classifier.predict_proba([focused])[0]
-        vector = self.embedder.embed([focused])[0]
-        recommendation = self.rank(vector, probabilities, k=k, filters=filters, type=type)
+        probabilities = snap.classifier.predict_proba([focused])[0]
+        vector = snap.embedder.embed([focused])[0]
+        recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type)
         recommendation.photo = photo_name
         recommendation.crop = box
         return recommendation
@@ -184,31 +279,73 @@ class Recommender:
         k: int = 10,
         filters: Filters | None = None,
         type: str | None = None,
+        snapshot: Snapshot | None = None,
     ) -> Recommendation:
-        """The search half of the pipeline, for callers that already embedded the photo."""
+        """The search half of the pipeline, for callers that already embedded the photo (with
+        `snapshot`'s models: pass the snapshot they used; default the current one)."""
+        return self._rank(
+            snapshot or self.snapshot, vector, probabilities, k=k, filters=filters, type=type
+        )
+
+    def _rank(
+        self,
+        snap: Snapshot,
+        vector: np.ndarray,
+        probabilities: np.ndarray,
+        *,
+        k: int,
+        filters: Filters | None,
+        type: str | None,
+    ) -> Recommendation:
+        classes = snap.classifier.classes
+        probabilities = np.asarray(probabilities, dtype=np.float64)
         best = int(np.argmax(probabilities))
-        predicted, confidence = self.classifier.classes[best], float(probabilities[best])
+        predicted, confidence = classes[best], float(probabilities[best])
         filters = filters or Filters()
-        searched = self._types_to_search(filters, type, predicted, confidence)
-        if searched is not None:
-            filters = filters.with_types(searched)
+        threshold = float(getattr(snap.classifier, "decision_threshold", self.confidence_threshold))
+        fixed = [type] if type else sorted(filters.types) if filters.types else None
+        decided = fixed is not None or confidence >= threshold
+        if decided:
+            searched = fixed or [predicted]
+            results = self._search(snap, vector, k, filters.with_types(searched))
+        else:
+            likely = likely_types(classes, probabilities)
+            searched = list(likely)
+            results = self._search_likely_types(snap, vector, k, filters, likely)
         return Recommendation(
             photo=None,
             type=predicted,
             type_confidence=round(confidence, 6),
-            results=self._search(vector, k, filters),
+            results=results,
             type_probabilities={
-                c: round(float(p), 6)
-                for c, p in zip(self.classifier.classes, probabilities, strict=True)
+                c: round(float(p), 6) for c, p in zip(classes, probabilities, strict=True)
             },
             searched_types=searched,
+            index_version=snap.index_version,
+            type_decided=decided,
+            type_alternatives=type_alternatives(classes, probabilities),
         )
+
+    def _search_likely_types(
+        self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
+        likely: dict[str, float],
+    ) -> list[Result]:
+        """k per likely type, merged by cosine + TYPE_PRIOR_WEIGHT * log p(type): a close piece
+        of a less likely type can still come first, a far one cannot. Scores stay cosines."""
+        ranked: list[tuple[float, Result]] = []
+        for t, p in likely.items():
+            prior = TYPE_PRIOR_WEIGHT * math.log(max(p, 1e-12))
+            ranked += [(r.score + prior, r) for r in self._search(
+                snap, vector, k, filters.with_types([t]))]
+        ranked.sort(key=lambda pair: -pair[0])
+        return [r for _, r in ranked[:k]]
 
     def similar_to_product(
         self, product_id: str, *, k: int = 10, filters: Filters | None = None
     ) -> Recommendation:
         """'More like this': query with a catalog product's main image, excluding itself."""
-        product = self.store.get(product_id)
+        snap = self.snapshot
+        product = snap.store.get(product_id)
         if product is None:
             raise KeyError(product_id)
         filters = filters or Filters()
@@ -221,33 +358,26 @@ class Recommender:
             filters.exclude_ids | {product_id},
         )
         image_path = self.home.image_path(product.image) if self.home else Path(product.image)
-        recommendation = self.recommend(image_path, k=k, filters=filters, type=None)
+        recommendation = self._recommend(
+            snap, image_path, k=k, filters=filters, type=None, crop=None, photo_name=None
+        )
         recommendation.photo = product_id
         return recommendation
 
-    def _types_to_search(
-        self, filters: Filters, fixed: str | None, predicted: str, confidence: float
-    ) -> list[str] | None:
-        if fixed:
-            return [fixed]
-        if filters.types:
-            return sorted(filters.types)
-        if confidence >= self.confidence_threshold:
-            return [predicted]
-        return None
-
-    def _search(self, vector: np.ndarray, k: int, filters: Filters) -> list:
+    def _search(
+        self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters
+    ) -> list[Result]:
         """Search, dropping hits whose product the store no longer has (logged, never shown)."""
         want = k
         while True:
-            hits = self.index.search(vector, want, filters)
-            products = self.store.get_many([h.product_id for h in hits])
+            hits = snap.index.search(vector, want, filters)
+            products = snap.store.get_many([h.product_id for h in hits])
             missing = [h.product_id for h in hits if h.product_id not in products]
-            if missing and self._disagreement_logged != self.index_version:
+            if missing and self._disagreement_logged != snap.index_version:
                 # once per index version: a prune while serving would otherwise log every query
-                self._disagreement_logged = self.index_version
+                self._disagreement_logged = snap.index_version
                 log.warning("index %s and catalog disagree; dropped products no longer in the "
-                            "catalog (first: %s); re-run `jewelrec index`", self.index_version,
+                            "catalog (first: %s); re-run `jewelrec index`", snap.index_version,
                             ", ".join(missing[:5]))
             results = [
                 Result.from_product(products[h.product_id], h.image, h.score)
@@ -260,24 +390,22 @@ class Recommender:
 
     # -- live index updates ----------------------------------------------------------------
     def reload_if_changed(self) -> bool:
-        """Swap in a newly published index; requests in flight keep the one they started with."""
+        """Swap in a newly published index as one complete snapshot (new models too when the
+        index was built with other embedder files or the classifier was retrained); requests in
+        flight keep the snapshot they started with."""
         if self.home is None:
             return False
         version = versions.current_version(self.home)
         if version is None or version == self.index_version:
             return False
         with self._reload_lock:
-            if version == self.index_version:
+            current = self.snapshot
+            if version == current.index_version:
                 return False
-            index, meta = open_index(
-                self.home, version=version, backend=self._backend, milvus_uri=self._milvus_uri
+            fresh = load_snapshot(
+                self.home, version, store=current.store, classifier_name=self._classifier_name,
+                backend=self._backend, milvus_uri=self._milvus_uri, previous=current,
             )
-            if meta.get("embedder_fingerprint") != self._index_meta.get("embedder_fingerprint"):
-                # the models were retrained: queries must be embedded like the new index
-                self.embedder = load_embedder(self.home.models_dir, meta["embedder"])
-                self.classifier = load_classifier(
-                    self.home.models_dir, getattr(self.classifier, "name", "")
-                )
-            self.index, self.index_version, self._index_meta = index, version, meta
+            self.swap(fresh)
             log.info("switched to index %s", version)
             return True

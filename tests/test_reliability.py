@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -329,7 +330,7 @@ def test_a_pruned_catalog_is_logged_once_per_index_version_not_per_request(tmp_p
         for _ in range(20):
             answer = recommender.rank(np.array([0.0, 1.0, 0.0]), np.array([1.0]), k=3)
             assert [r.id for r in answer.results] == ["A"]
-        recommender.index_version = "v2"
+        recommender.swap(replace(recommender.snapshot, index_version="v2"))
         recommender.rank(np.array([0.0, 1.0, 0.0]), np.array([1.0]), k=3)
     warnings = [r for r in caplog.records if "disagree" in r.getMessage()]
     assert len(warnings) == 2

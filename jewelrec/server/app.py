@@ -333,7 +333,7 @@ def _photo_name(filename: str | None) -> str | None:
 
 
 def _response(
-    recommendation: Recommendation, shop: Shop, photo_size: tuple[int, int] | None = None
+    recommendation: Recommendation, photo_size: tuple[int, int] | None = None
 ) -> schemas.Recommendation:
     data = recommendation.to_dict()
     box = recommendation.crop
@@ -341,6 +341,8 @@ def _response(
         photo=data["photo"],
         type=data["type"],
         type_confidence=data["type_confidence"],
+        type_decided=data["type_decided"],
+        type_alternatives=[schemas.TypeAlternative(**a) for a in data["type_alternatives"]],
         results=[
             schemas.Result(**r, image_url=schemas.image_url(r["image"])) for r in data["results"]
         ],
@@ -350,7 +352,7 @@ def _response(
         photo_size=(
             schemas.PhotoSize(width=photo_size[0], height=photo_size[1]) if photo_size else None
         ),
-        index_version=shop.recommender.index_version,
+        index_version=recommendation.index_version,  # the snapshot that answered
     )
 
 
@@ -422,7 +424,7 @@ async def recommend(
         shop.recommender.recommend, image, k=k, filters=filters, crop=box,
         photo_name=_photo_name(photo.filename),
     )
-    return _response(recommendation, shop, (int(image.shape[1]), int(image.shape[0])))
+    return _response(recommendation, (int(image.shape[1]), int(image.shape[0])))
 
 
 @router.get(
@@ -461,7 +463,7 @@ async def similar(
     recommendation = await shop.compute(
         shop.recommender.similar_to_product, product_id, k=k, filters=filters
     )
-    return _response(recommendation, shop)
+    return _response(recommendation)
 
 
 @router.get("/api/facets", response_model=schemas.Facets, tags=["catalog"])

@@ -36,10 +36,24 @@ class PhotoSize(BaseModel):
     height: int
 
 
+class TypeAlternative(BaseModel):
+    type: str
+    probability: float
+
+
 class Recommendation(BaseModel):
     photo: str | None = Field(description="the uploaded file's name, or the product id queried")
     type: str | None = Field(description="the detected jewelry type")
     type_confidence: float | None
+    type_decided: bool = Field(
+        True,
+        description="false: the classifier is not sure of the type (and the request fixed none); "
+        "the results span the likely types and a person can choose one of type_alternatives",
+    )
+    type_alternatives: list[TypeAlternative] = Field(
+        default_factory=list,
+        description="the most likely types (at most three, each at least 5%), most likely first",
+    )
     results: list[Result]
     type_probabilities: dict[str, float] = Field(default_factory=dict)
     crop: list[int] | None = Field(

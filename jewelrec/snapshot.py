@@ -1,0 +1,96 @@
+"""One immutable snapshot of what a query reads: the catalog store, the embedder, the type
+classifier, the index, its version and its metadata.
+
+A request captures the Recommender's snapshot once and uses nothing else, so a new index or
+new models published meanwhile can never be mixed into an answer (issue 10, finding 1: a
+reload that swapped the embedder, the classifier and the index one at a time served queries
+embedded by one model against an index built by another). The Recommender builds a complete
+new snapshot first and then swaps its single reference, which is atomic in Python.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from jewelrec.catalog.store import CatalogStore
+from jewelrec.home import Home
+from jewelrec.models.base import (
+    Embedder,
+    TypeClassifier,
+    load_classifier,
+    load_embedder,
+    model_folder,
+)
+from jewelrec.search.backends import open_index
+from jewelrec.search.index import Index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """Everything one query reads, loaded together and never changed afterwards."""
+
+    store: CatalogStore
+    embedder: Embedder
+    classifier: TypeClassifier
+    index: Index
+    index_version: str | None = None
+    index_meta: Mapping[str, Any] = field(default_factory=dict)
+    # identifies the classifier's files, so a reload notices a retrained classifier
+    classifier_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        # a read-only view: nobody can edit the metadata of a snapshot others are reading
+        object.__setattr__(self, "index_meta", MappingProxyType(dict(self.index_meta)))
+
+
+def classifier_fingerprint(home: Home, name: str) -> str | None:
+    """The classifier's files' fingerprint (None when it has no folder in this home)."""
+    from jewelrec.indexing import model_fingerprint
+
+    folder = model_folder(home.models_dir, "classifier", name)
+    return model_fingerprint(folder) if folder.is_dir() else None
+
+
+def load_snapshot(
+    home: Home,
+    version: str,
+    *,
+    store: CatalogStore,
+    classifier_name: str,
+    embedder_name: str | None = None,
+    backend: str | None = None,
+    milvus_uri: str | None = None,
+    previous: Snapshot | None = None,
+) -> Snapshot:
+    """A complete snapshot of index `version`, reusing `previous`'s models where the index was
+    built with the same embedder files and the classifier's files have not changed."""
+    index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
+    name = embedder_name or meta.get("embedder") or home.settings()["embedder"]
+    same_embedder = (
+        previous is not None
+        and meta.get("embedder") == previous.index_meta.get("embedder")
+        and meta.get("embedder_fingerprint") == previous.index_meta.get("embedder_fingerprint")
+    )
+    embedder = previous.embedder if same_embedder and previous else load_embedder(
+        home.models_dir, name
+    )
+    fingerprint = classifier_fingerprint(home, classifier_name)
+    if previous is not None and fingerprint == previous.classifier_fingerprint:
+        classifier = previous.classifier
+    else:
+        classifier = load_classifier(home.models_dir, classifier_name)
+    return Snapshot(
+        store=store,
+        embedder=embedder,
+        classifier=classifier,
+        index=index,
+        index_version=version,
+        index_meta=meta,
+        classifier_fingerprint=fingerprint,
+    )

@@ -1,0 +1,100 @@
+"""The type as a decision (issue 9, item 3): decided or not against the classifier's threshold,
+the likely alternatives, and an undecided search that spans the likely types, merged by
+cosine + 0.1 * log p(type) with each result's score still the cosine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from query_stubs import PHOTO, FixedClassifier, FixedEmbedder, index_of, store_with
+
+from jewelrec.recommend import Recommender, likely_types, type_alternatives
+from jewelrec.search.filters import Filters
+
+# Cosines to the query [1, 0]: R1 .95, B1 .99, N1 1.0, R2 .60, B2 .50
+PRODUCTS = {"R1": "ring", "B1": "bracelet", "N1": "necklace", "R2": "ring", "B2": "bracelet"}
+COSINES = [0.95, 0.99, 1.0, 0.60, 0.50]
+
+
+def vectors_with_cosines(cosines: list[float]) -> np.ndarray:
+    return np.array([[c, math.sqrt(1 - c * c)] for c in cosines], dtype=np.float32)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = store_with(tmp_path / "home", PRODUCTS)
+    yield store
+    store.close()
+
+
+def recommender_for(store, probabilities: dict[str, float], threshold: float | None):
+    return Recommender(
+        store, FixedEmbedder([1.0, 0.0]), FixedClassifier(probabilities, threshold),
+        index_of(PRODUCTS, vectors_with_cosines(COSINES)), index_version="v1",
+    )
+
+
+UNSURE = {"ring": 0.6, "bracelet": 0.35, "necklace": 0.05}
+
+
+def test_an_unsure_type_searches_the_likely_types_merged_by_type_probability(store):
+    answer = recommender_for(store, UNSURE, threshold=0.8).recommend(PHOTO, k=3)
+    assert answer.type == "ring" and answer.type_confidence == pytest.approx(0.6)
+    assert answer.type_decided is False
+    assert answer.searched_types == ["ring", "bracelet"]  # 0.6 + 0.35 >= 0.9: necklace left out
+    # R1: .95 + .1 log .6 = .899 beats B1: .99 + .1 log .35 = .885; R2 .549 beats B2 .395
+    assert [r.id for r in answer.results] == ["R1", "B1", "R2"]
+    assert [r.score for r in answer.results] == pytest.approx([0.95, 0.99, 0.60], abs=1e-5)
+    assert [(a.type, a.probability) for a in answer.type_alternatives] == [
+        ("ring", 0.6), ("bracelet", 0.35), ("necklace", 0.05)]
+
+
+def test_a_confident_type_is_decided_and_searched_alone(store):
+    answer = recommender_for(store, UNSURE, threshold=0.55).recommend(PHOTO, k=3)
+    assert answer.type_decided is True
+    assert answer.searched_types == ["ring"]
+    assert [r.id for r in answer.results] == ["R1", "R2"]
+
+
+def test_without_a_classifier_threshold_the_default_one_applies(store):
+    assert recommender_for(store, UNSURE, threshold=None).recommend(PHOTO).type_decided is True
+    low = {"ring": 0.45, "bracelet": 0.4, "necklace": 0.15}
+    answer = recommender_for(store, low, threshold=None).recommend(PHOTO, k=5)
+    assert answer.type_decided is False
+    assert answer.searched_types == ["ring", "bracelet", "necklace"]  # three reach 0.9
+    # B1 .99 + .1 log .4 = .898, R1 .95 + .1 log .45 = .870, N1 1.0 + .1 log .15 = .810 ...
+    assert [r.id for r in answer.results] == ["B1", "R1", "N1", "R2", "B2"]
+
+
+def test_a_type_the_caller_fixed_is_decided_even_when_the_classifier_is_unsure(store):
+    recommender = recommender_for(store, UNSURE, threshold=0.99)
+    for answer in (
+        recommender.recommend(PHOTO, k=3, type="bracelet"),
+        recommender.recommend(PHOTO, k=3, filters=Filters.build(types=["bracelet"])),
+    ):
+        assert answer.type_decided is True
+        assert answer.searched_types == ["bracelet"]
+        assert [r.id for r in answer.results] == ["B1", "B2"]
+        assert answer.type == "ring"  # the detected type keeps its meaning
+
+
+def test_alternatives_are_the_top_three_of_at_least_five_percent():
+    classes = ["a", "b", "c", "d", "e"]
+    probabilities = np.array([0.02, 0.5, 0.04, 0.3, 0.14])
+    assert [(x.type, x.probability) for x in type_alternatives(classes, probabilities)] == [
+        ("b", 0.5), ("d", 0.3), ("e", 0.14)]
+    assert [x.type for x in type_alternatives(classes, np.array([0, 0.97, 0.03, 0, 0]))] == ["b"]
+    assert likely_types(classes, probabilities) == pytest.approx({"b": 0.5, "d": 0.3, "e": 0.14})
+    assert list(likely_types(classes, np.array([0, 0.92, 0.08, 0, 0]))) == ["b"]
+    assert len(likely_types(classes, np.full(5, 0.2))) == 3  # never more than three
+
+
+def test_the_json_shape_carries_the_decision(store):
+    answer = recommender_for(store, UNSURE, threshold=0.8).recommend(PHOTO, k=2)
+    data = json.loads(json.dumps(answer.to_dict()))
+    assert data["type_decided"] is False
+    assert data["type_alternatives"][0] == {"type": "ring", "probability": 0.6}
+    assert {"photo", "type", "type_confidence", "results"} <= set(data)  # old fields stay
