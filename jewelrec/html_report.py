@@ -44,6 +44,18 @@ def _thumbnail_data_uri(photo: str | bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
+def _doubts(outcome: Recommendation) -> str:
+    """What the answer is unsure of, in words: not jewelry from this shop, or the type."""
+    lines = []
+    if not outcome.recognised:
+        lines.append("This doesn't look like jewelry from this shop; closest pieces anyway.")
+    if not outcome.type_decided:
+        options = " or ".join(f"{a.type} ({a.probability:.0%})" for a in outcome.type_alternatives)
+        searched = ", ".join(outcome.searched_types or [])
+        lines.append(f"Not sure of the type: {options}; searched {searched}.")
+    return "".join(f"<p class='meta doubt'>{html.escape(line)}</p>" for line in lines)
+
+
 def render_page(
     home: Home,
     out: Path,
@@ -67,6 +79,7 @@ def render_page(
             f"<div class='query'><img alt='query photo' src='{_thumbnail_data_uri(photo)}'>"
             f"<div><div class='meta'>{esc(photo)}</div>"
             f"<h2>{esc(outcome.type or '?')} <small>({confidence:.0%})</small></h2>"
+            f"{_doubts(outcome)}"
             f"<div class='meta'>{len(outcome.results)} results</div></div></div>"
             "<div class='grid'>"
         )

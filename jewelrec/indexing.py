@@ -30,6 +30,7 @@ from jewelrec.imaging.io import load_image
 from jewelrec.models.base import Embedder, load_embedder, model_folder
 from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
+from jewelrec.search.recognition import recognition_meta
 
 BATCH_SIZE = 16
 log = logging.getLogger(__name__)
@@ -226,6 +227,8 @@ def build_index(
         "products": len(products),
         "catalog_fingerprint": store.fingerprint(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # below this best similarity a query photo is "not jewelry from this shop"
+        **recognition_meta(matrix, [r.product_id for r in rows]),
     }
     # a failed build removes its folder; a full disk is named, not 'unexpected error'
     with versions.building(home) as building:

@@ -29,6 +29,7 @@ from jewelrec.models.base import Embedder, TypeClassifier
 from jewelrec.search import versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
+from jewelrec.search.recognition import is_recognised
 from jewelrec.snapshot import Snapshot, classifier_fingerprint, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ class Recommendation:
     # likely types and a person can pick one of `type_alternatives`
     type_decided: bool = True
     type_alternatives: list[TypeAlternative] = field(default_factory=list)
+    # False: the photo is less like this catalog than its own pieces are like each other (not
+    # jewelry from this shop, see search/recognition.py); the closest pieces still come
+    recognised: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (`recommend --json`, POST /api/recommend)."""
@@ -118,6 +122,7 @@ class Recommendation:
             "photo": self.photo,
             "type": self.type,
             "type_confidence": self.type_confidence,
+            "recognised": self.recognised,
             "type_decided": self.type_decided,
             "type_alternatives": [asdict(a) for a in self.type_alternatives],
             "results": [asdict(r) for r in self.results],
@@ -313,6 +318,7 @@ class Recommender:
             searched = list(likely)
             results = self._search_likely_types(snap, vector, k, filters, likely)
         return Recommendation(
+            recognised=self._recognised(snap, vector, results),
             photo=None,
             type=predicted,
             type_confidence=round(confidence, 6),
@@ -325,6 +331,16 @@ class Recommender:
             type_decided=decided,
             type_alternatives=type_alternatives(classes, probabilities),
         )
+
+    def _recognised(self, snap: Snapshot, vector: np.ndarray, results: list[Result]) -> bool:
+        """Whether the photo is as close to the catalog as the catalog's pieces are to each
+        other (the threshold `jewelrec index` recorded); one unfiltered nearest-neighbour
+        look-up only when the filtered results alone cannot tell."""
+        threshold = snap.index_meta.get("recognition_threshold")
+        if threshold is None or any(r.score >= threshold for r in results):
+            return True
+        nearest = snap.index.search(vector, 1, Filters())
+        return is_recognised(nearest[0].score if nearest else None, threshold)
 
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,

@@ -341,6 +341,7 @@ def _response(
         photo=data["photo"],
         type=data["type"],
         type_confidence=data["type_confidence"],
+        recognised=data["recognised"],
         type_decided=data["type_decided"],
         type_alternatives=[schemas.TypeAlternative(**a) for a in data["type_alternatives"]],
         results=[

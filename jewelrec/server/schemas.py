@@ -45,6 +45,12 @@ class Recommendation(BaseModel):
     photo: str | None = Field(description="the uploaded file's name, or the product id queried")
     type: str | None = Field(description="the detected jewelry type")
     type_confidence: float | None
+    recognised: bool = Field(
+        True,
+        description="false: the photo does not look like jewelry from this shop (it is less "
+        "like the catalog than the catalog's pieces are like each other); results are the "
+        "closest pieces anyway",
+    )
     type_decided: bool = Field(
         True,
         description="false: the classifier is not sure of the type (and the request fixed none); "
