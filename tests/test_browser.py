@@ -6,15 +6,18 @@ one in docs/ is made this way).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from jewelrec.recommend import Recommender
 from jewelrec.server.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,16 +27,16 @@ TIMEOUT_MS = 60_000  # first queries warm the models up on a small shared CPU
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_home) -> Iterator[str]:
-    """The app under uvicorn in a background thread, on a free port of 127.0.0.1."""
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` under uvicorn in a background thread, on a free port of 127.0.0.1."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_home), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -50,7 +53,37 @@ def server_url(tiny_home) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server_url):
+def server_url(tiny_home) -> Iterator[str]:
+    with serving(create_app(tiny_home)) as url:
+        yield url
+
+
+class NeverSure:
+    """The home's classifier with a flattened answer and a threshold it never reaches, so every
+    photo gets the type question (the page's other path)."""
+
+    decision_threshold = 1.01
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.classes = inner.classes
+
+    def predict_proba(self, images):
+        flat = self.inner.predict_proba(images) ** 0.2
+        return flat / flat.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def unsure_server_url(tiny_home) -> Iterator[str]:
+    recommender = Recommender.open(tiny_home)
+    recommender.swap(replace(recommender.snapshot, classifier=NeverSure(recommender.classifier)))
+    with serving(create_app(tiny_home, recommender=recommender)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page():
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -131,4 +164,36 @@ def test_upload_filter_by_price_and_more_like_this(page, server_url, tiny_query_
     assert after and chosen not in after
     assert all(price <= limit for price in shown_prices(page))
     assert not page.is_visible("#error")
+    assert errors == []
+
+
+def test_an_undecided_type_is_asked_and_one_click_searches_that_type(page, unsure_server_url,
+                                                                      tiny_query_photo):
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(unsure_server_url + "/")
+    page.wait_for_selector("#type-chips input")
+    page.set_input_files(
+        "#photo-input",
+        files=[{"name": "unsure.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}],
+    )
+    page.wait_for_selector("#type-question:not([hidden]) #type-answers button.chip")
+    wait_until_idle(page)
+    question = page.inner_text("#type-question-text")
+    choices = page.eval_on_selector_all("#type-answers button", "bs => bs.map(b => b.dataset.type)")
+    assert question.startswith("Is this ") and question.endswith("?")
+    assert len(choices) >= 2 and all(choice in question for choice in choices)
+    assert "likely types" in page.inner_text("#detected")
+
+    chosen = choices[1]  # not the most likely one: the click must be what decides
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.click(f"#type-answers button[data-type='{chosen}']")
+    answer = sent.value.json()  # the search ran again, with the chosen type fixed
+    assert answer["searched_types"] == [chosen] and answer["type_decided"] is True
+    page.wait_for_selector("#type-question", state="hidden")  # the type is the shopper's now
+    wait_until_idle(page)
+    shown = page.eval_on_selector_all("#results .card .card-type",
+                                      "ts => ts.map(t => t.textContent)")
+    assert shown and set(shown) == {chosen}
+    assert page.eval_on_selector("#type-chips input:checked", "i => i.value") == chosen
     assert errors == []

@@ -31,6 +31,10 @@ const el = {
   back: $("back-to-photo"),
   status: $("status"),
   error: $("error"),
+  notJewelry: $("not-jewelry"),
+  typeQuestion: $("type-question"),
+  typeQuestionText: $("type-question-text"),
+  typeAnswers: $("type-answers"),
   empty: $("empty"),
   emptyText: $("empty-text"),
   widen: $("widen"),
@@ -94,6 +98,15 @@ function plural(type) {
 
 function capitalise(text) {
   return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+function withArticle(type) {
+  return `${/^[aeiou]/i.test(type) ? "an" : "a"} ${type}`;
+}
+
+function listWithOr(items) {
+  if (items.length <= 1) return items.join("");
+  return `${items.slice(0, -1).join(", ")} or ${items[items.length - 1]}`;
 }
 
 function numberOrNull(input) {
@@ -449,6 +462,7 @@ function filterParams() {
 
 function fail(message) {
   el.results.replaceChildren();
+  showDoubts(null);
   el.empty.hidden = true;
   showError(message);
   setStatus(""); // the alert above is announced by itself
@@ -509,15 +523,16 @@ function render(answer) {
     showCrop(answer.crop, state.crop !== null);
     if (answer.type) {
       const percent = Math.round(100 * (answer.type_confidence || 0));
-      const unsure = !state.type && answer.searched_types === null;
+      const unsure = !state.type && answer.type_decided === false;
       el.detected.replaceChildren(
         "Looks like ",
         Object.assign(document.createElement("strong"), { textContent: answer.type }),
         ` · ${percent}% sure`,
-        unsure ? ", so every type is shown" : "",
+        unsure ? ", so the likely types are shown" : "",
       );
     }
   }
+  showDoubts(answer);
   const searched = answer.searched_types;
   const shownType = searched && searched.length === 1 ? searched[0] : ANY;
   if (!state.type) selectType(shownType, false);
@@ -532,6 +547,33 @@ function render(answer) {
   const price = describePrice(numberOrNull(el.minPrice), numberOrNull(el.maxPrice),
     state.facets.currency);
   setStatus(`${answer.results.length} ${things} ${what}${price ? `, ${price}` : ""}.`);
+}
+
+// The answer's doubts: a photo unlike this shop's jewelry, and a type it could not decide,
+// asked as a question whose answers re-run the search with that type.
+function showDoubts(answer) {
+  const photo = answer !== null && state.mode === "photo";
+  el.notJewelry.hidden = !(photo && answer.recognised === false);
+  const choices = photo && answer.type_decided === false && !state.type
+    ? (answer.type_alternatives || []).map((a) => a.type)
+    : [];
+  el.typeQuestion.hidden = choices.length === 0;
+  el.typeAnswers.replaceChildren();
+  if (choices.length === 0) return;
+  el.typeQuestionText.textContent = `Is this ${listWithOr(choices.map(withArticle))}?`;
+  for (const type of choices) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "chip";
+    button.dataset.type = type;
+    button.textContent = capitalise(type);
+    button.setAttribute("aria-label", `It is ${withArticle(type)}: search ${plural(type)}`);
+    button.addEventListener("click", () => {
+      selectType(type, true);
+      search();
+    });
+    el.typeAnswers.append(button);
+  }
 }
 
 function card(result) {
