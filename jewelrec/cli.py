@@ -61,6 +61,12 @@ def _filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metal", action="append", help="only this metal (repeatable)")
 
 
+def _prefer_brand_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefer-brand", metavar="BRAND",
+                        help="rank this brand's pieces a little higher, without leaving other "
+                        "brands out")
+
+
 def _feed_args(parser: argparse.ArgumentParser) -> None:
     from jewelrec.catalog.feeds import FORMATS
 
@@ -155,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_args(p)
     p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
     p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
+    _prefer_brand_arg(p)
+
+    p = sub.add_parser("search", help="find catalog pieces by words",
+                       description="Text search: words naming a type, metal, stone, brand or "
+                       "tag of the catalog, and a price phrase ('under 100'), become filters; "
+                       "the rest ranks by BM25 over the catalog's text fused with title vectors.")
+    p.add_argument("query", nargs="+", metavar="WORDS", help='e.g. "rose gold hoop earrings"')
+    _home_arg(p)
+    _filter_args(p)
+    _prefer_brand_arg(p)
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
 
     p = sub.add_parser("evaluate", help="measure quality and speed on held-out views",
                        description="Held-out views of catalog products are searched against an "

@@ -152,14 +152,46 @@ def format_table(rec) -> str:
     lines = [
         f"{rec.photo}: {rec.type} ({rec.type_confidence:.0%}); searched {searched}",
     ]
-    if not rec.results:
-        lines.append("  no products match the filters")
-    for i, r in enumerate(rec.results, 1):
-        lines.append(
-            f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  {r.title[:48]:<48} "
-            f"{(r.brand or '')[:18]:<18} {r.url}"
-        )
-    return "\n".join(lines)
+    return "\n".join([*lines, *format_results(rec.results)])
+
+
+def format_results(results) -> list[str]:
+    """One line per result (score, price, title, brand, link), for recommend and search."""
+    if not results:
+        return ["  no products match the filters"]
+    return [
+        f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  {r.title[:48]:<48} "
+        f"{(r.brand or '')[:18]:<18} {r.url}"
+        for i, r in enumerate(results, 1)
+    ]
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from jewelrec.text.search import TextSearcher
+
+    if args.k < 1 or args.k > 1000:
+        raise JewelrecError("-k must be between 1 and 1000")
+    filters = filters_from_args(args)
+    searcher = TextSearcher.open(home_of(args))
+    if args.type:
+        known = searcher.store.types()
+        if args.type not in known:
+            raise JewelrecError(f"unknown type {args.type!r}; the catalog has: {', '.join(known)}")
+        filters = filters.with_types([args.type])
+    try:
+        answer = searcher.search(" ".join(args.query), k=args.k, filters=filters,
+                                 prefer_brand_name=args.prefer_brand)
+    except ValueError as exc:
+        raise JewelrecError(str(exc)) from exc
+    if args.json:
+        print_json(answer.to_dict())
+        return 0
+    applied = {key: value for key, value in answer.applied.items() if value not in (None, [])}
+    said = ", ".join(f"{key} {value}" for key, value in applied.items()) or "none"
+    print(f"{answer.query}: filters from the words: {said}; ranked by "
+          f"{' + '.join(answer.ranked_by)}")
+    print("\n".join(format_results(answer.results)))
+    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

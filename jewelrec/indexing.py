@@ -31,6 +31,7 @@ from jewelrec.models.base import Embedder, load_embedder, model_folder
 from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
 from jewelrec.search.recognition import recognition_meta
+from jewelrec.text.vectors import write_title_vectors
 
 BATCH_SIZE = 16
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def build_index(
         exact = ExactIndex(matrix.shape[1])
         exact.upsert(rows, matrix)
         exact.save(building)  # kept for every backend: ground truth, and a fast local fallback
+        meta.update(write_title_vectors(home, products, building))  # for text search
         if backend == "milvus":
             if not milvus_uri:
                 raise NotReadyError("the milvus backend needs --milvus-uri")

@@ -26,7 +26,7 @@ from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.imaging.segment import Box
 from jewelrec.models.base import Embedder, TypeClassifier
-from jewelrec.search import versions
+from jewelrec.search import prefer, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
 from jewelrec.search.recognition import is_recognised
@@ -247,12 +247,20 @@ class Recommender:
         type: str | None = None,
         crop: Box | None = None,
         photo_name: str | None = None,
+        prefer_brand: str | None = None,
     ) -> Recommendation:
-        """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`."""
-        return self._recommend(
-            self.snapshot, photo, k=k, filters=filters, type=type, crop=crop,
+        """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`;
+        `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py)."""
+        # a preferred piece just below the cut may move in: rank k more candidates
+        wanted = 2 * k if prefer_brand else k
+        recommendation = self._recommend(
+            self.snapshot, photo, k=wanted, filters=filters, type=type, crop=crop,
             photo_name=photo_name,
         )
+        if prefer_brand:
+            recommendation.results = prefer.prefer_brand(
+                recommendation.results, prefer_brand, prefer.PHOTO_BRAND_BONUS)[:k]
+        return recommendation
 
     def _recommend(
         self,

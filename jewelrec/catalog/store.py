@@ -11,6 +11,12 @@ home we cannot write (a read-only mount, a shop's files owned by another user), 
 read-only: no schema changes, no journal files created where SQLite cannot create them.
 Managed image files are not this module's business: ingest writes them (content-addressed,
 atomically) before the transaction that references them commits.
+
+Text search: `products_fts` (SQLite FTS5, BM25 over title, brand, type, metal, stone, tags;
+Porter-stemmed, so "earrings" finds "earring") holds one row per product under the product's
+rowid. StoreWriter writes it together with the product row, so it changes in the same
+transaction and is never out of step with the catalog; a store made before it existed gets it
+built from its products the next time it is opened writable.
 """
 
 from __future__ import annotations
@@ -55,6 +61,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- unchanged catalog neither re-decodes nor re-downloads its images.
 CREATE TABLE IF NOT EXISTS image_sources (source TEXT PRIMARY KEY, image TEXT NOT NULL);
 """
+# FTS5 over the product's words (rowid = products.rowid); see the module docstring.
+_FTS_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
+    title, brand, type, metal, stone, tags, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+INSERT INTO products_fts (rowid, title, brand, type, metal, stone, tags)
+    SELECT rowid, title, coalesce(brand, ''), type, coalesce(metal, ''), coalesce(stone, ''),
+           (SELECT coalesce(group_concat(value, ' '), '') FROM json_each(products.tags))
+    FROM products;
+"""
+# BM25 column weights (title, brand, type, metal, stone, tags): the title says most.
+_FTS_WEIGHTS = (4.0, 2.0, 2.0, 2.0, 2.0, 1.0)
 _COLUMNS = "id, title, type, price, currency, brand, url, metal, stone, tags, images"
 
 
@@ -183,6 +201,64 @@ class CatalogStore:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else None
 
+    def distinct_words(self) -> dict[str, list[str]]:
+        """The values a query's words may name: types, metals, stones, brands, tags (as
+        stored), for the text query parser."""
+        def distinct(column: str) -> list[str]:
+            return [row[0] for row in self._query(
+                f"SELECT DISTINCT {column} FROM products WHERE {column} IS NOT NULL "
+                f"AND {column} != '' ORDER BY {column}"
+            )]
+
+        tags = [row[0] for row in self._query(
+            "SELECT DISTINCT value FROM products, json_each(products.tags) "
+            "WHERE value != '' ORDER BY value"
+        )]
+        return {"types": distinct("type"), "metals": distinct("metal"),
+                "stones": distinct("stone"), "brands": distinct("brand"), "tags": tags}
+
+    def has_text_index(self) -> bool:
+        """Whether this store has the FTS5 table (one made before it, opened read-only, has
+        not: it is built the next time the store is opened writable)."""
+        return bool(self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'products_fts'"
+        ))
+
+    def search_text(
+        self, terms: Iterable[str], *, where: str = "1", params: Iterable[Any] = (),
+        limit: int = 100,
+    ) -> list[tuple[str, float]]:
+        """(id, BM25 score; higher is better) of the products matching any of `terms`, best
+        first, among those passing `where` (an SQL condition on `p`, the products table;
+        callers compile it from their filters with parameters, never from raw user text)."""
+        words = [t for t in dict.fromkeys(terms) if t]
+        if not words:
+            return []
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        weights = ", ".join(str(w) for w in _FTS_WEIGHTS)
+        rows = self._query(
+            f"SELECT p.id, bm25(products_fts, {weights}) AS rank FROM products_fts "
+            f"JOIN products AS p ON p.rowid = products_fts.rowid "
+            f"WHERE products_fts MATCH ? AND ({where}) ORDER BY rank, p.id LIMIT ?",
+            (match, *params, int(limit)),
+        )
+        return [(product_id, -float(rank)) for product_id, rank in rows]
+
+    def ids_where(
+        self, where: str = "1", params: Iterable[Any] = (), *, order: str = "id"
+    ) -> list[str]:
+        """Ids of the products passing `where` (an SQL condition on `p`, as in search_text),
+        by id or (order="price") cheapest first."""
+        by = {"id": "p.id", "price": "p.price, p.id"}[order]
+        return [row[0] for row in self._query(
+            f"SELECT p.id FROM products AS p WHERE ({where}) ORDER BY {by}", params
+        )]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits a change: tells cached catalog
+        summaries (facet words) when to refresh."""
+        return int(self._query("PRAGMA data_version")[0][0])
+
     # -- writes ----------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[StoreWriter]:
@@ -219,7 +295,8 @@ class StoreWriter:
         self._conn = conn
 
     def upsert(self, product: Product, content_hash: str | None = None) -> None:
-        self._conn.execute(
+        self._delete_text((product.id,))
+        cursor = self._conn.execute(
             f"INSERT OR REPLACE INTO products ({_COLUMNS}, content_hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -229,9 +306,24 @@ class StoreWriter:
                 content_hash or product_hash(product),
             ),
         )
+        self._conn.execute(
+            "INSERT INTO products_fts (rowid, title, brand, type, metal, stone, tags) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cursor.lastrowid, product.title, product.brand or "", product.type,
+             product.metal or "", product.stone or "", " ".join(product.tags)),
+        )
 
     def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        self._delete_text(ids)
         self._conn.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in ids])
+
+    def _delete_text(self, ids: Iterable[str]) -> None:
+        """Drop the FTS rows of these products (before their product rows change)."""
+        self._conn.executemany(
+            "DELETE FROM products_fts WHERE rowid = (SELECT rowid FROM products WHERE id = ?)",
+            [(i,) for i in ids],
+        )
 
     def remember_image_source(self, source: str, image: str) -> None:
         self._conn.execute(
@@ -327,17 +419,36 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
         tables = {row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )}
-        if "products" not in tables or "meta" not in tables or "image_sources" not in tables:
+        if not {"products", "meta", "image_sources", "products_fts"} <= tables:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} INSERT OR IGNORE INTO meta (key, value) "
-                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _create_missing(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _open_error(path, exc) from exc
     _check_version(path, row)
+
+
+def _create_missing(conn: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction, the tables that are missing (looked up again:
+    another process may have created them while this one waited for the write lock)."""
+    tables = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    )}
+    # the FTS table is filled from the products already there (none in a new store): stores
+    # made before text search get it here, in one transaction
+    script = _SCHEMA + ("" if "products_fts" in tables else _FTS_SCHEMA)
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                  (str(SCHEMA_VERSION),))
 
 
 def _check_version(path: Path, row: tuple | None) -> None:

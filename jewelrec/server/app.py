@@ -45,6 +45,8 @@ from jewelrec.imaging.segment import Box
 from jewelrec.recommend import Recommendation, Recommender
 from jewelrec.search.filters import Filters
 from jewelrec.server import embed, schemas
+from jewelrec.text.query import MAX_QUERY_CHARS
+from jewelrec.text.search import TextAnswer, TextSearcher
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,14 @@ class Shop:
         self.max_upload_bytes = max_upload_bytes
         self.limiter = anyio.CapacityLimiter(workers)
         self._cache: dict[str, tuple[str | None, Any]] = {}
+        self._text: TextSearcher | None = None
+
+    @property
+    def text(self) -> TextSearcher:
+        """Text search on the same catalog; its model loads on the first text query."""
+        if self._text is None:
+            self._text = TextSearcher(self.recommender.store, self.recommender.home)
+        return self._text
 
     @property
     def home(self) -> Home:
@@ -374,6 +384,9 @@ def get_shop(request: Request) -> Shop:
 ShopDep = Annotated[Shop, Depends(get_shop)]
 Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
+PREFER_BRAND_HELP = ("rank this brand's pieces a little higher without leaving others out "
+                     "(see jewelrec/search/prefer.py)")
+PreferBrand = Annotated[str | None, Query(max_length=200, description=PREFER_BRAND_HELP)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500, 503)
 }
@@ -411,6 +424,9 @@ async def recommend(
     crop: Annotated[
         str | None, Form(description="x0,y0,x1,y1 in the photo's pixels: search only this box")
     ] = None,
+    prefer_brand: Annotated[
+        str | None, Form(max_length=200, description=PREFER_BRAND_HELP)
+    ] = None,
 ) -> schemas.Recommendation:
     """The photo's type and the k most similar products that pass the filters."""
     filters = await _filters(
@@ -421,9 +437,11 @@ async def recommend(
     image = await shop.compute(load_image, data)
     if box is not None:
         box = _crop_inside(box, image)
+    preferred = (prefer_brand or "").strip()
+    preference = {"prefer_brand": preferred} if preferred else {}  # stubs need not know it
     recommendation = await shop.compute(
         shop.recommender.recommend, image, k=k, filters=filters, crop=box,
-        photo_name=_photo_name(photo.filename),
+        photo_name=_photo_name(photo.filename), **preference,
     )
     return _response(recommendation, (int(image.shape[1]), int(image.shape[0])))
 
@@ -465,6 +483,48 @@ async def similar(
         shop.recommender.similar_to_product, product_id, k=k, filters=filters
     )
     return _response(recommendation)
+
+
+@router.get("/api/search", response_model=schemas.TextSearch, responses=ERRORS, tags=["search"])
+async def search(
+    shop: ShopDep,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description=(
+        "what the shopper typed, e.g. 'rose gold hoop earrings under 100': words naming a "
+        "type, metal, stone, brand or tag of this catalog and a price phrase become filters"
+    ))],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    min_price: Price = None,
+    max_price: Price = None,
+    type: Annotated[
+        str | None, Query(description=f"only this type (wins over the words); {ANY_TYPE!r}: any")
+    ] = None,
+    brand: Annotated[list[str] | None, Query()] = None,
+    metal: Annotated[list[str] | None, Query()] = None,
+    prefer_brand: PreferBrand = None,
+) -> schemas.TextSearch:
+    """Products matching words: BM25 over the catalog's text fused with title vectors."""
+    filters = await _filters(
+        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
+    )
+    version = shop.recommender.index_version
+    try:
+        answer = await shop.compute(shop.text.search, q, k=k, filters=filters,
+                                    prefer_brand_name=prefer_brand, index_version=version)
+    except ValueError as exc:
+        raise _unprocessable(str(exc)) from exc
+    return _text_response(answer)
+
+
+def _text_response(answer: TextAnswer) -> schemas.TextSearch:
+    data = answer.to_dict()
+    return schemas.TextSearch(
+        query=data["query"],
+        applied=schemas.AppliedFilters(**data["applied"]),
+        ranked_by=data["ranked_by"],
+        results=[schemas.Result(**r, image_url=schemas.image_url(r["image"]))
+                 for r in data["results"]],
+        index_version=answer.index_version,
+    )
 
 
 @router.get("/api/facets", response_model=schemas.Facets, tags=["catalog"])

@@ -74,6 +74,31 @@ class Recommendation(BaseModel):
     index_version: str | None = None
 
 
+class AppliedFilters(BaseModel):
+    """The filters a text query's words applied (a facet the request fixed is not listed)."""
+
+    types: list[str] = Field(default_factory=list)
+    metals: list[str] = Field(default_factory=list)
+    stones: list[str] = Field(default_factory=list)
+    brands: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    max_price: float | None = Field(None, description="from 'under 100', 'below $80' ...")
+    min_price: float | None = Field(None, description="from 'over 200', 'at least 50' ...")
+
+
+class TextSearch(BaseModel):
+    query: str
+    applied: AppliedFilters
+    ranked_by: list[str] = Field(
+        description="what ordered the results: 'words' (BM25), 'title vectors', or 'price' "
+        "when the query was only a price phrase"
+    )
+    results: list[Result] = Field(
+        description="best first; `score` is the reciprocal-rank-fusion score of the two lists"
+    )
+    index_version: str | None = None
+
+
 class Product(BaseModel):
     id: str
     title: str

@@ -1,0 +1,163 @@
+"""A shopper's words -> filters this catalog understands, plus the words left to rank by.
+
+"rose gold hoop earrings under 100" against a catalog that has the metal "rose gold", the type
+"earring" and the tag "hoop" reads as metal = rose gold, type = earring, tag = hoop, price <= 100.
+Only values THIS catalog has become filters (its facets and tags), so a word never filters a
+catalog down to nothing it could not hold. Matching is on whole words and phrases, longest
+first ("rose gold" before "gold"), plurals read as singulars ("rubies", "hoops"), with a few
+plain synonyms ("golden" -> gold, "pendant" -> necklace: the type words of the feed rules). A
+price phrase ("under 100", "below $80", "less than 50", "over 200") becomes a price bound.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jewelrec.catalog.feeds.type_rules import DEFAULT_WORDS as TYPE_WORDS
+
+MAX_QUERY_CHARS = 500
+# Facets whose values words may name, in the order a phrase naming several is read.
+FACETS = ("types", "metals", "stones", "brands", "tags")
+# synonym -> the catalog value it stands for (used only when the catalog has that value)
+METAL_SYNONYMS = {
+    "golden": "gold", "gilded": "gold", "yellow gold": "gold", "silvery": "silver",
+    "sterling": "silver", "sterling silver": "silver", "pink gold": "rose gold",
+    "rosegold": "rose gold", "rose golden": "rose gold",
+}
+TAG_SYNONYMS = {"circle": "hoop", "circles": "hoop", "creole": "hoop", "creoles": "hoop"}
+STOPWORDS = frozenset(
+    "a an and or the with in of for to on by my me i some any that is it its".split()
+)
+
+_NUMBER = (r"[$€£]?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)\s*"
+           r"(?:dollars?|euros?|bucks|usd|eur|gbp|\$|€|£)?")  # longest first
+_MAX_PRICE = re.compile(
+    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s+"
+    + _NUMBER + r"|(?:<=?)\s*" + _NUMBER, re.IGNORECASE)
+_MIN_PRICE = re.compile(
+    r"\b(?:over|above|more than|at least|min(?:imum)?)\s+" + _NUMBER + r"|(?:>=?)\s*" + _NUMBER,
+    re.IGNORECASE)
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_PHRASE_WORDS = 4
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words, accents kept, punctuation dropped ("Lumen & Co" -> lumen, co)."""
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("_", " ")
+    return _WORD.findall(folded)
+
+
+def singular(word: str) -> str | None:
+    """The plain English singular of a plural word, or None ("rubies" -> "ruby")."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith("ss"):
+        return None
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    return word[:-1]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Phrase (words joined by one space) -> (facet, the catalog's value), for one catalog:
+    its own values in `exact`, plain synonyms of them in `synonyms` (tried second)."""
+
+    exact: Mapping[str, tuple[str, str]]
+    synonyms: Mapping[str, tuple[str, str]]
+
+    @classmethod
+    def build(cls, values: Mapping[str, Iterable[str]]) -> Vocabulary:
+        """From the catalog's values per facet (`CatalogStore.distinct_words()`)."""
+        exact: dict[str, tuple[str, str]] = {}
+        synonyms: dict[str, tuple[str, str]] = {}
+
+        def add(table: dict, phrase_words: Sequence[str], facet: str, value: str) -> None:
+            if phrase_words and len(phrase_words) <= MAX_PHRASE_WORDS:
+                table.setdefault(" ".join(phrase_words), (facet, value))
+
+        catalog = {facet: list(values.get(facet) or ()) for facet in FACETS}
+        for facet in FACETS:  # a facet earlier in FACETS wins a phrase naming several
+            for value in catalog[facet]:
+                add(exact, words_of(value), facet, value)
+        by_words = {f: {" ".join(words_of(v)): v for v in catalog[f]} for f in FACETS}
+        for type_, words in TYPE_WORDS.items():
+            if type_ in by_words["types"]:
+                for word in words:
+                    add(synonyms, words_of(word), "types", by_words["types"][type_])
+        for facet, table in (("metals", METAL_SYNONYMS), ("tags", TAG_SYNONYMS)):
+            for word, target in table.items():
+                if target in by_words[facet]:
+                    add(synonyms, words_of(word), facet, by_words[facet][target])
+        return cls(exact, synonyms)
+
+    def lookup(self, words: Sequence[str]) -> tuple[str, str] | None:
+        """The facet and value a phrase names (its last word also read as a singular): the
+        catalog's own values first, then synonyms ("pendants" is the tag pendant where the
+        catalog has one, else the type necklace)."""
+        if not words:
+            return None
+        forms = [" ".join(words)]
+        last = singular(words[-1])
+        if last:
+            forms.append(" ".join([*words[:-1], last]))
+        for table in (self.exact, self.synonyms):
+            for form in forms:
+                if form in table:
+                    return table[form]
+        return None
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """What the words asked for: filters by facet, price bounds and the words to rank by."""
+
+    text: str  # the query without its price phrase: what BM25 and the title vectors rank by
+    terms: tuple[str, ...]  # its words, stop words dropped
+    facets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    max_price: float | None = None
+    min_price: float | None = None
+
+    def values(self, facet: str) -> tuple[str, ...]:
+        return tuple(self.facets.get(facet, ()))
+
+
+def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
+    """Read the filters out of a query (see the module docstring)."""
+    text, max_price = _take_price(query, _MAX_PRICE, min)
+    text, min_price = _take_price(text, _MIN_PRICE, max)
+    words = words_of(text)
+    found: dict[str, list[str]] = {}
+    i = 0
+    while i < len(words):
+        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
+            hit = vocabulary.lookup(words[i:i + n])
+            if hit is not None and not (n == 1 and words[i] in STOPWORDS):
+                facet, value = hit
+                if value not in found.setdefault(facet, []):
+                    found[facet].append(value)
+                i += n
+                break
+        else:
+            i += 1
+    return ParsedQuery(
+        text=" ".join(text.split()),
+        terms=tuple(w for w in dict.fromkeys(words) if w not in STOPWORDS),
+        facets={facet: tuple(values) for facet, values in found.items()},
+        max_price=max_price,
+        min_price=min_price,
+    )
+
+
+def _take_price(text: str, pattern: re.Pattern, pick: Any) -> tuple[str, float | None]:
+    """The price bound a phrase states (the tightest if several), and the text without it."""
+    bounds = []
+    for match in pattern.finditer(text):
+        number = next(g for g in match.groups() if g is not None)
+        thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", number)
+        bounds.append(float(number.replace(",", "") if thousands else number.replace(",", ".")))
+    return pattern.sub(" ", text), (pick(bounds) if bounds else None)
