@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-private-urls", action="store_true",
                    help="allow image URLs on loopback/private addresses (tests, intranets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--placeholder-min", type=int, default=5, metavar="N",
+                   help="an image (or near-identical copies) on N or more products is a "
+                   "placeholder, left out of the index (default 5)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="report placeholders and photos shared by products, but index them")
     _feed_args(p)
 
     p = sub.add_parser("train", help="train the type classifier and the embedder",

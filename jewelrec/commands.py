@@ -38,6 +38,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             progress=not args.no_progress and not args.json, format=args.format,
             feed_options=options, fetch_workers=args.fetch_workers,
             revalidate_images=args.revalidate_images,
+            placeholder_min=args.placeholder_min, keep_duplicates=args.keep_duplicates,
         )
     except CatalogError as exc:
         if args.json:  # a script still gets its one JSON object, saying what went wrong
@@ -88,6 +89,9 @@ def run_index(args: argparse.Namespace) -> int:
             f"({report.embedded} newly embedded) with {report.embedder} on {report.backend} in "
             f"{report.seconds:.1f}s [{report.stages.describe()}] -> version {report.version}"
         )
+        if report.excluded:
+            print(f"left out {report.excluded} placeholder or shared-photo views flagged at "
+                  "ingest (ingest --keep-duplicates keeps them)")
     return 0
 
 
@@ -129,7 +133,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         try:
             rec = recommender.recommend(
                 Path(photo), k=args.k, filters=filters, type=args.type, crop=crop,
-                photo_name=photo,
+                photo_name=photo, prefer_brand=args.prefer_brand,
             )
         except (JewelrecError, ValueError, OSError) as exc:
             failed += 1

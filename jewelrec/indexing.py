@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import View, all_views
 from jewelrec.errors import ImageError, NotReadyError
@@ -57,6 +58,7 @@ class IndexReport:
     embedded: int  # images that were not in the cache
     seconds: float
     stages: StageTimes = field(default_factory=StageTimes)
+    excluded: int = 0  # views left out as placeholders or shared photos (catalog/hygiene.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class IndexReport:
             "embedded": self.embedded,
             "seconds": round(self.seconds, 3),
             "stages": {k: round(v, 3) for k, v in vars(self.stages).items()},
+            "excluded": self.excluded,
         }
 
 
@@ -201,6 +204,9 @@ def build_index(
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
     cache = EmbeddingCache(home, embedder_name, fingerprint)
     views = all_views(products)
+    flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
+    excluded = sum((p.id, image) in flagged for p, image in views)
+    views = [(p, image) for p, image in views if (p.id, image) not in flagged]
     stages = StageTimes()
     before = len(cache.vectors)
     vectors_by_name = embed_images(
@@ -226,6 +232,7 @@ def build_index(
         "backend": backend,
         "rows": len(rows),
         "products": len(products),
+        "hygiene_excluded": excluded,
         "catalog_fingerprint": store.fingerprint(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # below this best similarity a query photo is "not jewelry from this shop"
@@ -259,4 +266,5 @@ def build_index(
         embedded=embedded,
         seconds=time.perf_counter() - start,
         stages=stages,
+        excluded=excluded,
     )

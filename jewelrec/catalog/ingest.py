@@ -31,6 +31,9 @@ Rules:
   image is stored anew.
 - Remote images are downloaded `fetch_workers` at a time (default 8), with a progress bar.
 - One ingest per home at a time (a lock file); readers are never blocked.
+- Hygiene (catalog/hygiene.py): near-identical images on several products (placeholders on
+  placeholder_min or more, shared photos below that) are reported in the summary and recorded
+  in the same transaction for `jewelrec index` to leave out, unless keep_duplicates.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from tqdm import tqdm
 from jewelrec.catalog.feeds import FeedOptions
 from jewelrec.catalog.feeds.remote import local_catalog
 from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_conditional
+from jewelrec.catalog.hygiene import META_KEY as HYGIENE_KEY
+from jewelrec.catalog.hygiene import PLACEHOLDER_MIN, HygieneFindings, Signature, audit, signature
 from jewelrec.catalog.importers import CatalogRow, is_remote_ref, read_catalog, validate_fields
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore, product_hash
@@ -107,6 +112,7 @@ class IngestSummary:
     error: str | None = None  # why nothing could be ingested (no valid row, unreadable file)
     seconds: StageSeconds = field(default_factory=StageSeconds)
     skipped: dict[str, int] = field(default_factory=dict)  # drafts etc., by reason (shop feeds)
+    hygiene: HygieneFindings | None = None  # placeholders and shared photos (catalog/hygiene.py)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +132,7 @@ class IngestSummary:
             "error": self.error,
             "seconds": {k: round(v, 3) for k, v in asdict(self.seconds).items()},
             "skipped": dict(self.skipped),
+            "hygiene": self.hygiene.to_dict() if self.hygiene else None,
         }
 
     def describe(self) -> str:
@@ -140,6 +147,8 @@ class IngestSummary:
             if self.skipped:
                 reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
                 head += f"\n  skipped as the shop withholds them: {reasons}"
+            if self.hygiene and self.hygiene.describe():
+                head += "\n" + self.hygiene.describe()
         else:
             head = (f"strict: {len(self.rejected)} rows of {self.catalog} rejected, "
                     "nothing was changed")
@@ -166,9 +175,15 @@ def ingest(
     feed_options: FeedOptions | None = None,
     fetch_workers: int = FETCH_WORKERS,
     revalidate_images: bool = False,
+    placeholder_min: int = PLACEHOLDER_MIN,
+    keep_duplicates: bool = False,
 ) -> IngestSummary:
     """Load `catalog_path` (a file, or an http(s) feed URL) into `home`'s store; see the module
-    docstring for the rules. `format` forces a catalog format (auto: from the content)."""
+    docstring for the rules. `format` forces a catalog format (auto: from the content).
+    Placeholder images (on `placeholder_min` products or more) and photos shared by products
+    are recorded for the index to leave out, unless `keep_duplicates` (catalog/hygiene.py)."""
+    if placeholder_min < 2:
+        raise CatalogError("the placeholder threshold must be at least 2 products")
     source = str(catalog_path)
     home = home if isinstance(home, Home) else Home(home)
     seconds = StageSeconds()
@@ -207,7 +222,8 @@ def ingest(
 
             start = time.perf_counter()
             _write(store, home, products, parsed.listed_ids, images, summary,
-                   strict=strict, prune=prune)
+                   strict=strict, prune=prune,
+                   hygiene={"placeholder_min": placeholder_min, "keep": keep_duplicates})
             seconds.writing = time.perf_counter() - start
             return summary
         finally:
@@ -299,6 +315,7 @@ class ImageStager:
         self.new_validators: dict[str, list[str | None]] = {}
         self.staged: dict[str, Path] = {}  # managed name -> staged file, new this run
         self.new_sources: dict[str, str] = {}  # source key -> managed name, to remember
+        self.signatures: dict[str, Signature] = {}  # of the images decoded this run (hygiene)
         self._memo: dict[str, str | ImageRejected] = {}  # per reference, this run
         self._lock = threading.Lock()  # staging, when images are fetched concurrently
 
@@ -430,6 +447,7 @@ class ImageStager:
             data, ext = image_to_png_bytes(pixels), "png"
         digest = hashlib.sha256(data).hexdigest()
         name = f"{digest[:2]}/{digest}.{ext}"
+        self.signatures.setdefault(name, signature(pixels))
         with self._lock:
             if name not in self.staged and not self.home.image_path(name).is_file():
                 staged = self.staging / name
@@ -451,6 +469,7 @@ def _write(
     *,
     strict: bool,
     prune: bool,
+    hygiene: dict[str, Any] | None = None,
 ) -> None:
     if strict and summary.rejected:
         summary.committed = False
@@ -473,8 +492,14 @@ def _write(
     to_publish = [name for name in images.staged if name in referenced]
     new_sources = {s: n for s, n in images.new_sources.items() if n in referenced}
     validators = images.validators_to_keep()
+    catalog = {p.id: p for p in store.all_products()}  # as it will be after this ingest
+    catalog.update((p.id, p) for p in products)
+    for product_id in removed:
+        catalog.pop(product_id, None)
+    summary.hygiene = audit(home, catalog.values(), fresh=images.signatures, **(hygiene or {}))
+    findings = summary.hygiene.to_dict()
     if (not changed and not removed and not to_publish and not new_sources
-            and validators == images.validators):
+            and validators == images.validators and findings == store.meta(HYGIENE_KEY)):
         return
     for name in to_publish:  # files first: the commit below must never name a missing image
         target = home.image_path(name)
@@ -489,6 +514,7 @@ def _write(
             tx.remember_image_source(source, name)
         if validators != images.validators:
             tx.set_meta(VALIDATORS_KEY, validators)
+        tx.set_meta(HYGIENE_KEY, findings)
         tx.set_meta("last_ingest", {
             "catalog": summary.catalog, "format": summary.format, "added": summary.added,
             "updated": summary.updated, "removed": summary.removed,
