@@ -332,10 +332,7 @@ def test_api_recommend_prefer_brand(client, tiny_query_photo):
         return response.json()["results"]
 
     plain = ask()
-    # a brand whose best piece is within the bonus of the piece ranked just above it
-    i = next(i for i in range(1, len(plain)) if plain[i]["brand"] != plain[i - 1]["brand"]
-             and plain[i - 1]["score"] - plain[i]["score"] < PHOTO_BRAND_BONUS
-             and plain[i]["brand"] not in {r["brand"] for r in plain[:i]})
+    i = movable(plain)
     preferred = ask(prefer_brand=plain[i]["brand"])
     assert [r["id"] for r in preferred].index(plain[i]["id"]) < i  # moved up
     assert {r["brand"] for r in preferred} - {plain[i]["brand"]}  # nobody excluded
@@ -355,3 +352,29 @@ def test_cli_search(tiny_home, capsys):
     assert main(["search", "   ", "--home", str(tiny_home)]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["search", "rings", "--type", "tiara", "--home", str(tiny_home)]) == 2
+
+
+def test_cli_recommend_prefer_brand(tiny_home, tiny_catalog, capsys):
+    def ask(photo: Path, *extra: str) -> list[dict]:
+        assert main(["recommend", str(photo), "--home", str(tiny_home), "-k", "6", "--json",
+                     *extra]) == 0
+        return json.loads(capsys.readouterr().out)["results"]
+
+    # a shopper photo with a result within the bonus of the one above it
+    photo, plain, i = next((photo, plain, movable(plain, required=False))
+                           for photo in sorted((tiny_catalog / "queries").glob("*.jpg"))
+                           for plain in [ask(photo)] if movable(plain, required=False))
+    preferred = ask(photo, "--prefer-brand", plain[i]["brand"])
+    assert [r["id"] for r in preferred].index(plain[i]["id"]) < i
+    assert len(preferred) == len(plain)
+
+
+def movable(results: list[dict], required: bool = True) -> int:
+    """A result whose brand's best piece is within the bonus of the piece just above it."""
+    for i in range(1, len(results)):
+        if (results[i]["brand"] not in {r["brand"] for r in results[:i]}
+                and results[i - 1]["score"] - results[i]["score"] < PHOTO_BRAND_BONUS):
+            return i
+    if required:
+        pytest.fail(f"no result close enough to the one above it: {results}")
+    return 0
