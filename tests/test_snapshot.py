@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from query_stubs import PHOTO, FixedClassifier, FixedEmbedder, index_of, store_with
 
+from jewelrec.home import Home
 from jewelrec.recommend import Recommender
 from jewelrec.snapshot import Snapshot
 
@@ -80,3 +81,60 @@ def test_the_snapshot_cannot_be_changed_in_place(two_snapshots):
         old.index_meta["embedder"] = "other"  # type: ignore[index]
     with pytest.raises(AttributeError):
         recommender.index = old.index  # type: ignore[misc]
+
+
+def test_reload_builds_the_whole_snapshot_and_loads_only_models_that_changed(
+    two_snapshots, tmp_path, monkeypatch
+):
+    """A new index with the same embedder files keeps the loaded models; new embedder files
+    (or another embedder) load a new embedder; new classifier files load a new classifier; an
+    index that cannot be opened leaves the served snapshot as it was."""
+    import jewelrec.recommend as recommend
+    import jewelrec.snapshot as snapshot
+
+    recommender, old, new, gate = two_snapshots
+    gate.set()
+    recommender.home = Home(tmp_path / "home")
+    recommender.swap(dataclasses.replace(
+        old, index_meta={"embedder": "fixed", "embedder_fingerprint": "e1"},
+        classifier_fingerprint="c1"))
+    published = {"version": "v1", "meta": {}, "classifier": "c1"}
+    loads: list[str] = []
+
+    def open_index(home, *, version, backend=None, milvus_uri=None):
+        if published["meta"] is None:
+            raise OSError("meta.json: no such file")
+        return (new.index, published["meta"])
+
+    monkeypatch.setattr(recommend.versions, "current_version", lambda home: published["version"])
+    monkeypatch.setattr(snapshot, "open_index", open_index)
+    monkeypatch.setattr(snapshot, "classifier_fingerprint",
+                        lambda home, name: published["classifier"])
+    monkeypatch.setattr(snapshot, "load_embedder",
+                        lambda folder, name: loads.append(f"embedder {name}") or new.embedder)
+    monkeypatch.setattr(snapshot, "load_classifier",
+                        lambda folder, name: loads.append("classifier") or new.classifier)
+
+    assert recommender.reload_if_changed() is False  # v1 is already served
+    published.update(version="v2", meta={"embedder": "fixed", "embedder_fingerprint": "e1"})
+    assert recommender.reload_if_changed() is True
+    assert loads == [] and recommender.index is new.index and recommender.index_version == "v2"
+    assert recommender.embedder is old.embedder and recommender.classifier is old.classifier
+
+    published.update(version="v3", meta={"embedder": "fixed", "embedder_fingerprint": "e2"})
+    assert recommender.reload_if_changed() is True
+    assert loads == ["embedder fixed"] and recommender.embedder is new.embedder
+    assert recommender.classifier is old.classifier
+
+    published.update(version="v4", meta={"embedder": "other", "embedder_fingerprint": "e2"},
+                     classifier="c2")
+    assert recommender.reload_if_changed() is True
+    assert loads == ["embedder fixed", "embedder other", "classifier"]
+    assert recommender.classifier is new.classifier
+    assert recommender.index_meta["embedder"] == "other"
+
+    served = recommender.snapshot
+    published.update(version="v5", meta=None)
+    with pytest.raises(OSError):
+        recommender.reload_if_changed()
+    assert recommender.snapshot is served  # nothing half-swapped
