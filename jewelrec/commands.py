@@ -156,6 +156,11 @@ def format_table(rec) -> str:
     lines = [
         f"{rec.photo}: {rec.type} ({rec.type_confidence:.0%}); searched {searched}",
     ]
+    if not rec.recognised:
+        lines.append("  this doesn't look like jewelry from this shop; closest pieces anyway:")
+    if not rec.type_decided:
+        options = " or ".join(f"{a.type} ({a.probability:.0%})" for a in rec.type_alternatives)
+        lines.append(f"  not sure of the type: {options}? (--type to choose)")
     return "\n".join([*lines, *format_results(rec.results)])
 
 

@@ -98,3 +98,15 @@ def test_the_json_shape_carries_the_decision(store):
     assert data["type_decided"] is False
     assert data["type_alternatives"][0] == {"type": "ring", "probability": 0.6}
     assert {"photo", "type", "type_confidence", "results"} <= set(data)  # old fields stay
+
+
+def test_the_text_output_says_what_it_is_unsure_of(store):
+    from jewelrec.commands import format_table
+
+    answer = recommender_for(store, UNSURE, threshold=0.8).recommend(PHOTO, k=2)
+    answer.recognised = False
+    text = format_table(answer)
+    assert "not sure of the type: ring (60%) or bracelet (35%) or necklace (5%)?" in text
+    assert "doesn't look like jewelry from this shop" in text
+    sure = recommender_for(store, UNSURE, threshold=0.5).recommend(PHOTO, k=2)
+    assert "not sure" not in format_table(sure) and "jewelry" not in format_table(sure)
