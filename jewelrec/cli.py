@@ -187,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("report", help="write one self-contained HTML report with plots",
+                       description="One HTML file, images inlined, no script, no network: "
+                       "catalog composition, hygiene findings, training curves, confusion matrix, "
+                       "Recall@K and precision per type, confidence/accuracy curve, example "
+                       "queries and a map of the catalog's embeddings. Runs the held-out "
+                       "evaluation as `evaluate` does.")
+    _home_arg(p)
+    p.add_argument("--out", metavar="FILE", help="where to write (default HOME/report.html)")
+    p.add_argument("--photo", action="append", metavar="PHOTO",
+                   help="an example query photo (repeatable; default: held-out catalog views)")
+    p.add_argument("--examples", type=int, default=4, metavar="N",
+                   help="held-out views shown as example queries (default 4)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("serve", help="serve the shopper's web page and the JSON API",
                        description="Serve the web page and the HTTP API (OpenAPI at "
                        "/openapi.json) from the home's models and index.")

@@ -217,6 +217,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    from jewelrec.report import build_report
+
+    if not 0 <= args.examples <= 50:
+        raise JewelrecError("--examples must be between 0 and 50")
+    home = home_of(args)
+    photos = [Path(p) for p in args.photo or []]
+    for photo in photos:
+        if not photo.is_file():
+            raise JewelrecError(f"--photo {photo}: no such file")
+    summary = build_report(
+        home, Path(args.out) if args.out else home.root / "report.html", photos=photos,
+        examples=args.examples, progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        for section, why in summary.unavailable.items():
+            print(f"section {section} not available: {why}", file=sys.stderr)
+        print(f"wrote {summary.path.resolve()}")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from jewelrec.server.app import serve
 

@@ -1,6 +1,7 @@
 """`jewelrec demo` (and `make demo`): the whole pipeline on a generated catalog.
 
-synth -> ingest -> train -> index -> recommend a few shopper photos -> HTML page -> serve.
+synth -> ingest -> train -> index -> recommend a few shopper photos -> HTML page -> report ->
+serve.
 A second run skips what is already up to date (same catalog parameters, same training data,
 same model), so it goes straight to the results.
 """
@@ -71,6 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from jewelrec.html_report import render_page
     from jewelrec.indexing import build_index
     from jewelrec.recommend import Recommender
+    from jewelrec.report import build_report
     from jewelrec.train import train_home
 
     home = home_of(args).ensure()
@@ -100,7 +102,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"indexed {report.images} images in {report.seconds:.1f}s -> {report.version}")
 
     _step("5/6 evaluate on held-out views")
-    print(evaluate_home(home).describe())
+    evaluation = evaluate_home(home)
+    print(evaluation.describe())
 
     _step("6/6 recommend for a few shopper photos")
     recommender = Recommender.open(home)
@@ -112,6 +115,9 @@ def run_demo(args: argparse.Namespace) -> int:
     page = home.root / "demo-results.html"
     render_page(home, page, outcomes)
     print(f"\nresults page: {page.resolve()}")
+    written = build_report(home, home.root / "report.html", evaluation=evaluation,
+                           photos=sorted((folder / "queries").glob("*.jpg"))[:4])
+    print(f"report: {written.path.resolve()}")
 
     if args.no_serve:
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ class EvaluationReport:
     metal_precision_at_10: float | None = None
     median_latency_ms: float | None = None
     confusion_png: str | None = None
+    # per true type: queries, recall@K, type precision@10 of the results, and the classifier's
+    # recall (of that type's queries, how many it named right) and precision (of its answers)
+    per_type: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    selective_curve: list[dict[str, float]] = field(default_factory=list)  # held-out views
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +64,8 @@ class EvaluationReport:
             "metal_precision@10": self.metal_precision_at_10,
             "median_latency_ms": self.median_latency_ms,
             "confusion_png": self.confusion_png,
+            "per_type": self.per_type,
+            "selective_curve": self.selective_curve,
         }
 
     def describe(self) -> str:
@@ -130,27 +137,76 @@ def evaluate_home(
     for t, p in zip(truth, predicted, strict=True):
         matrix[position[t], position[p]] += 1
     report.confusion = matrix.tolist()
+    report.selective_curve = selective_curve(
+        probabilities, [type_model.classes.index(t) if t in type_model.classes else -1
+                        for t in truth])
 
     hits = {k: 0 for k in RECALL_AT}
     type_precision, metal_precision = [], []
+    by_type: dict[str, dict[str, list[float]]] = {}
     for (product, image), probs in zip(query_views, probabilities, strict=True):
         results = recommender.rank(vectors[image], probs, k=max(RECALL_AT)).results
         ids = [r.id for r in results]
+        mine = by_type.setdefault(product.type, {"hits": [], "precision": []})
+        mine["hits"].append([product.id in ids[:k] for k in RECALL_AT])
         for k in RECALL_AT:
             hits[k] += product.id in ids[:k]
         top = results[:PRECISION_AT]
         if top:
             type_precision.append(np.mean([r.type == product.type for r in top]))
+            mine["precision"].append(type_precision[-1])
             if product.metal:
                 metals = store.get_many([r.id for r in top])
                 metal_precision.append(np.mean([metals[r.id].metal == product.metal for r in top]))
     report.recall = {k: hits[k] / len(query_views) for k in RECALL_AT}
     report.type_precision_at_10 = float(np.mean(type_precision)) if type_precision else None
     report.metal_precision_at_10 = float(np.mean(metal_precision)) if metal_precision else None
+    report.per_type = _per_type(report, by_type)
     report.median_latency_ms = _median_latency(home, recommender, query_views)
     report.confusion_png = str(_plot_confusion(home, report))
     atomic_write_json(home.reports_dir / "evaluation.json", report.to_dict())
     return report
+
+
+def selective_curve(
+    probabilities: np.ndarray, truth: Sequence[int], points: int = 20
+) -> list[dict[str, float]]:
+    """Accuracy of the type answers kept when only the most confident are kept: one point per
+    coverage step (1/points ... 1), with the confidence threshold that keeps that share."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) == 0:
+        return []
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == np.asarray(truth)
+    order = np.argsort(-confidence, kind="stable")
+    curve = []
+    for n in sorted({max(1, round(q * len(order))) for q in np.linspace(0, 1, points + 1)[1:]}):
+        kept = order[:n]
+        curve.append({"coverage": n / len(order), "accuracy": float(correct[kept].mean()),
+                      "threshold": float(confidence[order[n - 1]])})
+    return curve
+
+
+def _per_type(
+    report: EvaluationReport, by_type: dict[str, dict[str, list]]
+) -> dict[str, dict[str, float | int | None]]:
+    """Retrieval and classification quality of each true type's held-out queries."""
+    matrix = np.array(report.confusion)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for i, name in enumerate(report.confusion_classes):
+        if name not in by_type:
+            continue
+        hits = np.array(by_type[name]["hits"], dtype=float)
+        precision = by_type[name]["precision"]
+        answered = int(matrix[:, i].sum())
+        out[name] = {
+            "queries": len(hits),
+            **{f"recall@{k}": float(hits[:, j].mean()) for j, k in enumerate(RECALL_AT)},
+            "type_precision@10": float(np.mean(precision)) if precision else None,
+            "classifier_recall": float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None,
+            "classifier_precision": float(matrix[i, i] / answered) if answered else None,
+        }
+    return out
 
 
 def _classify(home, model, views, auto_crop: bool, progress: bool) -> np.ndarray:
