@@ -56,6 +56,13 @@ def _operations() -> list[tuple[str, str, GenerationMode]]:
 
 
 OPERATIONS = _operations()
+# Negative cases of GET /api/search that only turned a `brand`/`metal`/`prefer_brand` string
+# into a boolean, number or object are valid requests: a query string carries those as strings
+# (or drops them), so 200 is right and negative_data_rejection would call it a failure. (The
+# other GET routes escape this only because a random product id is a 404.) Every other check
+# still runs; the route's bad input (empty/long q, k, prices, type) is asserted one by one in
+# tests/test_text_search.py.
+NO_NEGATIVE_REJECTION = {("GET", "/api/search")}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,8 @@ def test_every_operation_is_covered():
     ("method", "path", "mode"), OPERATIONS, ids=[f"{m} {p} {g.value}" for m, p, g in OPERATIONS]
 )
 def test_generated_requests_get_documented_non_5xx_answers(api_schema, method, path, mode):
-    calls = _run(api_schema[path][method], mode, CHECKS)
+    lenient = mode is GenerationMode.NEGATIVE and (method, path) in NO_NEGATIVE_REJECTION
+    calls = _run(api_schema[path][method], mode, CHECKS[:-1] if lenient else CHECKS)
     assert calls  # the property was exercised, not vacuously true
 
 

@@ -386,7 +386,7 @@ Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
 PREFER_BRAND_HELP = ("rank this brand's pieces a little higher without leaving others out "
                      "(see jewelrec/search/prefer.py)")
-PreferBrand = Annotated[str | None, Query(max_length=200, description=PREFER_BRAND_HELP)]
+PreferBrand = Annotated[str, Query(max_length=200, description=PREFER_BRAND_HELP)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500, 503)
 }
@@ -500,7 +500,7 @@ async def search(
     ] = None,
     brand: Annotated[list[str] | None, Query()] = None,
     metal: Annotated[list[str] | None, Query()] = None,
-    prefer_brand: PreferBrand = None,
+    prefer_brand: PreferBrand = "",
 ) -> schemas.TextSearch:
     """Products matching words: BM25 over the catalog's text fused with title vectors."""
     filters = await _filters(
