@@ -5,11 +5,11 @@ URIs; there is no script, no link to fetch, and a Content-Security-Policy that a
 images and the inline style, so it opens the same from a mail attachment or a disk with no
 network. Catalog text is escaped and product links are left out (the page must not reach out).
 
-Sections: catalog composition, hygiene findings (catalog/hygiene.py), training curves, quality
-on held-out views (confusion matrix, Recall@K and precision per type, from evaluate.py), the
-confidence/accuracy curve, example queries with their results, and a 2-D map of the index's
-embeddings with thumbnails. A section the home cannot support yet (no models, no index) says
-which command to run instead of failing the report.
+Sections: catalog composition, hygiene findings (catalog/hygiene.py), quality on held-out views
+(confusion matrix, Recall@K and precision per type, from evaluate.py), the confidence/accuracy
+curve, example queries with their results, a 2-D map of the index's embeddings with thumbnails,
+and training (curves and notes of each model). A section the home cannot support yet (no
+models, no index) says which command to run instead of failing the report.
 """
 
 from __future__ import annotations
@@ -454,13 +454,13 @@ def build_report(
         builders: list[tuple[str, str, Callable[[], Section]]] = [
             ("catalog", "Catalog composition", lambda: catalog_section(products, facets)),
             ("hygiene", "Catalog hygiene", lambda: hygiene_section(home, store)),
-            ("training", "Training", lambda: training_section(home)),
             ("evaluation", "Quality on held-out views",
              lambda: evaluation_section(evaluation, evaluation_error)),
             ("confidence", "Confidence and accuracy", lambda: confidence_section(home, evaluation)),
             ("examples", "Example queries",
              lambda: examples_section(home, products, photos, examples)),
             ("map", "Map of the catalog", lambda: map_section(home, map_points)),
+            ("training", "Training", lambda: training_section(home)),
         ]
         sections, unavailable = [], {}
         for section_id, title, build in builders:

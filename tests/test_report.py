@@ -1,8 +1,8 @@
 """`jewelrec report`: one self-contained HTML file with every section, no network, no script;
 in Chromium with the network off every plot loads.
 
-Set JEWELREC_REPORT_SCREENSHOT=path/to/file.png to also save a screenshot of the report's top
-(docs/report.png is made this way, then scaled down).
+Set JEWELREC_REPORT_SCREENSHOT=path/to/file.png to also save the screenshot (1280x1800 from the
+example queries on; docs/report.png is made this way from a demo home, scaled to half).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from jewelrec.cli import main
 from jewelrec.home import Home
 from jewelrec.report import build_report
 
-SECTIONS = ["catalog", "hygiene", "training", "evaluation", "confidence", "examples", "map"]
+SECTIONS = ["catalog", "hygiene", "evaluation", "confidence", "examples", "map", "training"]
 PLOTS = 5  # catalog, confusion, per type, confidence, map (plus any loss curves)
 
 
@@ -113,7 +113,7 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+            context = browser.new_context(viewport={"width": 1280, "height": 1800}, offline=True)
             page = context.new_page()
             page.on("request", lambda r: requests.append(r.url))
             page.goto(report.resolve().as_uri())
@@ -122,6 +122,7 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
             plots = page.eval_on_selector_all(
                 "img.plot", "imgs => imgs.map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
             headings = page.eval_on_selector_all("section h2", "hs => hs.map(h => h.textContent)")
+            page.eval_on_selector("#examples", "e => e.scrollIntoView()")
             page.screenshot(path=str(shot))
         finally:
             browser.close()
