@@ -161,6 +161,8 @@ def test_price_phrases_and_what_is_left_to_rank_by(vocabulary):
     assert parsed.text == "pearl necklace"
     assert parsed.facets["stones"] == ("pearl",)  # a stone first, not the tag "pearl"
     assert parse_query("with the", vocabulary).terms == ()
+    assert parse_query("the rose gold circle earrings with a twist", vocabulary).free_terms == (
+        "twist",)
     assert parse_query("rings <= 45", vocabulary).max_price == 45.0
 
 
@@ -253,9 +255,21 @@ def test_search_applies_the_words_as_filters(searcher, products):
     want = {p.id for p in products if p.metal == metal and p.type == type_}
     assert answer.results and {r.id for r in answer.results} <= want
     assert len(answer.results) == min(5, len(want))  # k whenever k products fit
-    assert answer.ranked_by == ["words", "title vectors"]
+    assert answer.ranked_by == ["words"]  # every word became a filter: no model needed
     scores = [r.score for r in answer.results]
     assert scores == sorted(scores, reverse=True)
+    # words that are all filters find what passes them even where no title has the words
+    synonym = {"earring": "Ohrringe", "necklace": "chokers", "ring": "wedding bands",
+               "bracelet": "Armbänder"}[type_]  # the feed rules' type words
+    golden = {"gold": "golden", "silver": "silvery", "rose gold": "pink gold"}[metal]
+    by_synonyms = searcher.search(f"{golden} {synonym}", k=5)
+    assert by_synonyms.ranked_by == ["words"]
+    assert by_synonyms.applied["types"] == [type_]
+    assert len(by_synonyms.results) == min(5, len(want))
+    assert {r.id for r in by_synonyms.results} <= want
+    worded = searcher.search(f"{metal} {noun} that sparkle", k=5)  # a word no filter takes
+    assert worded.ranked_by == ["words", "title vectors"]
+    assert {r.id for r in worded.results} <= want and worded.applied == answer.applied
 
 
 def test_search_price_phrase_and_caller_filters(searcher, products):

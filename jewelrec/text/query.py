@@ -118,6 +118,7 @@ class ParsedQuery:
 
     text: str  # the query without its price phrase: what BM25 and the title vectors rank by
     terms: tuple[str, ...]  # its words, stop words dropped
+    free_terms: tuple[str, ...] = ()  # those no filter took: what only ranking can serve
     facets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     max_price: float | None = None
     min_price: float | None = None
@@ -132,6 +133,7 @@ def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
     text, min_price = _take_price(text, _MIN_PRICE, max)
     words = words_of(text)
     found: dict[str, list[str]] = {}
+    taken: set[int] = set()  # positions of words that named a filter
     i = 0
     while i < len(words):
         for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
@@ -140,6 +142,7 @@ def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
                 facet, value = hit
                 if value not in found.setdefault(facet, []):
                     found[facet].append(value)
+                taken.update(range(i, i + n))
                 i += n
                 break
         else:
@@ -147,6 +150,8 @@ def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
     return ParsedQuery(
         text=" ".join(text.split()),
         terms=tuple(w for w in dict.fromkeys(words) if w not in STOPWORDS),
+        free_terms=tuple(dict.fromkeys(
+            w for j, w in enumerate(words) if j not in taken and w not in STOPWORDS)),
         facets={facet: tuple(values) for facet, values in found.items()},
         max_price=max_price,
         min_price=min_price,

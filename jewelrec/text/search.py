@@ -4,8 +4,10 @@ words -> parse (facet words and a price phrase become filters, jewelrec/text/que
     BM25 over the catalog store's FTS5 table  ┐
     title vectors (all-MiniLM-L6-v2) nearest  ┴─ reciprocal-rank fusion -> prefer_brand -> k
 Both lists are taken among the products that pass the filters (filters before ranking, as for
-photos). The text model is loaded on the first text query only, so a server that never gets
-one never pays for it; title vectors come from the index version being served.
+photos). Title vectors rank only when some word named no filter: "silver hoop earrings" in a
+catalog with those values is all filters, and BM25 orders what passes them. The text model is
+loaded on the first query that needs it, so a server that never gets one never pays for it;
+title vectors come from the index version being served.
 """
 
 from __future__ import annotations
@@ -110,7 +112,9 @@ class TextSearcher:
             ranked_by.append("words")
             rankings.append([pid for pid, _ in self.store.search_text(
                 parsed.terms, where=where, params=params, limit=want)])
-        if state.vectors is not None and parsed.terms:
+        # title vectors serve the words no filter took ("circle", "wrist"); a query whose
+        # every word became a filter is ranked by BM25 alone (saves the model's ~10 ms)
+        if state.vectors is not None and parsed.free_terms:
             ranked_by.append("title vectors")
             allowed = None if where == "1" else self.store.ids_where(where, params)
             vector = self.encoder().embed([parsed.text])[0]
@@ -119,6 +123,13 @@ class TextSearcher:
             ranked_by.append("price")
             rankings.append(self.store.ids_where(where, params, order="price")[:want])
         fused = reciprocal_rank_fusion(rankings)[: want]
+        if not parsed.free_terms and len(fused) < want and "price" not in ranked_by:
+            # every word was a filter: whatever passes them fits ("golden choker" where no
+            # title says "choker"), after those the words also found, cheapest first
+            seen = {pid for pid, _ in fused}
+            rest = [pid for pid in self.store.ids_where(where, params, order="price")
+                    if pid not in seen]
+            fused += [(pid, 0.0) for pid in rest[: want - len(fused)]]
         products = self.store.get_many(pid for pid, _ in fused)
         results = [Result.from_product(products[pid], products[pid].image, score)
                    for pid, score in fused if pid in products and products[pid].images]
