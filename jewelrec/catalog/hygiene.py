@@ -56,7 +56,7 @@ THUMB = 24
 CANDIDATE_BITS = 10  # pHash distance worth a closer look (re-encodings: 99 % within 4)
 MAX_RMSE = 5.0  # thumbnail distance of the same picture (see the module docstring)
 PLACEHOLDER_MIN = 5
-_CHUNK = 2048  # hashes compared per block: (2048 x N) uint64 at a time
+_BLOCK = 1 << 23  # hash pairs compared at once: 64 MB of uint64 whatever the catalog size
 DESCRIBED_GROUPS = 5
 
 
@@ -150,8 +150,9 @@ def near_identical_groups(signatures: Mapping[str, Signature]) -> list[list[str]
             i = parent[i]
         return i
 
-    for start in range(0, len(names), _CHUNK):
-        block = hashes[start : start + _CHUNK]
+    rows_per_block = max(16, _BLOCK // len(names))
+    for start in range(0, len(names), rows_per_block):
+        block = hashes[start : start + rows_per_block]
         # only pairs (i, j) with j > i: each block against itself and everything after it
         distance = np.bitwise_count(block[:, None] ^ hashes[None, start:])
         rows, cols = np.nonzero(distance <= CANDIDATE_BITS)
