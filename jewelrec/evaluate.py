@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
 from jewelrec.errors import NotReadyError
@@ -107,6 +108,10 @@ def evaluate_home(
         raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     store = CatalogStore.open(home)
     fit_views, query_views = split_views(store.all_products())
+    # as in the served index: placeholders and shared photos flagged at ingest are left out
+    flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
+    fit_views = [(p, image) for p, image in fit_views if (p.id, image) not in flagged]
+    query_views = [(p, image) for p, image in query_views if (p.id, image) not in flagged]
     embed_model = load_embedder(home.models_dir, embedder_name)
     type_model = load_classifier(home.models_dir, classifier_name)
     report = EvaluationReport(embedder_name, classifier_name, len(query_views), None)

@@ -214,3 +214,36 @@ def test_gold_and_silver_versions_of_one_shot_stay_apart():
     silver[ring] = (192, 192, 198)
     signatures = {"gold": signature(gold), "silver": signature(silver)}
     assert near_identical_groups(signatures) == []
+
+
+class StubClassifier:
+    """Stands in for a trained type classifier: always the same, unsure, answer."""
+
+    name = "stub"
+
+    def __init__(self, classes):
+        self.classes = list(classes)
+
+    def predict_proba(self, images):
+        return np.full((len(images), len(self.classes)), 1 / len(self.classes), np.float32)
+
+
+def test_evaluation_leaves_flagged_views_out(messy_catalog, tmp_path, monkeypatch):
+    import jewelrec.evaluate as evaluate
+
+    home = Home(tmp_path / "home")
+    ingest(messy_catalog, home, progress=False)
+    with CatalogStore.open(home) as store:
+        classes = store.types()
+        multi_view = sum(len(set(p.images)) > 1 for p in store.all_products())
+    monkeypatch.setattr(evaluate, "load_embedder", lambda models_dir, name: StubEmbedder())
+    monkeypatch.setattr(evaluate, "load_classifier",
+                        lambda models_dir, name: StubClassifier(classes))
+    monkeypatch.setattr(evaluate, "model_fingerprint", lambda folder: "stub")
+    monkeypatch.setattr(evaluate, "_median_latency", lambda *args: None)
+    report = evaluate.evaluate_home(home, progress=False)
+    # `twice` is multi-view, but its second photo repeats the first: no honest query
+    assert report.queries == multi_view - 1, (multi_view, report.queries)
+
+    ingest(messy_catalog, home, progress=False, keep_duplicates=True)
+    assert evaluate.evaluate_home(home, progress=False).queries == multi_view
