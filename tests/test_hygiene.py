@@ -273,3 +273,22 @@ def test_real_photos_only_known_copies_are_grouped(real_photos):
     assert all(len(g) == 2 and g[0].startswith("groups/") and g[1].startswith("real-jewelry/")
                for g in found)
     assert len(found) <= len(listed) + 1  # + one copy across two source repositories
+
+
+def test_catalog_of_placeholders_only_says_so_at_index(tmp_path, stub_models):
+    from jewelrec.errors import NotReadyError
+
+    folder = tmp_path / "catalog"
+    (folder / "images").mkdir(parents=True)
+    coming_soon(folder / "images" / "soon.png")
+    with open(folder / "catalog.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "title", "type", "price", "url", "image"])
+        for i in range(5):
+            writer.writerow([f"s{i}", f"Piece {i}", ("ring", "necklace")[i % 2], "10",
+                             f"https://shop.example/s{i}", "images/soon.png"])
+    home = Home(tmp_path / "home")
+    summary = ingest(folder / "catalog.csv", home, progress=False)
+    assert len(summary.hygiene.excluded) == 5
+    with pytest.raises(NotReadyError, match="keep-duplicates"):
+        indexing.build_index(home, progress=False)
