@@ -18,6 +18,7 @@ from jewelrec.catalog.ingest import ingest
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.cli import main
+from jewelrec.errors import NotReadyError
 from jewelrec.home import Home
 from jewelrec.search.filters import Filters
 from jewelrec.search.prefer import PHOTO_BRAND_BONUS, prefer_brand
@@ -27,7 +28,7 @@ from jewelrec.text.fusion import reciprocal_rank_fusion
 from jewelrec.text.minilm import MiniLM
 from jewelrec.text.query import Vocabulary, parse_query
 from jewelrec.text.search import TextSearcher
-from jewelrec.text.vectors import TitleVectors
+from jewelrec.text.vectors import TitleVectors, write_title_vectors
 
 CATALOG_WORDS = {
     "types": ["bracelet", "earring", "necklace", "ring"],
@@ -233,6 +234,33 @@ def test_index_publishes_one_title_vector_per_product(tiny_home):
     assert vectors is not None and sorted(vectors.ids) == store.ids()
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["text_rows"] == store.count() and meta["text_model"]
+
+
+def test_title_vectors_are_cached_per_title_and_a_missing_model_costs_only_them(tmp_path):
+    home = Home(tmp_path / "home").ensure()
+    titles = [product("a", "Gold Hoop Earrings"), product("b", "Silver Band Ring")]
+    loads = []
+
+    def counting() -> MiniLM:
+        loads.append(1)
+        return MiniLM()
+
+    first = write_title_vectors(home, titles, tmp_path, encoder=counting)
+    assert first["text_embedded"] == 2 and loads == [1]
+    renamed = [titles[0], product("b", "Silver Band Ring, Wide")]
+
+    def no_model() -> MiniLM:
+        raise NotReadyError("text model not installed")
+
+    again = write_title_vectors(home, titles, tmp_path, encoder=no_model)  # all cached: no model
+    assert again["text_embedded"] == 0 and again["text_model"] == first["text_model"]
+    # a new title needs the model; without it: no vectors, a warning, and the index goes on
+    assert write_title_vectors(home, renamed, tmp_path / "none", encoder=no_model) == {
+        "text_model": None}
+    assert TitleVectors.load(tmp_path / "none") is None
+    loaded = TitleVectors.load(tmp_path)
+    assert loaded.ids == ("a", "b") and loaded.nearest(loaded.matrix[1], 1) == ["b"]
+    assert loaded.nearest(loaded.matrix[1], 2, allowed=["a"]) == ["a"]
 
 
 # -- the searcher over a real home -------------------------------------------------------------

