@@ -118,7 +118,8 @@ def test_ingest_flags_placeholders_shared_photos_and_repeats(messy_catalog, tmp_
     assert len(summary.hygiene.groups) == 3
 
     text = summary.describe()
-    assert "1 placeholder images" in text and "8 views left out of the index" in text
+    assert "1 placeholder image (on >= 5 products)" in text
+    assert "8 views left out of the index" in text and "2 copies in product twice" in text
     with CatalogStore.open(home) as store:
         assert store.meta(META_KEY) == summary.hygiene.to_dict()
 

@@ -238,23 +238,28 @@ class HygieneFindings:
         fate = ("kept in the index (--keep-duplicates)" if self.kept
                 else f"{len(self.excluded)} views left out of the index")
         lines = [
-            f"  hygiene: {len(self.of_kind('placeholder'))} placeholder images (on >= "
-            f"{self.placeholder_min} products), {len(self.of_kind('duplicate'))} photos shared "
-            f"by different products, {len(self.of_kind('repeat'))} repeated within a product; "
-            f"{fate}"
+            f"  hygiene: {_count(len(self.of_kind('placeholder')), 'placeholder image')} (on >= "
+            f"{self.placeholder_min} products), "
+            f"{_count(len(self.of_kind('duplicate')), 'photo')} shared by different products, "
+            f"{_count(len(self.of_kind('repeat')), 'photo')} repeated within a product; {fate}"
         ]
         shown = sorted(self.groups, key=lambda g: -len(g.products))[:DESCRIBED_GROUPS]
         for group in shown:
             ids = ", ".join(group.products[:4]) + (" ..." if len(group.products) > 4 else "")
             kept = f"; kept for {group.kept}" if group.kept and not self.kept else ""
-            lines.append(f"    {group.kind}: {group.images[0]} on {len(group.products)} "
-                         f"products ({ids}){kept}")
+            where = (f"{len(group.images)} copies in product {ids}" if group.kind == "repeat"
+                     else f"on {len(group.products)} products ({ids})")
+            lines.append(f"    {group.kind}: {group.images[0]} {where}{kept}")
         if len(self.groups) > DESCRIBED_GROUPS:
             lines.append(f"    ... and {len(self.groups) - DESCRIBED_GROUPS} more groups "
                          "(--json lists them all)")
         if self.unreadable:
             lines.append(f"    {len(self.unreadable)} images could not be read for the check")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def audit(
