@@ -27,7 +27,7 @@ from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.indexing import EmbeddingCache, embed_images, index_rows, model_fingerprint
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
-from jewelrec.recommend import Recommender
+from jewelrec.recommend import Recommender, typing_view
 from jewelrec.search.index import ExactIndex
 
 RECALL_AT = (1, 5, 10)
@@ -218,7 +218,9 @@ def _classify(home, model, views, auto_crop: bool, progress: bool) -> np.ndarray
     rows = []
     batch: list[np.ndarray] = []
     for _, image in tqdm(views, desc="classifying", unit="img", disable=not progress):
-        batch.append(focus_on_piece(load_image(home.image_path(image)), auto=auto_crop)[0])
+        photo = load_image(home.image_path(image))
+        focused = focus_on_piece(photo, auto=auto_crop)[0]
+        batch.append(typing_view(model, photo, None, focused))
         if len(batch) == 32:
             rows.append(model.predict_proba(batch))
             batch = []

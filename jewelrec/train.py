@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
 from jewelrec.errors import NotReadyError
@@ -47,24 +48,39 @@ class TrainedModel:
         }
 
 
+@dataclass
+class TrainingImages:
+    """The catalog's non-held-out views: each as the piece found (what embedders see) and as the
+    whole photo (what a head that wants the context sees), with its type label."""
+
+    pieces: list[np.ndarray]
+    photos: list[np.ndarray]
+    labels: list[str]
+    fingerprint: str
+
+    def for_model(self, model: object) -> list[np.ndarray]:
+        return self.photos if getattr(model, "whole_photo", False) else self.pieces
+
+
 def load_training_images(
     home: Home, *, auto_crop: bool = True, progress: bool = True
-) -> tuple[list[np.ndarray], list[str], str]:
-    """Framed images of every non-held-out view, their type labels, and the data fingerprint."""
+) -> TrainingImages:
+    """Every non-held-out view, framed both ways, with labels and the data fingerprint."""
     if not home.catalog_db.exists():
         raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     store = CatalogStore.open(home)
     fit_views, _ = split_views(store.all_products())
+    flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))  # placeholders, shared photos
+    fit_views = [(p, name) for p, name in fit_views if (p.id, name) not in flagged]
     if not fit_views:
         raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
-    images, labels = [], []
+    pieces, photos, labels = [], [], []
     for product, name in tqdm(fit_views, desc="loading images", unit="img", disable=not progress):
         image = load_image(home.image_path(name))
-        images.append(focus_on_piece(image, auto=auto_crop)[0])
+        photos.append(image)
+        pieces.append(focus_on_piece(image, auto=auto_crop)[0])
         labels.append(product.type)
-    if len(set(labels)) < 2:
-        raise NotReadyError("training a type classifier needs at least two product types")
-    return images, labels, store.fingerprint()
+    return TrainingImages(pieces, photos, labels, store.fingerprint())
 
 
 def train_home(
@@ -90,14 +106,15 @@ def train_home(
         "classifier": classifier_class(names["classifier"]),
         "embedder": embedder_class(names["embedder"]),
     }
-    images, labels, fingerprint = load_training_images(
+    data = load_training_images(
         home, auto_crop=bool(settings.get("auto_crop", True)), progress=progress
     )
     trained = []
     for kind in ("classifier", "embedder"):
         start = time.perf_counter()
         model = factories[kind]()
-        report = model.fit(images, labels, epochs=epochs, seed=seed, progress=progress)
+        images = data.for_model(model)
+        report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress)
         folder = model_folder(home.models_dir, kind, names[kind])
         model.save(folder)
         if report.train_loss:
@@ -106,7 +123,7 @@ def train_home(
         atomic_write_json(
             folder / "training.json",
             {
-                "training_data_fingerprint": fingerprint,
+                "training_data_fingerprint": data.fingerprint,
                 "images": len(images),
                 "epochs": epochs,
                 "seed": seed,

@@ -13,11 +13,13 @@ from jewelrec.imaging.colour import SIGNATURE_DIM
 from jewelrec.models.backbone import (
     FEATURE_DIM,
     INPUT_SIZE,
+    POOLINGS,
     Backbone,
     EfficientNetEmbedder,
     RetrievalSettings,
     default_onnx_path,
     load_torch_model,
+    pool,
     preprocess,
     preprocess_batch,
     shared_backbone,
@@ -37,7 +39,7 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> object:
     """One export for the module, attached to the process's shared backbone."""
-    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0.onnx"
+    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0-maps.onnx"
     assert shared_backbone().use_onnx(path)
     assert path.exists()
     return path
@@ -49,13 +51,49 @@ def test_imagenet_classes_come_out_right(photos):
     assert 281 <= logits[1].argmax() <= 285  # a domestic cat
 
 
-def test_onnx_matches_torch(photos, onnx_path):
-    batch = preprocess_batch([photos["coffee"], photos["astronaut"]])  # batch 2: dynamic axis
-    torch_features, torch_logits = Backbone().run_torch(batch)
-    onnx_features, onnx_logits = shared_backbone().run(batch)
+@pytest.mark.parametrize("size", [INPUT_SIZE, 320])
+def test_onnx_matches_torch_at_any_multiple_of_32(photos, onnx_path, size):
+    # batch 2 and another size than the export's: the batch, height and width axes are dynamic
+    batch = preprocess_batch([photos["coffee"], photos["astronaut"]], size=size)
+    torch_maps, torch_logits = Backbone().run_torch(batch)
+    onnx_maps, onnx_logits = shared_backbone().run(batch)
     assert shared_backbone().runtime == "onnxruntime"
-    np.testing.assert_allclose(onnx_features, torch_features, atol=1e-4)
+    assert onnx_maps.shape == (2, FEATURE_DIM, size // 32, size // 32)
+    np.testing.assert_allclose(onnx_maps, torch_maps, atol=1e-4)
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+
+
+def test_sizes_that_are_not_multiples_of_32_are_refused(photos):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        RetrievalSettings(input_size=300)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Backbone().run(preprocess_batch([photos["coffee"]], size=100))
+
+
+def test_poolings_of_a_known_map():
+    maps = np.zeros((1, 2, 4, 4), np.float32)
+    maps[0, 0, 0, 0] = 8.0  # one strong response in a corner of channel 0
+    maps[0, 1] = 1.0  # channel 1 flat
+    average, gem, rmac = (pool(maps, how) for how in POOLINGS)
+    assert average[0, 0] == pytest.approx(0.5) and average[0, 1] == pytest.approx(1.0)
+    assert average[0, 0] < gem[0, 0] < 8.0  # the generalised mean leans to the strong response
+    assert gem[0, 1] == pytest.approx(1.0, rel=1e-4)  # and equals a flat map's value
+    assert rmac.shape == (1, 2) and rmac[0, 0] > 0  # the corner region still counts
+    with pytest.raises(ValueError, match="pooling"):
+        pool(maps, "median")
+
+
+def test_one_pass_serves_every_pooling(photos, onnx_path, monkeypatch):
+    backbone = Backbone()
+    backbone.use_onnx(onnx_path)
+    runs = []
+    real_run = backbone.run
+    monkeypatch.setattr(backbone, "run", lambda batch: runs.append(len(batch)) or real_run(batch))
+    gem = backbone.features([photos["chelsea"]], size=320, pooling="gem")
+    rmac = backbone.features([photos["chelsea"]], size=320, pooling="rmac")
+    assert runs == [1] and gem.shape == rmac.shape == (1, FEATURE_DIM)
+    backbone.features([photos["chelsea"]], size=224, pooling="gem")  # another framing: a pass
+    assert runs == [1, 1]
 
 
 def test_loading_is_strict():
@@ -142,12 +180,13 @@ def test_pca_projection_round_trips(photos, onnx_path, tmp_path):
 
 def test_onnx_lives_in_the_homes_cache(tmp_path):
     home_model = tmp_path / "home" / "models" / "embedder-efficientnet"
-    assert default_onnx_path(home_model) == tmp_path / "home" / "cache" / "efficientnet-lite0.onnx"
+    expected = tmp_path / "home" / "cache" / "efficientnet-lite0-maps.onnx"
+    assert default_onnx_path(home_model) == expected
     assert default_onnx_path(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "backbone.onnx"
 
 
 def test_damaged_onnx_file_is_exported_again(photos, tmp_path):
-    path = tmp_path / "efficientnet-lite0.onnx"
+    path = tmp_path / "efficientnet-lite0-maps.onnx"
     path.write_bytes(b"not an onnx model")
     backbone = Backbone()
     assert backbone.use_onnx(path) and backbone.runtime == "onnxruntime"
@@ -161,3 +200,14 @@ def test_a_bulk_run_on_torch_exports_and_switches_to_onnx(photos, monkeypatch):
     backbone = Backbone()
     _, logits = backbone.run_images([photos["coffee"], photos["chelsea"]])
     assert backbone.runtime == "onnxruntime" and logits[0].argmax() == 967
+
+
+def test_export_folds_the_same_pads_into_the_convolutions(onnx_path):
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Pad" not in ops  # folded; test_onnx_matches_torch_* shows the numbers are unchanged
+    asymmetric = [a.ints for n in graph.node if n.op_type == "Conv"
+                  for a in n.attribute if a.name == "pads" and list(a.ints[:2]) != list(a.ints[2:])]
+    assert len(asymmetric) == 5  # the five stride-2 convolutions pad right/bottom more

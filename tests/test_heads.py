@@ -13,8 +13,11 @@ from PIL import Image, ImageDraw
 from jewelrec.errors import NotReadyError
 from jewelrec.models.backbone import shared_backbone
 from jewelrec.models.heads import (
+    UNDECIDED,
     EfficientNetHeadClassifier,
     HeadSettings,
+    _calibration_splits,
+    decision_threshold,
     fit_head,
     fit_temperature,
     head_probabilities,
@@ -123,3 +126,45 @@ def test_loading_another_model_is_refused(photos, features, tmp_path):
     EfficientNetEmbedder(RetrievalSettings(centre=False, pca_dim=None)).save(tmp_path / "embedder")
     with pytest.raises(NotReadyError, match="efficientnet-head"):
         EfficientNetHeadClassifier.load(tmp_path / "embedder")
+
+
+def test_a_one_type_catalog_gets_a_head_that_is_always_decided(features):
+    head, notes = fit_head(features[:5], ["ring"] * 5, HeadSettings())
+    probabilities = head_probabilities(head, features)
+    assert head.classes == ["ring"] and head.decision_threshold == 0.0
+    np.testing.assert_allclose(probabilities, 1.0)
+
+
+def test_decision_threshold_keeps_the_confident_answers_right():
+    # confidences 0.9..0.5; the two most confident are right, the third wrong, then right again
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.5, 0.5]])
+    truth = np.array([0, 0, 1, 0, 0])
+    assert decision_threshold(probabilities, truth, target=0.95) == pytest.approx(0.8)
+    assert decision_threshold(probabilities, truth, target=0.78) == pytest.approx(0.5)  # 4 of 5
+    assert decision_threshold(probabilities, np.array([1, 1, 1, 1, 1])) == UNDECIDED
+
+
+def test_cluster_calibration_never_trains_on_the_cluster_it_predicts():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16)) * 10  # five well separated "shop styles"
+    x = np.concatenate([c + rng.normal(size=(20, 16)) for c in centres])
+    style = np.repeat(np.arange(5), 20)
+    y = np.tile([0, 1], 50)
+    splits = _calibration_splits(x, y, "clusters", seed=0)
+    assert len(splits) >= 2
+    for train, held in splits:
+        assert not set(style[train]) & set(style[held])
+    random_splits = _calibration_splits(x, y, "stratified", seed=0)
+    assert any(set(style[train]) & set(style[held]) for train, held in random_splits)
+
+
+def test_default_head_classifies_the_whole_photo_and_saves_its_threshold(photos, tmp_path):
+    images, labels = photos
+    classifier = EfficientNetHeadClassifier()
+    assert classifier.whole_photo and classifier.settings.pooling == "rmac"
+    report = classifier.fit(images, labels, progress=False)
+    assert 0.0 <= classifier.decision_threshold <= UNDECIDED
+    assert report.notes["decision_threshold"] == classifier.decision_threshold
+    classifier.save(tmp_path / "classifier")
+    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier")
+    assert loaded.decision_threshold == classifier.decision_threshold

@@ -82,10 +82,12 @@ class TypeClassifier(Protocol):
 EMBEDDERS: dict[str, str] = {
     "autoencoder": "jewelrec.models.autoencoder:AutoencoderEmbedder",
     "efficientnet": "jewelrec.models.backbone:EfficientNetEmbedder",
+    "efficientnet-gap": "jewelrec.models.backbone:EfficientNetGapEmbedder",
 }
 CLASSIFIERS: dict[str, str] = {
     "seed-cnn": "jewelrec.models.seed_cnn:SeedCNNClassifier",
     "efficientnet-head": "jewelrec.models.heads:EfficientNetHeadClassifier",
+    "efficientnet-head-gap": "jewelrec.models.heads:EfficientNetGapHeadClassifier",
 }
 
 

@@ -78,13 +78,17 @@ class EfficientNetLite0(nn.Module):
         self._conv_head, self._bn1 = SameConv2d(cin, FEATURE_DIM, 1), bn(FEATURE_DIM)
         self._fc = nn.Linear(FEATURE_DIM, num_classes)  # dropout 0.2 before it only in training
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 224, 224) normalised RGB -> (N, 1280) globally average-pooled, non-negative."""
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 224, 224) normalised RGB -> (N, 1280, 7, 7) last feature map, non-negative
+        (any input size: the map is ceil(size / 32) on each side)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, 112, 112)
         for block in self._blocks:
             x = block(x)  # ... -> (N, 320, 7, 7)
-        x = F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, 7, 7)
-        return x.mean(dim=(2, 3))  # (N, 1280)
+        return F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, 7, 7)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 224, 224) normalised RGB -> (N, 1280) globally average-pooled, non-negative."""
+        return self.feature_maps(x).mean(dim=(2, 3))  # (N, 1280)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))  # (N, 1000) ImageNet logits
