@@ -70,6 +70,16 @@ class Result:
         )
 
 
+def typing_view(
+    classifier: TypeClassifier, image: np.ndarray, crop: Box | None, focused: np.ndarray
+) -> np.ndarray:
+    """What the type classifier looks at: the caller's crop, else the whole photo for a head
+    that wants the context (a neck, a hand), else the piece found automatically."""
+    if crop is None and getattr(classifier, "whole_photo", False):
+        return image
+    return focused
+
+
 @dataclass(frozen=True)
 class TypeAlternative:
     type: str
@@ -277,7 +287,8 @@ class Recommender:
             photo_name = str(photo)
         image = photo if isinstance(photo, np.ndarray) else load_image(photo)
         focused, box = focus_on_piece(image, crop, auto=self.auto_crop)
-        probabilities = snap.classifier.predict_proba([focused])[0]
+        probabilities = snap.classifier.predict_proba([typing_view(snap.classifier, image, crop,
+                                                                   focused)])[0]
         vector = snap.embedder.embed([focused])[0]
         recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type)
         recommendation.photo = photo_name
