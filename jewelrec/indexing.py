@@ -31,7 +31,7 @@ from jewelrec.imaging.io import load_image
 from jewelrec.models.base import Embedder, load_embedder, model_folder
 from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
-from jewelrec.search.recognition import recognition_meta
+from jewelrec.search.recognition import measure_catalog, save_reference
 from jewelrec.text.vectors import write_title_vectors
 
 BATCH_SIZE = 16
@@ -228,6 +228,11 @@ def build_index(
     rows = index_rows(views)
     matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
 
+    recognition, reference = measure_catalog(
+        home, model, [image for _, image in views], [p.id for p, _ in views], matrix,
+        embedder_id=f"{embedder_name}-{fingerprint}",
+        auto_crop=bool(settings.get("auto_crop", True)), progress=progress,
+    )
     write_start = time.perf_counter()
     meta: dict[str, Any] = {
         "embedder": embedder_name,
@@ -240,13 +245,15 @@ def build_index(
         "catalog_fingerprint": store.fingerprint(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # below this best similarity a query photo is "not jewelry from this shop"
-        **recognition_meta(matrix, [r.product_id for r in rows]),
+        **recognition,
     }
     # a failed build removes its folder; a full disk is named, not 'unexpected error'
     with versions.building(home) as building:
         exact = ExactIndex(matrix.shape[1])
         exact.upsert(rows, matrix)
         exact.save(building)  # kept for every backend: ground truth, and a fast local fallback
+        if reference is not None:
+            save_reference(building, reference)
         meta.update(write_title_vectors(home, products, building))  # for text search
         if backend == "milvus":
             if not milvus_uri:

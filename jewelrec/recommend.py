@@ -29,7 +29,7 @@ from jewelrec.models.base import Embedder, TypeClassifier
 from jewelrec.search import prefer, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
-from jewelrec.search.recognition import is_recognised
+from jewelrec.search.recognition import best_similarity, is_recognised, recognition_features
 from jewelrec.snapshot import Snapshot, classifier_fingerprint, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,10 @@ class Recommender:
         probabilities = snap.classifier.predict_proba([typing_view(snap.classifier, image, crop,
                                                                    focused)])[0]
         vector = snap.embedder.embed([focused])[0]
-        recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type)
+        seen = (recognition_features(snap.embedder, [focused])
+                if snap.recognition_reference is not None else None)
+        recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type,
+                                    recognition=None if seen is None else seen[0])
         recommendation.photo = photo_name
         recommendation.crop = box
         return recommendation
@@ -320,6 +323,7 @@ class Recommender:
         k: int,
         filters: Filters | None,
         type: str | None,
+        recognition: np.ndarray | None = None,
     ) -> Recommendation:
         classes = snap.classifier.classes
         probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -337,7 +341,7 @@ class Recommender:
             searched = list(likely)
             results = self._search_likely_types(snap, vector, k, filters, likely)
         return Recommendation(
-            recognised=self._recognised(snap, vector, results),
+            recognised=self._recognised(snap, vector, results, recognition),
             photo=None,
             type=predicted,
             type_confidence=round(confidence, 6),
@@ -351,12 +355,23 @@ class Recommender:
             type_alternatives=type_alternatives(classes, probabilities),
         )
 
-    def _recognised(self, snap: Snapshot, vector: np.ndarray, results: list[Result]) -> bool:
+    def _recognised(
+        self, snap: Snapshot, vector: np.ndarray, results: list[Result],
+        recognition: np.ndarray | None,
+    ) -> bool:
         """Whether the photo is as close to the catalog as the catalog's pieces are to each
-        other (the threshold `jewelrec index` recorded); one unfiltered nearest-neighbour
-        look-up only when the filtered results alone cannot tell."""
+        other (the threshold `jewelrec index` recorded), in the backbone's space when the index
+        holds reference features (`recognition`: the photo's), else in the embedding space,
+        with one unfiltered nearest-neighbour look-up only when the results cannot tell."""
         threshold = snap.index_meta.get("recognition_threshold")
-        if threshold is None or any(r.score >= threshold for r in results):
+        if threshold is None:
+            return True
+        if snap.recognition_reference is not None:
+            if recognition is None:  # rank() from a caller without the photo: cannot tell
+                return True
+            return is_recognised(best_similarity(snap.recognition_reference, recognition),
+                                 threshold)
+        if any(r.score >= threshold for r in results):
             return True
         nearest = snap.index.search(vector, 1, Filters())
         return is_recognised(nearest[0].score if nearest else None, threshold)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.home import Home
 from jewelrec.models.base import (
@@ -25,8 +27,10 @@ from jewelrec.models.base import (
     load_embedder,
     model_folder,
 )
+from jewelrec.search import versions
 from jewelrec.search.backends import open_index
 from jewelrec.search.index import Index
+from jewelrec.search.recognition import load_reference
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ class Snapshot:
     index_meta: Mapping[str, Any] = field(default_factory=dict)
     # identifies the classifier's files, so a reload notices a retrained classifier
     classifier_fingerprint: str | None = None
+    # the catalog's reference features for "is this jewelry?" (search/recognition.py), when
+    # the index measured them in the backbone's space
+    recognition_reference: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # a read-only view: nobody can edit the metadata of a snapshot others are reading
@@ -93,4 +100,5 @@ def load_snapshot(
         index_version=version,
         index_meta=meta,
         classifier_fingerprint=fingerprint,
+        recognition_reference=load_reference(versions.version_dir(home, version), meta),
     )

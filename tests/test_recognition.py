@@ -122,3 +122,55 @@ def test_the_api_and_the_json_output_say_it(tiny_home, capsys, tmp_path):
     assert printed["recognised"] is False
     assert {"type_decided", "type_alternatives"} <= set(printed)
     assert "look like jewelry from this shop" in page.read_text()
+
+
+# -- in the backbone's own feature space (embedders that offer recognition_features) ------------
+def test_the_reference_sample_takes_one_image_per_product_first(monkeypatch):
+    from jewelrec.search import recognition
+
+    ids = ["A"] * 10 + ["B", "C"]
+    monkeypatch.setattr(recognition, "REFERENCE_SIZE", 3)
+    picked = recognition.reference_sample(ids)
+    assert sorted(ids[i] for i in picked) == ["A", "B", "C"]
+    monkeypatch.setattr(recognition, "REFERENCE_SIZE", 5)
+    assert len(recognition.reference_sample(ids)) == 5
+
+
+@pytest.fixture
+def backbone_space(monkeypatch):
+    """The default embedder offering its raw backbone features for recognition."""
+    from jewelrec.models import backbone
+
+    monkeypatch.setattr(backbone.EfficientNetEmbedder, "recognition_features",
+                        lambda self, images: backbone.image_features(images), raising=False)
+
+
+def test_in_the_backbone_space_jewelry_is_recognised_and_other_photos_are_not(
+    backbone_space, tiny_home, tiny_catalog, tmp_path
+):
+    import shutil
+
+    from jewelrec.indexing import build_index
+    from jewelrec.search.recognition import REFERENCE_FILE
+
+    home = Home(tmp_path / "home")
+    shutil.copytree(tiny_home, home.root, symlinks=True)
+    build_index(home, progress=False)
+    meta = versions.read_meta(home)
+    assert meta["recognition"]["space"] == "backbone"
+    reference = np.load(versions.version_dir(home) / REFERENCE_FILE, allow_pickle=False)
+    assert reference.shape[0] == meta["recognition"]["images_measured"] == meta["rows"]
+
+    recommender = Recommender.open(home)
+    assert recommender.snapshot.recognition_reference is not None
+    for photo in sorted((tiny_catalog / "queries").glob("*.jpg")):
+        assert recommender.recommend(photo, k=2).recognised is True, photo.name
+    for name, image in not_jewelry().items():
+        answer = recommender.recommend(image, k=2)
+        assert answer.recognised is False, name
+        assert len(answer.results) == 2
+    # a caller of rank() who has no photo to measure cannot be told it is not jewelry
+    vector = recommender.embedder.embed([not_jewelry()["cat"]])[0]
+    classes = len(recommender.classifier.classes)
+    probabilities = np.full(classes, 1 / classes)
+    assert recommender.rank(vector, probabilities, k=1).recognised is True
