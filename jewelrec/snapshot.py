@@ -27,7 +27,6 @@ from jewelrec.models.base import (
     load_embedder,
     model_folder,
 )
-from jewelrec.search import versions
 from jewelrec.search.backends import open_index
 from jewelrec.search.index import Index
 from jewelrec.search.recognition import load_reference
@@ -100,5 +99,5 @@ def load_snapshot(
         index_version=version,
         index_meta=meta,
         classifier_fingerprint=fingerprint,
-        recognition_reference=load_reference(versions.version_dir(home, version), meta),
+        recognition_reference=load_reference(home, version, meta),
     )

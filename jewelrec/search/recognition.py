@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jewelrec.home import Home
+from jewelrec.search import versions
 from jewelrec.search.index import l2_normalise
 
 PERCENTILE = 1.0
@@ -154,12 +155,12 @@ def save_reference(folder: Path, reference: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(reference, dtype=np.float32), allow_pickle=False)
 
 
-def load_reference(folder: Path, meta: Mapping[str, Any]) -> np.ndarray | None:
-    """The reference features an index version holds (None when recognition used the
+def load_reference(home: Home, version: str, meta: Mapping[str, Any]) -> np.ndarray | None:
+    """The reference features index `version` holds (None when its recognition used the
     embedding space)."""
     if (meta.get("recognition") or {}).get("space") != "backbone":
         return None
-    return np.load(folder / REFERENCE_FILE, allow_pickle=False)
+    return np.load(versions.version_dir(home, version) / REFERENCE_FILE, allow_pickle=False)
 
 
 def best_similarity(reference: np.ndarray, features: np.ndarray) -> float | None:
