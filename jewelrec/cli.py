@@ -38,10 +38,14 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", help="embedder name: efficientnet (default) or autoencoder")
+    from jewelrec.models.base import CLASSIFIERS, EMBEDDERS  # names only: no model is imported
+
     parser.add_argument(
-        "--classifier", help="type classifier name: efficientnet-head (default) or seed-cnn"
-    )
+        "--embedder", help=f"embedder name: {', '.join(EMBEDDERS)} (default: efficientnet; "
+        "-gap: the first wave's global average pool, kept as a baseline)")
+    parser.add_argument(
+        "--classifier", help=f"type classifier name: {', '.join(CLASSIFIERS)} "
+        "(default: efficientnet-head)")
 
 
 def _backend_args(parser: argparse.ArgumentParser) -> None:
