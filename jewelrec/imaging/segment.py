@@ -9,7 +9,8 @@ a photo whose border is not a clean background (a lifestyle photo, noise) yields
 rather than a wrong one. Work happens on a small copy of the photo, so a
 call costs a few milliseconds; boxes are mapped back to the photo's own pixels.
 
-numpy, scipy.ndimage and PIL only: no OpenCV, no scikit-image at run time.
+numpy and PIL only (components.py labels and closes masks): no OpenCV, no scipy, no
+scikit-image at run time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+
+from jewelrec.imaging import components
 
 WORK_SIDE = 192  # longest side of the copy the mask is computed on
 BORDER_FRACTION = 0.04  # width of the border strip that shows the background
@@ -231,12 +233,12 @@ def _objects(
         return []
     # Join pieces a pixel or two apart (chain links, a stud and its drop) into one object,
     # but measure each object on the undilated mask so boxes stay tight.
-    labels, count = ndimage.label(ndimage.binary_dilation(mask, iterations=2))
+    labels, count = components.label(components.dilate(mask, iterations=2))
     labels[~mask] = 0
     pixels = np.bincount(labels.ravel(), minlength=count + 1)
     h, w = img.shape[:2]
     found = []
-    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
+    for index, slices in enumerate(components.bounding_boxes(labels, count), start=1):
         if slices is None or pixels[index] < min_area_fraction * mask.size:
             continue
         rows, cols = slices
@@ -263,12 +265,12 @@ def _small_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
     if not _stands_out(distance, strong, _border(h, w), threshold):
         return np.zeros((h, w), dtype=bool), factor
     # Hysteresis: fainter parts (a silver band, a thin chain) count where they touch a clear part.
-    labels, count = ndimage.label(distance > WEAK_FRACTION * threshold)
+    labels, count = components.label(distance > WEAK_FRACTION * threshold)
     touches_strong = np.zeros(count + 1, dtype=bool)
     touches_strong[labels[strong]] = True
     touches_strong[0] = False
     mask = touches_strong[labels]
-    return mask | ndimage.binary_closing(mask, structure=np.ones((3, 3), bool)), factor
+    return mask | components.close_square(mask), factor
 
 
 def _stands_out(

@@ -548,16 +548,13 @@ class EfficientNetEmbedder:
         )
 
     def save(self, folder: Path) -> None:
-        import torch
-
         from jewelrec.models.weights import save_weights
 
         if not self.fitted:
             raise NotReadyError(f"nothing to save: the {self.name} embedder is not fitted yet")
         config = {"model": self.name, "settings": asdict(self.settings), "dim": self.dim,
                   **backbone_config()}
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.arrays.items()}
-        save_weights(folder, tensors, config)
+        save_weights(folder, self.arrays, config)
         shared_backbone().use_onnx(self.onnx_path or default_onnx_path(folder))
 
     @classmethod
@@ -573,7 +570,7 @@ class EfficientNetEmbedder:
         except TypeError as exc:
             raise damaged_model_error(folder, f"unknown settings: {exc}") from exc
         model = cls(settings, onnx_path=default_onnx_path(folder))
-        model.arrays = {k: v.numpy() for k, v in state.items()}
+        model.arrays = dict(state)
         model.fitted = True
         if model.dim != config.get("dim", model.dim):
             raise damaged_model_error(folder, f"dim {model.dim} does not match its config")

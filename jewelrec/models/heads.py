@@ -273,8 +273,6 @@ class EfficientNetHeadClassifier:
         return head_probabilities(self.head, self._features(images))
 
     def save(self, folder: Path) -> None:
-        import torch
-
         from jewelrec.models.weights import save_weights
 
         if self.head is None:
@@ -288,8 +286,7 @@ class EfficientNetHeadClassifier:
             "settings": asdict(self.settings),
             **backbone_config(),
         }
-        save_weights(folder, {k: torch.from_numpy(np.ascontiguousarray(v))
-                              for k, v in arrays.items()}, config)
+        save_weights(folder, arrays, config)
         shared_backbone().use_onnx(self.onnx_path or default_onnx_path(folder))
 
     @classmethod
@@ -301,7 +298,7 @@ class EfficientNetHeadClassifier:
         if config.get("backbone") != BACKBONE:
             raise damaged_model_error(folder, f"it was trained on {config.get('backbone')!r}")
         try:
-            arrays = {k: state[k].numpy() for k in ("coef", "intercept", "mean", "scale")}
+            arrays = {k: state[k] for k in ("coef", "intercept", "mean", "scale")}
             head = Head(list(config["classes"]), temperature=float(config["temperature"]),
                         decision_threshold=float(config.get("decision_threshold", 0.5)),
                         **arrays)

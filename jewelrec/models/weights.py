@@ -5,17 +5,22 @@ pickle-based `.pt` files). The config records what is needed to rebuild the netw
 the same way it was trained: model name, format version, input size, normalisation, class names,
 the training-data fingerprint when the caller gives one, and the SHA-256 of the weights file, so a
 damaged or half-replaced pair of files is caught at load time instead of giving wrong answers.
+
+Files are read and written as numpy arrays (safetensors' format is the same whichever framework
+wrote it), so loading a numpy-only model never imports torch; the torch models convert their
+tensors in `save_weights` and `restore_module`, importing torch only there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from jewelrec.errors import NotReadyError
 from jewelrec.home import atomic_path, atomic_write_json
@@ -24,9 +29,13 @@ WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 
+if TYPE_CHECKING:
+    import torch
 
-def save_weights(folder: Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Write folder/weights.safetensors, then folder/config.json, each atomically.
+
+def save_weights(folder: Path, state_dict: Mapping[str, Any], config: dict[str, Any]) -> None:
+    """Write folder/weights.safetensors, then folder/config.json, each atomically. Values are
+    numpy arrays or torch tensors (a torch module's state_dict).
 
     `config` must name the model ("model"); "version" defaults to FORMAT_VERSION. The config is
     written last and carries the weights' hash, so a reader never pairs it with other weights.
@@ -34,7 +43,7 @@ def save_weights(folder: Path, state_dict: dict[str, torch.Tensor], config: dict
     if "model" not in config:
         raise ValueError("a model config needs a 'model' name")
     folder = Path(folder)
-    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    tensors = {key: _as_array(value) for key, value in state_dict.items()}
     weights_path = folder / WEIGHTS_FILE
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp))
@@ -45,8 +54,16 @@ def save_weights(folder: Path, state_dict: dict[str, torch.Tensor], config: dict
     )
 
 
-def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a folder written by `save_weights`; NotReadyError when it is missing or damaged."""
+def _as_array(value: Any) -> np.ndarray:
+    """A contiguous numpy array from an array or a torch tensor (never importing torch)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().contiguous().numpy()
+    return np.ascontiguousarray(value)
+
+
+def load_weights(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a folder written by `save_weights` (arrays by name); NotReadyError when it is
+    missing or damaged."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
@@ -74,11 +91,14 @@ def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 def restore_module(
-    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], folder: Path
+    module: torch.nn.Module, state_dict: Mapping[str, np.ndarray], folder: Path
 ) -> torch.nn.Module:
     """Load weights into a freshly built module (strict); a mismatch means a damaged folder."""
+    import torch
+
+    tensors = {key: torch.from_numpy(np.array(value)) for key, value in state_dict.items()}
     try:
-        module.load_state_dict(state_dict, strict=True)
+        module.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise damaged_model_error(folder, f"weights do not fit the network: {exc}") from exc
     return module.eval()
