@@ -110,3 +110,20 @@ def test_the_text_output_says_what_it_is_unsure_of(store):
     assert "doesn't look like jewelry from this shop" in text
     sure = recommender_for(store, UNSURE, threshold=0.5).recommend(PHOTO, k=2)
     assert "not sure" not in format_table(sure) and "jewelry" not in format_table(sure)
+
+
+def test_the_html_page_says_what_it_is_unsure_of(store, tmp_path):
+    from PIL import Image
+
+    from jewelrec.home import Home
+    from jewelrec.html_report import render_page
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(PHOTO).save(photo)
+    answer = recommender_for(store, UNSURE, threshold=0.8).recommend(PHOTO, k=1)
+    answer.results = []  # the page's query part is what is tested here
+    out = tmp_path / "page.html"
+    render_page(Home(tmp_path / "home"), out, [(str(photo), answer)])
+    page = out.read_text()
+    assert "Not sure of the type: ring (60%) or bracelet (35%) or necklace (5%)" in page
+    assert "searched ring, bracelet." in page
