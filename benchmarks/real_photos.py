@@ -124,8 +124,9 @@ def build_home(root: Path, products: list[CatalogProduct], classifier: str, embe
     if summary.rejected:
         print(f"  note: {len(summary.rejected)} photos rejected at ingest", flush=True)
     start = time.perf_counter()
+    kinds = ("classifier", "embedder") if index else ("classifier",)
     trained = train_home(home, classifier=classifier, embedder=embedder, epochs=epochs,
-                         progress=False)
+                         progress=False, kinds=kinds)
     seconds["train"] = time.perf_counter() - start
     for model in trained:
         seconds[f"train {model.kind}"] = model.seconds

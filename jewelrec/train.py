@@ -20,6 +20,7 @@ from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
 from jewelrec.errors import NotReadyError
+from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
@@ -91,8 +92,10 @@ def train_home(
     epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    kinds: tuple[str, ...] = ("classifier", "embedder"),
 ) -> list[TrainedModel]:
-    """Train the classifier and the embedder named (or recorded in the home) and save them."""
+    """Train the classifier and the embedder named (or recorded in the home) and save them;
+    `kinds` narrows that to one of the two (a benchmark of the type head alone)."""
     from jewelrec.models.training import plot_loss_curves
 
     if not home.catalog_db.exists():
@@ -110,11 +113,12 @@ def train_home(
         home, auto_crop=bool(settings.get("auto_crop", True)), progress=progress
     )
     trained = []
-    for kind in ("classifier", "embedder"):
+    for kind in kinds:
         start = time.perf_counter()
         model = factories[kind]()
         images = data.for_model(model)
-        report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress)
+        with attached_to_home(home):  # backbone features `index` will read back
+            report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress)
         folder = model_folder(home.models_dir, kind, names[kind])
         model.save(folder)
         if report.train_loss:
@@ -136,7 +140,7 @@ def train_home(
             },
         )
         trained.append(TrainedModel(kind, names[kind], folder, seconds, report))
-    home.update_settings(**names)
+    home.update_settings(**{kind: names[kind] for kind in kinds})
     return trained
 
 
