@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image as PILImage
@@ -56,6 +56,17 @@ RMAC_LEVELS = 3
 BULK_IMAGES = 64  # from this many images on, exporting to ONNX first (2-3 s) pays for itself
 FEATURE_CACHE_SIZE = 2048  # ~10 MB: a query's classifier and embedder share one pass, and so do
 # the classifier's and embedder's fit on a small catalog
+STORE_CHUNK = 512  # with a persistent store, images run and are handed over in chunks this
+# large, so a killed run loses at most one chunk
+
+
+class PooledStore(Protocol):
+    """A persistent cache of `Backbone.pooled` rows by `image_key` (jewelrec/feature_store.py),
+    attached by the caller that knows where to keep it."""
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]: ...
+
+    def put_many(self, items: dict[bytes, np.ndarray]) -> None: ...
 
 
 def check_size(size: int) -> int:
@@ -180,6 +191,7 @@ class Backbone:
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._private: tempfile.TemporaryDirectory | None = None
+        self.store: PooledStore | None = None  # optional persistent cache, see `pooled`
 
     # -- runners ---------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> Path:
@@ -304,16 +316,26 @@ class Backbone:
         progress: bool = False,
     ) -> np.ndarray:
         """Every pooling of every image (N, len(POOLINGS), 1280) float32, remembering the last
-        images seen (by content and framing)."""
+        images seen (by content and framing); with a `store` attached, images found there are
+        not run, and the others are run and stored chunk by chunk."""
         keys = [image_key(im, crop_fraction, size) for im in images]
         with self._lock:
             known = {k: self._cache[k] for k in keys if k in self._cache}
         todo = {k: im for k, im in zip(keys, images, strict=True) if k not in known}
-        if todo:
+        store = self.store
+        if todo and store is not None:
+            known.update(store.get_many(list(todo)))
+            todo = {k: im for k, im in todo.items() if k not in known}
+        pending = list(todo)
+        step = STORE_CHUNK if store is not None else max(1, len(pending))
+        for start in range(0, len(pending), step):
+            part = pending[start : start + step]
             fresh, _ = self.run_images(
-                list(todo.values()), crop_fraction=crop_fraction, size=size, progress=progress
+                [todo[k] for k in part], crop_fraction=crop_fraction, size=size, progress=progress
             )
-            known.update(zip(todo, fresh, strict=True))
+            known.update(zip(part, fresh, strict=True))
+            if store is not None:
+                store.put_many(dict(zip(part, fresh, strict=True)))
         with self._lock:
             for k in keys:
                 self._cache[k] = known[k]
@@ -539,6 +561,12 @@ class EfficientNetEmbedder:
             colour = self.settings.colour_weight * colour_signatures(list(images))
             vectors = l2_rows(np.hstack([vectors, colour]))
         return vectors.astype(np.float32, copy=False)
+
+    def recognition_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The raw pooled features "is this jewelry like the catalog's?" is judged on
+        (search/recognition.py): whitening on the catalog makes anything look like it, the raw
+        features do not. The query's embedding pass already computed them."""
+        return self._features(images)
 
     def _features(self, images: Sequence[np.ndarray], *, progress: bool = False) -> np.ndarray:
         settings = self.settings
