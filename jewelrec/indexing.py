@@ -3,7 +3,9 @@
 Bulk work is a reader -> mapper -> writer loop (DESIGN, after clip-retrieval): a thread pool reads
 and frames the next batch of images while the model embeds the current one, and the progress bar
 shows how long each stage took. Embeddings are cached per (model, image content), so re-indexing
-after a catalog change only embeds new images.
+after a catalog change only embeds new images; they are committed every COMMIT_EVERY images, so a
+killed run keeps what it finished. The backbone's features come from the feature store `train`
+filled (jewelrec/feature_store.py), so an image is run through the backbone once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import View, all_views
 from jewelrec.errors import ImageError, NotReadyError
+from jewelrec.feature_store import attached_to_home, remove_stale_temporaries
 from jewelrec.home import Home, atomic_path
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
@@ -35,6 +38,8 @@ from jewelrec.search.recognition import measure_catalog, save_reference
 from jewelrec.text.vectors import write_title_vectors
 
 BATCH_SIZE = 16
+COMMIT_EVERY = 512  # fresh embeddings written to the cache this often (a kill loses fewer)
+FINGERPRINT_IGNORES = {"training.json"}  # run records (timestamps, losses), not the model
 log = logging.getLogger(__name__)
 
 
@@ -75,17 +80,20 @@ class IndexReport:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """Identifies a trained model by its files, so caches and running servers notice retraining."""
+    """Identifies a trained model by its weights and config, so caches and running servers
+    notice a changed model; retraining that gives the same model keeps its fingerprint."""
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*")):
-        if path.is_file() and path.suffix in {".json", ".safetensors"}:
+        if (path.is_file() and path.suffix in {".json", ".safetensors"}
+                and path.name not in FINGERPRINT_IGNORES):
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 class EmbeddingCache:
-    """image name (content hash) -> vector, for one model; stored as .npy + .json in the home."""
+    """image name (content hash) -> vector, for one model; stored as .npy + .json in the home,
+    plus part files (`commit`) that `save` folds in."""
 
     def __init__(self, home: Home, embedder_name: str, fingerprint: str) -> None:
         self.folder = home.cache_dir / "embeddings" / f"{embedder_name}-{fingerprint}"
@@ -99,16 +107,44 @@ class EmbeddingCache:
                     self.vectors = dict(zip(names, matrix, strict=True))
             except (ValueError, OSError):
                 self.vectors = {}  # a damaged cache is only a slower run
+        if self.folder.is_dir():
+            remove_stale_temporaries(self.folder)  # left by a killed run
+            for part in self._parts():
+                try:
+                    with np.load(part, allow_pickle=False) as arrays:
+                        names, matrix = arrays["names"].tolist(), arrays["vectors"]
+                    if len(names) == len(matrix):
+                        self.vectors.update(zip(names, matrix, strict=True))
+                except (ValueError, OSError, KeyError):
+                    continue  # a damaged part is only a slower run
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob("part-*.npz"))
+
+    def commit(self, fresh: dict[str, np.ndarray]) -> None:
+        """Add vectors and write them at once as a part file (a later kill cannot lose them)."""
+        if not fresh:
+            return
+        self.vectors.update(fresh)
+        names = sorted(fresh)
+        part = self.folder / f"part-{time.time_ns():020d}.npz"
+        with atomic_path(part) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, names=np.array(names), vectors=np.stack([fresh[n] for n in names]))
 
     def save(self) -> None:
+        """Write every vector as one .npy + .json, then remove the part files it holds."""
         if not self.vectors:
             return
+        parts = self._parts()
         names = sorted(self.vectors)
         with atomic_path(self.folder / "vectors.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.stack([self.vectors[n] for n in names]), allow_pickle=False)
         with atomic_path(self.folder / "names.json") as tmp:
             tmp.write_text(json.dumps(names))
+        for part in parts:
+            part.unlink(missing_ok=True)
 
 
 def _read_batches(
@@ -156,6 +192,7 @@ def embed_images(
     todo = [n for n in dict.fromkeys(names) if n not in known]
     bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress or not todo)
     fresh: dict[str, np.ndarray] = {}
+    uncommitted: dict[str, np.ndarray] = {}
     for batch, images, read_seconds in _read_batches(home, todo, BATCH_SIZE, auto_crop):
         stages.read += read_seconds
         if not batch:
@@ -164,11 +201,15 @@ def embed_images(
         vectors = embedder.embed(images)
         stages.embed += time.perf_counter() - start
         fresh.update(zip(batch, vectors, strict=True))
+        uncommitted.update(zip(batch, vectors, strict=True))
+        if cache is not None and len(uncommitted) >= COMMIT_EVERY:
+            cache.commit(uncommitted)
+            uncommitted = {}
         bar.update(len(batch))
         bar.set_postfix_str(stages.describe(), refresh=False)
     bar.close()
     if cache is not None and fresh:
-        cache.vectors.update(fresh)
+        cache.commit(uncommitted)
         cache.save()
     # Unreadable images (skipped while reading) have no vector.
     return {n: (fresh[n] if n in fresh else known[n]) for n in names if n in fresh or n in known}
@@ -209,10 +250,11 @@ def build_index(
     views = [(p, image) for p, image in views if (p.id, image) not in flagged]
     stages = StageTimes()
     before = len(cache.vectors)
-    vectors_by_name = embed_images(
-        home, model, [image for _, image in views], cache=cache,
-        auto_crop=bool(settings.get("auto_crop", True)), progress=progress, stages=stages,
-    )
+    with attached_to_home(home):  # backbone features `train` computed are read back
+        vectors_by_name = embed_images(
+            home, model, [image for _, image in views], cache=cache,
+            auto_crop=bool(settings.get("auto_crop", True)), progress=progress, stages=stages,
+        )
     embedded = max(0, len(cache.vectors) - before)
     skipped = [(p.id, image) for p, image in views if image not in vectors_by_name]
     if skipped:
@@ -228,11 +270,12 @@ def build_index(
     rows = index_rows(views)
     matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
 
-    recognition, reference = measure_catalog(
-        home, model, [image for _, image in views], [p.id for p, _ in views], matrix,
-        embedder_id=f"{embedder_name}-{fingerprint}",
-        auto_crop=bool(settings.get("auto_crop", True)), progress=progress,
-    )
+    with attached_to_home(home):
+        recognition, reference = measure_catalog(
+            home, model, [image for _, image in views], [p.id for p, _ in views], matrix,
+            embedder_id=f"{embedder_name}-{fingerprint}",
+            auto_crop=bool(settings.get("auto_crop", True)), progress=progress,
+        )
     write_start = time.perf_counter()
     meta: dict[str, Any] = {
         "embedder": embedder_name,
