@@ -75,8 +75,9 @@ class FeatureStore:
     is skipped (its images are simply computed again). Call `flush` when the work is done.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, shape: tuple[int, ...] | None = None) -> None:
         self.folder = Path(folder)
+        self.shape = shape  # each record's shape; chunks holding another are ignored
         self._lock = threading.Lock()
         self._where: dict[bytes, tuple[Path, int]] | None = None  # read on first use
         self._loaded: tuple[Path, np.ndarray] | None = None  # the last chunk read
@@ -96,13 +97,16 @@ class FeatureStore:
     def _chunks(self) -> list[Path]:
         return sorted(self.folder.glob(f"{CHUNK_PREFIX}*{CHUNK_SUFFIX}"))
 
-    @staticmethod
-    def _read(path: Path, name: str) -> np.ndarray:
+    def _read(self, path: Path, name: str) -> np.ndarray:
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="np") as fh:
-                return fh.get_tensor(name)
+                array = fh.get_tensor(name)
+            want = (KEY_BYTES,) if name == "keys" else self.shape
+            if want is not None and array.shape[1:] != tuple(want):
+                raise ValueError(f"{name} of shape {array.shape}, not (N, *{want})")
+            return array
         except Exception as exc:  # damaged or foreign file: its records are recomputed
             log.warning("feature cache chunk %s unreadable (%s); ignoring it", path, exc)
             return np.zeros((0, KEY_BYTES) if name == "keys" else (0,), np.uint8)
@@ -197,7 +201,10 @@ class FeatureStore:
 
 def store_for_home(home: Home) -> FeatureStore:
     """The home's feature store for the installed backbone weights."""
-    return FeatureStore(home.cache_dir / FOLDER / f"efficientnet-lite0-{backbone_fingerprint()}")
+    from jewelrec.models.backbone import BACKBONE, FEATURE_DIM, POOLINGS
+
+    return FeatureStore(home.cache_dir / FOLDER / f"{BACKBONE}-{backbone_fingerprint()}",
+                        shape=(len(POOLINGS), FEATURE_DIM))
 
 
 @contextmanager

@@ -70,6 +70,8 @@ def test_a_damaged_chunk_is_only_recomputed(tmp_path):
     records = _records(3)
     store.put_many(records)
     store.flush()
+    assert len(FeatureStore(tmp_path, shape=(4, 4)).get_many(records)) == 0  # another shape
+    assert len(FeatureStore(tmp_path, shape=SHAPE).get_many(records)) == 3
     _chunks(tmp_path)[0].write_bytes(b"not a safetensors file")
     assert FeatureStore(tmp_path).get_many(records) == {}
 
