@@ -39,6 +39,7 @@ CALIBRATION_FOLDS = 5
 DECIDED_ACCURACY = 0.95  # the type is decided alone when answers this confident were right this
 # often out of fold
 UNDECIDED = 1.01  # a threshold no probability reaches: never decided alone
+MIN_KEPT_SHARE = 0.15  # a style-cluster fold must train on this share of every type at least
 SELECTIVE_POINTS = 10  # points of the accuracy/coverage curve kept in the training notes
 
 
@@ -136,8 +137,18 @@ def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int) -> li
 
         clusters = KMeans(CALIBRATION_FOLDS, n_init=3, random_state=seed).fit_predict(x)
         if len(set(clusters.tolist())) >= 2:
-            return list(GroupKFold(len(set(clusters.tolist()))).split(x, y, clusters))
+            splits = list(GroupKFold(len(set(clusters.tolist()))).split(x, y, clusters))
+            if all(_keeps_every_class(y, train) for train, _ in splits):
+                return splits
+            # the styles ARE the types (one studio, one look per type, like the demo catalog):
+            # holding a style out would hold a type out, so random folds are the honest ones
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+
+
+def _keeps_every_class(y: np.ndarray, train: np.ndarray) -> bool:
+    """Whether a fold's training part keeps at least MIN_KEPT_SHARE of every class."""
+    kept = np.bincount(y[train], minlength=int(y.max()) + 1)
+    return bool((kept >= MIN_KEPT_SHARE * np.bincount(y)).all())
 
 
 def decision_threshold(probabilities: np.ndarray, y: np.ndarray,
