@@ -28,6 +28,8 @@ margin-top:1rem}
 .card{border:1px solid #eee;border-radius:10px;padding:.6rem;background:#fff}
 .card img{width:100%;aspect-ratio:1;object-fit:contain;border-radius:6px;background:#f3f3f3}
 .price{font-weight:600}.meta{color:#666;font-size:.85rem}.err{color:#b00020}
+.why{display:flex;flex-wrap:wrap;gap:.3rem;margin-top:.4rem}.why span{font-size:.75rem;
+padding:.1rem .5rem;border-radius:999px;background:#f1ece4;color:#5a4a32}
 """
 
 
@@ -54,6 +56,14 @@ def _doubts(outcome: Recommendation) -> str:
         searched = ", ".join(outcome.searched_types or [])
         lines.append(f"Not sure of the type: {options}; searched {searched}.")
     return "".join(f"<p class='meta doubt'>{html.escape(line)}</p>" for line in lines)
+
+
+def _why_chips(why: Sequence[str]) -> str:
+    """The result's reasons (jewelrec/search/why.py) as small chips; nothing when it has none."""
+    if not why:
+        return ""
+    return ("<div class='why'>" + "".join(f"<span>{html.escape(w)}</span>" for w in why)
+            + "</div>")
 
 
 def render_page(
@@ -96,7 +106,8 @@ def render_page(
                 f"<div>{esc(r.title)}</div>"
                 f"<div class='meta'>{esc(r.brand or '')} · {esc(r.type)}</div>"
                 f"<div><span class='price'>{r.price:,.2f} {esc(r.currency)}</span> "
-                f"<span class='meta'>similarity {r.score:.2f}</span> {buy}</div></div>"
+                f"<span class='meta'>similarity {r.score:.2f}</span> {buy}</div>"
+                f"{_why_chips(r.why)}</div>"
             )
         parts.append("</div></section>")
     parts.append("</body></html>")

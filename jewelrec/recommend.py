@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from jewelrec.search import prefer, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
 from jewelrec.search.recognition import best_similarity, is_recognised, recognition_features
+from jewelrec.search.why import QueryFacts, reasons
 from jewelrec.snapshot import Snapshot, classifier_fingerprint, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Result:
     url: str
     image: str
     score: float
+    why: list[str] = field(default_factory=list)  # reasons it matches (jewelrec/search/why.py)
 
     @classmethod
     def from_product(cls, product: Product, image: str, score: float) -> Result:
@@ -265,7 +267,7 @@ class Recommender:
         wanted = 2 * k if prefer_brand else k
         recommendation = self._recommend(
             self.snapshot, photo, k=wanted, filters=filters, type=type, crop=crop,
-            photo_name=photo_name,
+            photo_name=photo_name, known=None,
         )
         if prefer_brand:
             recommendation.results = prefer.prefer_brand(
@@ -282,6 +284,7 @@ class Recommender:
         type: str | None,
         crop: Box | None,
         photo_name: str | None,
+        known: QueryFacts | None,
     ) -> Recommendation:
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
@@ -293,7 +296,7 @@ class Recommender:
         seen = (recognition_features(snap.embedder, [focused])
                 if snap.recognition_reference is not None else None)
         recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type,
-                                    recognition=None if seen is None else seen[0])
+                                    recognition=None if seen is None else seen[0], known=known)
         recommendation.photo = photo_name
         recommendation.crop = box
         return recommendation
@@ -324,7 +327,11 @@ class Recommender:
         filters: Filters | None,
         type: str | None,
         recognition: np.ndarray | None = None,
+        known: QueryFacts | None = None,
     ) -> Recommendation:
+        """`known`: what the caller knows of the query (a source product's type, metal, stone,
+        brand) for the results' reasons; the type otherwise is the one decided (fixed by the
+        caller or a one-type filter, or predicted with enough confidence)."""
         classes = snap.classifier.classes
         probabilities = np.asarray(probabilities, dtype=np.float64)
         best = int(np.argmax(probabilities))
@@ -340,6 +347,10 @@ class Recommender:
             likely = likely_types(classes, probabilities)
             searched = list(likely)
             results = self._search_likely_types(snap, vector, k, filters, likely)
+        known = known or QueryFacts()
+        if known.type is None and decided and len(searched) == 1:  # fixed, or sure enough
+            known = replace(known, type=searched[0])
+        results = self._explain(snap, results, known)
         return Recommendation(
             recognised=self._recognised(snap, vector, results, recognition),
             photo=None,
@@ -376,6 +387,21 @@ class Recommender:
         nearest = snap.index.search(vector, 1, Filters())
         return is_recognised(nearest[0].score if nearest else None, threshold)
 
+    def _explain(self, snap: Snapshot, results: list[Result], known: QueryFacts) -> list[Result]:
+        """`results` with their reasons; the products are read again only when a metal or stone
+        of the query is known (Result does not carry them)."""
+        products = (snap.store.get_many([r.id for r in results])
+                    if known.metal or known.stone else {})
+        explained = []
+        for r in results:
+            product = products.get(r.id)
+            explained.append(replace(r, why=reasons(
+                known, type=r.type, brand=r.brand, score=r.score,
+                metal=product.metal if product else None,
+                stone=product.stone if product else None,
+            )))
+        return explained
+
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
         likely: dict[str, float],
@@ -409,7 +435,9 @@ class Recommender:
         )
         image_path = self.home.image_path(product.image) if self.home else Path(product.image)
         recommendation = self._recommend(
-            snap, image_path, k=k, filters=filters, type=None, crop=None, photo_name=None
+            snap, image_path, k=k, filters=filters, type=None, crop=None, photo_name=None,
+            known=QueryFacts(type=product.type, metal=product.metal, stone=product.stone,
+                             brand=product.brand),
         )
         recommendation.photo = product_id
         return recommendation

@@ -29,6 +29,7 @@ from jewelrec.server.app import STATIC_DIR, create_app
 DOCUMENTED_KEYS = {"photo", "type", "type_confidence", "results"}
 DOCUMENTED_RESULT_KEYS = {"id", "title", "type", "brand", "price", "currency", "url", "image",
                           "score"}
+RESULT_KEYS = DOCUMENTED_RESULT_KEYS | {"why"}  # "why" has a default: not required in the spec
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def test_recommend_has_the_cli_json_shape_plus_what_the_page_needs(client, tiny_
     assert sum(answer["type_probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert 1 <= len(answer["results"]) <= 4
     for result in answer["results"]:
-        assert set(result) >= DOCUMENTED_RESULT_KEYS | {"image_url"}
+        assert set(result) >= RESULT_KEYS | {"image_url"}
+        assert any(w.startswith("looks ") and w.endswith("% alike") for w in result["why"])
         assert result["image_url"].startswith("/images/")
     size = answer["photo_size"]
     with Image.open(io.BytesIO(tiny_query_photo)) as img:
@@ -89,7 +91,7 @@ def test_recommend_answers_what_the_recommender_answers(client, tiny_query_photo
     direct = client.app.state.shop.recommender.recommend(tiny_query_photo, k=5).to_dict()
     answer = post_photo(client, tiny_query_photo, k=5).json()
     assert answer["type"] == direct["type"]
-    assert [{k: r[k] for k in DOCUMENTED_RESULT_KEYS} for r in answer["results"]] == [
+    assert [{k: r[k] for k in RESULT_KEYS} for r in answer["results"]] == [
         {**r, "score": pytest.approx(r["score"], abs=1e-6)} for r in direct["results"]
     ]
 
@@ -177,6 +179,10 @@ def test_product_and_more_like_this(client, tiny_query_photo):
     assert similar["results"]
     assert first["id"] not in {r["id"] for r in similar["results"]}
     assert {r["type"] for r in similar["results"]} == {product["type"]}
+    for r in similar["results"]:  # the source product's own data is the evidence
+        assert f"{product['type']} like yours" in r["why"]
+        same = bool(product["brand"]) and r["brand"] == product["brand"]
+        assert ("same brand" in r["why"]) == same
 
     cheap = sorted(r["price"] for r in similar["results"])[0]
     limited = client.get(

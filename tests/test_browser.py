@@ -134,6 +134,11 @@ def test_upload_filter_by_price_and_more_like_this(page, server_url, tiny_query_
     assert buy.get_attribute("target") == "_blank"
     assert set(buy.get_attribute("rel").split()) >= {"noopener", "noreferrer"}
     assert buy.get_attribute("href").startswith(("http://", "https://"))
+    # each card says why it matches, as chips (the server's reasons, shown as text)
+    chips = page.eval_on_selector_all("#results .card >> nth=0 >> .why-chip",
+                                      "cs => cs.map(c => c.textContent)")
+    assert any(c.startswith("looks ") and c.endswith("% alike") for c in chips), chips
+    assert page.is_visible("#results .card >> nth=0 >> .why-chip >> nth=0")
 
     if os.environ.get("JEWELREC_SCREENSHOT"):
         page.wait_for_function(
@@ -195,5 +200,8 @@ def test_an_undecided_type_is_asked_and_one_click_searches_that_type(page, unsur
     shown = page.eval_on_selector_all("#results .card .card-type",
                                       "ts => ts.map(t => t.textContent)")
     assert shown and set(shown) == {chosen}
+    # the shopper fixed the type: every card says so
+    reasons = page.eval_on_selector_all("#results .card .why", "ws => ws.map(w => w.textContent)")
+    assert len(reasons) == len(shown) and all(f"{chosen} like yours" in r for r in reasons)
     assert page.eval_on_selector("#type-chips input:checked", "i => i.value") == chosen
     assert errors == []

@@ -29,6 +29,12 @@ class Result(BaseModel):
     image: str = Field(description="managed image name, relative to the home's images/ folder")
     score: float = Field(description="cosine similarity to the query, higher is closer")
     image_url: str = Field(description="where this server serves `image`")
+    why: list[str] = Field(
+        default_factory=list,
+        description="short reasons it matches, each shown only with its evidence: '<type> like "
+        "yours', '<metal> like yours', '<stone> like yours', 'same brand' (more like this), "
+        "'looks NN% alike' (from the cosine score)",
+    )
 
 
 class PhotoSize(BaseModel):

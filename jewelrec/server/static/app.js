@@ -591,6 +591,7 @@ function card(result) {
   const brand = node.querySelector(".card-brand");
   brand.textContent = result.brand || "";
   brand.hidden = !result.brand;
+  whyChips(node.querySelector(".why"), result.why || []);
   node.querySelector(".price").textContent = formatPrice(result.price, result.currency);
   const buy = node.querySelector(".buy");
   const href = safeHttpUrl(result.url);
@@ -604,6 +605,17 @@ function card(result) {
   more.setAttribute("aria-label", `More like ${result.title}`);
   more.addEventListener("click", () => moreLike(result));
   return node;
+}
+
+// The server's reasons for a result ("ring like yours", "looks 82% alike"), as text chips.
+function whyChips(list, reasons) {
+  for (const reason of reasons) {
+    const chip = document.createElement("li");
+    chip.className = "why-chip";
+    chip.textContent = reason;
+    list.append(chip);
+  }
+  list.hidden = reasons.length === 0;
 }
 
 function moreLike(result) {
