@@ -71,6 +71,12 @@ def _prefer_brand_arg(parser: argparse.ArgumentParser) -> None:
                         "brands out")
 
 
+def _group_variants_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group-variants", action="store_true",
+                        help="show one product per variant group (a shop feed's item_group_id, "
+                        "a 'group:ID' tag): the best-ranked variant of each design")
+
+
 def _feed_args(parser: argparse.ArgumentParser) -> None:
     from jewelrec.catalog.feeds import FORMATS
 
@@ -171,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
     p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
     _prefer_brand_arg(p)
+    _group_variants_arg(p)
 
     p = sub.add_parser("search", help="find catalog pieces by words",
                        description="Text search: words naming a type, metal, stone, brand or "
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                    help="a shop site whose pages may show the similar-pieces widget, e.g. "
                    "https://shop.example (repeatable; CORS on the widget's route only)")
+    _group_variants_arg(p)
     _model_args(p)
     _backend_args(p)
 

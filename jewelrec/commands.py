@@ -134,6 +134,7 @@ def run_recommend(args: argparse.Namespace) -> int:
             rec = recommender.recommend(
                 Path(photo), k=args.k, filters=filters, type=args.type, crop=crop,
                 photo_name=photo, prefer_brand=args.prefer_brand,
+                group_variants=args.group_variants,
             )
         except (JewelrecError, ValueError, OSError) as exc:
             failed += 1
@@ -246,7 +247,7 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         home_of(args), host=args.host, port=args.port, embedder=args.embedder,
         classifier=args.classifier, backend=args.backend, milvus_uri=args.milvus_uri,
-        allow_origins=args.allow_origin or (),
+        allow_origins=args.allow_origin or (), group_variants=args.group_variants,
     )
     return 0
 

@@ -26,7 +26,7 @@ from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.imaging.segment import Box
 from jewelrec.models.base import Embedder, TypeClassifier
-from jewelrec.search import prefer, versions
+from jewelrec.search import prefer, variants, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
 from jewelrec.search.recognition import best_similarity, is_recognised, recognition_features
@@ -260,14 +260,16 @@ class Recommender:
         crop: Box | None = None,
         photo_name: str | None = None,
         prefer_brand: str | None = None,
+        group_variants: bool = False,
     ) -> Recommendation:
         """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`;
-        `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py)."""
+        `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py);
+        `group_variants` keeps the best product of each variant group (search/variants.py)."""
         # a preferred piece just below the cut may move in: rank k more candidates
         wanted = 2 * k if prefer_brand else k
         recommendation = self._recommend(
             self.snapshot, photo, k=wanted, filters=filters, type=type, crop=crop,
-            photo_name=photo_name, known=None,
+            photo_name=photo_name, known=None, group_variants=group_variants,
         )
         if prefer_brand:
             recommendation.results = prefer.prefer_brand(
@@ -285,6 +287,7 @@ class Recommender:
         crop: Box | None,
         photo_name: str | None,
         known: QueryFacts | None,
+        group_variants: bool = False,
     ) -> Recommendation:
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
@@ -296,7 +299,8 @@ class Recommender:
         seen = (recognition_features(snap.embedder, [focused])
                 if snap.recognition_reference is not None else None)
         recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type,
-                                    recognition=None if seen is None else seen[0], known=known)
+                                    recognition=None if seen is None else seen[0], known=known,
+                                    group_variants=group_variants)
         recommendation.photo = photo_name
         recommendation.crop = box
         return recommendation
@@ -310,11 +314,13 @@ class Recommender:
         filters: Filters | None = None,
         type: str | None = None,
         snapshot: Snapshot | None = None,
+        group_variants: bool = False,
     ) -> Recommendation:
         """The search half of the pipeline, for callers that already embedded the photo (with
         `snapshot`'s models: pass the snapshot they used; default the current one)."""
         return self._rank(
-            snapshot or self.snapshot, vector, probabilities, k=k, filters=filters, type=type
+            snapshot or self.snapshot, vector, probabilities, k=k, filters=filters, type=type,
+            group_variants=group_variants,
         )
 
     def _rank(
@@ -328,6 +334,7 @@ class Recommender:
         type: str | None,
         recognition: np.ndarray | None = None,
         known: QueryFacts | None = None,
+        group_variants: bool = False,
     ) -> Recommendation:
         """`known`: what the caller knows of the query (a source product's type, metal, stone,
         brand) for the results' reasons; the type otherwise is the one decided (fixed by the
@@ -342,11 +349,13 @@ class Recommender:
         decided = fixed is not None or confidence >= threshold
         if decided:
             searched = fixed or [predicted]
-            results = self._search(snap, vector, k, filters.with_types(searched))
+            results = self._search(snap, vector, k, filters.with_types(searched),
+                                   group_variants)
         else:
             likely = likely_types(classes, probabilities)
             searched = list(likely)
-            results = self._search_likely_types(snap, vector, k, filters, likely)
+            results = self._search_likely_types(snap, vector, k, filters, likely,
+                                                group_variants)
         known = known or QueryFacts()
         if known.type is None and decided and len(searched) == 1:  # fixed, or sure enough
             known = replace(known, type=searched[0])
@@ -404,7 +413,7 @@ class Recommender:
 
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
-        likely: dict[str, float],
+        likely: dict[str, float], group_variants: bool = False,
     ) -> list[Result]:
         """k per likely type, merged by cosine + TYPE_PRIOR_WEIGHT * log p(type): a close piece
         of a less likely type can still come first, a far one cannot. Scores stay cosines."""
@@ -412,14 +421,16 @@ class Recommender:
         for t, p in likely.items():
             prior = TYPE_PRIOR_WEIGHT * math.log(max(p, 1e-12))
             ranked += [(r.score + prior, r) for r in self._search(
-                snap, vector, k, filters.with_types([t]))]
+                snap, vector, k, filters.with_types([t]), group_variants)]
         ranked.sort(key=lambda pair: -pair[0])
         return [r for _, r in ranked[:k]]
 
     def similar_to_product(
-        self, product_id: str, *, k: int = 10, filters: Filters | None = None
+        self, product_id: str, *, k: int = 10, filters: Filters | None = None,
+        group_variants: bool = False,
     ) -> Recommendation:
-        """'More like this': query with a catalog product's main image, excluding itself."""
+        """'More like this': query with a catalog product's main image, excluding itself
+        (`group_variants`: as in `recommend`; at most one of its own other variants)."""
         snap = self.snapshot
         product = snap.store.get(product_id)
         if product is None:
@@ -438,15 +449,19 @@ class Recommender:
             snap, image_path, k=k, filters=filters, type=None, crop=None, photo_name=None,
             known=QueryFacts(type=product.type, metal=product.metal, stone=product.stone,
                              brand=product.brand),
+            group_variants=group_variants,
         )
         recommendation.photo = product_id
         return recommendation
 
     def _search(
-        self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters
+        self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
+        group_variants: bool = False,
     ) -> list[Result]:
-        """Search, dropping hits whose product the store no longer has (logged, never shown)."""
-        want = k
+        """Search, dropping hits whose product the store no longer has (logged, never shown)
+        and, with `group_variants`, all but the best of each variant group; more hits are asked
+        for while that leaves fewer than k and the index has more."""
+        want = k * variants.CANDIDATES_PER_RESULT if group_variants else k
         while True:
             hits = snap.index.search(vector, want, filters)
             products = snap.store.get_many([h.product_id for h in hits])
@@ -462,9 +477,11 @@ class Recommender:
                 for h in hits
                 if h.product_id in products
             ]
-            if len(results) >= k or len(hits) < want or not missing:
+            if group_variants:
+                results = variants.one_per_group(results, products)
+            if len(results) >= k or len(hits) < want or not (missing or group_variants):
                 return results[:k]
-            want = want + len(missing) * 2
+            want = want * 2 if group_variants else want + len(missing) * 2
 
     # -- live index updates ----------------------------------------------------------------
     def reload_if_changed(self) -> bool:

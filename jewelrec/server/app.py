@@ -169,10 +169,14 @@ def _content_length(scope: Scope) -> int | None:
 # -- the shared state ------------------------------------------------------------------------
 class Shop:
     """What every request shares: the one Recommender, a worker limit sized to the CPU (queries
-    are CPU-bound; more threads than cores only thrash), and small caches per index version."""
+    are CPU-bound; more threads than cores only thrash), and small caches per index version.
+    `group_variants`: the operator's `serve --group-variants` (one product per variant group)."""
 
-    def __init__(self, recommender: Recommender, *, max_upload_bytes: int, workers: int) -> None:
+    def __init__(self, recommender: Recommender, *, max_upload_bytes: int, workers: int,
+                 group_variants: bool = False) -> None:
         self.recommender = recommender
+        # passed to the Recommender only when asked (stand-ins in tests need not know it)
+        self.ranking: dict[str, Any] = {"group_variants": True} if group_variants else {}
         self.max_upload_bytes = max_upload_bytes
         self.limiter = anyio.CapacityLimiter(workers)
         self._cache: dict[str, tuple[str | None, Any]] = {}
@@ -439,6 +443,7 @@ async def recommend(
         box = _crop_inside(box, image)
     preferred = (prefer_brand or "").strip()
     preference = {"prefer_brand": preferred} if preferred else {}  # stubs need not know it
+    preference.update(shop.ranking)
     recommendation = await shop.compute(
         shop.recommender.recommend, image, k=k, filters=filters, crop=box,
         photo_name=_photo_name(photo.filename), **preference,
@@ -480,7 +485,7 @@ async def similar(
     if await shop.lookup(shop.recommender.store.get, product_id) is None:
         raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
     recommendation = await shop.compute(
-        shop.recommender.similar_to_product, product_id, k=k, filters=filters
+        shop.recommender.similar_to_product, product_id, k=k, filters=filters, **shop.ranking
     )
     return _response(recommendation)
 
@@ -581,11 +586,13 @@ def create_app(
     reload_interval_s: float = RELOAD_INTERVAL_S,
     workers: int | None = None,
     allow_origins: Sequence[str] = (),
+    group_variants: bool = False,
 ) -> FastAPI:
     """The web page and the API for one data home.
 
     The Recommender is opened in the lifespan (once, at start-up) unless one is passed in.
     `allow_origins`: shop sites whose pages may show the widget (CORS on its route only).
+    `group_variants`: photo results and 'more like this' show one product per variant group.
     """
 
     @contextlib.asynccontextmanager
@@ -598,7 +605,7 @@ def create_app(
         )
         app.state.shop = Shop(
             loaded, max_upload_bytes=max_upload_bytes,
-            workers=workers or min(4, os.cpu_count() or 1),
+            workers=workers or min(4, os.cpu_count() or 1), group_variants=group_variants,
         )
         watcher = asyncio.create_task(_watch_index(app.state.shop, reload_interval_s))
         try:
@@ -647,6 +654,7 @@ def serve(
     milvus_uri: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     allow_origins: Sequence[str] = (),
+    group_variants: bool = False,
 ) -> None:
     """Run the server until interrupted (`jewelrec serve`).
 
@@ -660,7 +668,7 @@ def serve(
         home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
     )
     app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
-                     allow_origins=allow_origins)
+                     allow_origins=allow_origins, group_variants=group_variants)
     print(f"jewelrec: serving {recommender.store.count()} products at http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 
