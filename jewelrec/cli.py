@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(p)
     _filter_args(p)
     _prefer_brand_arg(p)
+    _group_variants_arg(p)
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
 
     p = sub.add_parser("evaluate", help="measure quality and speed on held-out views",

@@ -190,7 +190,8 @@ def run_search(args: argparse.Namespace) -> int:
         filters = filters.with_types([args.type])
     try:
         answer = searcher.search(" ".join(args.query), k=args.k, filters=filters,
-                                 prefer_brand_name=args.prefer_brand)
+                                 prefer_brand_name=args.prefer_brand,
+                                 group_variants=args.group_variants)
     except ValueError as exc:
         raise JewelrecError(str(exc)) from exc
     if args.json:

@@ -1,4 +1,4 @@
-"""Variant groups in results (issue 13): with `group_variants` (recommend/serve
+"""Variant groups in results (issue 13): with `group_variants` (recommend/search/serve
 --group-variants) a result list keeps the best-ranked product of each `group:<id>` design, and
 the search asks for more candidates so k results still come while the index has them."""
 
@@ -21,6 +21,7 @@ from jewelrec.home import Home
 from jewelrec.recommend import Recommender
 from jewelrec.search.variants import one_per_group, variant_group
 from jewelrec.server.app import create_app
+from jewelrec.text.search import TextSearcher
 
 # id -> (group or None, cosine to the query [1, 0]); all rings. Nine variants of design A come
 # first, so the first window of candidates (4 x k for k = 2) holds only design A.
@@ -113,6 +114,17 @@ def test_more_like_this_groups_variants_including_its_own(recommender):
     assert ids(grouped.results) == ["A1", "solo", "B0"]  # one sibling of A0 at most
 
 
+def groups_of(results) -> list[str | None]:
+    return [CATALOG[i][0] for i in ids(results)]
+
+
+def test_text_search_groups_variants_only_when_asked(recommender):
+    searcher = TextSearcher(recommender.store)
+    assert len(searcher.search("title", k=13).results) == 13
+    grouped = searcher.search("title", k=13, group_variants=True).results
+    assert sorted(groups_of(grouped), key=str) == ["A", "B", "C", None]
+
+
 def test_serve_group_variants_applies_to_photo_results_and_more_like_this(recommender):
     photo = io.BytesIO()
     Image.fromarray(PHOTO).save(photo, format="PNG")
@@ -129,6 +141,9 @@ def test_serve_group_variants_applies_to_photo_results_and_more_like_this(recomm
                                  files={"photo": ("p.png", photo.getvalue(), "image/png")})
             assert answer.status_code == 200, answer.text
             assert ids(answer.json()["results"]) == expected_photo
+            words = client.get("/api/search?q=title&k=13")
+            assert words.status_code == 200, words.text
+            assert len(words.json()["results"]) == (4 if grouped else 13)
 
 
 def test_cli_recommend_and_serve_take_group_variants(recommender, tmp_path, monkeypatch, capsys):
@@ -139,6 +154,10 @@ def test_cli_recommend_and_serve_take_group_variants(recommender, tmp_path, monk
         assert main(["recommend", str(photo), "--home", str(tmp_path / "home"), "-k", "3",
                      "--json", *extra]) == 0
         assert ids(json.loads(capsys.readouterr().out)["results"]) == expected
+    for extra, count in (([], 13), (["--group-variants"], 4)):
+        assert main(["search", "title", "--home", str(tmp_path / "home"), "-k", "13", "--json",
+                     *extra]) == 0
+        assert len(json.loads(capsys.readouterr().out)["results"]) == count
 
     served: list[dict] = []
     monkeypatch.setattr("jewelrec.server.app.serve", lambda *a, **k: served.append(k))

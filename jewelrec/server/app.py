@@ -514,7 +514,8 @@ async def search(
     version = shop.recommender.index_version
     try:
         answer = await shop.compute(shop.text.search, q, k=k, filters=filters,
-                                    prefer_brand_name=prefer_brand, index_version=version)
+                                    prefer_brand_name=prefer_brand, index_version=version,
+                                    **shop.ranking)
     except ValueError as exc:
         raise _unprocessable(str(exc)) from exc
     return _text_response(answer)
@@ -592,7 +593,8 @@ def create_app(
 
     The Recommender is opened in the lifespan (once, at start-up) unless one is passed in.
     `allow_origins`: shop sites whose pages may show the widget (CORS on its route only).
-    `group_variants`: photo results and 'more like this' show one product per variant group.
+    `group_variants`: photo, text and 'more like this' results show one product per variant
+    group.
     """
 
     @contextlib.asynccontextmanager

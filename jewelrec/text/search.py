@@ -21,7 +21,7 @@ from typing import Any
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.home import Home
 from jewelrec.recommend import Result
-from jewelrec.search import versions
+from jewelrec.search import variants, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.prefer import TEXT_BRAND_BONUS, prefer_brand
 from jewelrec.text.fusion import reciprocal_rank_fusion
@@ -90,9 +90,12 @@ class TextSearcher:
         filters: Filters | None = None,
         prefer_brand_name: str | None = None,
         index_version: str | None = None,
+        group_variants: bool = False,
     ) -> TextAnswer:
         """The k products that best match `query` among those passing `filters` and the
-        filters its words name. Raises ValueError, in words, for a query that cannot be read."""
+        filters its words name (`group_variants`: the best of each variant group only, see
+        jewelrec/search/variants.py). Raises ValueError, in words, for a query that cannot be
+        read."""
         query = " ".join(str(query).split())
         if not query:
             raise ValueError("the query is empty: say what you are looking for")
@@ -105,7 +108,7 @@ class TextSearcher:
         parsed = parse_query(query, state.vocabulary)
         merged, applied = combine(filters or Filters(), parsed)
         where, params = sql_condition(merged, parsed)
-        want = max(CANDIDATES, 3 * k)
+        want = max(CANDIDATES, 3 * k) * (variants.CANDIDATES_PER_RESULT if group_variants else 1)
         ranked_by: list[str] = []
         rankings: list[list[str]] = []
         if parsed.terms:
@@ -133,7 +136,10 @@ class TextSearcher:
         products = self.store.get_many(pid for pid, _ in fused)
         results = [Result.from_product(products[pid], products[pid].image, score)
                    for pid, score in fused if pid in products and products[pid].images]
-        results = prefer_brand(results, prefer_brand_name, TEXT_BRAND_BONUS)[:k]
+        results = prefer_brand(results, prefer_brand_name, TEXT_BRAND_BONUS)
+        if group_variants:
+            results = variants.one_per_group(results, products)
+        results = results[:k]
         return TextAnswer(query, applied, results, version, ranked_by)
 
     def encoder(self) -> MiniLM:
