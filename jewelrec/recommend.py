@@ -25,6 +25,7 @@ from jewelrec.home import Home
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.imaging.segment import Box
+from jewelrec.models.attributes import AttributeGuess
 from jewelrec.models.base import Embedder, TypeClassifier
 from jewelrec.search import prefer, variants, versions
 from jewelrec.search.filters import Filters
@@ -127,6 +128,8 @@ class Recommendation:
     # False: the photo is less like this catalog than its own pieces are like each other (not
     # jewelry from this shop, see search/recognition.py); the closest pieces still come
     recognised: bool = True
+    # metal / stone read from the photo with calibrated confidences (empty: no heads trained)
+    attributes: dict[str, AttributeGuess] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (`recommend --json`, POST /api/recommend)."""
@@ -138,6 +141,7 @@ class Recommendation:
             "type_decided": self.type_decided,
             "type_alternatives": [asdict(a) for a in self.type_alternatives],
             "results": [asdict(r) for r in self.results],
+            "attributes": {name: asdict(g) for name, g in self.attributes.items()},
         }
 
 
@@ -298,11 +302,19 @@ class Recommender:
         vector = snap.embedder.embed([focused])[0]
         seen = (recognition_features(snap.embedder, [focused])
                 if snap.recognition_reference is not None else None)
+        guesses = (snap.attributes.predict([typing_view(snap.attributes, image, crop, focused)])[0]
+                   if snap.attributes is not None else {})
+        if snap.attributes is not None and guesses:  # the catalog's own data, if given, wins
+            sure = snap.attributes.known(guesses)
+            known = known or QueryFacts()
+            known = replace(known, metal=known.metal or sure.get("metal"),
+                            stone=known.stone or sure.get("stone"))
         recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type,
                                     recognition=None if seen is None else seen[0], known=known,
                                     group_variants=group_variants)
         recommendation.photo = photo_name
         recommendation.crop = box
+        recommendation.attributes = guesses
         return recommendation
 
     def rank(

@@ -20,6 +20,7 @@ import numpy as np
 
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.home import Home
+from jewelrec.models.attributes import AttributeHeads, load_attributes
 from jewelrec.models.base import (
     Embedder,
     TypeClassifier,
@@ -49,6 +50,8 @@ class Snapshot:
     # the catalog's reference features for "is this jewelry?" (search/recognition.py), when
     # the index measured them in the backbone's space
     recognition_reference: np.ndarray | None = None
+    # metal / stone heads read from the photo, when `train` could fit them (models/attributes.py)
+    attributes: AttributeHeads | None = None
 
     def __post_init__(self) -> None:
         # a read-only view: nobody can edit the metadata of a snapshot others are reading
@@ -100,4 +103,5 @@ def load_snapshot(
         index_meta=meta,
         classifier_fingerprint=fingerprint,
         recognition_reference=load_reference(home, version, meta),
+        attributes=load_attributes(home.models_dir),
     )

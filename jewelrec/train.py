@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,13 @@ from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
+from jewelrec.models.attributes import (
+    KIND,
+    NAME,
+    AttributeHeads,
+    attributes_folder,
+    product_attributes,
+)
 from jewelrec.models.base import FitReport, classifier_class, embedder_class, model_folder
 
 
@@ -58,6 +65,8 @@ class TrainingImages:
     photos: list[np.ndarray]
     labels: list[str]
     fingerprint: str
+    # per attribute (metal, stone), each view's label or None (models/attributes.py)
+    attributes: dict[str, list[str | None]] = field(default_factory=dict)
 
     def for_model(self, model: object) -> list[np.ndarray]:
         return self.photos if getattr(model, "whole_photo", False) else self.pieces
@@ -75,13 +84,15 @@ def load_training_images(
     fit_views = [(p, name) for p, name in fit_views if (p.id, name) not in flagged]
     if not fit_views:
         raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
-    pieces, photos, labels = [], [], []
+    pieces, photos, labels, products = [], [], [], []
     for product, name in tqdm(fit_views, desc="loading images", unit="img", disable=not progress):
         image = load_image(home.image_path(name))
         photos.append(image)
         pieces.append(focus_on_piece(image, auto=auto_crop)[0])
         labels.append(product.type)
-    return TrainingImages(pieces, photos, labels, store.fingerprint())
+        products.append(product)
+    return TrainingImages(pieces, photos, labels, store.fingerprint(),
+                          product_attributes(products))
 
 
 def train_home(
@@ -140,8 +151,35 @@ def train_home(
             },
         )
         trained.append(TrainedModel(kind, names[kind], folder, seconds, report))
+    if "classifier" in kinds:
+        trained += train_attributes(home, data, seed=seed, progress=progress)
     home.update_settings(**{kind: names[kind] for kind in kinds})
     return trained
+
+
+def train_attributes(
+    home: Home, data: TrainingImages, *, seed: int = 0, progress: bool = True
+) -> list[TrainedModel]:
+    """Metal and stone heads beside the classifier when the catalog can teach them; a stale
+    folder goes when it no longer can (its values would be another catalog's)."""
+    import shutil
+
+    start = time.perf_counter()
+    folder = attributes_folder(home.models_dir)
+    with attached_to_home(home):
+        heads, notes = AttributeHeads.fit(data.photos, data.attributes, seed=seed,
+                                          progress=progress)
+    if heads is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return []
+    heads.save(folder)
+    seconds = time.perf_counter() - start
+    atomic_write_json(folder / "training.json", {
+        "training_data_fingerprint": data.fingerprint, "images": len(data.photos), "seed": seed,
+        "seconds": round(seconds, 2), "notes": notes,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return [TrainedModel(KIND, NAME, folder, seconds, FitReport(notes=notes))]
 
 
 def describe(trained: list[TrainedModel]) -> str:

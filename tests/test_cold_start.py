@@ -85,13 +85,15 @@ def test_models_written_by_safetensors_torch_load_and_answer_the_same(
     copy = tmp_path / "home"
     shutil.copytree(tiny_home, copy)
     folders = sorted(p for p in (copy / "models").iterdir() if p.is_dir())
-    assert [p.name for p in folders] == ["classifier-efficientnet-head", "embedder-efficientnet"]
+    assert [p.name for p in folders] == ["attributes-efficientnet",  # metal heads (issue 12)
+                                         "classifier-efficientnet-head", "embedder-efficientnet"]
     for folder in folders:
         _rewrite_with_torch(folder)
     before = Recommender.open(tiny_home).recommend(tiny_query_photo, k=5)
     after = Recommender.open(copy).recommend(tiny_query_photo, k=5)
     assert [r.id for r in after.results] == [r.id for r in before.results]
     assert after.type_probabilities == before.type_probabilities
+    assert after.attributes == before.attributes
 
 
 def test_numpy_weights_restore_a_torch_module_and_torch_weights_load_as_arrays(tmp_path):

@@ -368,6 +368,7 @@ def _response(
             schemas.PhotoSize(width=photo_size[0], height=photo_size[1]) if photo_size else None
         ),
         index_version=recommendation.index_version,  # the snapshot that answered
+        attributes={k: schemas.AttributeGuess(**g) for k, g in data["attributes"].items()},
     )
 
 

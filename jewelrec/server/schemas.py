@@ -47,6 +47,11 @@ class TypeAlternative(BaseModel):
     probability: float
 
 
+class AttributeGuess(BaseModel):
+    value: str | None = Field(description="the most likely value; null for stone: no stone")
+    confidence: float = Field(description="calibrated probability of that value")
+
+
 class Recommendation(BaseModel):
     photo: str | None = Field(description="the uploaded file's name, or the product id queried")
     type: str | None = Field(description="the detected jewelry type")
@@ -78,6 +83,11 @@ class Recommendation(BaseModel):
     )
     photo_size: PhotoSize | None = None
     index_version: str | None = None
+    attributes: dict[str, AttributeGuess] = Field(
+        default_factory=dict,
+        description="metal and stone read from the photo (those the catalog could teach: "
+        "`jewelrec train` fits them when it labels enough photos); empty when none",
+    )
 
 
 class AppliedFilters(BaseModel):
