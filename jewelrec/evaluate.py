@@ -26,6 +26,7 @@ from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.indexing import EmbeddingCache, embed_images, index_rows, model_fingerprint
+from jewelrec.models.attributes import NO_STONE, AttributeHeads, load_attributes, product_attributes
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
 from jewelrec.recommend import Recommender, typing_view
 from jewelrec.search.index import ExactIndex
@@ -52,6 +53,10 @@ class EvaluationReport:
     # recall (of that type's queries, how many it named right) and precision (of its answers)
     per_type: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     selective_curve: list[dict[str, float]] = field(default_factory=list)  # held-out views
+    # attributes read from the photo (models/attributes.py): accuracy on the held-out views
+    # whose label the head learned; None without a head
+    metal_accuracy: float | None = None
+    stone_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +72,8 @@ class EvaluationReport:
             "confusion_png": self.confusion_png,
             "per_type": self.per_type,
             "selective_curve": self.selective_curve,
+            "metal_accuracy": self.metal_accuracy,
+            "stone_accuracy": self.stone_accuracy,
         }
 
     def describe(self) -> str:
@@ -79,6 +86,8 @@ class EvaluationReport:
             *(f"recall@{k:<13} {fmt(v)}" for k, v in self.recall.items()),
             f"type precision@10    {fmt(self.type_precision_at_10)}",
             f"metal precision@10   {fmt(self.metal_precision_at_10)}",
+            f"metal from photo     {fmt(self.metal_accuracy)}",
+            f"stone from photo     {fmt(self.stone_accuracy)}",
             "median latency       "
             + ("n/a" if self.median_latency_ms is None else f"{self.median_latency_ms:.1f} ms"),
         ]
@@ -167,6 +176,10 @@ def evaluate_home(
     report.type_precision_at_10 = float(np.mean(type_precision)) if type_precision else None
     report.metal_precision_at_10 = float(np.mean(metal_precision)) if metal_precision else None
     report.per_type = _per_type(report, by_type)
+    heads = load_attributes(home.models_dir)
+    if heads is not None:
+        accuracy = _attribute_accuracy(home, heads, query_views, auto_crop, progress)
+        report.metal_accuracy, report.stone_accuracy = accuracy.get("metal"), accuracy.get("stone")
     report.median_latency_ms = _median_latency(home, recommender, query_views)
     report.confusion_png = str(_plot_confusion(home, report))
     atomic_write_json(home.reports_dir / "evaluation.json", report.to_dict())
@@ -227,6 +240,28 @@ def _classify(home, model, views, auto_crop: bool, progress: bool) -> np.ndarray
     if batch:
         rows.append(model.predict_proba(batch))
     return np.concatenate(rows)
+
+
+def _attribute_accuracy(
+    home: Home, heads: AttributeHeads, views, auto_crop: bool, progress: bool
+) -> dict[str, float]:
+    """Per attribute head: the share of held-out views (whose label it learned) it names right."""
+    labels = product_attributes([product for product, _ in views])
+    guesses, batch = [], []
+    for _, image in tqdm(views, desc="attributes", unit="img", disable=not progress):
+        photo = load_image(home.image_path(image))
+        batch.append(typing_view(heads, photo, None, focus_on_piece(photo, auto=auto_crop)[0]))
+        if len(batch) == 32:
+            guesses += heads.predict(batch)
+            batch = []
+    guesses += heads.predict(batch)
+    accuracy = {}
+    for name, head in heads.heads.items():
+        right = [(g[name].value or NO_STONE) == label
+                 for g, label in zip(guesses, labels[name], strict=True) if label in head.classes]
+        if right:
+            accuracy[name] = float(np.mean(right))
+    return accuracy
 
 
 def _median_latency(home: Home, recommender: Recommender, views) -> float:

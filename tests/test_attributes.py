@@ -108,3 +108,15 @@ def test_queries_answer_the_photo_s_attributes(tiny_home, tiny_query_photo):
     for r in answer.results:
         said = f"{products[r.id].metal} like yours" in r.why
         assert said == (sure.get("metal") is not None and products[r.id].metal == sure["metal"])
+
+
+def test_evaluate_reports_attribute_accuracy_on_held_out_views(tiny_home, tmp_path):
+    import shutil
+
+    from jewelrec.evaluate import evaluate_home
+
+    copy = tmp_path / "home"  # evaluate writes reports: not into the shared home
+    shutil.copytree(tiny_home, copy)
+    report = evaluate_home(Home(copy), progress=False).to_dict()
+    assert 0 <= report["metal_accuracy"] <= 1
+    assert report["stone_accuracy"] is None  # the tiny catalog names too few stones to learn

@@ -91,7 +91,8 @@ def test_evaluate_json_reports_metrics(seed_home, capsys):
     assert code == 0
     metrics = json.loads(out)
     for key in ("type_accuracy", "recall@1", "recall@5", "recall@10", "type_precision@10",
-                "metal_precision@10", "median_latency_ms", "confusion"):
+                "metal_precision@10", "median_latency_ms", "confusion", "metal_accuracy",
+                "stone_accuracy"):
         assert key in metrics
     assert metrics["queries"] == 24
     assert 0.0 <= metrics["recall@10"] <= 1.0
