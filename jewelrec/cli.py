@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                    help="a shop site whose pages may show the similar-pieces widget, e.g. "
                    "https://shop.example (repeatable; CORS on the widget's route only)")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="photo and text queries in the server at once, running or waiting; one "
+                   "more is answered at once with 503 and Retry-After: 1 (default 64)")
     _group_variants_arg(p)
     _model_args(p)
     _backend_args(p)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -111,6 +111,56 @@ def likely_types(classes: Sequence[str], probabilities: np.ndarray) -> dict[str,
     return chosen
 
 
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """A query photo loaded and framed (no model run yet): the per-request half of the work,
+    so that the models can then see many requests' photos as one batch."""
+
+    image: np.ndarray  # the whole photo, RGB
+    focused: np.ndarray  # the caller's crop or the piece found automatically
+    box: Box | None  # where `focused` lies in `image` (None: the whole photo)
+    crop: Box | None  # the caller's crop, as asked
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PhotoInference:
+    """What the models of one snapshot say about one prepared photo."""
+
+    probabilities: np.ndarray  # over the snapshot's classifier's classes
+    vector: np.ndarray  # the embedding
+    recognition: np.ndarray | None  # backbone features for "is this jewelry?", when offered
+    attributes: dict[str, AttributeGuess]
+
+
+class Inference(Protocol):
+    """Runs `infer` for one photo, possibly batched with other requests' photos that hold the
+    same snapshot (jewelrec/server/inference.py); blocks until the answer is there."""
+
+    def infer(self, snap: Snapshot, photo: PreparedPhoto) -> PhotoInference: ...
+
+
+def infer(snap: Snapshot, photos: Sequence[PreparedPhoto]) -> list[PhotoInference]:
+    """The models of ONE snapshot over many prepared photos: one call per model for them all
+    (the batch a micro-batching server forms, or a single query's photo)."""
+    if not photos:
+        return []
+    focused = [p.focused for p in photos]
+    probabilities = snap.classifier.predict_proba(
+        [typing_view(snap.classifier, p.image, p.crop, p.focused) for p in photos])
+    vectors = snap.embedder.embed(focused)
+    seen = (recognition_features(snap.embedder, focused)
+            if snap.recognition_reference is not None else None)
+    guesses = (snap.attributes.predict(
+        [typing_view(snap.attributes, p.image, p.crop, p.focused) for p in photos])
+        if snap.attributes is not None else [{} for _ in photos])
+    return [
+        PhotoInference(probabilities[i], vectors[i], None if seen is None else seen[i],
+                       guesses[i])
+        for i in range(len(photos))
+    ]
+
+
 @dataclass
 class Recommendation:
     photo: str | None
@@ -177,6 +227,8 @@ class Recommender:
         )
         self._reload_lock = threading.Lock()
         self._disagreement_logged: str | None = None  # index version already warned about
+        # the server's micro-batching executor; None: each query runs the models itself
+        self.inference: Inference | None = None
 
     # -- the current snapshot (read-only views for the CLI, benchmarks and tests) -------------
     @property
@@ -293,27 +345,41 @@ class Recommender:
         known: QueryFacts | None,
         group_variants: bool = False,
     ) -> Recommendation:
+        prepared = self.prepare(photo, crop=crop, photo_name=photo_name)
+        inferred = (self.inference.infer(snap, prepared) if self.inference is not None
+                    else infer(snap, [prepared])[0])
+        return self._answer(snap, prepared, inferred, k=k, filters=filters, type=type,
+                            known=known, group_variants=group_variants)
+
+    def prepare(
+        self, photo: bytes | str | Path | np.ndarray, *, crop: Box | None = None,
+        photo_name: str | None = None,
+    ) -> PreparedPhoto:
+        """Load and frame one query photo (per request: decoding and framing need no model)."""
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
         image = photo if isinstance(photo, np.ndarray) else load_image(photo)
         focused, box = focus_on_piece(image, crop, auto=self.auto_crop)
-        probabilities = snap.classifier.predict_proba([typing_view(snap.classifier, image, crop,
-                                                                   focused)])[0]
-        vector = snap.embedder.embed([focused])[0]
-        seen = (recognition_features(snap.embedder, [focused])
-                if snap.recognition_reference is not None else None)
-        guesses = (snap.attributes.predict([typing_view(snap.attributes, image, crop, focused)])[0]
-                   if snap.attributes is not None else {})
+        return PreparedPhoto(image, focused, box, crop, photo_name)
+
+    def _answer(
+        self, snap: Snapshot, prepared: PreparedPhoto, inferred: PhotoInference, *, k: int,
+        filters: Filters | None, type: str | None, known: QueryFacts | None,
+        group_variants: bool,
+    ) -> Recommendation:
+        """The per-request search and ranking once the models have seen the photo."""
+        guesses = inferred.attributes
         if snap.attributes is not None and guesses:  # the catalog's own data, if given, wins
             sure = snap.attributes.known(guesses)
             known = known or QueryFacts()
             known = replace(known, metal=known.metal or sure.get("metal"),
                             stone=known.stone or sure.get("stone"))
-        recommendation = self._rank(snap, vector, probabilities, k=k, filters=filters, type=type,
-                                    recognition=None if seen is None else seen[0], known=known,
+        recommendation = self._rank(snap, inferred.vector, inferred.probabilities, k=k,
+                                    filters=filters, type=type,
+                                    recognition=inferred.recognition, known=known,
                                     group_variants=group_variants)
-        recommendation.photo = photo_name
-        recommendation.crop = box
+        recommendation.photo = prepared.name
+        recommendation.crop = prepared.box
         recommendation.attributes = guesses
         return recommendation
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from itertools import chain, zip_longest
@@ -44,7 +45,7 @@ from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import Recommendation, Recommender
 from jewelrec.search.filters import Filters
-from jewelrec.server import embed, schemas
+from jewelrec.server import embed, inference, schemas
 from jewelrec.text.query import MAX_QUERY_CHARS
 from jewelrec.text.search import TextAnswer, TextSearcher
 
@@ -393,8 +394,17 @@ PREFER_BRAND_HELP = ("rank this brand's pieces a little higher without leaving o
                      "(see jewelrec/search/prefer.py)")
 PreferBrand = Annotated[str, Query(max_length=200, description=PREFER_BRAND_HELP)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500, 503)
+    code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500)
 }
+ERRORS[503] = {
+    "model": schemas.ErrorMessage,
+    "description": "not ready yet, or busy (more queries waiting than `serve --max-queue`): "
+                   "try again after Retry-After seconds",
+    "headers": {"Retry-After": {"description": "seconds to wait before retrying (when busy)",
+                                "schema": {"type": "integer"}}},
+}
+# the CPU-bound queries that count towards `serve --max-queue` (see server/inference.py)
+QUEUED_PATHS = re.compile(r"^/api/(recommend|search|products/[^/]+/similar)$")
 
 router = APIRouter()
 
@@ -589,6 +599,9 @@ def create_app(
     workers: int | None = None,
     allow_origins: Sequence[str] = (),
     group_variants: bool = False,
+    max_queue: int = inference.DEFAULT_MAX_QUEUE,
+    batch_window_s: float = inference.DEFAULT_WINDOW_S,
+    max_batch: int = inference.DEFAULT_MAX_BATCH,
 ) -> FastAPI:
     """The web page and the API for one data home.
 
@@ -596,6 +609,9 @@ def create_app(
     `allow_origins`: shop sites whose pages may show the widget (CORS on its route only).
     `group_variants`: photo, text and 'more like this' results show one product per variant
     group.
+    `max_queue`: photo and text queries in the server at once (running or waiting) before the
+    next gets a fast 503 with Retry-After; `batch_window_s`, `max_batch`: the micro-batching of
+    the models (server/inference.py).
     """
 
     @contextlib.asynccontextmanager
@@ -606,9 +622,14 @@ def create_app(
                 backend=backend, milvus_uri=milvus_uri,
             )
         )
+        # one model runner for all requests; enough worker threads to prepare the photos of a
+        # full batch while another runs (threads waiting for the models use no CPU)
+        executor = inference.InferenceExecutor(window_s=batch_window_s, max_batch=max_batch)
+        if isinstance(loaded, Recommender):  # stand-ins in tests run their own "models"
+            loaded.inference = executor
         app.state.shop = Shop(
             loaded, max_upload_bytes=max_upload_bytes,
-            workers=workers or min(4, os.cpu_count() or 1), group_variants=group_variants,
+            workers=workers or (os.cpu_count() or 1) + max_batch, group_variants=group_variants,
         )
         watcher = asyncio.create_task(_watch_index(app.state.shop, reload_interval_s))
         try:
@@ -617,6 +638,9 @@ def create_app(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if getattr(loaded, "inference", None) is executor:
+                loaded.inference = None
+            await anyio.to_thread.run_sync(executor.close)
 
     app = FastAPI(
         title="jewelrec",
@@ -628,6 +652,7 @@ def create_app(
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(InternalErrors),
+            Middleware(inference.QueueLimit, max_queue=max_queue, paths=QUEUED_PATHS.match),
             Middleware(embed.WidgetCORS, origins=[embed.check_origin(o) for o in allow_origins]),
             Middleware(
                 BodySizeLimit,
@@ -658,20 +683,26 @@ def serve(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     allow_origins: Sequence[str] = (),
     group_variants: bool = False,
+    max_queue: int = inference.DEFAULT_MAX_QUEUE,
 ) -> None:
     """Run the server until interrupted (`jewelrec serve`).
 
     The Recommender is opened before uvicorn starts, so a home that is not ready yet fails with
-    the one-line message of its NotReadyError rather than a start-up traceback.
+    the one-line message of its NotReadyError rather than a start-up traceback. numpy's BLAS
+    runs on one thread here, leaving the cores to the models (server/inference.py).
     """
     import uvicorn
 
+    if max_queue < 1:
+        raise JewelrecError(f"--max-queue {max_queue}: expected at least 1")
+    inference.pin_blas_threads()
     allow_origins = [embed.check_origin(o) for o in allow_origins]  # before the slow part
     recommender = Recommender.open(
         home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
     )
     app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
-                     allow_origins=allow_origins, group_variants=group_variants)
+                     allow_origins=allow_origins, group_variants=group_variants,
+                     max_queue=max_queue)
     print(f"jewelrec: serving {recommender.store.count()} products at http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 

@@ -1,0 +1,169 @@
+"""More shoppers per core (issue 11): one inference executor per server with micro-batching,
+and a fast 503 once too many photo queries wait.
+
+Each query prepares its photo (decoding, framing) in a worker thread of its own; the models then
+run in ONE executor thread, whose onnxruntime session already uses every core. Photos that wait
+for that thread together go through the models as one batch (one classifier call, one embedder
+call), which costs far less per photo than one call each. Under load (the last batch held more
+than one photo) the executor also waits up to `window_s` for more photos before it runs; a lone
+shopper never waits. A batch only mixes photos whose requests hold the SAME snapshot (compared
+by identity, see jewelrec/snapshot.py): a request captured before an index swap is answered by
+the models of its own snapshot, never by the new ones.
+
+numpy's BLAS threads are pinned to one in `jewelrec serve` (`pin_blas_threads`): ranking and the
+small heads do little linear algebra per query, and a BLAS pool as wide as the machine would
+fight onnxruntime's own pool for the same cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from jewelrec.recommend import PhotoInference, PreparedPhoto, infer
+from jewelrec.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 0.005
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_QUEUE = 64
+RETRY_AFTER_S = 1
+BUSY_MESSAGE = "the server is busy: please try again in a second"
+
+InferFn = Callable[[Snapshot, Sequence[PreparedPhoto]], list[PhotoInference]]
+
+
+@dataclass
+class _Job:
+    snap: Snapshot
+    photo: PreparedPhoto
+    future: Future = field(default_factory=Future)
+
+
+class InferenceExecutor:
+    """The server's one model runner: `infer(snap, photo)` from any thread, answered from a
+    batch of up to `max_batch` photos (see the module's docstring). `close()` stops it; calls
+    after that run the models in the caller's thread."""
+
+    def __init__(self, *, window_s: float = DEFAULT_WINDOW_S,
+                 max_batch: int = DEFAULT_MAX_BATCH, run: InferFn = infer) -> None:
+        if max_batch < 1 or window_s < 0:
+            raise ValueError("max_batch must be >= 1 and window_s >= 0")
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._run = run
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self.batches = 0  # model runs so far (one per snapshot group of a batch), for tests
+        self._thread = threading.Thread(target=self._loop, name="jewelrec-inference",
+                                        daemon=True)
+        self._thread.start()
+
+    def infer(self, snap: Snapshot, photo: PreparedPhoto) -> PhotoInference:
+        """The models of `snap` on `photo`, possibly batched with other callers' photos."""
+        if self._closed:
+            return self._run(snap, [photo])[0]
+        job = _Job(snap, photo)
+        self._jobs.put(job)
+        return job.future.result()
+
+    def close(self) -> None:
+        """Finish the photos already queued, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(None)
+            self._thread.join()
+
+    # -- the executor thread -----------------------------------------------------------------
+    def _loop(self) -> None:
+        busy = False  # the last batch held more than one photo: others are likely on their way
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch, stopping = self._collect(first, self.window_s if busy else 0.0)
+            self._answer(batch)
+            busy = len(batch) > 1
+            if stopping:
+                return
+
+    def _collect(self, first: _Job, window_s: float) -> tuple[list[_Job], bool]:
+        """`first` and the photos queued behind it (waiting up to `window_s` for more), at most
+        `max_batch`; and whether close() was asked meanwhile."""
+        batch = [first]
+        deadline = time.monotonic() + window_s
+        while len(batch) < self.max_batch:
+            try:
+                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic())) \
+                    if window_s > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _answer(self, batch: list[_Job]) -> None:
+        """One model run per snapshot in `batch`; a run that fails is retried photo by photo,
+        so one unreadable photo fails its own request only."""
+        groups: dict[int, list[_Job]] = {}
+        for job in batch:
+            groups.setdefault(id(job.snap), []).append(job)
+        for jobs in groups.values():
+            self.batches += 1
+            try:
+                results = self._run(jobs[0].snap, [j.photo for j in jobs])
+            except Exception as exc:  # noqa: BLE001 - handed to the callers, never lost
+                if len(jobs) == 1:
+                    jobs[0].future.set_exception(exc)
+                    continue
+                for job in jobs:
+                    self._answer([job])
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                job.future.set_result(result)
+
+
+def pin_blas_threads(threads: int = 1) -> None:
+    """Limit numpy's BLAS pool to `threads` for the whole process (see the module's
+    docstring); the models' own onnxruntime pool is sized to the cores elsewhere."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+# -- admission ---------------------------------------------------------------------------------
+class QueueLimit:
+    """ASGI middleware: at most `max_queue` requests on `paths` (the CPU-bound queries) in the
+    server at once, running or waiting; one more is answered at once with 503 and
+    `Retry-After: 1` instead of waiting until its client times out."""
+
+    def __init__(self, app: ASGIApp, max_queue: int, paths: Callable[[str], bool]) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.app = app
+        self.max_queue = max_queue
+        self.paths = paths
+        self.in_flight = 0  # only the event loop's thread changes it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.paths(scope["path"]):
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_queue:
+            response = JSONResponse({"detail": BUSY_MESSAGE}, status_code=503,
+                                    headers={"Retry-After": str(RETRY_AFTER_S)})
+            return await response(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
