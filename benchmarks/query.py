@@ -1,11 +1,12 @@
 """End-to-end query latency: photo bytes -> results over HTTP from `jewelrec serve`.
 
 Starts `jewelrec serve` on 127.0.0.1 (a free port) and POSTs /api/recommend (multipart `photo`,
-k=10) from 1, 4 and 16 concurrent clients for --seconds each: p50/p95/p99, requests/s, errors
-(non-200 answers and exceptions) and the server's CPU milliseconds per request. In the same run,
-the in-process baseline `Recommender.open(home).recommend(bytes)` with one client gives the cost of
-the HTTP layer as a ratio (the two take turns in short slices, so the machine's other work hits
-both alike). Target: p95 <= 100 ms with 16 clients on 2 cores, 0 errors.
+k=10) from 1, 4, 16 and 64 concurrent clients for --seconds each: p50/p95/p99, requests/s, errors
+(non-200 answers other than a busy 503, and exceptions), busy 503s (`serve --max-queue`: a fast
+refusal with Retry-After, counted apart from errors) and the server's CPU milliseconds per request.
+In the same run, the in-process baseline `Recommender.open(home).recommend(bytes)` with one
+client gives the cost of the HTTP layer as a ratio (the two take turns in short slices, so the
+machine's other work hits both alike). Target: p95 <= 100 ms with 16 clients on 2 cores, 0 errors.
 
 Every request sends a photo the server has not seen: the backbone remembers the features of the
 last 2048 images (by pixel content), so rotating through 40 photos would time cache hits. The
@@ -52,6 +53,7 @@ K = 10
 TARGET_P95_MS = 100.0
 TARGET_CLIENTS = 16
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+BUSY = "busy"  # a 503 with Retry-After: the server refused at once, as `--max-queue` asks
 MAX_REQUESTS_PER_CLIENT = 100_000  # a bound on every loop, far above what 30 s allows
 SERVER_START_TIMEOUT_S = 180.0
 REQUEST_TIMEOUT_S = 60.0
@@ -186,6 +188,7 @@ class Run:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    busy: int = 0  # fast 503s with Retry-After
     cpu_seconds: float | None = 0.0  # of what answered: the server, or this process
     load_average: float | None = None  # 1-minute load when the run ended
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -194,6 +197,8 @@ class Run:
         with self.lock:
             if error is None:
                 self.latencies.append(latency)
+            elif error == BUSY:
+                self.busy += 1
             else:
                 self.errors.append(error)
 
@@ -202,10 +207,11 @@ class Run:
         return {
             "clients": self.clients,
             "seconds": round(self.seconds, 2),
-            "requests": done + len(self.errors),
+            "requests": done + len(self.errors) + self.busy,
             **percentiles_ms(self.latencies),
             "requests_per_s": round(done / self.seconds, 2) if self.seconds else None,
             "errors": len(self.errors),
+            "busy_503": self.busy,
             "error_examples": sorted(set(self.errors))[:5],
             "cpu_ms_per_request": (
                 round(self.cpu_seconds * 1000 / done, 1)
@@ -216,10 +222,13 @@ class Run:
 
 
 def post_photo(client: httpx.Client, url: str, data: bytes) -> str | None:
-    """One query; None when it answered 200 with results, else what went wrong."""
+    """One query; None when it answered 200 with results, BUSY for a 503 with Retry-After,
+    else what went wrong."""
     try:
         response = client.post(f"{url}/api/recommend", files={"photo": ("photo.jpg", data,
                                "image/jpeg")}, data={"k": str(K)})
+        if response.status_code == 503 and "retry-after" in response.headers:
+            return BUSY
         if response.status_code != 200:
             return f"HTTP {response.status_code}: {response.text[:200]}"
         if not isinstance(response.json().get("results"), list):
@@ -319,7 +328,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
     parser.add_argument("--baseline-seconds", type=float, default=15.0,
                         help="in-process baseline duration")
-    parser.add_argument("--clients", default="1,4,16", help="concurrency levels, comma-separated")
+    parser.add_argument("--clients", default="1,4,16,64",
+                        help="concurrency levels, comma-separated")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, like Ctrl-C
@@ -361,21 +371,38 @@ def main() -> None:
            [r.summary() for r in runs])
 
 
+def scaling_ratios(runs: list[dict]) -> dict[str, float]:
+    """req/s at each level over one client's, and the highest level's over the best lower one."""
+    rate = {r["clients"]: r["requests_per_s"] for r in runs if r["requests_per_s"]}
+    ratios = {f"{c} over 1": round(rate[c] / rate[1], 2) for c in sorted(rate) if c != 1
+              and 1 in rate}
+    levels = sorted(rate)
+    if len(levels) > 1:
+        top, best = levels[-1], max(rate[c] for c in levels[:-1])
+        ratios[f"{top} over best lower"] = round(rate[top] / best, 2)
+    return ratios
+
+
 def report(args: argparse.Namespace, files: list[Path], build_seconds: dict[str, float],
            startup: float, baseline: dict, runs: list[dict]) -> None:
     print()
     print(f"POST /api/recommend (k={K}) on {HOST}, {len(files)} query photos varied so none "
           f"repeats, {args.seconds:.0f} s per level")
     columns = ["clients", "requests", "p50_ms", "p95_ms", "p99_ms", "requests_per_s", "errors",
-               "cpu_ms_per_request", "load_average_1min"]
+               "busy_503", "cpu_ms_per_request", "load_average_1min"]
     rows = [["in-process (no HTTP)", *(baseline[c] for c in columns)]]
     rows += [["HTTP", *(r[c] for c in columns)] for r in runs]
     print_table(["path", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors",
-                 "cpu ms/req", "load"], rows)
+                 "503", "cpu ms/req", "load"], rows)
     print("(cpu ms/req: CPU time of whatever answered, the server process or this one, per "
           "request, all its threads; it depends less on the machine's load than latency does)")
 
     one = next((r for r in runs if r["clients"] == 1), None)
+    scaling = scaling_ratios(runs)
+    if scaling:
+        print("\nthroughput over concurrency (issue 11: 16 clients >= 1.3x one client; 64 >= "
+              "0.95x the best lower level): "
+              + ", ".join(f"{name} x{ratio:.2f}" for name, ratio in scaling.items()))
     overhead = None
     if one and one["p50_ms"] and baseline["p50_ms"]:
         overhead = {"p50": round(one["p50_ms"] / baseline["p50_ms"], 2),
@@ -415,6 +442,7 @@ def report(args: argparse.Namespace, files: list[Path], build_seconds: dict[str,
         "query_photos": len(files), "k": K, "seconds_per_level": args.seconds,
         "build_seconds": build_seconds, "server_startup_seconds": round(startup, 2),
         "in_process": baseline, "http": runs, "http_overhead_ratio": overhead,
+        "throughput_ratios": scaling,
         "target": {"p95_ms": TARGET_P95_MS, "clients": TARGET_CLIENTS, "result": verdict},
     })
     print(f"wrote {path}")
