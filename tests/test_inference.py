@@ -114,7 +114,7 @@ def test_concurrent_photos_are_batched_and_answered_as_one_by_one(tmp_path):
         assert embedder.entered.wait(timeout=30)  # the models hold the first photo
         for t in rest:
             t.start()
-        wait_until(lambda: executor._jobs.qsize() == len(rest))
+        wait_until(lambda: executor.queued() == len(rest))
         gate.set()
         for t in first + rest:
             t.join(timeout=30)
@@ -150,10 +150,10 @@ def test_requests_holding_different_snapshots_are_never_batched_together(tmp_pat
         threads = [query(0)]
         assert old_embedder.entered.wait(timeout=30)
         threads += [query(1), query(3)]
-        wait_until(lambda: executor._jobs.qsize() == 2)
+        wait_until(lambda: executor.queued() == 2)
         rec.swap(new)  # requests from now on capture the new snapshot
         threads += [query(2), query(4)]
-        wait_until(lambda: executor._jobs.qsize() == 4)
+        wait_until(lambda: executor.queued() == 4)
         gate.set()
         for t in threads:
             t.join(timeout=30)
@@ -210,7 +210,7 @@ def test_past_max_queue_a_request_gets_a_fast_503_with_retry_after(tmp_path):
             assert embedder.entered.wait(timeout=30)
             held.append(threading.Thread(target=post))
             held[1].start()
-            wait_until(lambda: rec.inference._jobs.qsize() == 1)
+            wait_until(lambda: rec.inference.queued() == 1)
             busy = client.post("/api/recommend",
                                files={"photo": ("p.png", png(COLOURS[1]), "image/png")})
             also_busy = client.get("/api/search", params={"q": "ring"})

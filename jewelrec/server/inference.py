@@ -63,7 +63,6 @@ class InferenceExecutor:
         self._run = run
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self.batches = 0  # model runs so far (one per snapshot group of a batch), for tests
         self._thread = threading.Thread(target=self._loop, name="jewelrec-inference",
                                         daemon=True)
         self._thread.start()
@@ -75,6 +74,10 @@ class InferenceExecutor:
         job = _Job(snap, photo)
         self._jobs.put(job)
         return job.future.result()
+
+    def queued(self) -> int:
+        """Photos waiting for the models (not counting the batch being run)."""
+        return self._jobs.qsize()
 
     def close(self) -> None:
         """Finish the photos already queued, then stop the thread."""
@@ -119,7 +122,6 @@ class InferenceExecutor:
         for job in batch:
             groups.setdefault(id(job.snap), []).append(job)
         for jobs in groups.values():
-            self.batches += 1
             try:
                 results = self._run(jobs[0].snap, [j.photo for j in jobs])
             except Exception as exc:  # noqa: BLE001 - handed to the callers, never lost
