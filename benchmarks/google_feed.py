@@ -2,7 +2,8 @@
 feed at a URL, images over HTTP from a local server on 127.0.0.1), then, each as an operator
 runs it: `jewelrec ingest URL --fetch-images`, a second ingest (must download no image), a
 third with --revalidate-images (every image answered 304), `train`, `index`, and one
-"more like this" query through `jewelrec serve`'s API.
+"more like this" query through `jewelrec serve`'s API, plain and with --group-variants (how many
+designs, item_group_ids, the 8 results span).
 
     python benchmarks/google_feed.py [--products 2000] [--views 3] [--epochs N] [--no-train]
 
@@ -20,10 +21,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import jewelrec, load_note, print_table, write_results
 
 from jewelrec.catalog.feeds.google_merchant import write_google_feed
+from jewelrec.search.variants import variant_group
+
+if TYPE_CHECKING:
+    import httpx
+
+    from jewelrec.recommend import Recommender
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -38,6 +46,15 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+
+def _designs(recommender: Recommender, answer: httpx.Response) -> tuple[int, int]:
+    """(results, distinct designs: variant groups, among them) of a 'more like this' answer."""
+    if answer.status_code != 200:
+        return 0, 0
+    ids = [r["id"] for r in answer.json()["results"]]
+    found = recommender.store.get_many(ids)
+    return len(ids), len({variant_group(found[i].tags) or i for i in ids if i in found})
 
 
 def main() -> None:
@@ -88,20 +105,35 @@ def main() -> None:
                 epochs = ["--epochs", args.epochs] if args.epochs else []
                 seconds, _ = jewelrec("train", "--home", home, "--no-progress", *epochs)
                 rows_out.append(["train", round(seconds, 1), ""])
+                results["train_seconds"] = round(seconds, 1)
                 seconds, _ = jewelrec("index", "--home", home, "--no-progress")
                 rows_out.append(["index", round(seconds, 1), ""])
+                results["index_seconds"] = round(seconds, 1)
                 from fastapi.testclient import TestClient
 
                 from jewelrec.server.app import create_app
 
                 start = time.perf_counter()
+                similar = f"/api/products/{products[0]['id']}/similar?k=8"
                 with TestClient(create_app(home)) as client:
-                    answer = client.get(f"/api/products/{products[0]['id']}/similar?k=8")
+                    answer = client.get(similar)
+                    loaded = client.app.state.shop.recommender
                 seconds = time.perf_counter() - start
-                found = len(answer.json().get("results", [])) if answer.status_code == 200 else 0
+                found, designs = _designs(loaded, answer)
                 rows_out.append(["serve + one 'more like this'", round(seconds, 1),
-                                 f"HTTP {answer.status_code}, {found} results"])
+                                 f"HTTP {answer.status_code}, {found} results, {designs} designs"])
                 results["similar_results"] = found
+                results["similar_designs"] = designs
+                with TestClient(create_app(home, recommender=loaded,
+                                           group_variants=True)) as client:
+                    start = time.perf_counter()
+                    answer = client.get(similar)
+                    seconds = time.perf_counter() - start
+                found, designs = _designs(loaded, answer)
+                rows_out.append(["the same, serve --group-variants", round(seconds, 1),
+                                 f"HTTP {answer.status_code}, {found} results, {designs} designs"])
+                results["grouped_similar"] = {"results": found, "designs": designs,
+                                              "seconds": round(seconds, 3)}
         finally:
             server.shutdown()
             server.server_close()
