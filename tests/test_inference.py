@@ -101,6 +101,7 @@ def test_concurrent_photos_are_batched_and_answered_as_one_by_one(tmp_path):
 
     embedder.calls.clear()
     classifier.calls.clear()
+    embedder.entered.clear()  # set by the queries above: wait for the next one's
     gate.clear()
     executor = InferenceExecutor(window_s=0.005, max_batch=8)
     rec.inference = executor
@@ -184,6 +185,7 @@ def test_a_failing_photo_fails_only_its_own_request():
             bad.future.result(timeout=5)
     finally:
         executor.close()
+    assert executor.infer(snap, "late") == "ok late"  # after close: run in the caller's thread
 
 
 def _job(snap, photo):

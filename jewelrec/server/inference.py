@@ -63,17 +63,19 @@ class InferenceExecutor:
         self._run = run
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
+        self._closing = threading.Lock()  # no job can be queued behind close()'s stop mark
         self._thread = threading.Thread(target=self._loop, name="jewelrec-inference",
                                         daemon=True)
         self._thread.start()
 
     def infer(self, snap: Snapshot, photo: PreparedPhoto) -> PhotoInference:
         """The models of `snap` on `photo`, possibly batched with other callers' photos."""
-        if self._closed:
-            return self._run(snap, [photo])[0]
         job = _Job(snap, photo)
-        self._jobs.put(job)
-        return job.future.result()
+        with self._closing:
+            queued = not self._closed
+            if queued:
+                self._jobs.put(job)
+        return job.future.result() if queued else self._run(snap, [photo])[0]
 
     def queued(self) -> int:
         """Photos waiting for the models (not counting the batch being run)."""
@@ -81,10 +83,12 @@ class InferenceExecutor:
 
     def close(self) -> None:
         """Finish the photos already queued, then stop the thread."""
-        if not self._closed:
+        with self._closing:
+            if self._closed:
+                return
             self._closed = True
             self._jobs.put(None)
-            self._thread.join()
+        self._thread.join()
 
     # -- the executor thread -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -105,9 +109,9 @@ class InferenceExecutor:
         batch = [first]
         deadline = time.monotonic() + window_s
         while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
             try:
-                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic())) \
-                    if window_s > 0 else self._jobs.get_nowait()
+                job = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -124,6 +128,8 @@ class InferenceExecutor:
         for jobs in groups.values():
             try:
                 results = self._run(jobs[0].snap, [j.photo for j in jobs])
+                if len(results) != len(jobs):
+                    raise RuntimeError(f"{len(results)} answers for {len(jobs)} photos")
             except Exception as exc:  # noqa: BLE001 - handed to the callers, never lost
                 if len(jobs) == 1:
                     jobs[0].future.set_exception(exc)
