@@ -257,3 +257,30 @@ def test_unreachable_server_is_a_user_error_naming_the_uri():
         MilvusIndex(uri, dim=DIM)
     with pytest.raises(JewelrecError, match="unsupported Milvus URI"):
         MilvusIndex("file:///tmp/x.db", dim=DIM)
+
+
+# -- retired index versions ------------------------------------------------------------------
+@pytest.mark.milvus
+def test_retired_index_versions_take_their_collection_with_them(milvus_uri, tmp_path):
+    import json
+
+    from jewelrec.home import Home
+    from jewelrec.search import versions
+    from jewelrec.search.milvus import drop_collection
+
+    home = Home(tmp_path / "home").ensure()
+    names = [unique_name("retire") for _ in range(4)]
+    rows, vectors = catalog(products=3, seed=0)
+    for i, name in enumerate(names):  # four published versions, oldest first
+        MilvusIndex(milvus_uri, name, dim=DIM).upsert(rows, vectors)
+        folder = home.index_dir / f"v2026010{i}"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps(
+            {"backend": "milvus", "milvus_uri": milvus_uri, "milvus_collection": name, "dim": DIM}))
+    versions._remove_stale(home, keep="v20260103")
+    client_view = [MilvusIndex(milvus_uri, n, dim=DIM) if n in names[2:] else None for n in names]
+    assert [drop_collection(milvus_uri, n) for n in names[:2]] == [False, False]  # gone already
+    assert all(index is not None and len(index) == len(rows) for index in client_view[2:])
+    assert sorted(p.name for p in home.index_dir.iterdir()) == ["v20260102", "v20260103"]
+    for index in client_view[2:]:
+        index.drop()

@@ -145,6 +145,18 @@ def _milvus_errors(uri: str, action: str) -> Iterator[None]:
         raise JewelrecError(f"Milvus at {uri} could not {action}: {_reason(error)}") from error
 
 
+def drop_collection(uri: str, collection: str, *, timeout_s: float = 60.0) -> bool:
+    """Delete `collection` on the server at `uri` if it is there (a retired index version's);
+    True when something was dropped. Unlike opening a MilvusIndex, never creates anything."""
+    if not NAME_PATTERN.fullmatch(collection):
+        raise JewelrecError(f"invalid Milvus collection name {collection!r}")
+    client = _open_client(normalise_uri(uri))
+    if not client.has_collection(collection, timeout=timeout_s):
+        return False
+    client.drop_collection(collection, timeout=timeout_s)
+    return True
+
+
 def _open_client(uri: str) -> Any:
     from pymilvus import MilvusClient
 

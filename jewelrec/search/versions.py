@@ -11,6 +11,7 @@ process is gone (or, whatever the process, once it is STALE_BUILD_S old).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 from jewelrec.errors import NotReadyError, StorageError
 from jewelrec.home import Home, atomic_write_bytes, storage_error
+
+log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
 KEEP_OLD_VERSIONS = 2  # the previous index stays for readers that are still loading it
@@ -126,5 +129,25 @@ def _remove_stale(home: Home, keep: str) -> None:
     )
     for old in versions[:-KEEP_OLD_VERSIONS]:
         if old.name != keep:
+            _drop_remote_collection(old)
             shutil.rmtree(old, ignore_errors=True)
     remove_abandoned_builds(home)
+
+
+def _drop_remote_collection(folder: Path) -> None:
+    """A retired version built on Milvus takes its collection with it, so the server does not
+    keep one collection per re-index forever. Best effort: a server that cannot be reached only
+    leaves the collection behind (logged), it never fails the publish that retired it."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return
+    if meta.get("backend") != "milvus" or not meta.get("milvus_collection"):
+        return
+    from jewelrec.search.milvus import drop_collection
+
+    try:
+        drop_collection(meta["milvus_uri"], meta["milvus_collection"])
+    except Exception as exc:  # noqa: BLE001 - any server trouble: keep going, say so
+        log.warning("could not drop Milvus collection %s of retired index %s (%s)",
+                    meta["milvus_collection"], folder.name, exc)
