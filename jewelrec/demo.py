@@ -77,7 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     home = home_of(args).ensure()
     settings = home.update_settings(embedder=args.embedder, classifier=args.classifier)
-    names = {"classifier": settings["classifier"], "embedder": settings["embedder"]}
+    names = {"classifier": settings.classifier, "embedder": settings.embedder}
     folder = home.root / "demo-catalog"
 
     _step(f"1/6 draw the demo catalog ({args.products} products x {args.views} views)")

@@ -110,9 +110,9 @@ def evaluate_home(
     progress: bool = True,
 ) -> EvaluationReport:
     settings = home.settings()
-    embedder_name = embedder or settings["embedder"]
-    classifier_name = classifier or settings["classifier"]
-    auto_crop = bool(settings.get("auto_crop", True))
+    embedder_name = embedder or settings.embedder
+    classifier_name = classifier or settings.classifier
+    auto_crop = settings.auto_crop
     if not home.catalog_db.exists():
         raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     store = CatalogStore.open(home)

@@ -14,21 +14,43 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from jewelrec.errors import StorageError
+from jewelrec.errors import JewelrecError, StorageError
 
 DEFAULT_HOME = "./jewelrec-data"
 
-# Defaults recorded in settings.json the first time a home is used; later commands read them
-# so that `index`, `recommend`, `evaluate` and `serve` agree on the models and backend.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "embedder": "efficientnet",
-    "classifier": "efficientnet-head",
-    "backend": "exact",
-    "milvus_uri": None,
-}
+
+@dataclass(frozen=True)
+class Settings:
+    """What a home records in settings.json so that `index`, `recommend`, `evaluate` and
+    `serve` agree on the models and backend: read once per command, passed down, never edited
+    in place (`Home.update_settings` writes a new file)."""
+
+    embedder: str = "efficientnet"
+    classifier: str = "efficientnet-head"
+    backend: str = "exact"
+    milvus_uri: str | None = None
+    auto_crop: bool = True  # frame the piece itself in catalog photos and queries
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: Path | str = "settings.json") -> Settings:
+        """Validated settings; keys this version does not know are ignored (a newer home)."""
+        if not isinstance(raw, dict):
+            raise JewelrecError(f"{source} does not hold a JSON object: fix or remove it")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        for key, value in values.items():
+            expected = bool if key == "auto_crop" else str
+            if not (isinstance(value, expected) or (key == "milvus_uri" and value is None)):
+                raise JewelrecError(f"{source}: {key!r} should be a {expected.__name__}, "
+                                    f"not {value!r}: fix or remove it")
+        return cls(**values)
+
+
+DEFAULT_SETTINGS = Settings()
 
 
 def resolve_home(path: str | os.PathLike | None) -> Path:
@@ -168,18 +190,22 @@ class Home:
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
-    def settings(self) -> dict[str, Any]:
-        merged = dict(DEFAULT_SETTINGS)
-        if self.settings_path.exists():
-            merged.update(json.loads(self.settings_path.read_text()))
-        return merged
+    def settings(self) -> Settings:
+        if not self.settings_path.exists():
+            return DEFAULT_SETTINGS
+        try:
+            raw = json.loads(self.settings_path.read_text())
+        except ValueError as exc:
+            raise JewelrecError(f"{self.settings_path} is not valid JSON ({exc}): "
+                                "fix or remove it") from exc
+        return Settings.from_dict(raw, self.settings_path)
 
-    def update_settings(self, **changes: Any) -> dict[str, Any]:
-        merged = self.settings()
-        merged.update({k: v for k, v in changes.items() if v is not None})
+    def update_settings(self, **changes: Any) -> Settings:
+        """Record the changes (None leaves a value as it is) and return the new settings."""
+        updated = replace(self.settings(), **{k: v for k, v in changes.items() if v is not None})
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.settings_path, merged)
-        return merged
+        atomic_write_json(self.settings_path, asdict(updated))
+        return updated
 
     def image_path(self, relative: str) -> Path:
         """Resolve a managed image name, refusing anything that escapes images/."""

@@ -232,9 +232,9 @@ def build_index(
     """Embed the catalog and publish a new index version; the old one serves until then."""
     start = time.perf_counter()
     settings = home.settings()
-    embedder_name = embedder or settings["embedder"]
-    backend = backend or settings["backend"]
-    milvus_uri = milvus_uri or settings.get("milvus_uri")
+    embedder_name = embedder or settings.embedder
+    backend = backend or settings.backend
+    milvus_uri = milvus_uri or settings.milvus_uri
     if not home.catalog_db.exists():
         raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     store = CatalogStore.open(home)
@@ -253,7 +253,7 @@ def build_index(
     with attached_to_home(home):  # backbone features `train` computed are read back
         vectors_by_name = embed_images(
             home, model, [image for _, image in views], cache=cache,
-            auto_crop=bool(settings.get("auto_crop", True)), progress=progress, stages=stages,
+            auto_crop=settings.auto_crop, progress=progress, stages=stages,
         )
     embedded = max(0, len(cache.vectors) - before)
     skipped = [(p.id, image) for p, image in views if image not in vectors_by_name]
@@ -274,7 +274,7 @@ def build_index(
         recognition, reference = measure_catalog(
             home, model, [image for _, image in views], [p.id for p, _ in views], matrix,
             embedder_id=f"{embedder_name}-{fingerprint}",
-            auto_crop=bool(settings.get("auto_crop", True)), progress=progress,
+            auto_crop=settings.auto_crop, progress=progress,
         )
     write_start = time.perf_counter()
     meta: dict[str, Any] = {

@@ -290,7 +290,7 @@ class Recommender:
                 f"the index was built with embedder {meta['embedder']!r}, not {embedder!r}: "
                 f"run `jewelrec index --embedder {embedder}` first"
             )
-        classifier_name = classifier or settings["classifier"]
+        classifier_name = classifier or settings.classifier
         snapshot = load_snapshot(
             home, version,
             store=CatalogStore.open(home, read_only=True),  # queries never write
@@ -300,7 +300,7 @@ class Recommender:
         recommender = cls(
             snapshot.store, snapshot.embedder, snapshot.classifier, snapshot.index,
             home=home, backend=backend, milvus_uri=milvus_uri,
-            auto_crop=bool(settings.get("auto_crop", True)), classifier_name=classifier_name,
+            auto_crop=settings.auto_crop, classifier_name=classifier_name,
         )
         recommender.swap(snapshot)
         return recommender

@@ -309,7 +309,7 @@ def confidence_section(
     else from the held-out views of the evaluation."""
     from jewelrec.models.base import model_folder
 
-    name = home.settings()["classifier"]
+    name = home.settings().classifier
     record = model_folder(home.models_dir, "classifier", name) / "training.json"
     curve, source = [], ""
     if record.is_file():

@@ -80,7 +80,7 @@ def load_snapshot(
     """A complete snapshot of index `version`, reusing `previous`'s models where the index was
     built with the same embedder files and the classifier's files have not changed."""
     index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
-    name = embedder_name or meta.get("embedder") or home.settings()["embedder"]
+    name = embedder_name or meta.get("embedder") or home.settings().embedder
     same_embedder = (
         previous is not None
         and meta.get("embedder") == previous.index_meta.get("embedder")

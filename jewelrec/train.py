@@ -113,15 +113,15 @@ def train_home(
         raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
     settings = home.settings()
     names = {
-        "classifier": classifier or settings["classifier"],
-        "embedder": embedder or settings["embedder"],
+        "classifier": classifier or settings.classifier,
+        "embedder": embedder or settings.embedder,
     }
     factories = {
         "classifier": classifier_class(names["classifier"]),
         "embedder": embedder_class(names["embedder"]),
     }
     data = load_training_images(
-        home, auto_crop=bool(settings.get("auto_crop", True)), progress=progress
+        home, auto_crop=settings.auto_crop, progress=progress
     )
     trained = []
     for kind in kinds:
