@@ -6,17 +6,16 @@ and check that the widget renders there, and renders nothing on an origin not al
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from uvicorn_server import serving_on
 
 from jewelrec.cli import main
 from jewelrec.recommend import Recommendation, Result
@@ -149,33 +148,12 @@ def origins(tiny_home, tmp_path_factory) -> Iterator[dict[str, str]]:
     hostile = create_app(recommender=HostileRecommender(), allow_origins=[urls["shop"]],
                          reload_interval_s=3600)
     try:
-        with _serving(app, sockets["api"]), _serving(hostile, sockets["hostile"]):
+        with serving_on(app, sockets["api"]), serving_on(hostile, sockets["hostile"]):
             yield urls
     finally:
         for server in servers:
             server.shutdown()
             server.server_close()
-
-
-@contextlib.contextmanager
-def _serving(app, sock: socket.socket) -> Iterator[None]:
-    """`app` under uvicorn in a background thread, on `sock`, until the block ends."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 class HostileRecommender:
