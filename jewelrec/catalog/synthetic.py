@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import multiprocessing
 import os
@@ -464,6 +465,23 @@ def _frame(width: int, height: int, size: int, view: np.random.Generator,
     return round(x), round(y), w, h
 
 
+def _draw_piece(spec: ProductSpec, view: np.random.Generator, side: int,
+                tilt_factor: float) -> Image.Image:
+    """The product drawn on a transparent `side` x `side` layer (2x the photo: downsampling
+    with LANCZOS is the antialiasing), cropped to what was drawn."""
+    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    tilt = MAX_TILT[spec.type] * tilt_factor
+    pose = Pose(cx=side / 2, cy=side / 2, scale=side * 0.38, angle=view.uniform(-tilt, tilt))
+    design = Design(
+        spec=spec, metal=METALS[spec.metal],
+        fam=_rng(spec.seed, "family", TYPES.index(spec.type), spec.family_number,
+                 list(STYLES[spec.type]).index(spec.style)),
+        own=_rng(spec.seed, "design", spec.index), view=view,
+    )
+    DESIGNS[(spec.type, spec.style)](Painter(layer, pose), design)
+    return layer.crop(layer.getbbox())
+
+
 def render_view(spec: ProductSpec, view_key: int, size: int = 256,
                 shopper: bool = False) -> np.ndarray:
     """One photo of a product, RGB uint8 (size, size, 3).
@@ -473,18 +491,7 @@ def render_view(spec: ProductSpec, view_key: int, size: int = 256,
     a little softer, like a phone picture.
     """
     view = _rng(spec.seed, "shopper view" if shopper else "view", spec.index, view_key)
-    side = size * 2  # drawn at 2x, downsampled with LANCZOS: that is the antialiasing
-    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    tilt = MAX_TILT[spec.type] * (1.6 if shopper else 1.0)
-    pose = Pose(cx=side / 2, cy=side / 2, scale=side * 0.38, angle=view.uniform(-tilt, tilt))
-    design = Design(
-        spec=spec, metal=METALS[spec.metal],
-        fam=_rng(spec.seed, "family", TYPES.index(spec.type), spec.family_number,
-                 list(STYLES[spec.type]).index(spec.style)),
-        own=_rng(spec.seed, "design", spec.index), view=view,
-    )
-    DESIGNS[(spec.type, spec.style)](Painter(layer, pose), design)
-    drawn = layer.crop(layer.getbbox())
+    drawn = _draw_piece(spec, view, size * 2, 1.6 if shopper else 1.0)
     x, y, w, h = _frame(*drawn.size, size, view, shopper)
     placed = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     placed.paste(drawn.resize((w, h), Image.LANCZOS), (x, y))
@@ -494,6 +501,182 @@ def render_view(spec: ProductSpec, view_key: int, size: int = 256,
     if shopper:
         photo = photo.filter(ImageFilter.GaussianBlur(0.6))
     return np.asarray(photo)
+
+
+# -- photos of sets -----------------------------------------------------------------------------
+# Several catalog products in one photo (issue 14), with each piece's true box, to measure how
+# well pieces are found. Earrings are one piece: the pair, as the catalog sells them.
+
+SET_KINDS: dict[str, tuple[str, ...]] = {
+    "necklace+earrings": ("necklace", "earring"),
+    "rings": ("ring", "ring"),
+    "three rings": ("ring", "ring", "ring"),
+    "bracelet+ring": ("bracelet", "ring"),
+    "necklace+earrings+ring": ("necklace", "earring", "ring"),
+}
+SET_BACKGROUNDS = ("plain", "gradient", "textured")
+SET_SIZE = 384
+PIECE_WEIGHT = {"necklace": 1.5, "bracelet": 1.35, "earring": 1.0, "ring": 0.8}  # slot widths
+SET_GAP = 0.05  # empty share of the frame between two pieces' slots
+TEXTURE_TONES = [(196, 164, 128), (150, 112, 80), (214, 186, 164), (188, 186, 182),
+                 (118, 124, 134), (226, 220, 210), (92, 74, 66)]  # wood, skin, linen, marble...
+
+
+@dataclass(frozen=True)
+class SetPiece:
+    """One piece of a set photo: its product and its true box (x0, y0, x1, y1, half-open)."""
+
+    spec: ProductSpec
+    box: tuple[int, int, int, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"type": self.spec.type, "product_id": self.spec.id, "box": list(self.box)}
+
+
+def set_background(rng: np.random.Generator, size: int, kind: str) -> Image.Image:
+    """A plain backdrop, a gradient, or a textured, lifestyle-like surface (wood, skin, linen,
+    marble tones with grain at several scales): no clean border to segment against."""
+    if kind not in SET_BACKGROUNDS:
+        raise JewelrecError(f"unknown set background {kind!r}; one of {SET_BACKGROUNDS}")
+    if kind != "textured":
+        palette = LIGHT_BACKDROPS + DARK_BACKDROPS[:1]
+        base = np.array(palette[int(rng.integers(len(palette)))], dtype=float)
+        if kind == "plain":
+            return Image.new("RGB", (size, size), tuple(int(v) for v in base))
+        corners = np.clip(base + rng.uniform(-24, 24, size=(2, 2, 1)), 0, 255).astype(np.uint8)
+        return Image.fromarray(corners).resize((size, size), Image.BILINEAR)
+    tone = np.array(TEXTURE_TONES[int(rng.integers(len(TEXTURE_TONES)))], dtype=np.float32)
+    field = np.zeros((size, size, 3), np.float32) + tone
+    for cells, amplitude in ((4, 34.0), (16, 14.0)):
+        noise = rng.normal(0.0, amplitude, size=(cells, cells, 1)).repeat(3, axis=2)
+        noise += rng.normal(0.0, amplitude * 0.25, size=(cells, cells, 3))
+        small = Image.fromarray(np.clip(noise + 128, 0, 255).astype(np.uint8))
+        field += np.asarray(small.resize((size, size), Image.BICUBIC), np.float32) - 128
+    if rng.random() < 0.5:  # grain: wood or woven stripes at an angle
+        angle, period = rng.uniform(0, math.pi), rng.uniform(6, 20)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
+        field += (rng.uniform(6, 16) * stripes)[:, :, None]
+    field += rng.normal(0.0, 5.0, size=field.shape).astype(np.float32)
+    return Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
+
+
+def _set_slots(rng: np.random.Generator, types: tuple[str, ...],
+               size: int) -> list[tuple[int, int, int, int]]:
+    """A slot (x0, y0, x1, y1) per piece: a row (widths by PIECE_WEIGHT) or, for three pieces,
+    sometimes the first piece in a column beside the other two stacked."""
+    gap = SET_GAP * size
+    margin = gap / 2
+    if len(types) == 3 and rng.random() < 0.5:
+        left = size * rng.uniform(0.5, 0.6)
+        half = size / 2
+        return [(round(margin), round(margin), round(left - gap / 2), round(size - margin)),
+                (round(left + gap / 2), round(margin), round(size - margin), round(half - gap / 2)),
+                (round(left + gap / 2), round(half + gap / 2), round(size - margin),
+                 round(size - margin))]
+    weights = np.array([PIECE_WEIGHT[t] for t in types]) * rng.uniform(0.85, 1.15, len(types))
+    usable = size - 2 * margin - gap * (len(types) - 1)
+    widths = usable * weights / weights.sum()
+    height = size * rng.uniform(0.55, 1.0)
+    top = rng.uniform(margin, size - margin - height + 1e-9) if height < size - 2 * margin \
+        else margin
+    bottom = min(size - margin, top + height)
+    slots, x = [], margin
+    for width in widths:
+        slots.append((round(x), round(top), round(x + width), round(bottom)))
+        x += width + gap
+    return slots
+
+
+def render_set(specs: list[ProductSpec], key: int, size: int = SET_SIZE,
+               background: str = "plain") -> tuple[np.ndarray, list[SetPiece]]:
+    """One photo holding every product of `specs`, each in its own slot, RGB uint8, and each
+    piece's true box (the tight box of what was drawn)."""
+    if not specs:
+        raise JewelrecError("a set photo needs at least one product")
+    rng = _rng(specs[0].seed, "set", key, *(s.index for s in specs))
+    if len(specs) > 1 and rng.random() < 0.5:  # the order pieces sit in, left to right
+        specs = [specs[int(i)] for i in rng.permutation(len(specs))]
+    slots = _set_slots(rng, tuple(s.type for s in specs), size)
+    placed = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    pieces = []
+    for spec, (x0, y0, x1, y1) in zip(specs, slots, strict=True):
+        drawn = _draw_piece(spec, rng, size * 2, 1.3)
+        fit = min((x1 - x0) / drawn.width, (y1 - y0) / drawn.height) * rng.uniform(0.7, 0.97)
+        w, h = max(1, round(drawn.width * fit)), max(1, round(drawn.height * fit))
+        x = x0 + int(rng.integers(0, max(1, x1 - x0 - w + 1)))
+        y = y0 + int(rng.integers(0, max(1, y1 - y0 - h + 1)))
+        piece = drawn.resize((w, h), Image.LANCZOS)
+        placed.paste(piece, (x, y), piece)
+        bx0, by0, bx1, by1 = piece.getchannel("A").point(lambda a: 255 if a > 24 else 0).getbbox()
+        pieces.append(SetPiece(spec, (x + bx0, y + by0, x + bx1, y + by1)))
+    photo = _shadow(placed, set_background(rng, size, background), max(1, size // 80),
+                    rng.uniform(0.1, 0.2))
+    photo.paste(placed, (0, 0), placed)
+    return np.asarray(_light(photo, rng, 1.3)), pieces
+
+
+def _products_by_type(seed: int, products: int) -> dict[str, list[ProductSpec]]:
+    by_type: dict[str, list[ProductSpec]] = {}
+    for i in range(products):
+        spec = product_spec(seed, i)
+        by_type.setdefault(spec.type, []).append(spec)
+    return by_type
+
+
+def _set_specs(seed: int, number: int,
+               by_type: dict[str, list[ProductSpec]]) -> tuple[str, str, list[ProductSpec]]:
+    """Set photo `number`: its kind, background and catalog products (a set shares one metal
+    where the catalog allows)."""
+    rng = _rng(seed, "set choice", number)
+    kind = list(SET_KINDS)[number % len(SET_KINDS)]
+    background = SET_BACKGROUNDS[(number // len(SET_KINDS)) % len(SET_BACKGROUNDS)]
+    chosen: list[ProductSpec] = []
+    for kind_type in SET_KINDS[kind]:
+        pool = [s for s in by_type.get(kind_type, []) if s not in chosen]
+        if not pool:
+            raise JewelrecError(f"set photos of {kind} need more {kind_type}s than the "
+                                "catalog has: draw more products")
+        metal = chosen[0].metal if chosen else None
+        same = [s for s in pool if s.metal == metal] or pool
+        chosen.append(same[int(rng.integers(len(same)))])
+    return kind, background, chosen
+
+
+def set_name(number: int) -> str:
+    return f"set{number + 1:04d}.jpg"
+
+
+def generate_sets(out_dir: Path, *, sets: int, products: int, seed: int = 0,
+                  size: int = SET_SIZE, progress: bool = True) -> Path:
+    """Draw `sets` photos of 2-3 products of the catalog (`products`, `seed`) into
+    out_dir/sets/ and their true boxes into out_dir/sets/sets.json (written last, atomically,
+    so it never names a missing photo); returns the JSON's path.
+
+    Kinds (necklace + earrings, rings side by side, a bracelet with a ring, ...) and backgrounds
+    (plain, gradient, textured) take turns, so any N covers them evenly."""
+    if sets < 1:
+        raise JewelrecError("--sets must be at least 1")
+    if not 64 <= size <= 2048:
+        raise JewelrecError("a set photo must be between 64 and 2048 pixels")
+    by_type = _products_by_type(seed, products)
+    choices = [_set_specs(seed, n, by_type) for n in range(sets)]  # fails before drawing
+    out_dir = Path(out_dir)
+    (out_dir / "sets").mkdir(parents=True, exist_ok=True)
+    photos = []
+    for n, (kind, background, specs) in enumerate(
+        tqdm(choices, desc="drawing set photos", unit="photo", disable=not progress)
+    ):
+        img, pieces = render_set(specs, n, size, background)
+        (out_dir / "sets" / set_name(n)).write_bytes(_jpeg(img))
+        photos.append({"file": set_name(n), "kind": kind, "background": background,
+                       "pieces": [p.to_dict() for p in pieces]})
+    path = out_dir / "sets" / "sets.json"
+    document = {"seed": seed, "size": size, "photos": photos,
+                "about": "boxes are x0, y0, x1, y1 in pixels, half-open; an earring pair is "
+                         "one piece"}
+    atomic_write_bytes(path, (json.dumps(document, indent=1) + "\n").encode("utf-8"))
+    return path
 
 
 def _jpeg(img: np.ndarray) -> bytes:
