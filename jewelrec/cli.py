@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same catalog")
     p.add_argument("--query-photos", type=int, default=0, metavar="N",
                    help="also draw N extra shopper photos of catalog products in OUT/queries/")
+    p.add_argument("--sets", type=int, default=0, metavar="N",
+                   help="also draw N photos of sets (2-3 catalog products each: necklace + "
+                   "earrings, rings side by side, a bracelet with a ring) on plain, gradient and "
+                   "textured backgrounds in OUT/sets/, their true boxes in OUT/sets/sets.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("ingest", help="load a catalog file into the data home",

@@ -11,15 +11,21 @@ from jewelrec.errors import CatalogError, JewelrecError
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from jewelrec.catalog.synthetic import generate_catalog
+    from jewelrec.catalog.synthetic import generate_catalog, generate_sets
 
     if args.products < 1 or args.views < 1:
         raise JewelrecError("--products and --views must be at least 1")
+    if args.sets < 0:
+        raise JewelrecError("--sets cannot be negative")
     path = generate_catalog(
         Path(args.out), products=args.products, views=args.views, seed=args.seed,
         query_photos=args.query_photos, progress=not args.no_progress,
     )
     print(f"wrote {args.products} products x {args.views} views: {path}")
+    if args.sets:
+        sets = generate_sets(Path(args.out), sets=args.sets, products=args.products,
+                             seed=args.seed, progress=not args.no_progress)
+        print(f"wrote {args.sets} set photos: {sets}")
     return 0
 
 
