@@ -362,3 +362,33 @@ def test_multi_picture_jpeg_from_a_phone():
     data = encode(first, "MPO", save_all=True, append_images=[second], quality=95)
     assert sniff_image_type(data) == "jpeg"
     assert_pure_red(load_image(data))  # the first picture
+
+
+def _noisy_jpeg(width: int, height: int) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return image_to_jpeg_bytes(pixels)
+
+
+def test_reduced_jpeg_decoding_keeps_the_short_side_at_least_the_asked_size():
+    data = _noisy_jpeg(2400, 1800)
+    full = load_image(data)
+    reduced = load_image(data, reduce_to=400)
+    assert full.shape == (1800, 2400, 3)
+    assert reduced.shape == (450, 600, 3)  # 1/4 scale: 1/8 would give a 225-pixel short side
+    assert reduced.dtype == np.uint8
+
+
+def test_reduced_decoding_leaves_small_jpegs_and_other_formats_alone():
+    small = _noisy_jpeg(500, 400)
+    assert load_image(small, reduce_to=400).shape == (400, 500, 3)
+    png = image_to_png_bytes(np.zeros((1800, 2400, 3), np.uint8))
+    assert load_image(png, reduce_to=400).shape == (1800, 2400, 3)
+
+
+def test_reduced_decoding_follows_exif_orientation():
+    img = Image.fromarray(np.zeros((1600, 2400, 3), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    stream = io.BytesIO()
+    img.save(stream, format="JPEG", exif=exif)
+    assert load_image(stream.getvalue(), reduce_to=400).shape == (600, 400, 3)

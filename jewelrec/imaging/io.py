@@ -15,6 +15,11 @@ The limits live here, once, so ingest, index and every query get the same ones:
 High-bit-depth grey (16-bit, 32-bit, float) is scaled to 8 bits in slices of rows, so a 40
 megapixel 16-bit image costs about its 8-bit RGB result plus its own 16-bit pixels, not
 float64 copies of the whole image.
+
+A query needs far fewer pixels than a phone camera takes (the models look at 320 pixels at
+most), so `load_image(..., reduce_to=n)` lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while
+it decodes (Pillow's draft mode), keeping the short side at least `n`: a 12-megapixel photo
+decodes several times faster and in a quarter of the memory, with the same framing.
 """
 
 from __future__ import annotations
@@ -63,9 +68,13 @@ def sniff_image_type(data: bytes) -> str | None:
 
 
 def load_image(
-    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    reduce_to: int | None = None,
 ) -> np.ndarray:
     """Read a photo (file path or encoded bytes) as RGB uint8 (H, W, 3), upright per its EXIF.
+
+    `reduce_to`: a JPEG much larger than needed is decoded at a reduced scale whose short side
+    is still at least this many pixels (other formats and smaller JPEGs are read as they are).
 
     Raises ImageError for a missing, empty, truncated, corrupt or oversized file, or one that
     is not an image.
@@ -83,6 +92,8 @@ def load_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream, formats=READABLE_FORMATS) as img:
                 _check_size(img.size, max_pixels, name)
+                if reduce_to is not None and img.format == "JPEG":
+                    img.draft("RGB", (reduce_to, reduce_to))  # never below reduce_to per side
                 img.load()
                 return _to_rgb(_upright(img), name)
     except ImageError:
