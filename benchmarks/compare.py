@@ -14,8 +14,9 @@
    type precision@10 of cosine kNN (ExactIndex, no type filter) from each test photo over the
    training photos. Mean over folds +/- the standard deviation across folds.
 
-Nothing is shared between the pipelines but the data: the default backbone's in-memory feature
-cache is emptied before each timed stage, so no stage is timed on features an earlier one computed.
+Nothing is shared between the pipelines but the data: each step that opens a home (train, index,
+the Recommender) runs on a new backbone of its own, so no stage is timed on features an earlier
+one remembered in memory; the real-photo folds share one backbone, started empty.
 
     python benchmarks/compare.py --quick   # smoke run: 200 products, 2 folds, 3 epochs
     python benchmarks/compare.py           # 600 products, 5 folds, 15 epochs (tens of minutes)
@@ -49,7 +50,8 @@ from jewelrec.catalog.views import split_views
 from jewelrec.evaluate import evaluate_home
 from jewelrec.home import Home
 from jewelrec.indexing import build_index
-from jewelrec.models.base import classifier_class, embedder_class, model_folder
+from jewelrec.models.backbone import Backbone
+from jewelrec.models.base import model_folder, new_classifier, new_embedder
 from jewelrec.models.weights import CONFIG_FILE, WEIGHTS_FILE
 from jewelrec.recommend import Recommender
 from jewelrec.search.index import ExactIndex
@@ -59,7 +61,7 @@ PIPELINES: dict[str, dict[str, str]] = {
     "prototype": {"classifier": "seed-cnn", "embedder": "autoencoder"},
     "default": {"classifier": "efficientnet-head", "embedder": "efficientnet"},
 }
-FACTORIES = {"classifier": classifier_class, "embedder": embedder_class}
+FACTORIES = {"classifier": new_classifier, "embedder": new_embedder}
 VIEWS = 3
 QUERY_PHOTOS = 40
 HELD_OUT_QUERIES = 60  # held-out views timed besides the shopper photos
@@ -82,14 +84,6 @@ class Params:
 # -- helpers ---------------------------------------------------------------------------------
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def fresh_backbone_cache() -> None:
-    """Forget the default backbone's remembered features (the next model load re-attaches its
-    ONNX file), so a timed stage pays for its own network passes, as in a fresh process."""
-    from jewelrec.models.backbone import shared_backbone
-
-    shared_backbone.cache_clear()
 
 
 def timed(step: Callable[[], Any]) -> tuple[Any, float]:
@@ -133,7 +127,8 @@ def probe_training_cost(images: Sequence[np.ndarray], labels: Sequence[str]) -> 
     for epochs in (1, 2):
         start = time.perf_counter()
         for kind, name in PIPELINES["prototype"].items():
-            FACTORIES[kind](name)().fit(sample, sample_labels, epochs=epochs, progress=False)
+            FACTORIES[kind](name, backbone=None).fit(sample, sample_labels, epochs=epochs,
+                                                     progress=False)
         seconds[epochs] = (time.perf_counter() - start) / len(sample)
     per_epoch = max(seconds[2] - seconds[1], 0.0)
     return TrainingCost(per_fit=max(seconds[1] - per_epoch, 0.0), per_epoch=per_epoch)
@@ -154,12 +149,10 @@ def build_home(catalog_csv: Path, root: Path, names: dict[str, str], epochs: int
     """ingest -> train -> index -> evaluate one home; the metrics of each step."""
     home = Home(root)
     images = sum(1 for _ in (catalog_csv.parent / "images").iterdir())
-    fresh_backbone_cache()
     summary, ingest_s = timed(lambda: ingest(catalog_csv, home, progress=False))
     if summary.rejected:
         raise RuntimeError(f"the demo catalog had rejected rows: {summary.rejected[:3]}")
     _, train_s = timed(lambda: train_home(home, epochs=epochs, progress=False, **names))
-    fresh_backbone_cache()
     report, index_s = timed(lambda: build_index(home, progress=False))
     evaluation = evaluate_home(home, progress=False)
     return {
@@ -188,7 +181,6 @@ def query_photos(catalog_dir: Path, home: Home) -> tuple[list[bytes], bytes]:
 
 def query_latencies(homes: dict[str, Home], photos: list[bytes], warm_up: bytes) -> dict:
     """Seconds per Recommender.recommend(bytes), pipelines alternating which goes first."""
-    fresh_backbone_cache()
     recommenders = {name: Recommender.open(home) for name, home in homes.items()}
     for recommender in recommenders.values():
         recommender.recommend(warm_up)  # lazy set-up (ONNX session, first torch call)
@@ -231,16 +223,17 @@ def fit_and_score(
     train: np.ndarray,
     test: np.ndarray,
     epochs: int,
+    backbone: Backbone,
 ) -> dict[str, float]:
     """One fold, one pipeline: type accuracy on the test photos, and type precision@10 of their
-    nearest training photos."""
+    nearest training photos (models on the pretrained backbone run on `backbone`)."""
     labels = np.array([p.type for p in photos])
     train_images, test_images = [images[i] for i in train], [images[i] for i in test]
-    classifier = classifier_class(names["classifier"])()
+    classifier = new_classifier(names["classifier"], backbone=backbone)
     _, classifier_s = timed(lambda: classifier.fit(
         train_images, labels[train].tolist(), epochs=epochs, seed=0, progress=False))
     predicted = np.array(classifier.classes)[classifier.predict_proba(test_images).argmax(1)]
-    embedder = embedder_class(names["embedder"])()
+    embedder = new_embedder(names["embedder"], backbone=backbone)
     _, embedder_s = timed(lambda: embedder.fit(
         train_images, labels[train].tolist(), epochs=epochs, seed=0, progress=False))
     vectors = embedder.embed(list(images))
@@ -261,10 +254,11 @@ def run_real(params: Params, photos: list[RealPhoto], images: list[np.ndarray]) 
     groups = np.array([p.source_repo for p in photos])
     splits = list(GroupKFold(n_splits=params.folds).split(np.zeros(len(photos)), labels, groups))
     folds: dict[str, list[dict[str, float]]] = {name: [] for name in PIPELINES}
-    fresh_backbone_cache()
+    backbone = Backbone()  # no home: torch, exported to a temporary ONNX for the bulk runs
     for f, (train, test) in enumerate(splits, 1):
         for name, names in PIPELINES.items():
-            scores = fit_and_score(names, photos, images, train, test, params.real_epochs)
+            scores = fit_and_score(names, photos, images, train, test, params.real_epochs,
+                                   backbone)
             folds[name].append(scores)
             say(f"  fold {f}/{len(splits)} ({len(train)} train, {len(test)} test), {name}: "
                 f"type accuracy {scores['type_accuracy']:.3f}, type precision@10 "

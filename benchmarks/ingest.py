@@ -129,22 +129,24 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def fresh_embedder(onnx_path: Path) -> backbone.EfficientNetEmbedder:
-    """The default embedder on a new shared backbone: its feature memory (which would answer
-    repeated images without running the model) starts empty."""
-    backbone.shared_backbone.cache_clear()
+    """The default embedder on a new backbone bound to `onnx_path` (exported there if missing):
+    its feature memory (which would answer repeated images without running the model) starts
+    empty."""
+    net = backbone.Backbone(onnx_path)
+    if not net.prepare():
+        raise SystemExit(f"could not run the backbone on onnxruntime from {onnx_path}")
     # no catalog statistics to fit: the network and colour signature are what is timed
     settings = backbone.RetrievalSettings(centre=False, pca_dim=None)
-    embedder = backbone.EfficientNetEmbedder(settings, onnx_path=onnx_path)
-    if backbone.shared_backbone().runtime != "onnxruntime":
-        raise SystemExit(f"could not run the backbone on onnxruntime from {onnx_path}")
-    return embedder
+    return backbone.EfficientNetEmbedder(settings, backbone=net)
 
 
-def model_only(images: Sequence[np.ndarray], distinct_batches: int = 8) -> float:
+def model_only(
+    net: backbone.Backbone, images: Sequence[np.ndarray], distinct_batches: int = 8
+) -> float:
     """Seconds for the ONNX model alone on len(images) images, in preprocessed batches of
     BATCH_SIZE (a few distinct batches taken in turn: the model's time does not depend on the
     pixels, and 600 preprocessed images would take 360 MB)."""
-    net, size = backbone.shared_backbone(), backbone.BATCH_SIZE
+    size = backbone.BATCH_SIZE
     batches = [backbone.preprocess_batch(images[i : i + size])
                for i in range(0, min(len(images), distinct_batches * size), size)]
     net.run(batches[0])  # warm-up
@@ -272,8 +274,8 @@ def measure(home: Home, names: list[str], onnx_path: Path, peak: Peak, macs: int
         Measured("preprocess (resize, crop 224), alone", n,
                  timed(lambda: [backbone.preprocess(im) for im in framed])),
     ]
-    fresh_embedder(onnx_path)
-    seconds, around = peak.around(lambda: model_only(framed))
+    net = fresh_embedder(onnx_path).backbone
+    seconds, around = peak.around(lambda: model_only(net, framed))
     rows.append(Measured(f"model alone (ONNX, batches of {backbone.BATCH_SIZE})", n, seconds,
                          macs, around))
     embedder = fresh_embedder(onnx_path)

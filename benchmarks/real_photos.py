@@ -42,6 +42,7 @@ from jewelrec.home import Home  # noqa: E402
 from jewelrec.imaging.focus import focus_on_piece  # noqa: E402
 from jewelrec.imaging.io import load_image  # noqa: E402
 from jewelrec.indexing import build_index  # noqa: E402
+from jewelrec.models.backbone import Backbone  # noqa: E402
 from jewelrec.models.base import load_classifier  # noqa: E402
 from jewelrec.recommend import DEFAULT_CONFIDENCE_THRESHOLD, Recommender, typing_view  # noqa: E402
 from jewelrec.train import train_home  # noqa: E402
@@ -166,7 +167,8 @@ def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
         products = [CatalogProduct(f"p{i}", photos[i].type, (photos[i].path,)) for i in train]
         home, seconds = build_home(work / f"{variant}-types-{f}", products, classifier_name,
                                    embedder_name, index=False, epochs=epochs)
-        classifier = load_classifier(home.models_dir, classifier_name)
+        classifier = load_classifier(home.models_dir, classifier_name,
+                                     backbone=Backbone.for_home(home))
         threshold = float(getattr(classifier, "decision_threshold",
                                   DEFAULT_CONFIDENCE_THRESHOLD))
         held = [photos[i] for i in test]

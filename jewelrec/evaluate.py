@@ -27,6 +27,7 @@ from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.indexing import EmbeddingCache, embed_images, index_rows, model_fingerprint
 from jewelrec.models.attributes import NO_STONE, AttributeHeads, load_attributes, product_attributes
+from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
 from jewelrec.recommend import Recommender, typing_view
 from jewelrec.search.index import ExactIndex
@@ -121,8 +122,9 @@ def evaluate_home(
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
     fit_views = [(p, image) for p, image in fit_views if (p.id, image) not in flagged]
     query_views = [(p, image) for p, image in query_views if (p.id, image) not in flagged]
-    embed_model = load_embedder(home.models_dir, embedder_name)
-    type_model = load_classifier(home.models_dir, classifier_name)
+    backbone = Backbone.for_home(home)
+    embed_model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
+    type_model = load_classifier(home.models_dir, classifier_name, backbone=backbone)
     report = EvaluationReport(embedder_name, classifier_name, len(query_views), None)
     report.recall = {k: None for k in RECALL_AT}
     if not query_views:
@@ -176,7 +178,7 @@ def evaluate_home(
     report.type_precision_at_10 = float(np.mean(type_precision)) if type_precision else None
     report.metal_precision_at_10 = float(np.mean(metal_precision)) if metal_precision else None
     report.per_type = _per_type(report, by_type)
-    heads = load_attributes(home.models_dir)
+    heads = load_attributes(home.models_dir, backbone=backbone)
     if heads is not None:
         accuracy = _attribute_accuracy(home, heads, query_views, auto_crop, progress)
         report.metal_accuracy, report.stone_accuracy = accuracy.get("metal"), accuracy.get("stone")

@@ -10,8 +10,8 @@ Writes are append-only chunk files (safetensors: "keys" (N, 16) uint8 + "feature
 WRITE_CHUNK records, each written atomically, so a killed run keeps every chunk it finished and
 loses at most one (`flush` writes the rest when a command ends); too many chunks are merged
 into one. Temporary files a killed writer left behind are removed when the store is opened.
-The Backbone knows nothing about homes: the command that knows the home attaches the store
-(`attached_to_home`).
+The command that opened the home attaches the store to that home's backbone while it runs
+(`attached_to_home`); a query's backbone never has one.
 """
 
 from __future__ import annotations
@@ -25,11 +25,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jewelrec.errors import StorageError
 from jewelrec.home import Home, atomic_path
+
+if TYPE_CHECKING:
+    from jewelrec.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +212,11 @@ def store_for_home(home: Home) -> FeatureStore:
 
 
 @contextmanager
-def attached_to_home(home: Home) -> Iterator[FeatureStore]:
-    """While the block runs, the process's shared backbone reads and adds to the home's
-    feature store; what is still in memory is written when the block ends, even by an error
-    or Ctrl-C. Train and index use it; queries do not (a shopper's photo is never in it)."""
-    from jewelrec.models.backbone import shared_backbone
-
-    backbone = shared_backbone()
+def attached_to_home(home: Home, backbone: Backbone) -> Iterator[FeatureStore]:
+    """While the block runs, `backbone` (the one this home was opened with) reads and adds to
+    the home's feature store; what is still in memory is written when the block ends, even by
+    an error or Ctrl-C. Train and index use it; queries do not (a shopper's photo is never in
+    it)."""
     previous, store = backbone.store, store_for_home(home)
     backbone.store = store
     try:

@@ -31,6 +31,7 @@ from jewelrec.feature_store import attached_to_home, remove_stale_temporaries
 from jewelrec.home import Home, atomic_path
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
+from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import Embedder, load_embedder, model_folder
 from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
@@ -241,7 +242,8 @@ def build_index(
     products = store.all_products()
     if not products:
         raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
-    model = load_embedder(home.models_dir, embedder_name)
+    backbone = Backbone.for_home(home)
+    model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
     cache = EmbeddingCache(home, embedder_name, fingerprint)
     views = all_views(products)
@@ -250,7 +252,7 @@ def build_index(
     views = [(p, image) for p, image in views if (p.id, image) not in flagged]
     stages = StageTimes()
     before = len(cache.vectors)
-    with attached_to_home(home):  # backbone features `train` computed are read back
+    with attached_to_home(home, backbone):  # backbone features `train` computed are read back
         vectors_by_name = embed_images(
             home, model, [image for _, image in views], cache=cache,
             auto_crop=settings.auto_crop, progress=progress, stages=stages,
@@ -270,7 +272,7 @@ def build_index(
     rows = index_rows(views)
     matrix = np.stack([vectors_by_name[image] for _, image in views]).astype(np.float32)
 
-    with attached_to_home(home):
+    with attached_to_home(home, backbone):
         recognition, reference = measure_catalog(
             home, model, [image for _, image in views], [p.id for p, _ in views], matrix,
             embedder_id=f"{embedder_name}-{fingerprint}",

@@ -6,6 +6,10 @@ new models published meanwhile can never be mixed into an answer (issue 10, find
 reload that swapped the embedder, the classifier and the index one at a time served queries
 embedded by one model against an index built by another). The Recommender builds a complete
 new snapshot first and then swaps its single reference, which is atomic in Python.
+
+Each snapshot's models run on the snapshot's own backbone runtime (models/backbone.py), bound to
+its home's ONNX file: two homes opened in one process never share one, and a reload that loads
+new models gives them a new backbone while requests in flight finish on the old one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.home import Home
 from jewelrec.models.attributes import AttributeHeads, load_attributes
+from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import (
     Embedder,
     TypeClassifier,
@@ -52,6 +57,8 @@ class Snapshot:
     recognition_reference: np.ndarray | None = None
     # metal / stone heads read from the photo, when `train` could fit them (models/attributes.py)
     attributes: AttributeHeads | None = None
+    # the runtime the models above run on (None: models handed over in memory, each their own)
+    backbone: Backbone | None = None
 
     def __post_init__(self) -> None:
         # a read-only view: nobody can edit the metadata of a snapshot others are reading
@@ -77,23 +84,26 @@ def load_snapshot(
     milvus_uri: str | None = None,
     previous: Snapshot | None = None,
 ) -> Snapshot:
-    """A complete snapshot of index `version`, reusing `previous`'s models where the index was
-    built with the same embedder files and the classifier's files have not changed."""
+    """A complete snapshot of index `version`. It reuses `previous`'s models and backbone when
+    the index was built with the same embedder files and the classifier's files have not
+    changed (a new index only); otherwise every model is loaded anew on a new backbone for
+    `home`, so the models of one snapshot always share one runtime and `previous` is untouched."""
     index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
     name = embedder_name or meta.get("embedder") or home.settings().embedder
-    same_embedder = (
+    fingerprint = classifier_fingerprint(home, classifier_name)
+    same_models = (
         previous is not None
         and meta.get("embedder") == previous.index_meta.get("embedder")
         and meta.get("embedder_fingerprint") == previous.index_meta.get("embedder_fingerprint")
+        and fingerprint == previous.classifier_fingerprint
     )
-    embedder = previous.embedder if same_embedder and previous else load_embedder(
-        home.models_dir, name
-    )
-    fingerprint = classifier_fingerprint(home, classifier_name)
-    if previous is not None and fingerprint == previous.classifier_fingerprint:
-        classifier = previous.classifier
+    if same_models and previous is not None:
+        embedder, classifier = previous.embedder, previous.classifier
+        backbone = previous.backbone or Backbone.for_home(home)
     else:
-        classifier = load_classifier(home.models_dir, classifier_name)
+        backbone = Backbone.for_home(home)
+        embedder = load_embedder(home.models_dir, name, backbone=backbone)
+        classifier = load_classifier(home.models_dir, classifier_name, backbone=backbone)
     return Snapshot(
         store=store,
         embedder=embedder,
@@ -103,5 +113,6 @@ def load_snapshot(
         index_meta=meta,
         classifier_fingerprint=fingerprint,
         recognition_reference=load_reference(home, version, meta),
-        attributes=load_attributes(home.models_dir),
+        attributes=load_attributes(home.models_dir, backbone=backbone),
+        backbone=backbone,
     )

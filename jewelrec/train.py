@@ -31,7 +31,8 @@ from jewelrec.models.attributes import (
     attributes_folder,
     product_attributes,
 )
-from jewelrec.models.base import FitReport, classifier_class, embedder_class, model_folder
+from jewelrec.models.backbone import Backbone
+from jewelrec.models.base import FitReport, model_folder, new_classifier, new_embedder
 
 
 @dataclass
@@ -106,7 +107,8 @@ def train_home(
     kinds: tuple[str, ...] = ("classifier", "embedder"),
 ) -> list[TrainedModel]:
     """Train the classifier and the embedder named (or recorded in the home) and save them;
-    `kinds` narrows that to one of the two (a benchmark of the type head alone)."""
+    `kinds` narrows that to one of the two (a benchmark of the type head alone). They run on
+    one backbone opened for this home, which reads and fills the home's feature store."""
     from jewelrec.models.training import plot_loss_curves
 
     if not home.catalog_db.exists():
@@ -116,19 +118,17 @@ def train_home(
         "classifier": classifier or settings.classifier,
         "embedder": embedder or settings.embedder,
     }
-    factories = {
-        "classifier": classifier_class(names["classifier"]),
-        "embedder": embedder_class(names["embedder"]),
-    }
+    backbone = Backbone.for_home(home)
+    factories = {"classifier": new_classifier, "embedder": new_embedder}
     data = load_training_images(
         home, auto_crop=settings.auto_crop, progress=progress
     )
     trained = []
     for kind in kinds:
         start = time.perf_counter()
-        model = factories[kind]()
+        model = factories[kind](names[kind], backbone=backbone)
         images = data.for_model(model)
-        with attached_to_home(home):  # backbone features `index` will read back
+        with attached_to_home(home, backbone):  # backbone features `index` will read back
             report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress)
         folder = model_folder(home.models_dir, kind, names[kind])
         model.save(folder)
@@ -152,23 +152,31 @@ def train_home(
         )
         trained.append(TrainedModel(kind, names[kind], folder, seconds, report))
     if "classifier" in kinds:
-        trained += train_attributes(home, data, seed=seed, progress=progress)
+        trained += train_attributes(home, data, seed=seed, progress=progress,
+                                    backbone=backbone)
     home.update_settings(**{kind: names[kind] for kind in kinds})
     return trained
 
 
 def train_attributes(
-    home: Home, data: TrainingImages, *, seed: int = 0, progress: bool = True
+    home: Home,
+    data: TrainingImages,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    backbone: Backbone | None = None,
 ) -> list[TrainedModel]:
     """Metal and stone heads beside the classifier when the catalog can teach them; a stale
-    folder goes when it no longer can (its values would be another catalog's)."""
+    folder goes when it no longer can (its values would be another catalog's). `backbone`: the
+    one the home was opened with (by default a new one for `home`)."""
     import shutil
 
     start = time.perf_counter()
     folder = attributes_folder(home.models_dir)
-    with attached_to_home(home):
+    backbone = backbone if backbone is not None else Backbone.for_home(home)
+    with attached_to_home(home, backbone):
         heads, notes = AttributeHeads.fit(data.photos, data.attributes, seed=seed,
-                                          progress=progress)
+                                          progress=progress, backbone=backbone)
     if heads is None:
         shutil.rmtree(folder, ignore_errors=True)
         return []

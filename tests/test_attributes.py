@@ -20,6 +20,7 @@ from jewelrec.models.attributes import (
     load_attributes,
     product_attributes,
 )
+from jewelrec.models.backbone import Backbone
 from jewelrec.models.heads import Head, head_probabilities
 from jewelrec.recommend import Recommender
 
@@ -78,7 +79,7 @@ def test_only_confident_guesses_count_as_evidence():
 
 def test_train_fits_the_heads_the_catalog_can_teach(tiny_home):
     home = Home(tiny_home)
-    heads = load_attributes(home.models_dir)
+    heads = load_attributes(home.models_dir, backbone=Backbone.for_home(home))
     assert heads is not None, "the tiny catalog labels metals on enough photos"
     assert "metal" in heads.heads
     notes = json.loads((attributes_folder(home.models_dir) / "training.json").read_text())
@@ -91,6 +92,8 @@ def test_queries_answer_the_photo_s_attributes(tiny_home, tiny_query_photo):
     from jewelrec.server.app import create_app
 
     recommender = Recommender.open(tiny_home)
+    snap = recommender.snapshot
+    assert snap.attributes.backbone is snap.backbone is snap.classifier.backbone  # one runtime
     answer = recommender.recommend(tiny_query_photo, k=3)
     metal = answer.attributes["metal"]
     assert metal.value in recommender.snapshot.attributes.heads["metal"].classes

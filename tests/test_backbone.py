@@ -4,27 +4,30 @@ crops of one photo above an unrelated photo."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from jewelrec.errors import ImageError, NotReadyError
+from jewelrec.home import Home
 from jewelrec.imaging.colour import SIGNATURE_DIM
 from jewelrec.models.backbone import (
     FEATURE_DIM,
     INPUT_SIZE,
+    ONNX_NAME,
     POOLINGS,
     Backbone,
     EfficientNetEmbedder,
     RetrievalSettings,
-    default_onnx_path,
     load_torch_model,
     pool,
     preprocess,
     preprocess_batch,
-    shared_backbone,
     weights_path,
 )
+from jewelrec.models.base import load_embedder, model_folder
 from jewelrec.models.efficientnet_lite import EfficientNetLite0, SameConv2d
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -38,11 +41,17 @@ def photos() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> object:
-    """One export for the module, attached to the process's shared backbone."""
+    """One export for the module."""
     path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0-maps.onnx"
-    assert shared_backbone().use_onnx(path)
+    assert Backbone(path).prepare()
     assert path.exists()
     return path
+
+
+@pytest.fixture(scope="module")
+def on_onnx(onnx_path) -> Backbone:
+    """A backbone running on the module's export, shared by the tests that need no fresh one."""
+    return Backbone(onnx_path)
 
 
 def test_imagenet_classes_come_out_right(photos):
@@ -52,12 +61,12 @@ def test_imagenet_classes_come_out_right(photos):
 
 
 @pytest.mark.parametrize("size", [INPUT_SIZE, 320])
-def test_onnx_matches_torch_at_any_multiple_of_32(photos, onnx_path, size):
+def test_onnx_matches_torch_at_any_multiple_of_32(photos, on_onnx, size):
     # batch 2 and another size than the export's: the batch, height and width axes are dynamic
     batch = preprocess_batch([photos["coffee"], photos["astronaut"]], size=size)
     torch_maps, torch_logits = Backbone().run_torch(batch)
-    onnx_maps, onnx_logits = shared_backbone().run(batch)
-    assert shared_backbone().runtime == "onnxruntime"
+    onnx_maps, onnx_logits = on_onnx.run(batch)
+    assert on_onnx.runtime == "onnxruntime"
     assert onnx_maps.shape == (2, FEATURE_DIM, size // 32, size // 32)
     np.testing.assert_allclose(onnx_maps, torch_maps, atol=1e-4)
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
@@ -84,8 +93,7 @@ def test_poolings_of_a_known_map():
 
 
 def test_one_pass_serves_every_pooling(photos, onnx_path, monkeypatch):
-    backbone = Backbone()
-    backbone.use_onnx(onnx_path)
+    backbone = Backbone(onnx_path)
     runs = []
     real_run = backbone.run
     monkeypatch.setattr(backbone, "run", lambda batch: runs.append(len(batch)) or real_run(batch))
@@ -129,8 +137,8 @@ def test_preprocess_keeps_rgb_and_crops_the_centre():
 RAW = RetrievalSettings(centre=False, pca_dim=None, colour_weight=0.0)
 
 
-def test_raw_embedding_gives_unit_vectors_that_rank_crops_of_one_photo_first(photos, onnx_path):
-    embedder = EfficientNetEmbedder(RAW, onnx_path=onnx_path)
+def test_raw_embedding_gives_unit_vectors_that_rank_crops_of_one_photo_first(photos, on_onnx):
+    embedder = EfficientNetEmbedder(RAW, backbone=on_onnx)
     coffee = photos["coffee"]
     vectors = embedder.embed([coffee[:, :500], coffee[:, 100:], photos["chelsea"]])
     assert vectors.shape == (3, embedder.dim) == (3, FEATURE_DIM) and vectors.dtype == np.float32
@@ -139,7 +147,7 @@ def test_raw_embedding_gives_unit_vectors_that_rank_crops_of_one_photo_first(pho
 
 
 def test_feature_cache_runs_the_network_once_per_photo(photos, onnx_path, monkeypatch):
-    backbone = shared_backbone()
+    backbone = Backbone(onnx_path)
     seen = []
     original = backbone.run
     monkeypatch.setattr(backbone, "run", lambda batch: seen.append(len(batch)) or original(batch))
@@ -149,16 +157,16 @@ def test_feature_cache_runs_the_network_once_per_photo(photos, onnx_path, monkey
     assert seen == [1] and np.array_equal(first, second)
 
 
-def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, onnx_path, tmp_path):
+def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, on_onnx, tmp_path):
     catalog = [photos["coffee"][:, :500], photos["chelsea"], photos["astronaut"]]
-    embedder = EfficientNetEmbedder()
+    embedder = EfficientNetEmbedder(backbone=on_onnx)
     with pytest.raises(NotReadyError):
         embedder.embed(catalog)
     embedder.fit(catalog, ["cup", "cat", "person"], progress=False)
     assert embedder.dim == FEATURE_DIM + SIGNATURE_DIM  # 3 photos: too few for PCA, centred only
     embedder.save(tmp_path / "embedder")
-    assert (tmp_path / "embedder" / "backbone.onnx").exists()  # next process needs no export
-    loaded = EfficientNetEmbedder.load(tmp_path / "embedder")
+    loaded = EfficientNetEmbedder.load(tmp_path / "embedder", backbone=on_onnx)
+    assert loaded.backbone is on_onnx
     assert loaded.settings == embedder.settings
     query = photos["coffee"][:, 100:]
     np.testing.assert_array_equal(loaded.embed([query]), embedder.embed([query]))
@@ -167,29 +175,72 @@ def test_default_embedder_learns_the_catalog_mean_and_round_trips(photos, onnx_p
     np.testing.assert_allclose(np.linalg.norm(loaded.embed(catalog), axis=1), 1.0, atol=1e-5)
 
 
-def test_pca_projection_round_trips(photos, onnx_path, tmp_path):
+def test_pca_projection_round_trips(photos, on_onnx, tmp_path):
     images = [photos["coffee"], photos["chelsea"], photos["astronaut"], photos["coffee"][::-1]]
-    embedder = EfficientNetEmbedder(RetrievalSettings(pca_dim=2, colour_weight=0.0))
+    embedder = EfficientNetEmbedder(RetrievalSettings(pca_dim=2, colour_weight=0.0),
+                                    backbone=on_onnx)
     embedder.fit(images, ["a"] * 4, progress=False)
     assert embedder.dim == 2
     embedder.save(tmp_path / "pca")
-    loaded = EfficientNetEmbedder.load(tmp_path / "pca")
+    loaded = EfficientNetEmbedder.load(tmp_path / "pca", backbone=on_onnx)
     assert loaded.dim == 2
     np.testing.assert_array_equal(loaded.embed(images), embedder.embed(images))
 
 
-def test_onnx_lives_in_the_homes_cache(tmp_path):
-    home_model = tmp_path / "home" / "models" / "embedder-efficientnet"
-    expected = tmp_path / "home" / "cache" / "efficientnet-lite0-maps.onnx"
-    assert default_onnx_path(home_model) == expected
-    assert default_onnx_path(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "backbone.onnx"
+def test_a_homes_backbone_runs_from_the_homes_cache_and_opens_lazily(onnx_path, tmp_path):
+    home = Home(tmp_path / "home").ensure()
+    backbone = Backbone.for_home(home)
+    assert backbone.onnx_path == home.cache_dir / "efficientnet-lite0-maps.onnx"
+    assert backbone.runtime == "torch" and not backbone.onnx_path.exists()  # nothing opened yet
+    home.cache_dir.mkdir()
+    shutil.copyfile(onnx_path, backbone.onnx_path)
+    assert backbone.prepare() and backbone.runtime == "onnxruntime"
+
+
+def _home_with_embedder(root, onnx_path) -> Home:
+    """A home holding a saved raw embedder and a copy of the module's ONNX export."""
+    home = Home(root).ensure()
+    home.cache_dir.mkdir()
+    shutil.copyfile(onnx_path, home.cache_dir / ONNX_NAME)
+    EfficientNetEmbedder(RAW, backbone=Backbone.for_home(home)).save(
+        model_folder(home.models_dir, "embedder", "efficientnet"))
+    return home
+
+
+def test_two_homes_in_one_process_each_run_on_their_own_onnx_file(photos, onnx_path, tmp_path):
+    """No process-wide runtime: each opened home's models get a backbone bound to that home's
+    ONNX file, with its own session and feature cache."""
+    first = _home_with_embedder(tmp_path / "first", onnx_path)
+    second = _home_with_embedder(tmp_path / "second", onnx_path)
+    one = load_embedder(first.models_dir, "efficientnet", backbone=Backbone.for_home(first))
+    two = load_embedder(second.models_dir, "efficientnet", backbone=Backbone.for_home(second))
+    assert one.backbone is not two.backbone
+    assert one.backbone.onnx_path == first.cache_dir / ONNX_NAME
+    assert two.backbone.onnx_path == second.cache_dir / ONNX_NAME
+    assert one.backbone.runtime == two.backbone.runtime == "onnxruntime"  # opened at load
+    assert one.backbone._session is not two.backbone._session
+    query = [photos["coffee"]]
+    np.testing.assert_allclose(one.embed(query), two.embed(query), atol=1e-5)
+    assert len(one.backbone._cache) == len(two.backbone._cache) == 1  # each its own cache
 
 
 def test_damaged_onnx_file_is_exported_again(photos, tmp_path):
     path = tmp_path / "efficientnet-lite0-maps.onnx"
     path.write_bytes(b"not an onnx model")
-    backbone = Backbone()
-    assert backbone.use_onnx(path) and backbone.runtime == "onnxruntime"
+    backbone = Backbone(path)
+    assert backbone.prepare() and backbone.runtime == "onnxruntime"
+    assert backbone.features([photos["coffee"]]).shape == (1, FEATURE_DIM)
+
+
+def test_an_unwritable_onnx_path_runs_on_torch(photos, tmp_path, monkeypatch):
+    import jewelrec.models.backbone as backbone_module
+
+    def refuse(self, path):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(backbone_module.Backbone, "export_onnx", refuse)
+    backbone = Backbone(tmp_path / "read-only" / ONNX_NAME)
+    assert not backbone.prepare() and backbone.runtime == "torch"
     assert backbone.features([photos["coffee"]]).shape == (1, FEATURE_DIM)
 
 

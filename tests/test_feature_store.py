@@ -111,20 +111,17 @@ def test_pooled_reads_the_store_and_runs_only_what_it_lacks(tmp_path, monkeypatc
 
 
 @pytest.fixture
-def fresh_backbone(tiny_home, monkeypatch) -> list[int]:
-    """A backbone with an empty in-memory cache for this test (the session's one remembers the
-    tiny catalog), counting the images it runs."""
-    fresh = backbone.Backbone()
-    fresh.use_onnx(Path(tiny_home) / "cache" / backbone.ONNX_NAME)
-    monkeypatch.setattr(backbone, "shared_backbone", lambda: fresh)
+def fresh_backbone(monkeypatch) -> list[int]:
+    """The images any backbone runs through the network during the test (train and index each
+    open the home with a new backbone, whose in-memory cache starts empty)."""
     counted: list[int] = []
-    real = fresh.run_images
+    real = backbone.Backbone.run_images
 
-    def counting(images, **options):
+    def counting(self, images, **options):
         counted.append(len(images))
-        return real(images, **options)
+        return real(self, images, **options)
 
-    monkeypatch.setattr(fresh, "run_images", counting)
+    monkeypatch.setattr(backbone.Backbone, "run_images", counting)
     return counted
 
 
@@ -137,12 +134,14 @@ def test_index_after_train_runs_only_unseen_images_and_retraining_runs_none(
     tiny_catalog, tiny_home, fresh_backbone, tmp_path
 ):
     home = Home(tmp_path / "home").ensure()
+    home.cache_dir.mkdir()  # the tiny home's ONNX export spares this home one
+    shutil.copyfile(Path(tiny_home) / "cache" / backbone.ONNX_NAME,
+                    home.cache_dir / backbone.ONNX_NAME)
     ingest(tiny_catalog / "catalog.csv", home, progress=False)
     train_home(home, progress=False)
     assert sum(fresh_backbone) > 0
     trained = _fingerprints(home)
     _, held_out = split_views(CatalogStore.open(home).all_products())
-    backbone.shared_backbone()._cache.clear()
 
     fresh_backbone.clear()
     first = build_index(home, progress=False)
@@ -150,7 +149,6 @@ def test_index_after_train_runs_only_unseen_images_and_retraining_runs_none(
     assert 0 < sum(fresh_backbone) <= len(held_out)  # the views training never saw
 
     fresh_backbone.clear()
-    backbone.shared_backbone()._cache.clear()
     train_home(home, progress=False)  # an unchanged catalog: the same models, no backbone run
     assert sum(fresh_backbone) == 0 and _fingerprints(home) == trained
     again = build_index(home, progress=False)
@@ -175,8 +173,8 @@ def test_a_killed_index_keeps_its_finished_chunks(tiny_home, tmp_path, monkeypat
     real_load = indexing.load_embedder
     calls = []
 
-    def dying_embedder(models_dir, name):
-        model = real_load(models_dir, name)
+    def dying_embedder(models_dir, name, **runtime):
+        model = real_load(models_dir, name, **runtime)
         real_embed = model.embed
 
         def embed(images):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from jewelrec.errors import NotReadyError
-from jewelrec.models.backbone import shared_backbone
+from jewelrec.models.backbone import Backbone
 from jewelrec.models.heads import (
     UNDECIDED,
     EfficientNetHeadClassifier,
@@ -68,15 +68,14 @@ def photos() -> tuple[list[np.ndarray], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0.onnx"
-    shared_backbone().use_onnx(path)  # no-op if another test module attached one already
-    return path
+def backbone(tmp_path_factory) -> Backbone:
+    """One runtime for the module's models (its feature cache spares the tests a pass)."""
+    return Backbone(tmp_path_factory.mktemp("onnx") / "efficientnet-lite0.onnx")
 
 
 @pytest.fixture(scope="module")
-def features(photos, onnx_path) -> np.ndarray:
-    return shared_backbone().features(photos[0])
+def features(photos, backbone) -> np.ndarray:
+    return backbone.features(photos[0])
 
 
 def test_head_gives_probabilities_over_sorted_classes(photos, features):
@@ -107,15 +106,15 @@ def test_temperature_recovers_a_known_one():
     assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
 
 
-def test_classifier_round_trip_is_identical(photos, onnx_path, tmp_path):
+def test_classifier_round_trip_is_identical(photos, backbone, tmp_path):
     images, labels = photos
-    classifier = EfficientNetHeadClassifier(onnx_path=onnx_path)
+    classifier = EfficientNetHeadClassifier(backbone=backbone)
     with pytest.raises(NotReadyError):
         classifier.predict_proba(images[:1])
     report = classifier.fit(images, labels, progress=False)
     assert report.notes["temperature"] > 0 and classifier.classes == sorted(set(labels))
     classifier.save(tmp_path / "classifier")
-    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier")
+    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier", backbone=backbone)
     assert loaded.classes == classifier.classes and loaded.settings == classifier.settings
     np.testing.assert_array_equal(loaded.predict_proba(images), classifier.predict_proba(images))
 
@@ -158,15 +157,17 @@ def test_cluster_calibration_never_trains_on_the_cluster_it_predicts():
     assert any(set(style[train]) & set(style[held]) for train, held in random_splits)
 
 
-def test_default_head_classifies_the_whole_photo_and_saves_its_threshold(photos, tmp_path):
+def test_default_head_classifies_the_whole_photo_and_saves_its_threshold(
+    photos, backbone, tmp_path
+):
     images, labels = photos
-    classifier = EfficientNetHeadClassifier()
+    classifier = EfficientNetHeadClassifier(backbone=backbone)
     assert classifier.whole_photo and classifier.settings.pooling == "rmac"
     report = classifier.fit(images, labels, progress=False)
     assert 0.0 <= classifier.decision_threshold <= UNDECIDED
     assert report.notes["decision_threshold"] == classifier.decision_threshold
     classifier.save(tmp_path / "classifier")
-    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier")
+    loaded = EfficientNetHeadClassifier.load(tmp_path / "classifier", backbone=backbone)
     assert loaded.decision_threshold == classifier.decision_threshold
 
 

@@ -150,7 +150,7 @@ class StubEmbedder:
 
 @pytest.fixture
 def stub_models(monkeypatch, tmp_path):
-    monkeypatch.setattr(indexing, "load_embedder", lambda models_dir, name: StubEmbedder())
+    monkeypatch.setattr(indexing, "load_embedder", lambda models_dir, name, **kw: StubEmbedder())
     monkeypatch.setattr(indexing, "model_fingerprint", lambda folder: "stub")
 
 
@@ -237,9 +237,9 @@ def test_evaluation_leaves_flagged_views_out(messy_catalog, tmp_path, monkeypatc
     with CatalogStore.open(home) as store:
         classes = store.types()
         multi_view = sum(len(set(p.images)) > 1 for p in store.all_products())
-    monkeypatch.setattr(evaluate, "load_embedder", lambda models_dir, name: StubEmbedder())
+    monkeypatch.setattr(evaluate, "load_embedder", lambda models_dir, name, **kw: StubEmbedder())
     monkeypatch.setattr(evaluate, "load_classifier",
-                        lambda models_dir, name: StubClassifier(classes))
+                        lambda models_dir, name, **runtime: StubClassifier(classes))
     monkeypatch.setattr(evaluate, "model_fingerprint", lambda folder: "stub")
     monkeypatch.setattr(evaluate, "_median_latency", lambda *args: None)
     report = evaluate.evaluate_home(home, progress=False)

@@ -142,7 +142,8 @@ def backbone_space(monkeypatch):
     from jewelrec.models import backbone
 
     monkeypatch.setattr(backbone.EfficientNetEmbedder, "recognition_features",
-                        lambda self, images: backbone.image_features(images), raising=False)
+                        lambda self, images: backbone.image_features(self.backbone, images),
+                        raising=False)
 
 
 def test_in_the_backbone_space_jewelry_is_recognised_and_other_photos_are_not(

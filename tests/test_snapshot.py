@@ -83,12 +83,13 @@ def test_the_snapshot_cannot_be_changed_in_place(two_snapshots):
         recommender.index = old.index  # type: ignore[misc]
 
 
-def test_reload_builds_the_whole_snapshot_and_loads_only_models_that_changed(
+def test_reload_builds_the_whole_snapshot_and_loads_models_only_when_some_changed(
     two_snapshots, tmp_path, monkeypatch
 ):
-    """A new index with the same embedder files keeps the loaded models; new embedder files
-    (or another embedder) load a new embedder; new classifier files load a new classifier; an
-    index that cannot be opened leaves the served snapshot as it was."""
+    """A new index with the same embedder and classifier files keeps the loaded models and their
+    backbone; new embedder files (or another embedder) or new classifier files load both models
+    anew on a new backbone (the models of a snapshot share one runtime); an index that cannot be
+    opened leaves the served snapshot as it was."""
     import jewelrec.recommend as recommend
     import jewelrec.snapshot as snapshot
 
@@ -110,27 +111,36 @@ def test_reload_builds_the_whole_snapshot_and_loads_only_models_that_changed(
     monkeypatch.setattr(snapshot, "open_index", open_index)
     monkeypatch.setattr(snapshot, "classifier_fingerprint",
                         lambda home, name: published["classifier"])
-    monkeypatch.setattr(snapshot, "load_embedder",
-                        lambda folder, name: loads.append(f"embedder {name}") or new.embedder)
-    monkeypatch.setattr(snapshot, "load_classifier",
-                        lambda folder, name: loads.append("classifier") or new.classifier)
+    runtimes: list[object] = []
+
+    def load(kind):
+        def loader(folder, name, *, backbone):
+            runtimes.append(backbone)
+            loads.append(f"{kind} {name}")
+            return new.embedder if kind == "embedder" else new.classifier
+        return loader
+
+    monkeypatch.setattr(snapshot, "load_embedder", load("embedder"))
+    monkeypatch.setattr(snapshot, "load_classifier", load("classifier"))
 
     assert recommender.reload_if_changed() is False  # v1 is already served
     published.update(version="v2", meta={"embedder": "fixed", "embedder_fingerprint": "e1"})
     assert recommender.reload_if_changed() is True
     assert loads == [] and recommender.index is new.index and recommender.index_version == "v2"
     assert recommender.embedder is old.embedder and recommender.classifier is old.classifier
+    kept_runtime = recommender.snapshot.backbone
 
     published.update(version="v3", meta={"embedder": "fixed", "embedder_fingerprint": "e2"})
     assert recommender.reload_if_changed() is True
-    assert loads == ["embedder fixed"] and recommender.embedder is new.embedder
-    assert recommender.classifier is old.classifier
+    assert loads == ["embedder fixed", "classifier fixed"]
+    assert recommender.embedder is new.embedder and recommender.classifier is new.classifier
+    assert runtimes[0] is runtimes[1] is recommender.snapshot.backbone is not kept_runtime
 
     published.update(version="v4", meta={"embedder": "other", "embedder_fingerprint": "e2"},
                      classifier="c2")
     assert recommender.reload_if_changed() is True
-    assert loads == ["embedder fixed", "embedder other", "classifier"]
-    assert recommender.classifier is new.classifier
+    assert loads[2:] == ["embedder other", "classifier fixed"]
+    assert runtimes[2] is runtimes[3] is recommender.snapshot.backbone is not runtimes[0]
     assert recommender.index_meta["embedder"] == "other"
 
     served = recommender.snapshot
@@ -138,3 +148,47 @@ def test_reload_builds_the_whole_snapshot_and_loads_only_models_that_changed(
     with pytest.raises(OSError):
         recommender.reload_if_changed()
     assert recommender.snapshot is served  # nothing half-swapped
+
+
+def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
+    tiny_home, tiny_query_photo, tmp_path
+):
+    """No process-wide runtime: two homes opened in one process run on their own ONNX files;
+    a reload that loads new models binds them to a new backbone, and the snapshot a request
+    captured before keeps answering on its own, untouched."""
+    import shutil
+
+    from jewelrec.models.backbone import ONNX_NAME
+    from jewelrec.models.base import model_folder
+    from jewelrec.search import versions
+    from jewelrec.snapshot import load_snapshot
+
+    other = Home(tmp_path / "other")
+    shutil.copytree(tiny_home, other.root, symlinks=True)
+    first, second = Recommender.open(tiny_home), Recommender.open(other)
+    one, two = first.snapshot, second.snapshot
+    assert one.backbone is not two.backbone and one.backbone._session is not two.backbone._session
+    assert one.backbone.onnx_path == Home(tiny_home).cache_dir / ONNX_NAME
+    assert two.backbone.onnx_path == other.cache_dir / ONNX_NAME
+    for snap in (one, two):
+        assert snap.embedder.backbone is snap.classifier.backbone is snap.backbone
+        assert snap.backbone.runtime == "onnxruntime"
+
+    captured = second.snapshot  # a request in flight holds this one
+    before = second.recommend(tiny_query_photo, k=3)
+    config = model_folder(other.models_dir, "classifier", "efficientnet-head") / "config.json"
+    config.write_text(config.read_text() + " ")  # retrained: other classifier files
+    fresh = load_snapshot(other, versions.current_version(other), store=captured.store,
+                          classifier_name="efficientnet-head", previous=captured)
+    assert fresh.backbone is not captured.backbone
+    assert fresh.embedder.backbone is fresh.classifier.backbone is fresh.backbone
+    assert captured.embedder.backbone is captured.classifier.backbone is captured.backbone
+    assert captured.backbone.runtime == "onnxruntime"
+    second.swap(fresh)
+    after = second.recommend(tiny_query_photo, k=3)
+    assert [r.id for r in after.results] == [r.id for r in before.results]
+    assert captured.embedder.embed([np.zeros((64, 64, 3), np.uint8)]).shape[0] == 1  # still works
+
+    same = load_snapshot(other, versions.current_version(other), store=captured.store,
+                         classifier_name="efficientnet-head", previous=fresh)
+    assert same.backbone is fresh.backbone and same.embedder is fresh.embedder  # nothing new

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jewelrec.models.backbone import BACKBONE, backbone_config, image_features
+from jewelrec.models.backbone import BACKBONE, Backbone, backbone_config, image_features
 from jewelrec.models.heads import DEFAULT_HEAD, Head, HeadSettings, fit_head, head_probabilities
 
 ATTRIBUTES = ("metal", "stone")
@@ -56,11 +56,19 @@ def learnable(labels: Sequence[str | None]) -> set[str]:
 
 
 class AttributeHeads:
-    """One calibrated head per attribute the catalog could teach."""
+    """One calibrated head per attribute the catalog could teach, on the `backbone` it is given
+    (the home's, shared with the type head's pass; without one, a private `Backbone()`)."""
 
-    def __init__(self, heads: dict[str, Head], settings: HeadSettings = DEFAULT_HEAD) -> None:
+    def __init__(
+        self,
+        heads: dict[str, Head],
+        settings: HeadSettings = DEFAULT_HEAD,
+        *,
+        backbone: Backbone | None = None,
+    ) -> None:
         self.heads = heads
         self.settings = settings
+        self.backbone = backbone if backbone is not None else Backbone()
 
     @property
     def whole_photo(self) -> bool:
@@ -69,8 +77,8 @@ class AttributeHeads:
 
     def _features(self, images: Sequence[np.ndarray], *, progress: bool = False) -> np.ndarray:
         s = self.settings
-        return image_features(images, crop_fraction=s.crop_fraction, size=s.input_size,
-                              pooling=s.pooling, progress=progress)
+        return image_features(self.backbone, images, crop_fraction=s.crop_fraction,
+                              size=s.input_size, pooling=s.pooling, progress=progress)
 
     @classmethod
     def fit(
@@ -81,6 +89,7 @@ class AttributeHeads:
         settings: HeadSettings = DEFAULT_HEAD,
         seed: int = 0,
         progress: bool = False,
+        backbone: Backbone | None = None,
     ) -> tuple[AttributeHeads | None, dict[str, Any]]:
         """Heads for the attributes `labels` can teach (None when none); notes per attribute
         (values, photos, out-of-fold accuracy)."""
@@ -88,7 +97,7 @@ class AttributeHeads:
         teachable = {name: values for name, values in teachable.items() if values}
         if not teachable:
             return None, {}
-        model = cls({}, settings)
+        model = cls({}, settings, backbone=backbone)
         features = model._features(images, progress=progress)
         notes: dict[str, Any] = {}
         for name, values in teachable.items():
@@ -138,7 +147,7 @@ class AttributeHeads:
         save_weights(folder, arrays, config)
 
     @classmethod
-    def load(cls, folder: Path) -> AttributeHeads:
+    def load(cls, folder: Path, *, backbone: Backbone | None = None) -> AttributeHeads:
         from jewelrec.models.weights import damaged_model_error, expect_model, load_weights
 
         state, config = load_weights(folder)
@@ -155,14 +164,16 @@ class AttributeHeads:
             settings = HeadSettings(**config.get("settings", {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise damaged_model_error(folder, f"incomplete attribute heads: {exc}") from exc
-        return cls(heads, settings)
+        return cls(heads, settings, backbone=backbone)
 
 
 def attributes_folder(models_dir: Path) -> Path:
     return models_dir / f"{KIND}-{NAME}"
 
 
-def load_attributes(models_dir: Path) -> AttributeHeads | None:
-    """The home's attribute heads, None when `train` fitted none."""
+def load_attributes(models_dir: Path, *, backbone: Backbone | None) -> AttributeHeads | None:
+    """The home's attribute heads on the home's `backbone`, None when `train` fitted none."""
     folder = attributes_folder(models_dir)
-    return AttributeHeads.load(folder) if (folder / "config.json").exists() else None
+    if not (folder / "config.json").exists():
+        return None
+    return AttributeHeads.load(folder, backbone=backbone)

