@@ -28,6 +28,7 @@ from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import View, all_views
 from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.feature_store import attached_to_home, remove_stale_temporaries
+from jewelrec.fill_attributes import fill_missing_attributes
 from jewelrec.home import Home, atomic_path
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
@@ -65,6 +66,8 @@ class IndexReport:
     seconds: float
     stages: StageTimes = field(default_factory=StageTimes)
     excluded: int = 0  # views left out as placeholders or shared photos (catalog/hygiene.py)
+    # products whose metal / stone the attribute heads predicted (jewelrec/fill_attributes.py)
+    predicted: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,7 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "stages": {k: round(v, 3) for k, v in vars(self.stages).items()},
             "excluded": self.excluded,
+            "predicted_attributes": self.predicted,
         }
 
 
@@ -243,6 +247,11 @@ def build_index(
     if not products:
         raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
     backbone = Backbone.for_home(home)
+    # attributes the catalog lacks, read from the photos first: index rows carry the metal
+    filled = fill_missing_attributes(home, store, products, backbone=backbone,
+                                     auto_crop=settings.auto_crop, progress=progress)
+    if filled.changed:
+        products = store.all_products()
     model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
     cache = EmbeddingCache(home, embedder_name, fingerprint)
@@ -287,6 +296,7 @@ def build_index(
         "rows": len(rows),
         "products": len(products),
         "hygiene_excluded": excluded,
+        "predicted_attributes": filled.predicted,
         "catalog_fingerprint": store.fingerprint(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # below this best similarity a query photo is "not jewelry from this shop"
@@ -323,4 +333,5 @@ def build_index(
         seconds=time.perf_counter() - start,
         stages=stages,
         excluded=excluded,
+        predicted=filled.predicted,
     )

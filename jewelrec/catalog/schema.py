@@ -24,6 +24,10 @@ class Product:
     metal: str | None = None
     stone: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # attributes (metal, stone) whose value was read from the photo by the attribute heads at
+    # `jewelrec index`, not given by the catalog (jewelrec/fill_attributes.py); a predicted
+    # stone of None is "no stone, as far as the photo shows"
+    predicted: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def image(self) -> str:
@@ -34,6 +38,7 @@ class Product:
         data = asdict(self)
         data["images"] = list(self.images)
         data["tags"] = list(self.tags)
+        data["predicted"] = list(self.predicted)
         return data
 
     @classmethod
@@ -50,4 +55,5 @@ class Product:
             metal=data.get("metal"),
             stone=data.get("stone"),
             tags=tuple(data.get("tags") or ()),
+            predicted=tuple(data.get("predicted") or ()),
         )

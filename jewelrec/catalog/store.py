@@ -17,6 +17,14 @@ Porter-stemmed, so "earrings" finds "earring") holds one row per product under t
 rowid. StoreWriter writes it together with the product row, so it changes in the same
 transaction and is never out of step with the catalog; a store made before it existed gets it
 built from its products the next time it is opened writable.
+
+Predicted attributes: `jewelrec index` stores the metal / stone its attribute heads read from
+the photos of products whose catalog gives none (jewelrec/fill_attributes.py) in the products'
+own `metal` / `stone` columns, so filters, facets and text search work on them unchanged, and
+names them in `predicted` (a JSON list). Ingest writes the catalog's own values, which replaces
+predictions: a product ingested again with changes has none until the next index. A store made
+before that column gets it (ALTER TABLE, in one transaction) the next time it is opened
+writable; one opened read-only without it reads no predictions.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +62,8 @@ CREATE TABLE IF NOT EXISTS products (
     stone TEXT,
     tags TEXT NOT NULL,          -- JSON list of strings
     images TEXT NOT NULL,        -- JSON list of managed image names, main image first
-    content_hash TEXT NOT NULL   -- sha256 of the product's fields: what changed, and fingerprint
+    content_hash TEXT NOT NULL,  -- sha256 of the product's fields: what changed, and fingerprint
+    predicted TEXT
 );
 CREATE INDEX IF NOT EXISTS products_type ON products (type);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,11 +84,16 @@ INSERT INTO products_fts (rowid, title, brand, type, metal, stone, tags)
 # BM25 column weights (title, brand, type, metal, stone, tags): the title says most.
 _FTS_WEIGHTS = (4.0, 2.0, 2.0, 2.0, 2.0, 1.0)
 _COLUMNS = "id, title, type, price, currency, brand, url, metal, stone, tags, images"
+PREDICTABLE = ("metal", "stone")  # the attributes `predicted` may name
 
 
 def product_hash(product: Product) -> str:
-    """sha256 of every field: equal hashes, equal products."""
-    canonical = json.dumps(product.to_dict(), sort_keys=True, separators=(",", ":"))
+    """sha256 of every field the catalog gives (predictions left out): equal hashes, equal
+    products."""
+    data = product.to_dict()
+    for attribute in data.pop("predicted"):
+        data[attribute] = None
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -89,6 +104,7 @@ class CatalogStore:
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.Lock()
+        self._columns: tuple[int, str] | None = None  # (schema version, column list)
         if read_only:
             self._conn = _connect_read_only(self.path)
         else:
@@ -131,11 +147,12 @@ class CatalogStore:
     # -- reads -----------------------------------------------------------------------------
     def all_products(self) -> list[Product]:
         """Every product, ordered by id."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM products ORDER BY id")
+        rows = self._query(f"SELECT {self._product_columns()} FROM products ORDER BY id")
         return [_to_product(row) for row in rows]
 
     def get(self, product_id: str) -> Product | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM products WHERE id = ?", (product_id,))
+        rows = self._query(f"SELECT {self._product_columns()} FROM products WHERE id = ?",
+                           (product_id,))
         return _to_product(rows[0]) if rows else None
 
     def get_many(self, ids: Iterable[str]) -> dict[str, Product]:
@@ -145,8 +162,9 @@ class CatalogStore:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT {_COLUMNS} FROM products WHERE id IN ({marks})",
-                                   chunk):
+            for row in self._query(
+                    f"SELECT {self._product_columns()} FROM products WHERE id IN ({marks})",
+                    chunk):
                 found[row[0]] = _to_product(row)
         return {i: found[i] for i in wanted if i in found}
 
@@ -280,6 +298,17 @@ class CatalogStore:
         finally:
             conn.close()
 
+    def _product_columns(self) -> str:
+        """The columns a product is read from: `predicted` is NULL in a store made before it
+        (opened read-only, so not migrated); checked again whenever the schema changes."""
+        version = int(self._query("PRAGMA schema_version")[0][0])
+        cached = self._columns
+        if cached is None or cached[0] != version:
+            names = {row[1] for row in self._query("PRAGMA table_info(products)")}
+            cached = self._columns = (
+                version, f"{_COLUMNS}, {'predicted' if 'predicted' in names else 'NULL'}")
+        return cached[1]
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
             try:
@@ -297,19 +326,69 @@ class StoreWriter:
     def upsert(self, product: Product, content_hash: str | None = None) -> None:
         self._delete_text((product.id,))
         cursor = self._conn.execute(
-            f"INSERT OR REPLACE INTO products ({_COLUMNS}, content_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO products ({_COLUMNS}, content_hash, predicted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 product.id, product.title, product.type, float(product.price), product.currency,
                 product.brand, product.url, product.metal, product.stone,
                 json.dumps(list(product.tags)), json.dumps(list(product.images)),
                 content_hash or product_hash(product),
+                _predicted_json(product.predicted),
             ),
         )
+        self._write_text(cursor.lastrowid, product)
+
+    def set_predicted(self, product_id: str, values: dict[str, str | None]) -> bool:
+        """Store attributes read from the photo (attribute -> value; a stone of None: none
+        seen) where the catalog gives none. The catalog's own values always win: the row is
+        read again here, inside the transaction, so an ingest committed meanwhile is never
+        overwritten. Returns whether the product changed."""
+        row = self._conn.execute(
+            f"SELECT rowid, {_COLUMNS}, predicted FROM products WHERE id = ?", (product_id,)
+        ).fetchone()
+        if row is None:
+            return False
+        product = _to_product(row[1:])
+        changes = {name: value for name, value in values.items() if name in PREDICTABLE
+                   and (getattr(product, name) is None or name in product.predicted)}
+        predicted = sorted(set(product.predicted) | set(changes))
+        if all(getattr(product, n) == v for n, v in changes.items()) and (
+                predicted == sorted(product.predicted)):
+            return False  # nothing new (also when every value was the catalog's)
+        return self._rewrite(row[0], product, changes, predicted)
+
+    def clear_predicted(self, product_id: str, attributes: Iterable[str]) -> bool:
+        """Forget predicted values of these attributes (the catalog's own are kept)."""
+        row = self._conn.execute(
+            f"SELECT rowid, {_COLUMNS}, predicted FROM products WHERE id = ?", (product_id,)
+        ).fetchone()
+        if row is None:
+            return False
+        product = _to_product(row[1:])
+        gone = [name for name in attributes if name in product.predicted]
+        if not gone:
+            return False
+        return self._rewrite(row[0], product, dict.fromkeys(gone),
+                             sorted(set(product.predicted) - set(gone)))
+
+    def _rewrite(self, rowid: int, product: Product, changes: dict[str, str | None],
+                 predicted: list[str]) -> bool:
+        """Set predicted attribute values on one row and its text-index row."""
+        updated = replace(product, predicted=tuple(predicted), **changes)
+        self._conn.execute(
+            "UPDATE products SET metal = ?, stone = ?, predicted = ? WHERE rowid = ?",
+            (updated.metal, updated.stone, _predicted_json(updated.predicted), rowid),
+        )
+        self._conn.execute("DELETE FROM products_fts WHERE rowid = ?", (rowid,))
+        self._write_text(rowid, updated)
+        return True
+
+    def _write_text(self, rowid: int | None, product: Product) -> None:
+        """The product's text-index row, under the product's rowid."""
         self._conn.execute(
             "INSERT INTO products_fts (rowid, title, brand, type, metal, stone, tags) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (cursor.lastrowid, product.title, product.brand or "", product.type,
+            (rowid, product.title, product.brand or "", product.type,
              product.metal or "", product.stone or "", " ".join(product.tags)),
         )
 
@@ -419,7 +498,8 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
         tables = {row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )}
-        if not {"products", "meta", "image_sources", "products_fts"} <= tables:
+        if not ({"products", "meta", "image_sources", "products_fts"} <= tables
+                and _has_column(conn, "products", "predicted")):
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
@@ -447,6 +527,8 @@ def _create_missing(conn: sqlite3.Connection) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+    if not _has_column(conn, "products", "predicted"):  # a store made before predictions
+        conn.execute("ALTER TABLE products ADD COLUMN predicted TEXT")
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                   (str(SCHEMA_VERSION),))
 
@@ -499,10 +581,21 @@ def _open_error(path: Path, exc: sqlite3.Error) -> CatalogError:
     return CatalogError(f"cannot open the catalog store {path}: {exc}")
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _predicted_json(predicted: Iterable[str]) -> str | None:
+    names = sorted(set(predicted))
+    return json.dumps(names) if names else None
+
+
 def _to_product(row: tuple) -> Product:
-    product_id, title, type_, price, currency, brand, url, metal, stone, tags, images = row
+    (product_id, title, type_, price, currency, brand, url, metal, stone, tags, images,
+     predicted) = row
     return Product(
         id=product_id, title=title, type=type_, price=float(price), url=url,
         images=tuple(json.loads(images)), currency=currency, brand=brand, metal=metal,
         stone=stone, tags=tuple(json.loads(tags)),
+        predicted=tuple(json.loads(predicted)) if predicted else (),
     )

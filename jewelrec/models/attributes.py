@@ -40,12 +40,21 @@ class AttributeGuess:
 
 def product_attributes(products: Sequence[Any]) -> dict[str, list[str | None]]:
     """Each attribute's label per product (None: unknown): metals as given; stones as given, or
-    NO_STONE for a piece without one when the catalog names stones at all."""
-    names_stones = any(p.stone for p in products)
+    NO_STONE for a piece without one when the catalog names stones at all. Values the heads
+    predicted (`Product.predicted`) are no labels: a head never learns from its own guesses."""
+    def given(product: Any, name: str) -> str | None:
+        return None if name in getattr(product, "predicted", ()) else getattr(product, name)
+
+    names_stones = catalog_names_stones(products)
     return {
-        "metal": [p.metal or None for p in products],
-        "stone": [p.stone or (NO_STONE if names_stones else None) for p in products],
+        "metal": [given(p, "metal") or None for p in products],
+        "stone": [given(p, "stone") or (NO_STONE if names_stones else None) for p in products],
     }
+
+
+def catalog_names_stones(products: Sequence[Any]) -> bool:
+    """Whether the catalog itself names stones (then a piece without one has none)."""
+    return any(p.stone and "stone" not in getattr(p, "predicted", ()) for p in products)
 
 
 def learnable(labels: Sequence[str | None]) -> set[str]:

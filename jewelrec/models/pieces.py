@@ -206,12 +206,11 @@ def _feature_map(img: np.ndarray, backbone: Backbone) -> np.ndarray:
 
 
 def _default_backbone() -> Backbone:
-    """The one place a backbone is made when neither the caller nor the classifier has one: the
-    process-wide one while it exists (being retired for a backbone passed in), else a new one."""
-    from jewelrec.models import backbone as module
+    """The one place a backbone is made when neither the caller nor the classifier has one: a
+    private one (no home known: torch, or ONNX exported to a temporary folder for bulk runs)."""
+    from jewelrec.models.backbone import Backbone
 
-    shared = getattr(module, "shared_backbone", None)
-    return shared() if shared is not None else module.Backbone()
+    return Backbone()
 
 
 # -- typing and deciding ------------------------------------------------------------------------

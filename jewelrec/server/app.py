@@ -379,6 +379,7 @@ def _product(p: Any) -> schemas.Product:
         brand=p.brand, metal=p.metal, stone=p.stone, tags=list(p.tags), images=list(p.images),
         image_url=schemas.image_url(p.image),
         image_urls=[schemas.image_url(name) for name in p.images],
+        predicted=list(p.predicted),
     )
 
 

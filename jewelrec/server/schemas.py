@@ -129,6 +129,12 @@ class Product(BaseModel):
     images: list[str]
     image_url: str = Field(description="where this server serves the main image")
     image_urls: list[str]
+    predicted: list[str] = Field(
+        default_factory=list,
+        description="attributes ('metal', 'stone') whose value was read from the photo by the "
+        "attribute heads at `jewelrec index` because the catalog gives none (a predicted stone "
+        "of null: none seen); empty when every value is the catalog's",
+    )
 
 
 class Example(BaseModel):
