@@ -23,15 +23,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.imaging import components
 from jewelrec.imaging.segment import (
     DEFAULT_MARGIN,
+    DEFAULT_MIN_AREA_FRACTION,
     Box,
     _alike_side_by_side,
     _objects,
+    _otsu,
+    _shrink,
+    _shrink_factor,
     _union,
 )
 
@@ -44,9 +48,17 @@ FRAGMENT_SHARE = 0.2  # an object with fewer foreground pixels than this share o
 # object, centred inside that object's box, is a fragment of it (a pendant, a clasp)
 MIN_PIECE_CONFIDENCE = 0.5  # a second piece must be typed at least this surely...
 MIN_PIECE_SHARE = 0.01  # ...and its box cover at least this share of the photo
-BOX_MARGIN = 0.02  # a piece's box: its object's box grown by this share of its longer side (the
+BOX_MARGIN = 0.0  # a piece's box: its object's box grown by this share of its longer side (the
 # crop it is typed on keeps segment.py's wider DEFAULT_MARGIN, for context)
-NMS_IOU = 0.5  # a candidate overlapping a better one more than this is the same piece
+NMS_IOU = 0.5
+TWIN_SIZE = 0.85  # the two of a pair: box areas within this ratio...
+TWIN_SIMILARITY = 0.75  # ...and grey thumbnails correlating at least this much
+TWIN_THUMBNAIL = 24  # a candidate overlapping a better one more than this is the same piece
+EDGE_BLUR = 2  # radius (small-copy pixels) the edge energy is averaged over
+EDGE_MIN_ENERGY = 24.0  # below this colour-gradient energy nothing is an edge (a flat photo)
+EDGE_MAX_COVER = 0.35  # edges over more of the photo than this: texture everywhere, no objects
+EDGE_MIN_AREA = DEFAULT_MIN_AREA_FRACTION
+MAX_EDGE_OBJECTS = 8  # the largest edge objects become candidates (each costs a typed crop)
 CAM_SIDE = 320  # the longer side the photo is scaled to for the activation maps (multiple of 32)
 CAM_LEVEL = 0.5  # a type's map is cut at this fraction of its maximum
 CAM_MIN_PROBABILITY = 0.05  # types less likely than this on the whole photo get no map
@@ -72,8 +84,9 @@ class Piece:
 class _Candidate:
     box: Box  # the piece's box, as answered
     source: str  # "object", "pair", "framed", "cam", "whole"
-    cam_type: str | None = None
+    cam_type: str | None = None  # the type whose activation map proposed it
     crop: Box | None = None  # what the type head sees (default: the box)
+    pair: tuple[int, int] | None = None  # the two objects a "pair" candidate joins
 
 
 def find_pieces(
@@ -97,42 +110,81 @@ def find_pieces(
     if not classes:
         raise NotReadyError("finding pieces needs a trained type classifier (it has no classes)")
     h, w = img.shape[:2]
-    whole = Box(0, 0, w, h)
     objects = _objects(img)
-    if objects:
-        candidates = _object_candidates(objects, w, h)
+    clean = bool(objects)  # a clean backdrop: the objects are the pieces' parts
+    edges = _edge_labels(img)
+    cams, missed = None, []
+    if clean:
+        objects, missed = _with_edges(objects, edges, img)
     else:
-        candidates = _cam_candidates(img, classifier, classes, backbone)
-    candidates.append(_Candidate(whole, "whole"))
+        objects = _edge_objects(edges, img)
+        cams = _class_maps(img, classifier, classes, backbone)
+    candidates = _object_candidates(objects, missed, img) if objects else []
+    if cams is not None:
+        candidates += _cam_candidates(cams, classes, w, h)
+    candidates.append(_Candidate(Box(0, 0, w, h), "whole"))
     crops = [c.crop or c.box for c in candidates]
     probabilities = _type_crops(img, crops, classifier, len(classes))
-    if objects:
-        return _decide_objects(candidates, probabilities, classes, w, h, max_pieces)
-    return _decide_cams(candidates, probabilities, classes, w, h, max_pieces)
+    context = _Context(classes, w, h, cams)
+    if clean:
+        return _decide_clean(candidates, probabilities, context)[:max_pieces]
+    return _decide_busy(candidates, probabilities, context)[:max_pieces]
 
 
 # -- candidates ---------------------------------------------------------------------------------
 
 
-def _object_candidates(objects: list[tuple[Box, int]], w: int, h: int) -> list[_Candidate]:
-    """Groups of segmentation objects (fragments joined), alike side-by-side pairs, and the
-    framed whole (all objects together)."""
+def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, int]],
+                       img: np.ndarray) -> list[_Candidate]:
+    """Groups of objects (fragments joined), twins side by side (a pair?), and the framed whole
+    (the `objects` together; `missed` ones, found by their edges only, are framed alone)."""
+    h, w = img.shape[:2]
     groups = _join_fragments(objects)
+    framed = groups[0][0]
+    for box, _ in groups[1:]:
+        framed = _union(framed, box)
+    groups += _join_fragments(missed) if missed else []
 
-    def candidate(box: Box, source: str, pair: str | None = None) -> _Candidate:
-        return _Candidate(box.expand(BOX_MARGIN, w, h), source, pair,
-                          box.expand(DEFAULT_MARGIN, w, h))
+    def candidate(box: Box, source: str, pair: tuple[int, int] | None = None) -> _Candidate:
+        return _Candidate(box.expand(BOX_MARGIN, w, h), source,
+                          crop=box.expand(DEFAULT_MARGIN, w, h), pair=pair)
 
     out = [candidate(box, "object") for box, _ in groups]
     for i in range(len(groups)):
         for j in range(i + 1, len(groups)):
-            if _alike_side_by_side(groups[i], groups[j]):
-                out.append(candidate(_union(groups[i][0], groups[j][0]), "pair", f"{i},{j}"))
-    framed = groups[0][0]
-    for box, _ in groups[1:]:
-        framed = _union(framed, box)
+            if (_alike_side_by_side(groups[i], groups[j]) and not _between(groups, i, j)
+                    and _twins(img, groups[i][0], groups[j][0])):
+                out.append(candidate(_union(groups[i][0], groups[j][0]), "pair", (i, j)))
     out.append(candidate(framed, "framed"))
     return out
+
+
+def _twins(img: np.ndarray, a: Box, b: Box) -> bool:
+    """Whether two objects look like the two of a pair: boxes of nearly one size, and small
+    grey copies that correlate (one of them mirrored or not). Measured on synthetic sets: pairs
+    0.75-1.0, different rings side by side mostly below 0.75 or of other sizes."""
+    if min(a.area, b.area) < TWIN_SIZE * max(a.area, b.area):
+        return False
+
+    def thumbnail(box: Box) -> np.ndarray:
+        crop = Image.fromarray(img[box.y0 : box.y1, box.x0 : box.x1]).convert("L")
+        grey = np.asarray(crop.resize((TWIN_THUMBNAIL, TWIN_THUMBNAIL), Image.BILINEAR),
+                          np.float32)
+        grey = grey - grey.mean()
+        return grey / max(float(np.linalg.norm(grey)), 1e-6)
+
+    first, second = thumbnail(a), thumbnail(b)
+    similarity = max(float((first * second).sum()), float((first * second[:, ::-1]).sum()))
+    return similarity >= TWIN_SIMILARITY
+
+
+def _between(groups: list[tuple[Box, int]], i: int, j: int) -> bool:
+    """Whether another object stands in the gap between objects i and j (then they are pieces
+    of a row, not a pair)."""
+    left, right = sorted((groups[i][0], groups[j][0]), key=lambda b: b.x0)
+    top, bottom = min(left.y0, right.y0), max(left.y1, right.y1)
+    return any(left.x1 <= (box.x0 + box.x1) / 2 <= right.x0 and box.y0 < bottom and box.y1 > top
+               for k, (box, _) in enumerate(groups) if k not in (i, j))
 
 
 def _join_fragments(objects: list[tuple[Box, int]]) -> list[tuple[Box, int]]:
@@ -152,24 +204,134 @@ def _join_fragments(objects: list[tuple[Box, int]]) -> list[tuple[Box, int]]:
     return [(box, pixels) for box, pixels in kept]
 
 
-def _cam_candidates(
+_Edges = tuple[np.ndarray, int, int]  # labels on a small copy, their count, the shrink factor
+
+
+def _edge_objects(edges: _Edges | None, img: np.ndarray) -> list[tuple[Box, int]]:
+    """Objects where no clean backdrop stands out: jewelry is drawn by sharp, contrasted edges
+    (metal highlights, facets, beads) that smooth surfaces (skin, wood, fabric out of focus) lack.
+    The largest MAX_EDGE_OBJECTS edge objects, in the photo's pixels, largest box first."""
+    if edges is None:
+        return []
+    labels, count, factor = edges
+    pixels = np.bincount(labels.ravel(), minlength=count + 1)
+    h, w = img.shape[:2]
+    found = []
+    for index, slices in enumerate(components.bounding_boxes(labels, count), start=1):
+        if slices is None or pixels[index] < EDGE_MIN_AREA * labels.size:
+            continue
+        found.append((_photo_box(slices, factor, w, h), int(pixels[index])))
+    found.sort(key=lambda item: item[1], reverse=True)
+    found = found[:MAX_EDGE_OBJECTS]
+    found.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
+    return found
+
+
+def _edge_labels(img: np.ndarray) -> _Edges | None:
+    """Connected edge regions on a small copy: (labels, count, shrink factor), None when edges
+    are nowhere or everywhere. Edge energy is the colour gradient, averaged over EDGE_BLUR
+    pixels and thresholded with Otsu."""
+    factor = _shrink_factor(img)
+    small = _shrink(img, factor).astype(np.float32)
+    dx = np.sqrt((np.diff(small, axis=1, append=small[:, -1:]) ** 2).sum(axis=2))
+    dy = np.sqrt((np.diff(small, axis=0, append=small[-1:]) ** 2).sum(axis=2))
+    energy = Image.fromarray(np.clip(dx + dy, 0, 255).astype(np.uint8))
+    energy = np.asarray(energy.filter(ImageFilter.BoxBlur(EDGE_BLUR)), np.float32)
+    mask = energy > max(_otsu(energy), EDGE_MIN_ENERGY)
+    if not 0 < mask.mean() <= EDGE_MAX_COVER:
+        return None
+    labels, count = components.label(components.dilate(mask, iterations=1))
+    return labels, count, factor
+
+
+def _photo_box(slices: tuple[slice, slice], factor: int, w: int, h: int) -> Box:
+    """An edge region's box in the photo's pixels, less the EDGE_BLUR + 1 small-copy pixels
+    the blur and the dilation added on every side."""
+    rows, cols = slices
+    inset = EDGE_BLUR + 1
+    x0, x1 = cols.start + inset, cols.stop - inset
+    y0, y1 = rows.start + inset, rows.stop - inset
+    if x1 <= x0:
+        x0, x1 = cols.start, cols.stop
+    if y1 <= y0:
+        y0, y1 = rows.start, rows.stop
+    return Box(x0 * factor, y0 * factor, min(w, x1 * factor), min(h, y1 * factor))
+
+
+def _with_edges(
+    objects: list[tuple[Box, int]], edges: _Edges | None, img: np.ndarray
+) -> tuple[list[tuple[Box, int]], list[tuple[Box, int]]]:
+    """Segmentation objects that one edge region links (a thin chain the mask lost between a
+    pendant and its clasp) joined into one object, boxed with that region; plus edge objects
+    the mask missed altogether (a faint silver piece), apart. Largest box first."""
+    if edges is None:
+        return objects, []
+    labels, count, factor = edges
+    h, w = img.shape[:2]
+    regions = components.bounding_boxes(labels, count)
+    joined: dict[int, list] = {}
+    out = []
+    for box, pixels in objects:
+        inside = labels[box.y0 // factor : -(-box.y1 // factor),
+                        box.x0 // factor : -(-box.x1 // factor)]
+        votes = np.bincount(inside.ravel(), minlength=count + 1)[1:]
+        if not votes.any():
+            out.append((box, pixels))
+            continue
+        region = int(votes.argmax()) + 1
+        if region in joined:
+            joined[region][0] = _union(joined[region][0], box)
+            joined[region][1] += pixels
+        else:
+            joined[region] = [box, pixels]
+    for region, (box, pixels) in joined.items():
+        if regions[region - 1] is not None:
+            box = _union(box, _photo_box(regions[region - 1], factor, w, h))
+        out.append((box, pixels))
+    out.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
+    missed = [(box, pixels) for box, pixels in _edge_objects(edges, img)
+              if all(_inside(box.as_tuple(), known.as_tuple()) < 0.5 and
+                     _inside(known.as_tuple(), box.as_tuple()) < 0.5 for known, _ in out)]
+    return out, missed
+
+
+@dataclass
+class _Maps:
+    """Per-type class-activation maps (K, mh, mw): each type's score minus the mean over types."""
+
+    maps: np.ndarray
+
+    def support(self, k: int, box: Box, w: int, h: int) -> float:
+        """Mean of type k's map over the cells the box covers (> 0: the type is seen there)."""
+        _, mh, mw = self.maps.shape
+        r0, r1 = int(box.y0 * mh / h), max(int(box.y0 * mh / h) + 1, -(-box.y1 * mh // h))
+        c0, c1 = int(box.x0 * mw / w), max(int(box.x0 * mw / w) + 1, -(-box.x1 * mw // w))
+        return float(self.maps[k, r0:r1, c0:c1].mean())
+
+
+def _class_maps(
     img: np.ndarray, classifier: Any, classes: list[str], backbone: Backbone | None
-) -> list[_Candidate]:
-    """Regions each likely type's activation map lights up (none without a linear head)."""
+) -> _Maps | None:
+    """The type head's class-activation maps over the backbone's last feature map (None without
+    a linear head: then pieces are not checked against them)."""
     head = getattr(classifier, "head", None)
     if head is None or len(classes) < 2 or not hasattr(head, "coef"):
-        return []
+        return None
     backbone = backbone or getattr(classifier, "backbone", None) or _default_backbone()
-    h, w = img.shape[:2]
-    maps = _feature_map(img, backbone)  # (C, mh, mw)
+    features = _feature_map(img, backbone)  # (C, mh, mw)
     coef = np.asarray(head.coef, np.float32) / np.asarray(head.scale, np.float32)  # (K, C)
-    cams = np.einsum("kc,chw->khw", coef, maps)
-    cams = cams - cams.mean(axis=0, keepdims=True)  # what sets each type apart from the others
-    overall = _softmax(cams.mean(axis=(1, 2)))
-    mh, mw = maps.shape[1:]
+    cams = np.einsum("kc,chw->khw", coef, features)
+    return _Maps(cams - cams.mean(axis=0, keepdims=True))
+
+
+def _cam_candidates(cams: _Maps, classes: list[str], w: int, h: int) -> list[_Candidate]:
+    """Regions each type's activation map lights up (its strongest CAM_REGIONS_PER_TYPE)."""
+    maps = cams.maps
+    _, mh, mw = maps.shape
+    overall = _softmax(maps.mean(axis=(1, 2)))
     out = []
     for k, name in enumerate(classes):
-        cam = cams[k]
+        cam = maps[k]
         top = float(cam.max())
         if top <= 0 or overall[k] < CAM_MIN_PROBABILITY:
             continue
@@ -216,8 +378,22 @@ def _default_backbone() -> Backbone:
 # -- typing and deciding ------------------------------------------------------------------------
 
 
+def _square(box: Box, w: int, h: int) -> Box:
+    """The square (as far as the photo allows) centred on the box: the type head centre-crops
+    a square, which would cut the ends off a wide earring pair or a long chain."""
+    side = max(box.width, box.height)
+    sw, sh = min(side, w), min(side, h)
+    x0 = min(max(0, (box.x0 + box.x1 - sw) // 2), w - sw)
+    y0 = min(max(0, (box.y0 + box.y1 - sh) // 2), h - sh)
+    return Box(x0, y0, x0 + sw, y0 + sh)
+
+
 def _type_crops(img: np.ndarray, boxes: Sequence[Box], classifier: Any, k: int) -> np.ndarray:
-    crops = [np.ascontiguousarray(img[b.y0 : b.y1, b.x0 : b.x1]) for b in boxes]
+    """The head's probabilities for each box's square crop (the last box, the whole photo, as
+    it is), all in one call."""
+    h, w = img.shape[:2]
+    squares = [_square(b, w, h) for b in boxes[:-1]] + list(boxes[-1:])
+    crops = [np.ascontiguousarray(img[b.y0 : b.y1, b.x0 : b.x1]) for b in squares]
     probabilities = np.asarray(classifier.predict_proba(crops), np.float32)
     if probabilities.shape != (len(crops), k):
         raise ValueError(f"the type classifier answered shape {probabilities.shape} "
@@ -225,63 +401,102 @@ def _type_crops(img: np.ndarray, boxes: Sequence[Box], classifier: Any, k: int) 
     return probabilities
 
 
-def _piece(box: Box, probabilities: np.ndarray, classes: list[str], w: int, h: int) -> Piece:
-    best = int(np.argmax(probabilities))
-    confidence = float(probabilities[best])
-    share = box.area / float(w * h)
-    return Piece(box.as_tuple(), classes[best], confidence, confidence * share ** 0.5)
+@dataclass
+class _Context:
+    classes: list[str]
+    w: int
+    h: int
+    cams: _Maps | None
+
+    def piece(self, box: Box, probabilities: np.ndarray) -> Piece:
+        best = int(np.argmax(probabilities))
+        confidence = float(probabilities[best])
+        share = box.area / float(self.w * self.h)
+        return Piece(box.as_tuple(), self.classes[best], confidence, confidence * share ** 0.5)
+
+    def plausible(self, piece: Piece) -> bool:
+        """Typed surely enough, large enough, and (where maps are at hand) seen by its type's
+        activation map."""
+        if piece.confidence < MIN_PIECE_CONFIDENCE or _share(piece.box, self.w, self.h) < \
+                MIN_PIECE_SHARE:
+            return False
+        if self.cams is None:
+            return True
+        return self.cams.support(self.classes.index(piece.type), Box(*piece.box),
+                                 self.w, self.h) > 0
+
+
+def _is_pair(probabilities: np.ndarray, pair: int, parts: tuple[int, int],
+             context: _Context) -> bool:
+    """Whether twins side by side are one pair: the head calls them earrings, together or each
+    alone."""
+    def says_pair(i: int) -> bool:
+        return _is_pair_type(context.classes[int(np.argmax(probabilities[i]))])
+
+    return says_pair(pair) or all(says_pair(i) for i in parts)
 
 
 def _is_pair_type(name: str) -> bool:
     return any(word in name.lower() for word in PAIR_TYPES)
 
 
-def _decide_objects(
-    candidates: list[_Candidate], probabilities: np.ndarray, classes: list[str],
-    w: int, h: int, max_pieces: int,
+def _object_pieces(
+    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
 ) -> list[Piece]:
-    """Pieces from segmentation groups: earring pairs merged, unsure small parts dropped."""
+    """One piece per group of objects, alike side-by-side pairs the head calls earrings merged;
+    most salient first."""
     objects = [i for i, c in enumerate(candidates) if c.source == "object"]
-    framed = next(i for i, c in enumerate(candidates) if c.source == "framed")
-    if len(objects) == 1:
-        return [_piece(candidates[framed].box, probabilities[framed], classes, w, h)]
     members = {i: {i} for i in objects}
-    for i, c in enumerate(candidates):
-        if c.source != "pair":
-            continue
-        a, b = (objects[int(x)] for x in c.cam_type.split(","))
-        pair_says = _is_pair_type(classes[int(np.argmax(probabilities[i]))])
-        parts_say = all(_is_pair_type(classes[int(np.argmax(probabilities[x]))]) for x in (a, b))
-        if (pair_says or parts_say) and a in members and b in members:
+    pairs = [i for i, c in enumerate(candidates) if c.source == "pair"]
+    for i in sorted(pairs, key=lambda i: -probabilities[i].max()):  # surest pairs first
+        a, b = (objects[x] for x in candidates[i].pair)
+        if a in members and b in members and _is_pair(probabilities, i, (a, b), context):
             members[i] = members.pop(a) | members.pop(b)
-    pieces = []
-    for i in members:
-        piece = _piece(candidates[i].box, probabilities[i], classes, w, h)
-        pieces.append(piece)
-    pieces.sort(key=lambda p: p.score, reverse=True)
-    main, rest = pieces[0], pieces[1:]
-    rest = [p for p in rest if p.confidence >= MIN_PIECE_CONFIDENCE
-            and _share(p.box, w, h) >= MIN_PIECE_SHARE]
-    if not rest:
-        return [_piece(candidates[framed].box, probabilities[framed], classes, w, h)]
-    return _nms([main, *rest])[:max_pieces]
+    pieces = [context.piece(candidates[i].box, probabilities[i]) for i in members]
+    return sorted(pieces, key=lambda p: p.score, reverse=True)
 
 
-def _decide_cams(
-    candidates: list[_Candidate], probabilities: np.ndarray, classes: list[str],
-    w: int, h: int, max_pieces: int,
+def _decide_clean(
+    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
 ) -> list[Piece]:
-    """Pieces from activation-map regions whose crop the head types as the map's own type."""
-    whole = _piece(candidates[-1].box, probabilities[-1], classes, w, h)
-    pieces = []
-    for c, p in zip(candidates[:-1], probabilities[:-1], strict=True):
-        piece = _piece(c.box, p, classes, w, h)
-        if piece.type == c.cam_type and piece.confidence >= MIN_PIECE_CONFIDENCE:
-            pieces.append(piece)
-    if len({p.type for p in pieces}) < 2:
-        return [whole]  # one type seen: the photo shows one piece, framed by the photo
-    pieces.sort(key=lambda p: p.score, reverse=True)
-    return _nms(pieces)[:max_pieces]
+    """On a clean backdrop: the most salient piece always; others when plausible; a lone piece
+    is framed with all its fragments (today's framing)."""
+    pieces = _object_pieces(candidates, probabilities, context)
+    rest = [p for p in pieces[1:] if context.plausible(p)]
+    if not rest:
+        framed = next(i for i, c in enumerate(candidates) if c.source == "framed")
+        return [context.piece(candidates[framed].box, probabilities[framed])]
+    return _nms([pieces[0], *rest])
+
+
+def _decide_busy(
+    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
+) -> list[Piece]:
+    """Without a clean backdrop: edge objects and activation-map regions that are plausible
+    pieces (a map region only where no object piece of its type lies within it); else the
+    whole photo."""
+    pieces = [p for p in _object_pieces(candidates, probabilities, context)
+              if context.plausible(p)]
+    for c, row in zip(candidates, probabilities, strict=True):
+        if c.source != "cam":
+            continue
+        piece = context.piece(c.box, row)
+        if piece.type != c.cam_type or not context.plausible(piece):
+            continue
+        if any(p.type == piece.type and _inside(p.box, piece.box) >= 0.5 for p in pieces):
+            continue
+        pieces.append(piece)
+    if not pieces:
+        return [context.piece(candidates[-1].box, probabilities[-1])]
+    return _nms(sorted(pieces, key=lambda p: p.score, reverse=True))
+
+
+def _inside(a: Sequence[int], b: Sequence[int]) -> float:
+    """The share of box a that lies inside box b."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return iw * ih / area if area > 0 else 0.0
 
 
 def _nms(pieces: list[Piece]) -> list[Piece]:
