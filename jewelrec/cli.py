@@ -3,12 +3,13 @@
     synth -> ingest -> train -> index -> recommend / evaluate / serve      (demo runs them all)
 
 Errors the user can fix print one line and exit non-zero; set JEWELREC_DEBUG=1 for a traceback.
+Each subcommand's parser names the function that runs it (`set_defaults(run=...)`), so a wrong
+name fails when the parser is built, not when someone first runs that command.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -16,11 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jewelrec import commands
+from jewelrec.console import EXIT_USAGE, home_of
+from jewelrec.demo import run_demo
 from jewelrec.errors import JewelrecError
-from jewelrec.home import Home, storage_error
+from jewelrec.home import storage_error
 
-EXIT_FAILED = 1  # the command ran but something it was asked to do failed (a photo, --strict)
-EXIT_USAGE = 2  # the command could not run (missing step, bad input)
 # Options whose value may begin with "-" (a crop box at the photo's edge: -1,0,5,5). argparse
 # takes such a word for an option ("expected one argument"); written as --crop=-1,0,5,5 it is
 # a value, so `_join_dash_values` writes it that way and the box check explains the problem.
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw a procedural jewelry catalog: earrings (pairs), "
                        "necklaces, rings, bracelets in gold, silver and rose gold, several views "
                        "each. Writes OUT/catalog.csv and OUT/images/.")
+    p.set_defaults(run=commands.run_synth)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--products", type=int, default=2000, help="number of products (default 2000)")
     p.add_argument("--views", type=int, default=3, help="photos per product (default 3)")
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "JSON), validate every row, store images and products. Re-running adds, "
                        "updates and (with --prune) removes products. Bad rows are reported and "
                        "skipped, never half-stored.")
+    p.set_defaults(run=commands.run_ingest)
     p.add_argument("catalog", metavar="CATALOG",
                    help="catalog file or http(s) feed URL (CSV, JSON Lines, ShopStyle JSON, "
                    "Google Merchant XML/TSV, Shopify or WooCommerce CSV export)")
@@ -151,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the home's type classifier and embedder on its "
                        "catalog (held-out views excluded) and save them under DIR/models/ with "
                        "loss curves.")
+    p.set_defaults(run=commands.run_train)
     _home_arg(p)
     _model_args(p)
     p.add_argument("--epochs", type=int, help="training epochs (default: each model's own)")
@@ -162,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Embed every catalog image and publish a new index; a "
                        "running server keeps answering from the old one until the new one is "
                        "complete.")
+    p.set_defaults(run=commands.run_index)
     _home_arg(p)
     p.add_argument("--embedder", help="embedder name (default: what the home records)")
     _backend_args(p)
@@ -171,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="find catalog pieces similar to photos",
                        description="For each photo: detect the jewelry type, then list the "
                        "most similar catalog products of that type that pass the filters.")
+    p.set_defaults(run=commands.run_recommend)
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
     _home_arg(p)
     _filter_args(p)
@@ -187,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Text search: words naming a type, metal, stone, brand or "
                        "tag of the catalog, and a price phrase ('under 100'), become filters; "
                        "the rest ranks by BM25 over the catalog's text fused with title vectors.")
+    p.set_defaults(run=commands.run_search)
     p.add_argument("query", nargs="+", metavar="WORDS", help='e.g. "rose gold hoop earrings"')
     _home_arg(p)
     _filter_args(p)
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Held-out views of catalog products are searched against an "
                        "index of the other views: type accuracy, confusion matrix, Recall@1/5/10, "
                        "type and metal precision@10, median latency.")
+    p.set_defaults(run=commands.run_evaluate)
     _home_arg(p)
     _model_args(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -209,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Recall@K and precision per type, confidence/accuracy curve, example "
                        "queries and a map of the catalog's embeddings. Runs the held-out "
                        "evaluation as `evaluate` does.")
+    p.set_defaults(run=commands.run_report)
     _home_arg(p)
     p.add_argument("--out", metavar="FILE", help="where to write (default HOME/report.html)")
     p.add_argument("--photo", action="append", metavar="PHOTO",
@@ -221,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the shopper's web page and the JSON API",
                        description="Serve the web page and the HTTP API (OpenAPI at "
                        "/openapi.json) from the home's models and index.")
+    p.set_defaults(run=commands.run_serve)
     _home_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -237,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on a generated demo catalog",
                        description="synth -> ingest -> train -> index -> recommend a few "
                        "shopper photos -> HTML page -> serve. Steps already done are skipped.")
+    p.set_defaults(run=run_demo)
     _home_arg(p)
     p.add_argument("--products", type=int, default=2000, help="demo catalog size (default 2000)")
     p.add_argument("--views", type=int, default=3, help="photos per product (default 3)")
@@ -278,10 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from jewelrec import commands
-
     try:
-        return getattr(commands, f"run_{args.command}")(args)
+        return args.run(args)
     except JewelrecError as exc:
         print(f"jewelrec {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -304,18 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-
-
-def home_of(args: argparse.Namespace) -> Home:
-    return Home(getattr(args, "home", None))
-
-
-def print_json(obj: object) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
-
-
-def resolve_path(text: str) -> Path:
-    return Path(text).expanduser()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jewelrec.cli import EXIT_FAILED, home_of, print_json
+from jewelrec.console import EXIT_FAILED, home_of, print_json
 from jewelrec.errors import CatalogError, JewelrecError
 
 
@@ -258,9 +258,3 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
     )
     return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from jewelrec.demo import run_demo as demo
-
-    return demo(args)

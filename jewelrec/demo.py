@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from jewelrec.cli import home_of
+from jewelrec.console import home_of
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.search import versions
 

@@ -1,0 +1,35 @@
+"""The CLI dispatches by reference, not by string (issue 10, design): every subcommand's parser
+names the function that runs it, and the command modules do not import the CLI back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from jewelrec.cli import EXIT_USAGE, build_parser, main
+
+COMMANDS = {"synth", "ingest", "train", "index", "recommend", "search", "evaluate", "report",
+            "serve", "demo"}
+
+
+def test_every_subcommand_names_the_function_that_runs_it():
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(subcommands) == COMMANDS  # names unchanged
+    runners = {name: sub.get_default("run") for name, sub in subcommands.items()}
+    assert all(callable(run) for run in runners.values()), runners
+    assert runners["index"].__name__ == "run_index" and runners["demo"].__name__ == "run_demo"
+    args = parser.parse_args(["index", "--home", "somewhere"])
+    assert args.run is runners["index"] and args.command == "index"
+
+
+def test_a_dispatched_command_runs_and_its_error_is_one_line(tmp_path, capsys):
+    assert main(["index", "--home", str(tmp_path / "empty")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("jewelrec index: no catalog in") and err.count("\n") == 1
+
+
+def test_the_command_modules_do_not_import_the_cli():
+    code = ("import sys, jewelrec.commands, jewelrec.demo; "
+            "sys.exit('jewelrec.cli' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
