@@ -51,6 +51,7 @@ MIN_PIECE_SHARE = 0.01  # ...and its box cover at least this share of the photo
 BOX_MARGIN = 0.0  # a piece's box: its object's box grown by this share of its longer side (the
 # crop it is typed on keeps segment.py's wider DEFAULT_MARGIN, for context)
 NMS_IOU = 0.5
+NMS_INSIDE = 0.6  # a piece this much inside a more salient one of its type is part of it
 TWIN_SIZE = 0.85  # the two of a pair: box areas within this ratio...
 TWIN_SIMILARITY = 0.75  # ...and grey thumbnails correlating at least this much
 TWIN_THUMBNAIL = 24  # a candidate overlapping a better one more than this is the same piece
@@ -86,7 +87,7 @@ class _Candidate:
     source: str  # "object", "pair", "framed", "cam", "whole"
     cam_type: str | None = None  # the type whose activation map proposed it
     crop: Box | None = None  # what the type head sees (default: the box)
-    pair: tuple[int, int] | None = None  # the two objects a "pair" candidate joins
+    parts: tuple[int, ...] = ()  # the objects a "pair" or "union" candidate joins
 
 
 def find_pieces(
@@ -121,7 +122,8 @@ def find_pieces(
         cams = _class_maps(img, classifier, classes, backbone)
     candidates = _object_candidates(objects, missed, img) if objects else []
     if cams is not None:
-        candidates += _cam_candidates(cams, classes, w, h)
+        regions = _cam_candidates(cams, classes, w, h)
+        candidates += regions + _cam_unions(candidates, regions)
     candidates.append(_Candidate(Box(0, 0, w, h), "whole"))
     crops = [c.crop or c.box for c in candidates]
     probabilities = _type_crops(img, crops, classifier, len(classes))
@@ -145,9 +147,9 @@ def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, i
         framed = _union(framed, box)
     groups += _join_fragments(missed) if missed else []
 
-    def candidate(box: Box, source: str, pair: tuple[int, int] | None = None) -> _Candidate:
+    def candidate(box: Box, source: str, parts: tuple[int, ...] = ()) -> _Candidate:
         return _Candidate(box.expand(BOX_MARGIN, w, h), source,
-                          crop=box.expand(DEFAULT_MARGIN, w, h), pair=pair)
+                          crop=box.expand(DEFAULT_MARGIN, w, h), parts=parts)
 
     out = [candidate(box, "object") for box, _ in groups]
     for i in range(len(groups)):
@@ -161,20 +163,24 @@ def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, i
 
 def _twins(img: np.ndarray, a: Box, b: Box) -> bool:
     """Whether two objects look like the two of a pair: boxes of nearly one size, and small
-    grey copies that correlate (one of them mirrored or not). Measured on synthetic sets: pairs
-    0.75-1.0, different rings side by side mostly below 0.75 or of other sizes."""
+    copies (grey levels, or edge energy where a busy background blurs the grey) that correlate,
+    one of them mirrored or not. On synthetic sets: pairs mostly 0.75-1.0, different rings side
+    by side mostly below 0.75 or of other sizes."""
     if min(a.area, b.area) < TWIN_SIZE * max(a.area, b.area):
         return False
 
-    def thumbnail(box: Box) -> np.ndarray:
-        crop = Image.fromarray(img[box.y0 : box.y1, box.x0 : box.x1]).convert("L")
-        grey = np.asarray(crop.resize((TWIN_THUMBNAIL, TWIN_THUMBNAIL), Image.BILINEAR),
-                          np.float32)
-        grey = grey - grey.mean()
-        return grey / max(float(np.linalg.norm(grey)), 1e-6)
+    def thumbnail(pixels: np.ndarray, box: Box) -> np.ndarray:
+        crop = Image.fromarray(pixels[box.y0 : box.y1, box.x0 : box.x1])
+        small = np.asarray(crop.resize((TWIN_THUMBNAIL, TWIN_THUMBNAIL), Image.BILINEAR),
+                           np.float32)
+        small = small - small.mean()
+        return small / max(float(np.linalg.norm(small)), 1e-6)
 
-    first, second = thumbnail(a), thumbnail(b)
-    similarity = max(float((first * second).sum()), float((first * second[:, ::-1]).sum()))
+    similarity = -1.0
+    for pixels in (np.asarray(Image.fromarray(img).convert("L")), _edge_energy(img)):
+        first, second = thumbnail(pixels, a), thumbnail(pixels, b)
+        similarity = max(similarity, float((first * second).sum()),
+                         float((first * second[:, ::-1]).sum()))
     return similarity >= TWIN_SIMILARITY
 
 
@@ -232,16 +238,21 @@ def _edge_labels(img: np.ndarray) -> _Edges | None:
     are nowhere or everywhere. Edge energy is the colour gradient, averaged over EDGE_BLUR
     pixels and thresholded with Otsu."""
     factor = _shrink_factor(img)
-    small = _shrink(img, factor).astype(np.float32)
-    dx = np.sqrt((np.diff(small, axis=1, append=small[:, -1:]) ** 2).sum(axis=2))
-    dy = np.sqrt((np.diff(small, axis=0, append=small[-1:]) ** 2).sum(axis=2))
-    energy = Image.fromarray(np.clip(dx + dy, 0, 255).astype(np.uint8))
+    energy = Image.fromarray(_edge_energy(_shrink(img, factor)))
     energy = np.asarray(energy.filter(ImageFilter.BoxBlur(EDGE_BLUR)), np.float32)
     mask = energy > max(_otsu(energy), EDGE_MIN_ENERGY)
     if not 0 < mask.mean() <= EDGE_MAX_COVER:
         return None
     labels, count = components.label(components.dilate(mask, iterations=1))
     return labels, count, factor
+
+
+def _edge_energy(img: np.ndarray) -> np.ndarray:
+    """Colour-gradient magnitude (RGB distance to the right and lower neighbours), uint8."""
+    pixels = img.astype(np.float32)
+    dx = np.sqrt((np.diff(pixels, axis=1, append=pixels[:, -1:]) ** 2).sum(axis=2))
+    dy = np.sqrt((np.diff(pixels, axis=0, append=pixels[-1:]) ** 2).sum(axis=2))
+    return np.clip(dx + dy, 0, 255).astype(np.uint8)
 
 
 def _photo_box(slices: tuple[slice, slice], factor: int, w: int, h: int) -> Box:
@@ -353,6 +364,24 @@ def _cam_candidates(cams: _Maps, classes: list[str], w: int, h: int) -> list[_Ca
     return out
 
 
+def _cam_unions(candidates: list[_Candidate], regions: list[_Candidate]) -> list[_Candidate]:
+    """For each activation-map region holding several objects, the objects together (a chain
+    whose edges broke into arms): typed with the rest, kept where the head agrees."""
+    objects = [c for c in candidates if c.source == "object"]
+    out = []
+    for region in regions:
+        parts = tuple(i for i, c in enumerate(objects)
+                      if _inside(c.box.as_tuple(), region.box.as_tuple()) >= 0.5)
+        if len(parts) < 2:
+            continue
+        box, crop = objects[parts[0]].box, objects[parts[0]].crop or objects[parts[0]].box
+        for i in parts[1:]:
+            box, crop = _union(box, objects[i].box), _union(crop, objects[i].crop or box)
+        if all(c.parts != parts for c in out):
+            out.append(_Candidate(box, "union", region.cam_type, crop, parts))
+    return out
+
+
 def _feature_map(img: np.ndarray, backbone: Backbone) -> np.ndarray:
     """The backbone's last feature map (1280, h, w) of the whole photo, its aspect kept."""
     from jewelrec.models.backbone import PIXEL_MEAN, PIXEL_SCALE, SIZE_STEP
@@ -449,9 +478,16 @@ def _object_pieces(
     members = {i: {i} for i in objects}
     pairs = [i for i, c in enumerate(candidates) if c.source == "pair"]
     for i in sorted(pairs, key=lambda i: -probabilities[i].max()):  # surest pairs first
-        a, b = (objects[x] for x in candidates[i].pair)
+        a, b = (objects[x] for x in candidates[i].parts)
         if a in members and b in members and _is_pair(probabilities, i, (a, b), context):
             members[i] = members.pop(a) | members.pop(b)
+    unions = [i for i, c in enumerate(candidates) if c.source == "union"]
+    for i in sorted(unions, key=lambda i: -probabilities[i].max()):
+        parts = [objects[x] for x in candidates[i].parts]
+        k = int(np.argmax(probabilities[i]))
+        if (all(x in members for x in parts) and context.classes[k] == candidates[i].cam_type
+                and probabilities[i][k] >= np.mean([probabilities[x].max() for x in parts])):
+            members[i] = set().union(*(members.pop(x) for x in parts))
     pieces = [context.piece(candidates[i].box, probabilities[i]) for i in members]
     return sorted(pieces, key=lambda p: p.score, reverse=True)
 
@@ -472,9 +508,9 @@ def _decide_clean(
 def _decide_busy(
     candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
 ) -> list[Piece]:
-    """Without a clean backdrop: edge objects and activation-map regions that are plausible
-    pieces (a map region only where no object piece of its type lies within it); else the
-    whole photo."""
+    """Without a clean backdrop: edge objects (those one map region holds joined where the head
+    agrees) and activation-map regions that are plausible pieces (a map region only where no
+    object piece lies); else the whole photo."""
     pieces = [p for p in _object_pieces(candidates, probabilities, context)
               if context.plausible(p)]
     for c, row in zip(candidates, probabilities, strict=True):
@@ -483,8 +519,9 @@ def _decide_busy(
         piece = context.piece(c.box, row)
         if piece.type != c.cam_type or not context.plausible(piece):
             continue
-        if any(p.type == piece.type and _inside(p.box, piece.box) >= 0.5 for p in pieces):
-            continue
+        if any(_inside(p.box, piece.box) >= 0.5 or _inside(piece.box, p.box) >= 0.5
+               for p in pieces):
+            continue  # an object piece there already: the map's box is only rougher
         pieces.append(piece)
     if not pieces:
         return [context.piece(candidates[-1].box, probabilities[-1])]
@@ -500,9 +537,12 @@ def _inside(a: Sequence[int], b: Sequence[int]) -> float:
 
 
 def _nms(pieces: list[Piece]) -> list[Piece]:
+    """Most salient first, without pieces overlapping a kept one more than NMS_IOU, nor pieces
+    of a kept one's type lying mostly inside it (a ring's inner edge, a chain's shadow)."""
     kept: list[Piece] = []
     for piece in pieces:
-        if all(_iou(piece.box, k.box) <= NMS_IOU for k in kept):
+        if all(_iou(piece.box, k.box) <= NMS_IOU and
+               (piece.type != k.type or _inside(piece.box, k.box) < NMS_INSIDE) for k in kept):
             kept.append(piece)
     return kept
 
