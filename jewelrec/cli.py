@@ -183,9 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_args(p)
     p.add_argument("--crop", metavar="X0,Y0,X1,Y1",
                    help="search only this box of the photo (pixels, e.g. --crop=10,20,300,260)")
+    pieces = p.add_mutually_exclusive_group()
+    pieces.add_argument("--piece", type=int, metavar="I",
+                        help="search piece I of the photo (0 = the most salient; the answer "
+                        "lists the pieces found); --crop wins over it")
+    pieces.add_argument("--all-pieces", action="store_true",
+                        help="answer every piece found in the photo (with --json: one list of "
+                        "answers per photo)")
     _model_args(p)
     _backend_args(p)
-    p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo "
+                   "(with --all-pieces: one list per photo)")
     p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
     _prefer_brand_arg(p)
     _group_variants_arg(p)

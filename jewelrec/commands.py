@@ -125,6 +125,11 @@ def run_recommend(args: argparse.Namespace) -> int:
         crop = Box.parse(args.crop) if args.crop else None
     except ValueError as exc:
         raise JewelrecError(f"--crop: {exc}") from exc
+    if args.piece is not None and args.piece < 0:
+        raise JewelrecError(f"--piece {args.piece}: pieces are numbered from 0")
+    if args.all_pieces and crop is not None:
+        raise JewelrecError("--all-pieces searches every piece found; --crop searches one box: "
+                            "choose one")
     home = home_of(args)
     recommender = Recommender.open(
         home, embedder=args.embedder, classifier=args.classifier, backend=args.backend,
@@ -135,23 +140,26 @@ def run_recommend(args: argparse.Namespace) -> int:
         raise JewelrecError(f"unknown type {args.type!r}; the catalog has: {known}")
     outcomes = []
     failed = 0
+    options = dict(k=args.k, filters=filters, type=args.type, prefer_brand=args.prefer_brand,
+                   group_variants=args.group_variants)
     for photo in args.photos:
         try:
-            rec = recommender.recommend(
-                Path(photo), k=args.k, filters=filters, type=args.type, crop=crop,
-                photo_name=photo, prefer_brand=args.prefer_brand,
-                group_variants=args.group_variants,
-            )
+            if args.all_pieces:
+                recs = recommender.recommend_pieces(Path(photo), photo_name=photo, **options)
+            else:
+                recs = [recommender.recommend(Path(photo), crop=crop, piece=args.piece,
+                                              photo_name=photo, **options)]
         except (JewelrecError, ValueError, OSError) as exc:
             failed += 1
             print(f"{photo}: {exc}", file=sys.stderr)
             outcomes.append((photo, str(exc)))
             continue
-        outcomes.append((photo, rec))
+        outcomes.extend((photo, rec) for rec in recs)
         if args.json:
-            print_json(rec.to_dict())
+            print_json([rec.to_dict() for rec in recs] if args.all_pieces
+                       else recs[0].to_dict())
         else:
-            print(format_table(rec))
+            print("\n".join(format_table(rec) for rec in recs))
     if args.html:
         render_page(home, Path(args.html), outcomes)
         print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
@@ -163,12 +171,26 @@ def format_table(rec) -> str:
     lines = [
         f"{rec.photo}: {rec.type} ({rec.type_confidence:.0%}); searched {searched}",
     ]
+    if len(rec.pieces) > 1:
+        lines.append(f"  {format_pieces(rec)}")
     if not rec.recognised:
         lines.append("  this doesn't look like jewelry from this shop; closest pieces anyway:")
     if not rec.type_decided:
         options = " or ".join(f"{a.type} ({a.probability:.0%})" for a in rec.type_alternatives)
         lines.append(f"  not sure of the type: {options}? (--type to choose)")
     return "\n".join([*lines, *format_results(rec.results)])
+
+
+def format_pieces(rec) -> str:
+    """Which of the photo's pieces the answer searched, and the others (--piece I)."""
+    def said(i: int) -> str:
+        p = rec.pieces[i]
+        return f"{i}: {p.type} ({p.confidence:.0%}) at {','.join(str(v) for v in p.box)}"
+
+    others = "; ".join(said(i) for i in range(len(rec.pieces)) if i != rec.piece)
+    searched = "your --crop" if rec.piece is None else f"piece {said(rec.piece)}"
+    return (f"searched {searched}; {len(rec.pieces)} pieces in the photo, other: {others} "
+            "(--piece I, --all-pieces)")
 
 
 def format_results(results) -> list[str]:

@@ -58,6 +58,21 @@ def _doubts(outcome: Recommendation) -> str:
     return "".join(f"<p class='meta doubt'>{html.escape(line)}</p>" for line in lines)
 
 
+def _piece_line(outcome: Recommendation) -> str:
+    """Which piece of a photo of several this section searched (recommend --all-pieces gives
+    one section per piece); nothing for a photo of one piece."""
+    pieces = outcome.pieces
+    if len(pieces) < 2:
+        return ""
+    if outcome.piece is None:
+        said = f"your crop (the photo shows {len(pieces)} pieces)"
+    else:
+        p = pieces[outcome.piece]
+        said = (f"piece {outcome.piece + 1} of {len(pieces)}: {p.type} at "
+                f"{', '.join(str(v) for v in p.box)}")
+    return f"<div class='meta piece'>{html.escape(said)}</div>"
+
+
 def _why_chips(why: Sequence[str]) -> str:
     """The result's reasons (jewelrec/search/why.py) as small chips; nothing when it has none."""
     if not why:
@@ -89,6 +104,7 @@ def render_page(
             f"<div class='query'><img alt='query photo' src='{_thumbnail_data_uri(photo)}'>"
             f"<div><div class='meta'>{esc(photo)}</div>"
             f"<h2>{esc(outcome.type or '?')} <small>({confidence:.0%})</small></h2>"
+            f"{_piece_line(outcome)}"
             f"{_doubts(outcome)}"
             f"<div class='meta'>{len(outcome.results)} results</div></div></div>"
             "<div class='grid'>"

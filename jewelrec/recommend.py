@@ -1,6 +1,7 @@
 """The Recommender: the one query pipeline behind the CLI, the Python API and the web server.
 
-photo -> load (RGB) -> the caller's crop or the piece itself -> type with confidence -> embed ->
+photo -> load (RGB) -> find the pieces (jewelrec/models/pieces.py) -> the caller's crop, else the
+chosen piece (default the most salient one) -> type with confidence -> embed ->
 pre-filtered kNN within the type (or within each likely type, merged, when the caller fixes
 none and the classifier is unsure) -> ranked products, all from ONE snapshot of the models and
 the index (see jewelrec/snapshot.py).
@@ -20,13 +21,15 @@ import numpy as np
 
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
-from jewelrec.errors import NotReadyError
+from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.home import Home
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.imaging.segment import Box
+from jewelrec.imaging.segment import crop as crop_box
 from jewelrec.models.attributes import AttributeGuess
 from jewelrec.models.base import Embedder, TypeClassifier
+from jewelrec.models.pieces import Piece, find_pieces
 from jewelrec.search import prefer, variants, versions
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Index
@@ -41,8 +44,13 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 MAX_ALTERNATIVES = 3
 MIN_ALTERNATIVE_PROBABILITY = 0.05
+MAX_PIECES = 4  # pieces reported per photo, most salient first
 LIKELY_MASS = 0.9  # an undecided search spans the most likely types up to this probability
 TYPE_PRIOR_WEIGHT = 0.1  # undecided: rank by cosine + TYPE_PRIOR_WEIGHT * log p(type)
+
+
+class PieceError(JewelrecError):
+    """The caller asked for a piece the photo does not have."""
 
 
 @dataclass(frozen=True)
@@ -113,14 +121,53 @@ def likely_types(classes: Sequence[str], probabilities: np.ndarray) -> dict[str,
 
 @dataclass(frozen=True)
 class PreparedPhoto:
-    """A query photo loaded and framed (no model run yet): the per-request half of the work,
-    so that the models can then see many requests' photos as one batch."""
+    """A query photo loaded, with what the caller asked of its framing (no model run yet): the
+    per-request half of the work. Its pieces are found, and the photo framed, with the models
+    (`frame`, in `infer`: in a server, in the model thread, with other requests' photos)."""
 
     image: np.ndarray  # the whole photo, RGB
-    focused: np.ndarray  # the caller's crop or the piece found automatically
-    box: Box | None  # where `focused` lies in `image` (None: the whole photo)
-    crop: Box | None  # the caller's crop, as asked
+    crop: Box | None  # the caller's crop, as asked (it wins over the pieces)
     name: str | None = None
+    piece: int | None = None  # the piece asked for (None: the first)
+    pieces: tuple[Piece, ...] | None = None  # found already (None: to find; (): none wanted)
+    auto_crop: bool = True  # frame the piece of a one-piece photo (False: the whole photo)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the models look in a prepared photo, decided once its pieces are known."""
+
+    focused: np.ndarray  # what the embedder sees: the crop, the piece, or the whole photo
+    box: Box | None  # where `focused` lies in the photo (None: the whole photo)
+    # a box the classifier types on its own: the caller's crop, or the chosen piece of a photo
+    # of several (None: the classifier's own view of the photo, see typing_view)
+    typed: Box | None
+    pieces: tuple[Piece, ...] = ()  # every piece found in the photo, most salient first
+    piece: int | None = None  # which of `pieces` is framed (None: the caller's crop)
+
+
+def photo_pieces(snap: Snapshot, image: np.ndarray) -> tuple[Piece, ...]:
+    """The pieces of jewelry in a photo, most salient first (at least one), typed by the
+    snapshot's classifier (jewelrec/models/pieces.py)."""
+    return tuple(find_pieces(image, snap.classifier, max_pieces=MAX_PIECES))
+
+
+def frame(snap: Snapshot, photo: PreparedPhoto) -> Framing:
+    """What the models look at. The caller's crop wins; a photo of one piece is framed as it
+    always was (segmentation's box for the embedder, the whole photo for a classifier that
+    wants the context); in a photo of several, the chosen piece's box is searched and typed on
+    its own. A piece the photo lacks frames the first (its answer is a PieceError)."""
+    image = photo.image
+    pieces = photo_pieces(snap, image) if photo.pieces is None else photo.pieces
+    asked = photo.piece if photo.piece is not None and photo.piece < len(pieces) else 0
+    if photo.crop is None and len(pieces) > 1:
+        h, w = image.shape[:2]
+        box = Box(*pieces[asked].box).clip(w, h)
+        if box.width >= 2 and box.height >= 2:
+            return Framing(crop_box(image, box), box, box, pieces, asked)
+    focused, box = focus_on_piece(image, photo.crop, auto=photo.auto_crop)
+    return Framing(focused, box, photo.crop, pieces,
+                   None if photo.crop is not None or not pieces else asked)
 
 
 @dataclass(frozen=True)
@@ -131,6 +178,7 @@ class PhotoInference:
     vector: np.ndarray  # the embedding
     recognition: np.ndarray | None  # backbone features for "is this jewelry?", when offered
     attributes: dict[str, AttributeGuess]
+    framing: Framing  # where the models looked, and the photo's pieces
 
 
 class Inference(Protocol):
@@ -145,18 +193,21 @@ def infer(snap: Snapshot, photos: Sequence[PreparedPhoto]) -> list[PhotoInferenc
     (the batch a micro-batching server forms, or a single query's photo)."""
     if not photos:
         return []
-    focused = [p.focused for p in photos]
+    framings = [frame(snap, p) for p in photos]  # finding pieces is per photo
+    focused = [f.focused for f in framings]
     probabilities = snap.classifier.predict_proba(
-        [typing_view(snap.classifier, p.image, p.crop, p.focused) for p in photos])
+        [typing_view(snap.classifier, p.image, f.typed, f.focused)
+         for p, f in zip(photos, framings, strict=True)])
     vectors = snap.embedder.embed(focused)
     seen = (recognition_features(snap.embedder, focused)
             if snap.recognition_reference is not None else None)
     guesses = (snap.attributes.predict(
-        [typing_view(snap.attributes, p.image, p.crop, p.focused) for p in photos])
+        [typing_view(snap.attributes, p.image, f.typed, f.focused)
+         for p, f in zip(photos, framings, strict=True)])
         if snap.attributes is not None else [{} for _ in photos])
     return [
         PhotoInference(probabilities[i], vectors[i], None if seen is None else seen[i],
-                       guesses[i])
+                       guesses[i], framings[i])
         for i in range(len(photos))
     ]
 
@@ -180,6 +231,10 @@ class Recommendation:
     recognised: bool = True
     # metal / stone read from the photo with calibrated confidences (empty: no heads trained)
     attributes: dict[str, AttributeGuess] = field(default_factory=dict)
+    # the pieces found in the photo, most salient first (empty: "more like this"), and which of
+    # them this answer searched (None: the caller's crop)
+    pieces: list[Piece] = field(default_factory=list)
+    piece: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (`recommend --json`, POST /api/recommend)."""
@@ -192,6 +247,8 @@ class Recommendation:
             "type_alternatives": [asdict(a) for a in self.type_alternatives],
             "results": [asdict(r) for r in self.results],
             "attributes": {name: asdict(g) for name, g in self.attributes.items()},
+            "pieces": [p.to_dict() for p in self.pieces],
+            "piece": self.piece,
         }
 
 
@@ -317,50 +374,97 @@ class Recommender:
         photo_name: str | None = None,
         prefer_brand: str | None = None,
         group_variants: bool = False,
+        piece: int | None = None,
     ) -> Recommendation:
         """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`;
         `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py);
-        `group_variants` keeps the best product of each variant group (search/variants.py)."""
-        # a preferred piece just below the cut may move in: rank k more candidates
-        wanted = 2 * k if prefer_brand else k
-        recommendation = self._recommend(
-            self.snapshot, photo, k=wanted, filters=filters, type=type, crop=crop,
-            photo_name=photo_name, known=None, group_variants=group_variants,
-        )
+        `group_variants` keeps the best product of each variant group (search/variants.py).
+        The answer lists the photo's pieces and searches the first, or `piece` (an index into
+        them; PieceError when the photo has fewer); a `crop` wins over both."""
+        snap = self.snapshot
+        prepared = self.prepare(photo, crop=crop, photo_name=photo_name, piece=piece)
+        recommendation = self._infer_and_answer(
+            snap, prepared, k=k, filters=filters, type=type, prefer_brand=prefer_brand,
+            group_variants=group_variants)
+        return self._preferred(recommendation, prefer_brand, k)
+
+    def recommend_pieces(
+        self,
+        photo: bytes | str | Path | np.ndarray,
+        *,
+        k: int = 10,
+        filters: Filters | None = None,
+        type: str | None = None,
+        photo_name: str | None = None,
+        prefer_brand: str | None = None,
+        group_variants: bool = False,
+    ) -> list[Recommendation]:
+        """One answer per piece of the photo (`recommend --all-pieces`), most salient first: the
+        photo is loaded and its pieces found once, and the models see every piece in one batch."""
+        snap = self.snapshot
+        first = self.prepare(photo, photo_name=photo_name)
+        found = self._infer(snap, first)  # finds the pieces
+        pieces = found.framing.pieces
+        rest = [replace(first, piece=i, pieces=pieces) for i in range(1, len(pieces))]
+        prepared = [first, *rest]
+        inferred = [found, *(infer(snap, rest) if self.inference is None
+                             else [self.inference.infer(snap, p) for p in rest])]
+        wanted = self._wanted(k, prefer_brand)
+        return [
+            self._preferred(self._answer(snap, p, inf, k=wanted, filters=filters, type=type,
+                                         known=None, group_variants=group_variants),
+                            prefer_brand, k)
+            for p, inf in zip(prepared, inferred, strict=True)
+        ]
+
+    @staticmethod
+    def _wanted(k: int, prefer_brand: str | None) -> int:
+        """A preferred piece just below the cut may move in: rank k more candidates."""
+        return 2 * k if prefer_brand else k
+
+    @staticmethod
+    def _preferred(recommendation: Recommendation, prefer_brand: str | None,
+                   k: int) -> Recommendation:
         if prefer_brand:
             recommendation.results = prefer.prefer_brand(
                 recommendation.results, prefer_brand, prefer.PHOTO_BRAND_BONUS)[:k]
         return recommendation
 
-    def _recommend(
-        self,
-        snap: Snapshot,
-        photo: bytes | str | Path | np.ndarray,
-        *,
-        k: int,
-        filters: Filters | None,
-        type: str | None,
-        crop: Box | None,
-        photo_name: str | None,
-        known: QueryFacts | None,
+    def _infer_and_answer(
+        self, snap: Snapshot, prepared: PreparedPhoto, *, k: int, filters: Filters | None,
+        type: str | None, prefer_brand: str | None = None, known: QueryFacts | None = None,
         group_variants: bool = False,
     ) -> Recommendation:
-        prepared = self.prepare(photo, crop=crop, photo_name=photo_name)
-        inferred = (self.inference.infer(snap, prepared) if self.inference is not None
-                    else infer(snap, [prepared])[0])
-        return self._answer(snap, prepared, inferred, k=k, filters=filters, type=type,
-                            known=known, group_variants=group_variants)
+        return self._answer(snap, prepared, self._infer(snap, prepared),
+                            k=self._wanted(k, prefer_brand),
+                            filters=filters, type=type, known=known,
+                            group_variants=group_variants)
+
+    def _infer(self, snap: Snapshot, prepared: PreparedPhoto) -> PhotoInference:
+        """The models on one photo: through the server's executor when there is one."""
+        return (self.inference.infer(snap, prepared) if self.inference is not None
+                else infer(snap, [prepared])[0])
 
     def prepare(
         self, photo: bytes | str | Path | np.ndarray, *, crop: Box | None = None,
-        photo_name: str | None = None,
+        photo_name: str | None = None, piece: int | None = None, pieces: bool = True,
     ) -> PreparedPhoto:
-        """Load and frame one query photo (per request: decoding and framing need no model)."""
+        """Load one query photo and check what is asked of it (the caller's crop, a piece);
+        `pieces=False`: none are looked for (a catalog image, framed as the index framed it).
+        The pieces are found with the models, in `infer`."""
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
         image = photo if isinstance(photo, np.ndarray) else load_image(photo)
-        focused, box = focus_on_piece(image, crop, auto=self.auto_crop)
-        return PreparedPhoto(image, focused, box, crop, photo_name)
+        if crop is not None:
+            focus_on_piece(image, crop)  # ValueError, in words, for a box outside the photo
+        if piece is not None and piece < 0:
+            raise PieceError(f"piece {piece}: pieces are numbered from 0")
+        return PreparedPhoto(image, crop, photo_name, piece, None if pieces else (),
+                             self.auto_crop)
+
+    def find_pieces(self, image: np.ndarray) -> tuple[Piece, ...]:
+        """The pieces of jewelry in a photo, most salient first (at least one)."""
+        return photo_pieces(self.snapshot, image)
 
     def _answer(
         self, snap: Snapshot, prepared: PreparedPhoto, inferred: PhotoInference, *, k: int,
@@ -368,6 +472,12 @@ class Recommender:
         group_variants: bool,
     ) -> Recommendation:
         """The per-request search and ranking once the models have seen the photo."""
+        framing = inferred.framing
+        if (prepared.crop is None and prepared.piece is not None
+                and prepared.piece >= len(framing.pieces)):
+            count = len(framing.pieces)
+            found = f"it has {count} (0 to {count - 1})" if count else "none were looked for"
+            raise PieceError(f"piece {prepared.piece}: the photo has no such piece; {found}")
         guesses = inferred.attributes
         if snap.attributes is not None and guesses:  # the catalog's own data, if given, wins
             sure = snap.attributes.known(guesses)
@@ -379,8 +489,10 @@ class Recommender:
                                     recognition=inferred.recognition, known=known,
                                     group_variants=group_variants)
         recommendation.photo = prepared.name
-        recommendation.crop = prepared.box
+        recommendation.crop = framing.box
         recommendation.attributes = guesses
+        recommendation.pieces = list(framing.pieces)
+        recommendation.piece = framing.piece
         return recommendation
 
     def rank(
@@ -523,8 +635,10 @@ class Recommender:
             filters.exclude_ids | {product_id},
         )
         image_path = self.home.image_path(product.image) if self.home else Path(product.image)
-        recommendation = self._recommend(
-            snap, image_path, k=k, filters=filters, type=None, crop=None, photo_name=None,
+        # a catalog image: framed as the index framed it, no pieces looked for
+        prepared = self.prepare(image_path, pieces=False)
+        recommendation = self._infer_and_answer(
+            snap, prepared, k=k, filters=filters, type=None,
             known=QueryFacts(type=product.type, metal=product.metal, stone=product.stone,
                              brand=product.brand),
             group_variants=group_variants,

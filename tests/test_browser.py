@@ -1,4 +1,5 @@
-"""The shopper's page end to end in headless Chromium: upload, filter by price, "more like this".
+"""The shopper's page end to end in headless Chromium: upload, filter by price, "more like this",
+the type question, and the hotspots of a photo of several pieces.
 
 Set JEWELREC_SCREENSHOT=path/to/file.png to also save a 1280x900 screenshot of the results (the
 one in docs/ is made this way).
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from set_photo import SET_TYPES, set_photo
 from uvicorn_server import serving
 
 from jewelrec.recommend import Recommender
@@ -176,4 +178,68 @@ def test_an_undecided_type_is_asked_and_one_click_searches_that_type(page, unsur
     reasons = page.eval_on_selector_all("#results .card .why", "ws => ws.map(w => w.textContent)")
     assert len(reasons) == len(shown) and all(f"{chosen} like yours" in r for r in reasons)
     assert page.eval_on_selector("#type-chips input:checked", "i => i.value") == chosen
+    assert errors == []
+
+
+def shown_types(page) -> set[str]:
+    return set(page.eval_on_selector_all("#results .card .card-type",
+                                         "ts => ts.map(t => t.textContent)"))
+
+
+def test_a_set_gets_one_hotspot_per_piece_and_a_click_searches_that_piece(page, server_url,
+                                                                          tiny_catalog):
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    photo, laid = set_photo(tiny_catalog)
+    page.goto(server_url + "/")
+    page.wait_for_selector("#type-chips input")
+    page.set_input_files(
+        "#photo-input", files=[{"name": "set.png", "mimeType": "image/png", "buffer": photo}])
+    page.wait_for_selector("#hotspots:not([hidden]) button.hotspot")
+    wait_until_idle(page)
+    spots = page.eval_on_selector_all(
+        "#hotspots button.hotspot",
+        "bs => bs.map(b => ({type: b.dataset.type, pressed: b.getAttribute('aria-pressed'),"
+        " text: b.textContent, label: b.getAttribute('aria-label')}))")
+    assert sorted(s["type"] for s in spots) == sorted(SET_TYPES)
+    assert [s["pressed"] for s in spots] == ["true", "false"]  # the first piece is searched
+    for s in spots:
+        assert s["text"] == s["type"].capitalize() and s["type"] in s["label"]
+    assert shown_types(page) == {spots[0]["type"]}
+    assert "2 pieces" in page.inner_text("#detected")
+    # each hotspot sits on its piece: its centre, in the photo's pixels, lies in the laid box
+    photo_box = page.query_selector("#photo").bounding_box()
+    width = page.eval_on_selector("#photo", "i => i.naturalWidth")
+    scale = width / photo_box["width"]
+    for i, s in enumerate(spots):
+        b = page.query_selector(f"#hotspots button[data-piece='{i}']").bounding_box()
+        x = (b["x"] + b["width"] / 2 - photo_box["x"]) * scale
+        y = (b["y"] + b["height"] / 2 - photo_box["y"]) * scale
+        x0, y0, x1, y1 = dict(laid)[s["type"]]
+        assert x0 <= x <= x1 and y0 <= y <= y1, (s, (x, y))
+
+    # a click on the other piece searches that piece: its type, its results
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.click("#hotspots button[data-piece='1']")
+    answer = sent.value.json()
+    assert answer["piece"] == 1 and answer["type"] == spots[1]["type"]
+    page.wait_for_selector("#hotspots button[data-piece='1'][aria-pressed='true']")
+    wait_until_idle(page)
+    assert shown_types(page) == {spots[1]["type"]}
+    assert spots[1]["type"] in page.inner_text("#detected").lower()
+
+    # keyboard: from the second hotspot, Shift+Tab reaches the first, its focus ring shows,
+    # and Space searches it
+    page.focus("#hotspots button[data-piece='1']")
+    page.keyboard.press("Shift+Tab")
+    focused = page.evaluate(
+        "() => { const a = document.activeElement; return {piece: a.dataset.piece,"
+        " visible: a.matches(':focus-visible'), outline: getComputedStyle(a).outlineStyle}; }")
+    assert focused == {"piece": "0", "visible": True, "outline": "solid"}
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.keyboard.press("Space")
+    assert sent.value.json()["piece"] == 0
+    page.wait_for_selector("#hotspots button[data-piece='0'][aria-pressed='true']")
+    wait_until_idle(page)
+    assert shown_types(page) == {spots[0]["type"]}
     assert errors == []

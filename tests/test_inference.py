@@ -123,9 +123,10 @@ def test_concurrent_photos_are_batched_and_answered_as_one_by_one(tmp_path):
         gate.set()
         executor.close()
     assert [answers[i] for i in range(len(photos))] == alone
-    # the first photo alone, then the five that waited as one batch
+    # the first photo alone, then the five that waited as one batch (each photo's pieces are
+    # found photo by photo, with one classifier call each, in the model thread too)
     assert [len(c) for c in embedder.calls] == [1, len(rest)]
-    assert classifier.calls == [1, len(rest)]
+    assert classifier.calls == [1, 1, *[1] * len(rest), len(rest)]
     assert sorted(p for c in embedder.calls for p in c) == sorted(
         tuple(int(v) for v in p.reshape(-1, 3).mean(0)) for p in photos)
 

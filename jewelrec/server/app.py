@@ -43,7 +43,7 @@ from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.home import Home
 from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
 from jewelrec.imaging.segment import Box
-from jewelrec.recommend import Recommendation, Recommender
+from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import Filters
 from jewelrec.server import embed, inference, schemas
 from jewelrec.text.query import MAX_QUERY_CHARS
@@ -370,6 +370,8 @@ def _response(
         ),
         index_version=recommendation.index_version,  # the snapshot that answered
         attributes={k: schemas.AttributeGuess(**g) for k, g in data["attributes"].items()},
+        pieces=[schemas.Piece(**p) for p in data.get("pieces", [])],
+        piece=data.get("piece"),
     )
 
 
@@ -443,8 +445,14 @@ async def recommend(
     prefer_brand: Annotated[
         str | None, Form(max_length=200, description=PREFER_BRAND_HELP)
     ] = None,
+    piece: Annotated[
+        int | None,
+        Form(ge=0, lt=MAX_PIECES, description="search this piece of the photo: an index into "
+             "the answer's `pieces` (default 0, the most salient); `crop` wins over it"),
+    ] = None,
 ) -> schemas.Recommendation:
-    """The photo's type and the k most similar products that pass the filters."""
+    """The photo's type and the k most similar products that pass the filters; the pieces of
+    jewelry found in the photo, and which of them was searched."""
     filters = await _filters(
         shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
     )
@@ -454,12 +462,18 @@ async def recommend(
     if box is not None:
         box = _crop_inside(box, image)
     preferred = (prefer_brand or "").strip()
-    preference = {"prefer_brand": preferred} if preferred else {}  # stubs need not know it
-    preference.update(shop.ranking)
-    recommendation = await shop.compute(
-        shop.recommender.recommend, image, k=k, filters=filters, crop=box,
-        photo_name=_photo_name(photo.filename), **preference,
-    )
+    # options passed only when asked: stand-ins in tests need not know them
+    options: dict[str, Any] = {"prefer_brand": preferred} if preferred else {}
+    options.update(shop.ranking)
+    if piece is not None:
+        options["piece"] = piece
+    try:
+        recommendation = await shop.compute(
+            shop.recommender.recommend, image, k=k, filters=filters, crop=box,
+            photo_name=_photo_name(photo.filename), **options,
+        )
+    except PieceError as exc:
+        raise _unprocessable(str(exc)) from exc
     return _response(recommendation, (int(image.shape[1]), int(image.shape[0])))
 
 

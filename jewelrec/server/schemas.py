@@ -52,6 +52,17 @@ class AttributeGuess(BaseModel):
     confidence: float = Field(description="calibrated probability of that value")
 
 
+class Piece(BaseModel):
+    """One piece of jewelry found in the photo (jewelrec/models/pieces.py)."""
+
+    box: list[int] = Field(
+        min_length=4, max_length=4,
+        description="[x0, y0, x1, y1] in the photo's pixels (x1, y1 excluded)",
+    )
+    type: str = Field(description="the type the classifier reads in this box")
+    confidence: float = Field(description="its probability of that type (0..1)")
+
+
 class Recommendation(BaseModel):
     photo: str | None = Field(description="the uploaded file's name, or the product id queried")
     type: str | None = Field(description="the detected jewelry type")
@@ -87,6 +98,17 @@ class Recommendation(BaseModel):
         default_factory=dict,
         description="metal and stone read from the photo (those the catalog could teach: "
         "`jewelrec train` fits them when it labels enough photos); empty when none",
+    )
+    pieces: list[Piece] = Field(
+        default_factory=list,
+        description="the pieces of jewelry found in the photo (a set, or several worn pieces), "
+        "most salient first; at least one for a photo, empty for 'more like this'. Search "
+        "another one with the `piece` field",
+    )
+    piece: int | None = Field(
+        None,
+        description="which of `pieces` (its index) the results are for; null when the "
+        "caller's crop was searched (or for 'more like this')",
     )
 
 

@@ -13,6 +13,7 @@ const el = {
   cropBox: $("crop-box"),
   cropLabel: $("crop-label"),
   dragBox: $("drag-box"),
+  hotspots: $("hotspots"),
   detected: $("detected"),
   autoArea: $("auto-area"),
   wholePhoto: $("whole-photo"),
@@ -49,6 +50,7 @@ const state = {
   photoUrl: null,
   photoSize: null, // {width, height} as the server decoded it (EXIF-rotated)
   crop: null, // [x0, y0, x1, y1] the shopper chose; null: let the server find the piece
+  piece: null, // index into the answer's pieces the shopper picked; null: the first (server's)
   type: null, // null: the detected type; "any" or a type: the shopper's choice
   mode: "photo", // "photo" or "similar"
   similarTo: null, // {id, title} in "similar" mode
@@ -304,12 +306,15 @@ async function usePhoto(blob, name) {
   state.photoUrl = URL.createObjectURL(blob);
   state.photoSize = null;
   state.crop = null;
+  state.piece = null;
   state.type = null;
   state.mode = "photo";
   state.similarTo = null;
   el.photo.src = state.photoUrl;
   el.photo.alt = `Your photo: ${state.photoName}`;
   el.cropBox.hidden = true;
+  el.hotspots.hidden = true;
+  el.hotspots.replaceChildren();
   el.detected.textContent = "";
   el.stageWrap.hidden = false;
   el.dropzone.hidden = true;
@@ -338,6 +343,46 @@ function showCrop(box, chosen) {
   el.cropBox.hidden = false;
 }
 
+// The pieces the server found in the photo (a set, or several worn pieces): one button each,
+// centred on the piece and labelled with its type; a click (or Enter/Space) searches that piece.
+function showPieces(answer) {
+  const pieces = answer.pieces || [];
+  const size = photoSize();
+  el.hotspots.replaceChildren();
+  el.hotspots.hidden = pieces.length < 2 || !size.width || !size.height;
+  if (el.hotspots.hidden) return;
+  pieces.forEach((piece, i) => {
+    const [x0, y0, x1, y1] = piece.box;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "hotspot";
+    button.dataset.piece = String(i);
+    button.dataset.type = piece.type;
+    button.style.left = `${(50 * (x0 + x1)) / size.width}%`;
+    button.style.top = `${(50 * (y0 + y1)) / size.height}%`;
+    const searched = answer.piece === i;
+    button.setAttribute("aria-pressed", searched ? "true" : "false");
+    const percent = Math.round(100 * (piece.confidence || 0));
+    button.setAttribute("aria-label",
+      `Piece ${i + 1} of ${pieces.length}: ${withArticle(piece.type)} (${percent}% sure)` +
+      (searched ? ", shown below" : `: search ${plural(piece.type)} like it`));
+    const label = document.createElement("span");
+    label.className = "hotspot-label";
+    label.textContent = capitalise(piece.type);
+    button.append(label);
+    button.addEventListener("click", () => choosePiece(i));
+    el.hotspots.append(button);
+  });
+}
+
+function choosePiece(index) {
+  state.piece = index;
+  state.crop = null; // the piece's own box is searched
+  state.type = null; // ...as the type the server reads in it
+  backToPhotoMode();
+  search();
+}
+
 function startDrawing() {
   let start = null;
   const point = (event) => {
@@ -355,7 +400,7 @@ function startDrawing() {
     height: Math.abs(a.y - b.y),
   });
   el.stage.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0 || !state.photo) return;
+    if (event.button !== 0 || !state.photo || event.target.closest(".hotspot")) return;
     event.preventDefault();
     start = point(event);
     el.stage.setPointerCapture(event.pointerId);
@@ -387,6 +432,7 @@ function startDrawing() {
       Math.round((box.left + box.width) * sx),
       Math.round((box.top + box.height) * sy),
     ];
+    state.piece = null;
     showCrop(state.crop, true);
     backToPhotoMode();
     search();
@@ -431,6 +477,7 @@ function wirePhotoInputs() {
 
   el.autoArea.addEventListener("click", () => {
     state.crop = null;
+    state.piece = null;
     backToPhotoMode();
     search();
   });
@@ -438,6 +485,7 @@ function wirePhotoInputs() {
     const size = photoSize();
     if (!size.width) return;
     state.crop = [0, 0, size.width, size.height];
+    state.piece = null;
     backToPhotoMode();
     search();
   });
@@ -488,6 +536,7 @@ function search() {
   form.append("photo", state.photo, state.photoName || "photo");
   for (const [key, value] of filterParams()) form.append(key, value);
   if (state.crop) form.append("crop", state.crop.join(","));
+  else if (state.piece !== null) form.append("piece", String(state.piece));
   return request("/api/recommend", { method: "POST", body: form });
 }
 
@@ -521,14 +570,17 @@ function render(answer) {
   if (state.mode === "photo") {
     state.photoSize = answer.photo_size || state.photoSize;
     showCrop(answer.crop, state.crop !== null);
+    showPieces(answer);
     if (answer.type) {
       const percent = Math.round(100 * (answer.type_confidence || 0));
       const unsure = !state.type && answer.type_decided === false;
+      const count = (answer.pieces || []).length;
       el.detected.replaceChildren(
         "Looks like ",
         Object.assign(document.createElement("strong"), { textContent: answer.type }),
         ` · ${percent}% sure`,
         unsure ? ", so the likely types are shown" : "",
+        count > 1 ? ` · ${count} pieces in your photo: pick one on it to search that one` : "",
       );
     }
   }
