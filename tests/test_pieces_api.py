@@ -218,3 +218,13 @@ def test_cli_bad_piece_is_a_message_not_a_traceback(tiny_home, set_file, capsys)
               "--piece", "1"])
     assert exc.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_cli_all_pieces_html_has_one_section_per_piece(tiny_home, set_file, tmp_path, capsys):
+    out = tmp_path / "pieces.html"
+    assert main(["recommend", str(set_file), "--home", str(tiny_home), "-k", "2",
+                 "--all-pieces", "--html", str(out)]) == 0
+    capsys.readouterr()
+    page = out.read_text()
+    assert page.count("<section>") == len(SET_TYPES)
+    assert "piece 1 of 2: " in page and "piece 2 of 2: " in page
