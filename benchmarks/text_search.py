@@ -13,6 +13,14 @@
    process (`TextSearcher.search`; the text model runs on one BLAS thread): p50/p95, overall
    and split by whether the query ran the text model (a query whose every word became a filter
    is ranked by BM25 alone). Target p50 <= 20 ms warm.
+4. Attributes read from the photo (item 2): `jewelrec evaluate`'s metal and stone accuracy of
+   the attribute heads on the held-out views. Targets: metal >= 0.95, stone >= 0.90.
+5. Photo + words (item 3), "like this but in <metal>": held-out views of each metal, asked
+   for the next metal (gold -> silver -> rose gold -> gold). Score: the share of results of
+   the asked metal and the photo's type (target 100%: the words are filters), and, where the
+   product's design family has a piece of that type in the asked metal, how often such a
+   piece comes first (the same design, drawn in the other metal); p50 of the query with and
+   without the words. Sections 4 and 5 need a trained home (`--no-photos` skips them).
 
     python benchmarks/text_search.py                  # builds a 300-product demo home first
     python benchmarks/text_search.py --home DIR       # a home built from `jewelrec synth`
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +49,10 @@ K = 10
 TARGET_SATISFIED = 0.95
 TARGET_PARAPHRASE = 0.80
 TARGET_P50_MS = 20.0
+TARGET_METAL_ACCURACY = 0.95
+TARGET_STONE_ACCURACY = 0.90
+PHOTO_QUERIES = 150  # held-out views asked "like this but in <metal>"
+NEXT_METAL = {"gold": "silver", "silver": "rose gold", "rose gold": "gold"}
 NOUNS = {"earring": "earrings", "necklace": "necklace", "ring": "ring", "bracelet": "bracelet"}
 # how a shopper names a style (the demo's titles say "Pearl Strand" for a pearl necklace)
 STYLE_WORDS = {"pearl": "pearl strand"}
@@ -101,10 +114,77 @@ def satisfies(product: Product, want: dict) -> bool:
             and (want.get("max_price") is None or product.price <= want["max_price"]))
 
 
+def family_of(product: Product) -> str | None:
+    """The demo's design family tag ("solitaire-ring-2")."""
+    pattern = re.compile(rf".+-{re.escape(product.type)}-\d+")
+    return next((t for t in product.tags if pattern.fullmatch(t)), None)
+
+
+def photo_attributes(home: Path) -> dict:
+    """Section 4: the attribute heads' accuracy on the held-out views (`jewelrec evaluate`)."""
+    from jewelrec.evaluate import evaluate_home
+    from jewelrec.home import Home
+
+    start = time.perf_counter()
+    report = evaluate_home(Home(home), progress=False)
+    return {"metal_accuracy": report.metal_accuracy, "stone_accuracy": report.stone_accuracy,
+            "held_out_views": report.queries, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def photo_and_words(home: Path) -> dict:
+    """Section 5: "like this but in <metal>" on held-out views (see the module docstring)."""
+    from jewelrec.catalog.views import split_views
+    from jewelrec.recommend import Recommender
+
+    recommender = Recommender.open(home)
+    products = recommender.store.all_products()
+    by_id = {p.id: p for p in products}
+    _, held = split_views(products)
+    held = [(p, image) for p, image in held if p.metal in NEXT_METAL]
+    sample = held[:: max(1, len(held) // PHOTO_QUERIES)][:PHOTO_QUERIES]
+    siblings = {}  # (family, type, metal) -> product ids
+    for p in products:
+        siblings.setdefault((family_of(p), p.type, p.metal), set()).add(p.id)
+    photo = recommender.home.image_path(sample[0][1]).read_bytes()
+    recommender.recommend(photo, k=K, text="like this but in gold")  # loads the text model
+    right, shown, first, with_sibling = 0, 0, 0, 0
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    for i, (product, image) in enumerate(sample):
+        photo = recommender.home.image_path(image).read_bytes()
+        asked = NEXT_METAL[product.metal]
+        # a photo's second query reuses its backbone features: only first calls are timed,
+        # with the words first for every other photo
+        for n, with_words in enumerate((i % 2 == 0, i % 2 == 1)):
+            start = time.perf_counter()
+            got = recommender.recommend(photo, k=K, text=f"like this but in {asked}"
+                                        if with_words else None)
+            if n == 0:
+                timings[with_words].append(time.perf_counter() - start)
+            if with_words:
+                answer = got
+        results = [by_id[r.id] for r in answer.results]
+        shown += len(results)
+        right += sum(r.metal == asked and r.type == product.type for r in results)
+        same = siblings.get((family_of(product), product.type, asked), set()) - {product.id}
+        if same and results:
+            with_sibling += 1
+            first += results[0].id in same
+    return {
+        "queries": len(sample), "results": shown,
+        "asked_metal_and_type_share": round(right / max(1, shown), 4),
+        "queries_with_a_sibling": with_sibling,
+        "sibling_first_share": round(first / max(1, with_sibling), 4),
+        "latency_with_words": percentiles_ms(timings[True]),
+        "latency_photo_alone": percentiles_ms(timings[False]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, help="a demo home (default: build one)")
     parser.add_argument("--products", type=int, default=300, help="demo size when building")
+    parser.add_argument("--no-photos", action="store_true",
+                        help="text queries only (skip sections 4 and 5)")
     args = parser.parse_args()
     build_times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="jewelrec-text-") as tmp:
@@ -161,6 +241,11 @@ def main() -> None:
         speed = percentiles_ms(latencies[False] + latencies[True])
         model_speed = percentiles_ms(latencies[True])
         filter_speed = percentiles_ms(latencies[False])
+        attributes = words = None
+        if not args.no_photos:
+            print("sections 4-5: attributes from the photo, photo + words ...", flush=True)
+            attributes = photo_attributes(home)
+            words = photo_and_words(home)
 
     print(f"\n{len(products)} products; {len(queries)} attribute queries, "
           f"{len(paraphrases)} paraphrases; {load_note()}\n")
@@ -179,6 +264,7 @@ def main() -> None:
          f"{model_speed['p50_ms']} / {model_speed['p95_ms']}", "-"],
         [f"  p50 / p95 ms, {len(latencies[False])} whose words all became filters",
          f"{filter_speed['p50_ms']} / {filter_speed['p95_ms']}", "-"],
+        *photo_rows(attributes, words),
     ])
     weak = [p for p in paraphrases if min(p["type_p10"], p["metal_p10"]) < 1.0]
     if weak:
@@ -195,9 +281,32 @@ def main() -> None:
         "complete_lists": round(complete / len(queries), 4),
         "paraphrase_type_p10": round(type_p10, 4), "paraphrase_metal_p10": round(metal_p10, 4),
         "latency": speed, "latency_text_model": model_speed, "latency_filters_only": filter_speed,
-        "paraphrases": paraphrases,
+        "paraphrases": paraphrases, "photo_attributes": attributes, "photo_and_words": words,
     })
     print(f"\nwrote {path}")
+
+
+def photo_rows(attributes: dict | None, words: dict | None) -> list[list]:
+    """The table rows of sections 4 and 5 (none when skipped)."""
+    if attributes is None or words is None:
+        return []
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    return [
+        [f"metal from the photo, accuracy on {attributes['held_out_views']} held-out views",
+         share(attributes["metal_accuracy"]), f">= {TARGET_METAL_ACCURACY:.2f}"],
+        ["stone from the photo, accuracy", share(attributes["stone_accuracy"]),
+         f">= {TARGET_STONE_ACCURACY:.2f}"],
+        [f"'like this but in <metal>' ({words['queries']} photos): results of the asked metal "
+         "and the photo's type", f"{words['asked_metal_and_type_share']:.1%}", "100%"],
+        [f"  the same design in the asked metal first ({words['queries_with_a_sibling']} "
+         "photos whose design has one)", f"{words['sibling_first_share']:.1%}", "-"],
+        ["  p50 ms with the words / the photo alone",
+         f"{words['latency_with_words']['p50_ms']} / "
+         f"{words['latency_photo_alone']['p50_ms']}", "-"],
+    ]
 
 
 if __name__ == "__main__":

@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
     _prefer_brand_arg(p)
     _group_variants_arg(p)
+    p.add_argument("--words", metavar="WORDS",
+                   help='words with the photo, e.g. "but in silver", "with a pearl": words '
+                   "naming a type, metal, stone, brand or tag of the catalog and a price phrase "
+                   "filter (over the photo's type), the rest re-rank the similar pieces")
 
     p = sub.add_parser("search", help="find catalog pieces by words",
                        description="Text search: words naming a type, metal, stone, brand or "

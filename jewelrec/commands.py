@@ -141,7 +141,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     outcomes = []
     failed = 0
     options = dict(k=args.k, filters=filters, type=args.type, prefer_brand=args.prefer_brand,
-                   group_variants=args.group_variants)
+                   group_variants=args.group_variants, text=args.words)
     for photo in args.photos:
         try:
             if args.all_pieces:
@@ -173,6 +173,8 @@ def format_table(rec) -> str:
     ]
     if len(rec.pieces) > 1:
         lines.append(f"  {format_pieces(rec)}")
+    if rec.applied is not None:
+        lines.append(f"  your words: {format_applied(rec.applied)}")
     if not rec.recognised:
         lines.append("  this doesn't look like jewelry from this shop; closest pieces anyway:")
     if not rec.type_decided:
@@ -225,12 +227,17 @@ def run_search(args: argparse.Namespace) -> int:
     if args.json:
         print_json(answer.to_dict())
         return 0
-    applied = {key: value for key, value in answer.applied.items() if value not in (None, [])}
-    said = ", ".join(f"{key} {value}" for key, value in applied.items()) or "none"
+    said = format_applied(answer.applied)
     print(f"{answer.query}: filters from the words: {said}; ranked by "
           f"{' + '.join(answer.ranked_by)}")
     print("\n".join(format_results(answer.results)))
     return 0
+
+
+def format_applied(applied: dict) -> str:
+    """The filters a query's words applied, as one line ("metals ['silver']"; "none")."""
+    given = {key: value for key, value in applied.items() if value not in (None, [])}
+    return ", ".join(f"{key} {value}" for key, value in given.items()) or "none"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

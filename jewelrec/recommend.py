@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,10 @@ from jewelrec.search.index import Index
 from jewelrec.search.recognition import best_similarity, is_recognised, recognition_features
 from jewelrec.search.why import QueryFacts, reasons
 from jewelrec.snapshot import Snapshot, classifier_fingerprint, load_snapshot
+
+if TYPE_CHECKING:
+    from jewelrec.text.photo_words import PhotoWords
+    from jewelrec.text.search import TextSearcher
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,9 @@ class Result:
     image: str
     score: float
     why: list[str] = field(default_factory=list)  # reasons it matches (jewelrec/search/why.py)
+    metal: str | None = None
+    stone: str | None = None
+    predicted: list[str] = field(default_factory=list)  # metal / stone read from its photo
 
     @classmethod
     def from_product(cls, product: Product, image: str, score: float) -> Result:
@@ -78,6 +85,9 @@ class Result:
             url=product.url,
             image=image,
             score=round(float(score), 6),
+            metal=product.metal,
+            stone=product.stone,
+            predicted=list(product.predicted),
         )
 
 
@@ -235,6 +245,11 @@ class Recommendation:
     # them this answer searched (None: the caller's crop)
     pieces: list[Piece] = field(default_factory=list)
     piece: int | None = None
+    # the shopper's words with the photo (jewelrec/text/photo_words.py): the filters they
+    # applied, shaped as text search's, and what ranked the results; None without words
+    query: str | None = None
+    applied: dict[str, Any] | None = None
+    ranked_by: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (`recommend --json`, POST /api/recommend)."""
@@ -249,6 +264,9 @@ class Recommendation:
             "attributes": {name: asdict(g) for name, g in self.attributes.items()},
             "pieces": [p.to_dict() for p in self.pieces],
             "piece": self.piece,
+            "query": self.query,
+            "applied": self.applied,
+            "ranked_by": self.ranked_by,
         }
 
 
@@ -286,6 +304,8 @@ class Recommender:
         self._disagreement_logged: str | None = None  # index version already warned about
         # the server's micro-batching executor; None: each query runs the models itself
         self.inference: Inference | None = None
+        self._text: TextSearcher | None = None
+        self._text_lock = threading.Lock()
 
     # -- the current snapshot (read-only views for the CLI, benchmarks and tests) -------------
     @property
@@ -300,6 +320,18 @@ class Recommender:
     @property
     def store(self) -> CatalogStore:
         return self._snapshot.store
+
+    @property
+    def text(self) -> TextSearcher:
+        """Words over the same catalog (text search, and the words given with a photo); its
+        model loads on the first query that needs it, once per Recommender."""
+        if self._text is None:
+            from jewelrec.text.search import TextSearcher  # text search imports Result
+
+            with self._text_lock:
+                if self._text is None:
+                    self._text = TextSearcher(self.store, self.home)
+        return self._text
 
     @property
     def embedder(self) -> Embedder:
@@ -375,18 +407,50 @@ class Recommender:
         prefer_brand: str | None = None,
         group_variants: bool = False,
         piece: int | None = None,
+        text: str | None = None,
     ) -> Recommendation:
         """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`;
         `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py);
         `group_variants` keeps the best product of each variant group (search/variants.py).
         The answer lists the photo's pieces and searches the first, or `piece` (an index into
-        them; PieceError when the photo has fewer); a `crop` wins over both."""
+        them; PieceError when the photo has fewer); a `crop` wins over both. `text`: the
+        shopper's words ("but in silver"): attribute words filter, the rest re-rank
+        (jewelrec/text/photo_words.py; ValueError, in words, for words that cannot be read)."""
         snap = self.snapshot
+        words = self._read_words(snap, text, filters)
         prepared = self.prepare(photo, crop=crop, photo_name=photo_name, piece=piece)
         recommendation = self._infer_and_answer(
-            snap, prepared, k=k, filters=filters, type=type, prefer_brand=prefer_brand,
+            snap, prepared, k=words.pool(k) if words else k,
+            filters=words.filters if words else filters, type=type, prefer_brand=prefer_brand,
+            known=QueryFacts(asked=words.asked) if words else None,
             group_variants=group_variants)
-        return self._preferred(recommendation, prefer_brand, k)
+        return self._preferred(self._with_words(snap, recommendation, words, k, prefer_brand),
+                               prefer_brand, k)
+
+    def _read_words(self, snap: Snapshot, text: str | None,
+                    filters: Filters | None) -> PhotoWords | None:
+        """The words given with a photo, read against the catalog (None: no words)."""
+        if text is None or not text.strip():
+            return None
+        from jewelrec.text.photo_words import read_words
+
+        return read_words(self.text, text, filters, snap.index_version)
+
+    def _with_words(self, snap: Snapshot, recommendation: Recommendation,
+                    words: PhotoWords | None, k: int,
+                    prefer_brand: str | None) -> Recommendation:
+        """The visual candidates re-ranked by the words, cut to what is shown, and the answer
+        saying what the words applied."""
+        if words is None:
+            return recommendation
+        from jewelrec.text.photo_words import rerank
+
+        results, ranked_by = rerank(recommendation.results, words, self.text,
+                                    snap.index_version)
+        recommendation.results = results[: self._wanted(k, prefer_brand)]
+        recommendation.query, recommendation.applied = words.query, words.applied
+        recommendation.ranked_by = ranked_by
+        return recommendation
 
     def recommend_pieces(
         self,
@@ -398,10 +462,13 @@ class Recommender:
         photo_name: str | None = None,
         prefer_brand: str | None = None,
         group_variants: bool = False,
+        text: str | None = None,
     ) -> list[Recommendation]:
         """One answer per piece of the photo (`recommend --all-pieces`), most salient first: the
-        photo is loaded and its pieces found once, and the models see every piece in one batch."""
+        photo is loaded and its pieces found once, and the models see every piece in one batch
+        (`text`: words as in `recommend`, for every piece)."""
         snap = self.snapshot
+        words = self._read_words(snap, text, filters)
         first = self.prepare(photo, photo_name=photo_name)
         found = self._infer(snap, first)  # finds the pieces
         pieces = found.framing.pieces
@@ -409,11 +476,12 @@ class Recommender:
         prepared = [first, *rest]
         inferred = [found, *(infer(snap, rest) if self.inference is None
                              else [self.inference.infer(snap, p) for p in rest])]
-        wanted = self._wanted(k, prefer_brand)
+        wanted = self._wanted(words.pool(k) if words else k, prefer_brand)
         return [
-            self._preferred(self._answer(snap, p, inf, k=wanted, filters=filters, type=type,
-                                         known=None, group_variants=group_variants),
-                            prefer_brand, k)
+            self._preferred(self._with_words(snap, self._answer(
+                snap, p, inf, k=wanted, filters=words.filters if words else filters, type=type,
+                known=QueryFacts(asked=words.asked) if words else None,
+                group_variants=group_variants), words, k, prefer_brand), prefer_brand, k)
             for p, inf in zip(prepared, inferred, strict=True)
         ]
 
@@ -587,19 +655,10 @@ class Recommender:
         return is_recognised(nearest[0].score if nearest else None, threshold)
 
     def _explain(self, snap: Snapshot, results: list[Result], known: QueryFacts) -> list[Result]:
-        """`results` with their reasons; the products are read again only when a metal or stone
-        of the query is known (Result does not carry them)."""
-        products = (snap.store.get_many([r.id for r in results])
-                    if known.metal or known.stone else {})
-        explained = []
-        for r in results:
-            product = products.get(r.id)
-            explained.append(replace(r, why=reasons(
-                known, type=r.type, brand=r.brand, score=r.score,
-                metal=product.metal if product else None,
-                stone=product.stone if product else None,
-            )))
-        return explained
+        """`results` with their reasons (from what each result carries)."""
+        return [replace(r, why=reasons(known, type=r.type, brand=r.brand, score=r.score,
+                                       metal=r.metal, stone=r.stone))
+                for r in results]
 
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
@@ -617,15 +676,17 @@ class Recommender:
 
     def similar_to_product(
         self, product_id: str, *, k: int = 10, filters: Filters | None = None,
-        group_variants: bool = False,
+        group_variants: bool = False, text: str | None = None,
     ) -> Recommendation:
         """'More like this': query with a catalog product's main image, excluding itself
-        (`group_variants`: as in `recommend`; at most one of its own other variants)."""
+        (`group_variants`: as in `recommend`; at most one of its own other variants; `text`:
+        words as in `recommend`, "in silver": the same piece's look in silver)."""
         snap = self.snapshot
         product = snap.store.get(product_id)
         if product is None:
             raise KeyError(product_id)
-        filters = filters or Filters()
+        words = self._read_words(snap, text, filters)
+        filters = words.filters if words else filters or Filters()
         filters = Filters(
             filters.min_price,
             filters.max_price,
@@ -638,11 +699,12 @@ class Recommender:
         # a catalog image: framed as the index framed it, no pieces looked for
         prepared = self.prepare(image_path, pieces=False)
         recommendation = self._infer_and_answer(
-            snap, prepared, k=k, filters=filters, type=None,
+            snap, prepared, k=words.pool(k) if words else k, filters=filters, type=None,
             known=QueryFacts(type=product.type, metal=product.metal, stone=product.stone,
-                             brand=product.brand),
+                             brand=product.brand, asked=words.asked if words else ()),
             group_variants=group_variants,
         )
+        recommendation = self._with_words(snap, recommendation, words, k, None)
         recommendation.photo = product_id
         return recommendation
 

@@ -29,7 +29,8 @@ from jewelrec.server.app import STATIC_DIR, create_app
 DOCUMENTED_KEYS = {"photo", "type", "type_confidence", "results"}
 DOCUMENTED_RESULT_KEYS = {"id", "title", "type", "brand", "price", "currency", "url", "image",
                           "score"}
-RESULT_KEYS = DOCUMENTED_RESULT_KEYS | {"why"}  # "why" has a default: not required in the spec
+# these have defaults: not required in the spec
+RESULT_KEYS = DOCUMENTED_RESULT_KEYS | {"why", "metal", "stone", "predicted"}
 
 
 @pytest.fixture(scope="module")

@@ -243,3 +243,58 @@ def test_a_set_gets_one_hotspot_per_piece_and_a_click_searches_that_piece(page, 
     wait_until_idle(page)
     assert shown_types(page) == {spots[0]["type"]}
     assert errors == []
+
+
+def card_metals(page) -> list[str]:
+    return page.eval_on_selector_all("#results .card",
+                                     "cards => cards.map(c => c.dataset.metal || '')")
+
+
+def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_query_photo):
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server_url + "/")
+    page.wait_for_selector("#type-chips input")
+    metals = page.eval_on_selector_all("#metal option", "os => os.map(o => o.value)")[1:]
+
+    # words alone search the catalog; the page says what they filtered
+    with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
+        page.fill("#query", "silver")
+        page.press("#query", "Enter")
+    assert sent.value.json()["applied"]["metals"] == ["silver"]
+    page.wait_for_selector("#results .card")
+    wait_until_idle(page)
+    assert set(card_metals(page)) == {"silver"}
+    assert "silver" in page.inner_text("#applied")
+
+    # a photo: the words were their own search, the photo starts afresh
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.set_input_files("#photo-input", files=[
+            {"name": "mine.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}])
+    assert sent.value.json()["applied"] is None
+    wait_until_idle(page)
+    assert page.input_value("#query") == "" and page.is_hidden("#applied")
+    own = card_metals(page)[0]
+    offered = page.eval_on_selector_all("#results .card >> nth=0 >> .same-in button",
+                                        "bs => bs.map(b => b.dataset.metal)")
+    assert offered and own not in offered and set(offered) <= set(metals)
+    assert len(offered) == len(set(metals) - {own})
+    target = offered[0]
+
+    # "same, in <metal>": more like that card's product, with the words "in <metal>"
+    chosen = page.eval_on_selector("#results .card", "c => c.dataset.id")
+    with page.expect_response(lambda r: "/similar?" in r.url) as sent:
+        page.click("#results .card >> nth=0 >> .same-in button >> nth=0")
+    assert f"/api/products/{chosen}/similar?" in sent.value.url
+    answer = sent.value.json()
+    assert answer["applied"]["metals"] == [target]
+    wait_until_idle(page)
+    assert page.input_value("#query") == f"in {target}"
+    assert page.inner_text("#results-heading").startswith("More like")
+    shown = card_metals(page)
+    assert shown and set(shown) == {target} and chosen not in shown_ids(page)
+    reasons = page.eval_on_selector_all("#results .card .why", "ws => ws.map(w => w.textContent)")
+    assert all(f"{target} as you asked" in r for r in reasons)
+    assert not page.is_visible("#error")
+    assert errors == []

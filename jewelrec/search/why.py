@@ -1,7 +1,8 @@
 """"Why this result" (issue 12, item 4): short reasons a person can check, computed from data.
 
 Each reason appears only with its evidence: the result's type equals the type decided for the
-query; its metal / stone equals the one read from (or given for) the query; its brand equals
+query; its metal / stone equals the one read from (or given for) the query, or the one the
+shopper's words asked for ("in silver": "silver as you asked"); its brand equals
 the source product's ("more like this"); its cosine score says how alike the photos look.
 Nothing is guessed: an unknown attribute, an undecided type or a score that is not a cosine
 gives no reason.
@@ -26,6 +27,7 @@ class QueryFacts:
     stone: str | None = None
     brand: str | None = None  # the source product's brand ("more like this")
     cosine: bool = True  # False: scores are not cosines (e.g. text search), say nothing
+    asked: tuple[str, ...] = ()  # type / metal / stone values the shopper's words asked for
 
 
 def alike_percent(score: float) -> int | None:
@@ -49,7 +51,9 @@ def reasons(
     """The reasons one result matches the query, most concrete first."""
     why: list[str] = []
     for known, value in ((facts.type, type), (facts.metal, metal), (facts.stone, stone)):
-        if value and _same(known, value):
+        if value and any(_same(asked, value) for asked in facts.asked):
+            why.append(f"{value.strip()} as you asked")
+        elif value and _same(known, value):
             why.append(f"{value.strip()} like yours")
     if same_brand(facts.brand, brand):
         why.append("same brand")

@@ -46,6 +46,7 @@ from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import Filters
 from jewelrec.server import embed, inference, schemas
+from jewelrec.text.photo_words import WordsError
 from jewelrec.text.query import MAX_QUERY_CHARS
 from jewelrec.text.search import TextAnswer, TextSearcher
 
@@ -185,9 +186,12 @@ class Shop:
 
     @property
     def text(self) -> TextSearcher:
-        """Text search on the same catalog; its model loads on the first text query."""
+        """Text search on the same catalog (the Recommender's, whose words with a photo share
+        its model); the model loads on the first query that needs it."""
         if self._text is None:
-            self._text = TextSearcher(self.recommender.store, self.recommender.home)
+            shared = getattr(self.recommender, "text", None)  # stand-ins in tests have none
+            self._text = (shared if isinstance(shared, TextSearcher) else
+                          TextSearcher(self.recommender.store, self.recommender.home))
         return self._text
 
     @property
@@ -372,6 +376,10 @@ def _response(
         attributes={k: schemas.AttributeGuess(**g) for k, g in data["attributes"].items()},
         pieces=[schemas.Piece(**p) for p in data.get("pieces", [])],
         piece=data.get("piece"),
+        query=data.get("query"),
+        applied=(schemas.AppliedFilters(**data["applied"]) if data.get("applied") is not None
+                 else None),
+        ranked_by=data.get("ranked_by"),
     )
 
 
@@ -396,6 +404,12 @@ PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
 PREFER_BRAND_HELP = ("rank this brand's pieces a little higher without leaving others out "
                      "(see jewelrec/search/prefer.py)")
 PreferBrand = Annotated[str, Query(max_length=200, description=PREFER_BRAND_HELP)]
+WORDS_HELP = (
+    "the shopper's words with the photo, e.g. 'but in silver', 'with a pearl', 'thinner chain': "
+    "words naming a type, metal, stone, brand or tag of this catalog and a price phrase become "
+    "filters (over the photo's own type; the request's own filters win), the rest re-rank the "
+    "similar pieces by their titles; the answer's `applied` says what the words applied"
+)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500)
 }
@@ -450,6 +464,7 @@ async def recommend(
         Form(ge=0, lt=MAX_PIECES, description="search this piece of the photo: an index into "
              "the answer's `pieces` (default 0, the most salient); `crop` wins over it"),
     ] = None,
+    q: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS, description=WORDS_HELP)] = None,
 ) -> schemas.Recommendation:
     """The photo's type and the k most similar products that pass the filters; the pieces of
     jewelry found in the photo, and which of them was searched."""
@@ -467,12 +482,14 @@ async def recommend(
     options.update(shop.ranking)
     if piece is not None:
         options["piece"] = piece
+    if q and q.strip():
+        options["text"] = q
     try:
         recommendation = await shop.compute(
             shop.recommender.recommend, image, k=k, filters=filters, crop=box,
             photo_name=_photo_name(photo.filename), **options,
         )
-    except PieceError as exc:
+    except (PieceError, WordsError) as exc:
         raise _unprocessable(str(exc)) from exc
     return _response(recommendation, (int(image.shape[1]), int(image.shape[0])))
 
@@ -503,16 +520,24 @@ async def similar(
     ] = None,
     brand: Annotated[list[str] | None, Query()] = None,
     metal: Annotated[list[str] | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description=WORDS_HELP)] = None,
 ) -> schemas.Recommendation:
-    """'More like this': products similar to a catalog product (never itself)."""
+    """'More like this': products similar to a catalog product (never itself); with `q`,
+    changed as the words say ("in silver": pieces like it, in silver)."""
     filters = await _filters(
         shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
     )
     if await shop.lookup(shop.recommender.store.get, product_id) is None:
         raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
-    recommendation = await shop.compute(
-        shop.recommender.similar_to_product, product_id, k=k, filters=filters, **shop.ranking
-    )
+    options: dict[str, Any] = dict(shop.ranking)
+    if q and q.strip():
+        options["text"] = q  # passed only when given: stand-ins in tests need not know it
+    try:
+        recommendation = await shop.compute(
+            shop.recommender.similar_to_product, product_id, k=k, filters=filters, **options
+        )
+    except WordsError as exc:
+        raise _unprocessable(str(exc)) from exc
     return _response(recommendation)
 
 

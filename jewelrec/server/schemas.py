@@ -33,7 +33,14 @@ class Result(BaseModel):
         default_factory=list,
         description="short reasons it matches, each shown only with its evidence: '<type> like "
         "yours', '<metal> like yours', '<stone> like yours', 'same brand' (more like this), "
-        "'looks NN% alike' (from the cosine score)",
+        "'looks NN% alike' (from the cosine score); with words (`q`): '<value> as you asked', "
+        "'“<word>” in its title'",
+    )
+    metal: str | None = Field(None, description="its metal (see `predicted`)")
+    stone: str | None = Field(None, description="its main stone (see `predicted`)")
+    predicted: list[str] = Field(
+        default_factory=list,
+        description="which of metal / stone were read from its photo (the catalog gives none)",
     )
 
 
@@ -109,6 +116,14 @@ class Recommendation(BaseModel):
         None,
         description="which of `pieces` (its index) the results are for; null when the "
         "caller's crop was searched (or for 'more like this')",
+    )
+    query: str | None = Field(None, description="the words given with the photo (`q`)")
+    applied: AppliedFilters | None = Field(
+        None, description="the filters the words applied (as in /api/search); null without `q`"
+    )
+    ranked_by: list[str] | None = Field(
+        None, description="with `q`: 'photo', then 'title vectors' when words no filter took "
+        "re-ranked the similar pieces"
     )
 
 

@@ -142,6 +142,14 @@ class TextSearcher:
         results = results[:k]
         return TextAnswer(query, applied, results, version, ranked_by)
 
+    def vocabulary(self, index_version: str | None) -> Vocabulary:
+        """The catalog's values that words may name (refreshed when the catalog changes)."""
+        return self._catalog_state(index_version).vocabulary
+
+    def title_vectors(self, index_version: str | None) -> TitleVectors | None:
+        """The title vectors of that index version (None: it was built without the model)."""
+        return self._catalog_state(index_version).vectors
+
     def encoder(self) -> MiniLM:
         """The text model, loaded on first use (once, whichever thread asks first)."""
         if self._encoder is None:

@@ -42,6 +42,12 @@ const el = {
   welcome: $("welcome"),
   results: $("results"),
   cardTemplate: $("card-template"),
+  searchForm: $("search-form"),
+  query: $("query"),
+  withPhoto: $("with-photo"),
+  withPhotoLabel: $("with-photo-label"),
+  withPhotoText: $("with-photo-text"),
+  applied: $("applied"),
 };
 
 const state = {
@@ -52,8 +58,9 @@ const state = {
   crop: null, // [x0, y0, x1, y1] the shopper chose; null: let the server find the piece
   piece: null, // index into the answer's pieces the shopper picked; null: the first (server's)
   type: null, // null: the detected type; "any" or a type: the shopper's choice
-  mode: "photo", // "photo" or "similar"
+  mode: "photo", // "photo", "similar" or "text" (words alone)
   similarTo: null, // {id, title} in "similar" mode
+  query: null, // the shopper's words: alone ("text"), or with the photo / the product
   facets: { types: [], brands: [], metals: [], currency: "USD" },
   seq: 0,
   controller: null,
@@ -310,6 +317,12 @@ async function usePhoto(blob, name) {
   state.type = null;
   state.mode = "photo";
   state.similarTo = null;
+  state.query = null;
+  el.query.value = "";
+  el.withPhotoLabel.hidden = false;
+  el.withPhotoText.textContent = "with my photo";
+  el.resultsHeading.textContent = "Similar pieces";
+  el.back.hidden = true;
   el.photo.src = state.photoUrl;
   el.photo.alt = `Your photo: ${state.photoName}`;
   el.cropBox.hidden = true;
@@ -527,14 +540,17 @@ function search() {
     fail("The minimum price is above the maximum price. Lower the minimum or raise the maximum.");
     return Promise.resolve();
   }
+  const params = filterParams();
+  if (state.query) params.set("q", state.query);
+  if (state.mode === "text") return request(`/api/search?${params}`, {});
   if (state.mode === "similar" && state.similarTo) {
-    const url = `/api/products/${encodeURIComponent(state.similarTo.id)}/similar?${filterParams()}`;
+    const url = `/api/products/${encodeURIComponent(state.similarTo.id)}/similar?${params}`;
     return request(url, {});
   }
   if (!state.photo) return Promise.resolve();
   const form = new FormData();
   form.append("photo", state.photo, state.photoName || "photo");
-  for (const [key, value] of filterParams()) form.append(key, value);
+  for (const [key, value] of params) form.append(key, value);
   if (state.crop) form.append("crop", state.crop.join(","));
   else if (state.piece !== null) form.append("piece", String(state.piece));
   return request("/api/recommend", { method: "POST", body: form });
@@ -585,6 +601,7 @@ function render(answer) {
     }
   }
   showDoubts(answer);
+  showApplied(answer.applied);
   const searched = answer.searched_types;
   const shownType = searched && searched.length === 1 ? searched[0] : ANY;
   if (!state.type) selectType(shownType, false);
@@ -595,7 +612,10 @@ function render(answer) {
     return;
   }
   const things = plural(shownType);
-  const what = state.mode === "similar" ? `like “${state.similarTo.title}”` : "like your photo";
+  const what = {
+    similar: () => `like “${state.similarTo.title}”`,
+    text: () => `for “${state.query}”`,
+  }[state.mode]?.() || "like your photo";
   const price = describePrice(numberOrNull(el.minPrice), numberOrNull(el.maxPrice),
     state.facets.currency);
   setStatus(`${answer.results.length} ${things} ${what}${price ? `, ${price}` : ""}.`);
@@ -639,11 +659,14 @@ function card(result) {
   const match = node.querySelector(".match");
   match.textContent = `${Math.round(Math.max(0, result.score) * 100)}% match`;
   match.title = `Visual similarity ${result.score.toFixed(3)}`;
+  match.hidden = state.mode === "text"; // a text search's score is no similarity
   node.querySelector(".card-title").textContent = result.title;
   const brand = node.querySelector(".card-brand");
   brand.textContent = result.brand || "";
   brand.hidden = !result.brand;
   whyChips(node.querySelector(".why"), result.why || []);
+  sameInChips(node.querySelector(".same-in"), result);
+  if (result.metal) node.dataset.metal = result.metal;
   node.querySelector(".price").textContent = formatPrice(result.price, result.currency);
   const buy = node.querySelector(".buy");
   const href = safeHttpUrl(result.url);
@@ -670,7 +693,54 @@ function whyChips(list, reasons) {
   list.hidden = reasons.length === 0;
 }
 
-function moreLike(result) {
+// "Same, in silver / in gold": the catalog's other metals, each re-running "more like this" on
+// the card's product with the words "in <metal>" (shown in the search box, where they stay).
+function sameInChips(group, result) {
+  const metals = (state.facets.metals || []).filter((m) => m !== result.metal).slice(0, 3);
+  group.setAttribute("aria-label", `The same as ${result.title}, in another metal`);
+  for (const metal of metals) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "chip";
+    button.dataset.metal = metal;
+    button.textContent = `in ${metal}`;
+    button.setAttribute("aria-label", `Pieces like ${result.title}, in ${metal}`);
+    button.addEventListener("click", () => {
+      el.metal.value = ""; // the words choose the metal now
+      moreLike(result, `in ${metal}`);
+    });
+    group.append(button);
+  }
+  group.hidden = metals.length === 0;
+}
+
+// What the words applied as filters (the answer's `applied`), in one line.
+function showApplied(applied) {
+  const parts = [];
+  if (applied) {
+    for (const key of ["types", "metals", "stones", "brands", "tags"]) {
+      parts.push(...(applied[key] || []));
+    }
+    const currency = state.facets.currency;
+    const price = describePrice(applied.min_price ?? null, applied.max_price ?? null, currency);
+    if (price) parts.push(price);
+  }
+  el.applied.textContent = parts.length ? `Your words filtered: ${parts.join(", ")}` : "";
+  el.applied.hidden = parts.length === 0;
+}
+
+// "More like this" on a result; `words` (a "same, in <metal>" chip) go with it. Words that were
+// a text search of their own do not.
+function moreLike(result, words) {
+  if (words !== undefined) {
+    state.query = words;
+    el.query.value = words;
+  } else if (state.mode === "text") {
+    state.query = null;
+    el.query.value = "";
+  }
+  el.withPhotoLabel.hidden = false;
+  el.withPhotoText.textContent = "with this piece";
   state.mode = "similar";
   state.similarTo = { id: result.id, title: result.title };
   el.resultsHeading.textContent = `More like “${result.title}”`;
@@ -681,10 +751,16 @@ function moreLike(result) {
 
 function backToPhotoMode() {
   if (state.mode === "photo") return;
+  if (state.mode === "text") {
+    state.query = null; // the words were a search of their own, not words for the photo
+    el.query.value = "";
+  }
   state.mode = "photo";
   state.similarTo = null;
   el.resultsHeading.textContent = "Similar pieces";
   el.back.hidden = true;
+  el.withPhotoLabel.hidden = !state.photo;
+  el.withPhotoText.textContent = "with my photo";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,7 +780,42 @@ function wireFilters() {
   });
 }
 
+// The search box: words alone search the catalog (GET /api/search); with the photo (or the
+// product of "more like this") on screen and "with my photo" ticked, they change that search.
+function wireSearchBox() {
+  el.searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const words = el.query.value.trim();
+    const withPicture = (state.photo || state.mode === "similar") && el.withPhoto.checked;
+    if (!words) {
+      if (state.mode === "text") return;
+      state.query = null;
+      search();
+      return;
+    }
+    state.query = words;
+    if (!withPicture) {
+      state.mode = "text";
+      state.similarTo = null;
+      el.resultsHeading.textContent = "Pieces matching your words";
+      el.back.hidden = !state.photo;
+    } else if (state.mode === "text") { // back to the photo, with these words
+      state.mode = "photo";
+      el.resultsHeading.textContent = "Similar pieces";
+      el.back.hidden = true;
+    }
+    search();
+  });
+  el.query.addEventListener("search", () => { // the field's own clear button
+    if (!el.query.value && state.query && state.mode !== "text") {
+      state.query = null;
+      search();
+    }
+  });
+}
+
 wirePhotoInputs();
 wireFilters();
+wireSearchBox();
 loadFacets();
 loadExamples();
