@@ -4,16 +4,24 @@ Shoppers photograph sets (a necklace with its earrings, rings side by side) and 
 pretrained detector can be installed here, so pieces are found from what the home already has:
 
 1. On a clean backdrop, the foreground segmentation (jewelrec/imaging/segment.py) gives the
-   separate objects; small fragments lying inside a larger object's box join it, and two alike
-   objects side by side that the type head calls earrings are ONE piece (a pair).
-2. Where no backdrop stands out (a worn or lifestyle photo), class-activation maps of the type
-   head over the backbone's last feature map (per type: the head's weights dotted with the
-   feature at each cell, minus the mean over types) give regions each type sees.
+   separate objects. Objects one edge region links (a thin chain the mask lost between a pendant
+   and its clasp) are one object, small fragments inside a larger object's box join it, and edge
+   regions the mask missed altogether (a faint silver piece) are candidates too.
+2. Where no backdrop stands out (a worn or lifestyle photo), the objects are edge regions (sharp,
+   contrasted colour edges: metal, facets, beads), and class-activation maps of the type head
+   over the backbone's last feature map (per type: the head's weights dotted with the feature at
+   each cell, minus the mean over types) both check them (a piece must lie where its type's map
+   is positive) and propose regions no object covers.
+3. Twins side by side (boxes of one size, thumbnails that correlate) that the head calls earrings
+   are ONE piece, a pair; two different rings side by side stay two.
 
-Every candidate is cropped and typed by the type head (one batched `predict_proba` call),
+Every candidate (each object, each pair, all objects framed together, each map region, the whole
+photo) is cropped as a square and typed by the type head in one batched `predict_proba` call,
 scored (confidence x the square root of its share of the photo), non-maximum suppressed, and at
-most `max_pieces` are kept. A photo always gives at least one piece: the framed whole piece, or
-the whole photo. Query-path dependencies only: numpy, Pillow, onnxruntime (through the backbone).
+most `max_pieces` are kept. A photo always gives at least one piece: on a clean backdrop with one
+plausible piece, all its objects framed together (today's framing); else the whole photo.
+Measured by benchmarks/pieces.py. Query-path dependencies only: numpy, Pillow, onnxruntime
+(through the backbone).
 """
 
 from __future__ import annotations
@@ -50,11 +58,12 @@ MIN_PIECE_CONFIDENCE = 0.5  # a second piece must be typed at least this surely.
 MIN_PIECE_SHARE = 0.01  # ...and its box cover at least this share of the photo
 BOX_MARGIN = 0.0  # a piece's box: its object's box grown by this share of its longer side (the
 # crop it is typed on keeps segment.py's wider DEFAULT_MARGIN, for context)
-NMS_IOU = 0.5
+NMS_IOU = 0.5  # a candidate overlapping a better one more than this is the same piece
 NMS_INSIDE = 0.6  # a piece this much inside a more salient one of its type is part of it
 TWIN_SIZE = 0.85  # the two of a pair: box areas within this ratio...
-TWIN_SIMILARITY = 0.75  # ...and grey thumbnails correlating at least this much
-TWIN_THUMBNAIL = 24  # a candidate overlapping a better one more than this is the same piece
+TWIN_SIMILARITY = 0.75  # ...and thumbnails (grey or edge energy) correlating at least this much
+TWIN_THUMBNAIL = 24  # pixels a side
+TWIN_EDGE_SIDE = 128  # edge energy is measured on a copy at most this large
 EDGE_BLUR = 2  # radius (small-copy pixels) the edge energy is averaged over
 EDGE_MIN_ENERGY = 24.0  # below this colour-gradient energy nothing is an edge (a flat photo)
 EDGE_MAX_COVER = 0.35  # edges over more of the photo than this: texture everywhere, no objects
@@ -84,7 +93,7 @@ class Piece:
 @dataclass
 class _Candidate:
     box: Box  # the piece's box, as answered
-    source: str  # "object", "pair", "framed", "cam", "whole"
+    source: str  # "object", "pair", "framed", "cam", "union", "whole"
     cam_type: str | None = None  # the type whose activation map proposed it
     crop: Box | None = None  # what the type head sees (default: the box)
     parts: tuple[int, ...] = ()  # the objects a "pair" or "union" candidate joins
@@ -100,8 +109,8 @@ def find_pieces(
     """The pieces in a photo, most salient first; at least one (the framed piece or the photo).
 
     `classifier` is the home's type classifier (`predict_proba(images)`, `classes`); activation
-    maps also need its linear `head` and a backbone (`backbone=`, else the classifier's, else
-    the process's default). Raises ImageError for an unusable image, ValueError for a bad
+    maps also need its linear `head` and a backbone (`backbone=`, else the classifier's own
+    `backbone`, else a default one). Raises ImageError for an unusable image, ValueError for a bad
     `max_pieces`, NotReadyError for an untrained classifier.
     """
     img = _rgb(image)
@@ -120,13 +129,12 @@ def find_pieces(
     else:
         objects = _edge_objects(edges, img)
         cams = _class_maps(img, classifier, classes, backbone)
-    candidates = _object_candidates(objects, missed, img) if objects else []
-    if cams is not None:
-        regions = _cam_candidates(cams, classes, w, h)
+    candidates = _object_candidates(objects, missed, img, framed=clean) if objects else []
+    if not clean:
+        regions = _cam_candidates(cams, classes, w, h) if cams is not None else []
         candidates += regions + _cam_unions(candidates, regions)
-    candidates.append(_Candidate(Box(0, 0, w, h), "whole"))
-    crops = [c.crop or c.box for c in candidates]
-    probabilities = _type_crops(img, crops, classifier, len(classes))
+        candidates.append(_Candidate(Box(0, 0, w, h), "whole"))
+    probabilities = _type_crops(img, candidates, classifier, len(classes))
     context = _Context(classes, w, h, cams)
     if clean:
         return _decide_clean(candidates, probabilities, context)[:max_pieces]
@@ -137,14 +145,15 @@ def find_pieces(
 
 
 def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, int]],
-                       img: np.ndarray) -> list[_Candidate]:
-    """Groups of objects (fragments joined), twins side by side (a pair?), and the framed whole
-    (the `objects` together; `missed` ones, found by their edges only, are framed alone)."""
+                       img: np.ndarray, *, framed: bool) -> list[_Candidate]:
+    """Groups of objects (fragments joined), twins side by side (a pair?), and with `framed`
+    the framed whole (the `objects` together; `missed` ones, found by their edges only, stay
+    out of it)."""
     h, w = img.shape[:2]
     groups = _join_fragments(objects)
-    framed = groups[0][0]
+    whole = groups[0][0]
     for box, _ in groups[1:]:
-        framed = _union(framed, box)
+        whole = _union(whole, box)
     groups += _join_fragments(missed) if missed else []
 
     def candidate(box: Box, source: str, parts: tuple[int, ...] = ()) -> _Candidate:
@@ -157,7 +166,8 @@ def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, i
             if (_alike_side_by_side(groups[i], groups[j]) and not _between(groups, i, j)
                     and _twins(img, groups[i][0], groups[j][0])):
                 out.append(candidate(_union(groups[i][0], groups[j][0]), "pair", (i, j)))
-    out.append(candidate(framed, "framed"))
+    if framed:
+        out.append(candidate(whole, "framed"))
     return out
 
 
@@ -169,18 +179,21 @@ def _twins(img: np.ndarray, a: Box, b: Box) -> bool:
     if min(a.area, b.area) < TWIN_SIZE * max(a.area, b.area):
         return False
 
-    def thumbnail(pixels: np.ndarray, box: Box) -> np.ndarray:
-        crop = Image.fromarray(pixels[box.y0 : box.y1, box.x0 : box.x1])
-        small = np.asarray(crop.resize((TWIN_THUMBNAIL, TWIN_THUMBNAIL), Image.BILINEAR),
-                           np.float32)
-        small = small - small.mean()
-        return small / max(float(np.linalg.norm(small)), 1e-6)
+    def thumbnails(box: Box) -> list[np.ndarray]:
+        crop = Image.fromarray(img[box.y0 : box.y1, box.x0 : box.x1])
+        side = (TWIN_THUMBNAIL, TWIN_THUMBNAIL)
+        small = crop.copy()
+        small.thumbnail((TWIN_EDGE_SIDE, TWIN_EDGE_SIDE))  # edges of a copy: cheap on any photo
+        edges = Image.fromarray(_edge_energy(np.asarray(small)))
+        out = []
+        for plane in (crop.convert("L"), edges):
+            small = np.asarray(plane.resize(side, Image.BILINEAR), np.float32)
+            small = small - small.mean()
+            out.append(small / max(float(np.linalg.norm(small)), 1e-6))
+        return out
 
-    similarity = -1.0
-    for pixels in (np.asarray(Image.fromarray(img).convert("L")), _edge_energy(img)):
-        first, second = thumbnail(pixels, a), thumbnail(pixels, b)
-        similarity = max(similarity, float((first * second).sum()),
-                         float((first * second[:, ::-1]).sum()))
+    similarity = max(max(float((x * y).sum()), float((x * y[:, ::-1]).sum()))
+                     for x, y in zip(thumbnails(a), thumbnails(b), strict=True))
     return similarity >= TWIN_SIMILARITY
 
 
@@ -417,12 +430,14 @@ def _square(box: Box, w: int, h: int) -> Box:
     return Box(x0, y0, x0 + sw, y0 + sh)
 
 
-def _type_crops(img: np.ndarray, boxes: Sequence[Box], classifier: Any, k: int) -> np.ndarray:
-    """The head's probabilities for each box's square crop (the last box, the whole photo, as
-    it is), all in one call."""
+def _type_crops(img: np.ndarray, candidates: Sequence[_Candidate], classifier: Any,
+                k: int) -> np.ndarray:
+    """The head's probabilities for each candidate's square crop (the whole photo as it is),
+    all in one call."""
     h, w = img.shape[:2]
-    squares = [_square(b, w, h) for b in boxes[:-1]] + list(boxes[-1:])
-    crops = [np.ascontiguousarray(img[b.y0 : b.y1, b.x0 : b.x1]) for b in squares]
+    boxes = [c.box if c.source == "whole" else _square(c.crop or c.box, w, h)
+             for c in candidates]
+    crops = [np.ascontiguousarray(img[b.y0 : b.y1, b.x0 : b.x1]) for b in boxes]
     probabilities = np.asarray(classifier.predict_proba(crops), np.float32)
     if probabilities.shape != (len(crops), k):
         raise ValueError(f"the type classifier answered shape {probabilities.shape} "
