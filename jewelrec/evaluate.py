@@ -171,7 +171,7 @@ def evaluate_home(
         if top:
             type_precision.append(np.mean([r.type == product.type for r in top]))
             mine["precision"].append(type_precision[-1])
-            if product.metal:
+            if product.metal and "metal" not in product.predicted:  # the catalog's own label
                 metals = store.get_many([r.id for r in top])
                 metal_precision.append(np.mean([metals[r.id].metal == product.metal for r in top]))
     report.recall = {k: hits[k] / len(query_views) for k in RECALL_AT}

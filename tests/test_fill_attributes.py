@@ -163,6 +163,12 @@ def test_a_catalog_without_metal_gets_predicted_metals_at_index(tiny_home, tiny_
         assert shown["metal"] == some.metal and shown["predicted"] == ["metal"]
         assert metal in client.get("/api/facets").json()["metals"]
 
+    # quality is measured on the catalog's own labels only: none here
+    from jewelrec.evaluate import evaluate_home
+
+    measured = evaluate_home(home, progress=False)
+    assert measured.metal_precision_at_10 is None and measured.metal_accuracy is None
+
     # the catalog with its metal column again: its values replace every prediction
     ingest(tiny_catalog / "catalog.csv", home, prune=True, progress=False)
     again = CatalogStore.open(home, read_only=True).all_products()
