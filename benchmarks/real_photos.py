@@ -51,6 +51,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TYPES = ("bracelet", "earring", "necklace", "ring")
 VARIANTS = {  # name -> (classifier, embedder)
     "default": ("efficientnet-head", "efficientnet"),
+    "adapted": ("efficientnet-head", "efficientnet-adapted"),
     "first-wave": ("efficientnet-head-gap", "efficientnet-gap"),
     "prototype": ("seed-cnn", "autoencoder"),
 }

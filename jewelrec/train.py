@@ -66,6 +66,7 @@ class TrainingImages:
     photos: list[np.ndarray]
     labels: list[str]
     fingerprint: str
+    products: list[str] = field(default_factory=list)  # each view's product id (galleries)
     # per attribute (metal, stone), each view's label or None (models/attributes.py)
     attributes: dict[str, list[str | None]] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ def load_training_images(
         labels.append(product.type)
         products.append(product)
     return TrainingImages(pieces, photos, labels, store.fingerprint(),
-                          product_attributes(products))
+                          [p.id for p in products], product_attributes(products))
 
 
 def train_home(
@@ -129,7 +130,9 @@ def train_home(
         model = factories[kind](names[kind], backbone=backbone)
         images = data.for_model(model)
         with attached_to_home(home, backbone):  # backbone features `index` will read back
-            report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress)
+            gallery = {"products": data.products} if kind == "embedder" else {}
+            report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress,
+                               **gallery)
         folder = model_folder(home.models_dir, kind, names[kind])
         model.save(folder)
         if report.train_loss:

@@ -105,6 +105,7 @@ class AutoencoderEmbedder:
         epochs: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        products: Sequence[str] | None = None,  # unused: every photo is its own target
     ) -> FitReport:
         """Learn to reconstruct the images (labels are ignored: unsupervised)."""
         if not len(images):

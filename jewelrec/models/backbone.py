@@ -24,7 +24,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +52,8 @@ WHOLE_SHORT_SIDE = 1.0  # our models: short side to 224, so necklaces reaching t
 PIXEL_MEAN, PIXEL_SCALE = 127.0, 128.0  # what the first BatchNorm saw in training, not ImageNet's
 FEATURE_DIM = 1280
 BATCH_SIZE = 8  # larger batches are not faster per image on a 2-core CPU
+ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network, in its folder
+TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
 ONNX_NAME = f"{BACKBONE}-maps.onnx"  # "-maps": the graph returns the last feature map
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits")
 POOLINGS = ("avg", "gem", "rmac")  # how a (1280, h, w) feature map becomes one vector
@@ -181,8 +183,13 @@ class Backbone:
     `Backbone()` runs on torch and exports to a temporary folder before a bulk run.
     """
 
-    def __init__(self, onnx_path: Path | None = None) -> None:
+    def __init__(
+        self, onnx_path: Path | None = None, *, tail: dict[str, np.ndarray] | None = None
+    ) -> None:
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes
+        # weights of the last block adapted to a catalog (models/adaptation.py), else ImageNet's
+        self.tail = tail
+        self._network_copy: EfficientNetLite0 | None = None
         self._session = None  # onnxruntime.InferenceSession once opened
         self._tried = onnx_path is None  # whether opening `onnx_path` was attempted
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -221,7 +228,7 @@ class Backbone:
             # the tracer records the "SAME" pads as constants: right for every multiple of 32
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                MapsAndLogits(load_torch_model()).eval(), (example,), str(tmp),
+                MapsAndLogits(self.network()).eval(), (example,), str(tmp),
                 input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS), dynamic_axes=axes,
                 opset_version=17, dynamo=False,
             )
@@ -250,6 +257,18 @@ class Backbone:
         with self._lock:
             self._session = self._session or session
 
+    def network(self) -> EfficientNetLite0:
+        """The torch network this backbone runs or exports: ImageNet's, or a copy with the
+        adapted tail (training-only: torch is imported here, never on the query path)."""
+        if self.tail is None:
+            return load_torch_model()
+        with self._lock:
+            if self._network_copy is None:
+                from jewelrec.models.adaptation import adapted_network
+
+                self._network_copy = adapted_network(self.tail)
+            return self._network_copy
+
     @property
     def runtime(self) -> str:
         return "onnxruntime" if self._session is not None else "torch"
@@ -266,7 +285,7 @@ class Backbone:
     def run_torch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        model = load_torch_model()
+        model = self.network()
         with torch.inference_mode():
             maps = model.feature_maps(torch.from_numpy(batch))
             logits = model._fc(maps.mean(dim=(2, 3)))
@@ -444,10 +463,14 @@ class RetrievalSettings:
     # precision@10 on the demo catalog 0.850 -> 0.936; see jewelrec/imaging/colour.py)
     input_size: int = INPUT_SIZE  # the square the network sees (a multiple of 32)
     pooling: str = "avg"  # one of POOLINGS
+    adapt_seconds: float = 0.0  # train the last block on the catalog this long (0: frozen;
+    # models/adaptation.py); the adapted network is exported beside the embedder's weights
 
     def __post_init__(self) -> None:
         check_size(self.input_size)
         _pooling_index(self.pooling)
+        if not 0 <= self.adapt_seconds <= 24 * 3600:
+            raise ValueError(f"adapt_seconds must be between 0 and a day, got {self.adapt_seconds}")
 
 
 # Measured on real photos of other shops (benchmarks/real_photos.py, issue 9): GeM at 320 px
@@ -530,16 +553,35 @@ class EfficientNetEmbedder:
         epochs: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        products: Sequence[str] | None = None,
     ) -> FitReport:
-        """Labels and epochs are unused: only catalog statistics are learned (seeded sample)."""
+        """Learn the catalog's statistics (seeded sample); with `adapt_seconds`, first adapt the
+        network's last block to the catalog, photos of one product (`products`: each photo's
+        product id; by default every photo its own) and the types teaching it. Epochs unused."""
+        notes: dict[str, float | str] = {}
+        self.arrays = {}
+        features = None
+        if self.settings.adapt_seconds > 0 and len(images) >= 2:
+            from jewelrec.models.adaptation import AdaptSettings, adapt_tail
+
+            ids = list(products) if products is not None else [str(i) for i in range(len(images))]
+            adapted = adapt_tail(
+                images, ids, labels, settings=AdaptSettings(seconds=self.settings.adapt_seconds),
+                crop_fraction=self.settings.crop_fraction, size=self.settings.input_size,
+                seed=seed, progress=progress,
+            )
+            self.arrays.update(adapted.arrays)
+            self.backbone = Backbone(tail=adapted.arrays)  # bound to a file by `save`
+            features, notes = adapted.clean_features, adapted.notes
         if self.learns_statistics:
-            if len(images) > PCA_FIT_IMAGES:
-                pick = np.random.default_rng(seed).choice(len(images), PCA_FIT_IMAGES, False)
-                images = [images[i] for i in sorted(pick)]
-            features = self._features(images, progress=progress)
-            self.arrays = fit_retrieval(features, self.settings)
-            self.fitted = True
-        return FitReport(notes={"images": len(images), "dim": self.dim})
+            if features is None:
+                if len(images) > PCA_FIT_IMAGES:
+                    pick = np.random.default_rng(seed).choice(len(images), PCA_FIT_IMAGES, False)
+                    images = [images[i] for i in sorted(pick)]
+                features = self._features(images, progress=progress)
+            self.arrays.update(fit_retrieval(features, self.settings))
+        self.fitted = True
+        return FitReport(notes={"images": len(images), "dim": self.dim, **notes})
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, dim) float32 unit vectors."""
@@ -572,7 +614,10 @@ class EfficientNetEmbedder:
         config = {"model": self.name, "settings": asdict(self.settings), "dim": self.dim,
                   **backbone_config()}
         save_weights(folder, self.arrays, config)
-        self.backbone.prepare()  # the home's ONNX file is there for the next process
+        if self.backbone.tail is not None:  # the adapted network beside its weights, fresh
+            self.backbone = Backbone(Path(folder) / ADAPTED_ONNX_NAME, tail=self.backbone.tail)
+            self.backbone.export_onnx(self.backbone.onnx_path)
+        self.backbone.prepare()  # the ONNX file is there for the next process
 
     @classmethod
     def load(cls, folder: Path, *, backbone: Backbone | None = None) -> EfficientNetEmbedder:
@@ -586,6 +631,9 @@ class EfficientNetEmbedder:
             settings = RetrievalSettings(**config.get("settings", {}))
         except TypeError as exc:
             raise damaged_model_error(folder, f"unknown settings: {exc}") from exc
+        tail = {k: v for k, v in state.items() if k.startswith(TAIL_ARRAY_PREFIX)}
+        if tail:  # adapted to its catalog: runs its own network, not the home's
+            backbone = Backbone(Path(folder) / ADAPTED_ONNX_NAME, tail=tail)
         model = cls(settings, backbone=backbone)
         model.arrays = dict(state)
         model.fitted = True
@@ -601,3 +649,11 @@ class EfficientNetGapEmbedder(EfficientNetEmbedder):
 
     name = "efficientnet-gap"
     default_settings = RetrievalSettings()
+
+
+class EfficientNetAdaptedEmbedder(EfficientNetEmbedder):
+    """Embedder "efficientnet-adapted": the default's framing, pooling and whitening on a network
+    whose last block `train` adapted to the catalog (models/adaptation.py, a few minutes)."""
+
+    name = "efficientnet-adapted"
+    default_settings = replace(DEFAULT_RETRIEVAL, adapt_seconds=300.0)

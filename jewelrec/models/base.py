@@ -48,6 +48,7 @@ class Embedder(Protocol):
         epochs: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        products: Sequence[str] | None = None,  # each image's product id: a gallery's photos
     ) -> FitReport: ...
 
     def embed(self, images: Sequence[Image]) -> np.ndarray: ...
@@ -88,6 +89,7 @@ EMBEDDERS: dict[str, str] = {
     "autoencoder": "jewelrec.models.autoencoder:AutoencoderEmbedder",
     "efficientnet": "jewelrec.models.backbone:EfficientNetEmbedder",
     "efficientnet-gap": "jewelrec.models.backbone:EfficientNetGapEmbedder",
+    "efficientnet-adapted": "jewelrec.models.backbone:EfficientNetAdaptedEmbedder",
 }
 CLASSIFIERS: dict[str, str] = {
     "seed-cnn": "jewelrec.models.seed_cnn:SeedCNNClassifier",
