@@ -799,6 +799,8 @@ function wireSearchBox() {
       state.similarTo = null;
       el.resultsHeading.textContent = "Pieces matching your words";
       el.back.hidden = !state.photo;
+      el.withPhotoLabel.hidden = !state.photo; // the next words may go with the photo again
+      el.withPhotoText.textContent = "with my photo";
     } else if (state.mode === "text") { // back to the photo, with these words
       state.mode = "photo";
       el.resultsHeading.textContent = "Similar pieces";
