@@ -693,7 +693,7 @@ function whyChips(list, reasons) {
   list.hidden = reasons.length === 0;
 }
 
-// "Same, in silver / in gold": the catalog's other metals, each re-running "more like this" on
+// "The same in silver / in gold": the catalog's other metals, each re-running "more like this" on
 // the card's product with the words "in <metal>" (shown in the search box, where they stay).
 function sameInChips(group, result) {
   const metals = (state.facets.metals || []).filter((m) => m !== result.metal).slice(0, 3);
