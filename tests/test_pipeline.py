@@ -66,7 +66,7 @@ def test_recommend_json_respects_max_price_and_returns_k(seed_home, tiny_catalog
         for r in answer["results"]:
             assert r["price"] <= limit and r["type"] == ptype
             assert set(r) == {"id", "title", "type", "brand", "price", "currency", "url",
-                              "image", "score", "why"}
+                              "image", "score", "why", "metal", "stone", "predicted"}
             assert f"{ptype} like yours" in r["why"]  # the type was fixed: that is evidence
 
 
