@@ -21,7 +21,6 @@ Prints tables and writes benchmarks/results/pieces.json.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from jewelrec.catalog.synthetic import (  # noqa: E402
     render_set,
 )
 from jewelrec.home import Home  # noqa: E402
+from jewelrec.models.backbone import Backbone  # noqa: E402
 from jewelrec.models.base import load_classifier  # noqa: E402
 from jewelrec.models.pieces import Piece, find_pieces, iou  # noqa: E402
 
@@ -55,13 +55,9 @@ COLOURS = {"necklace": (230, 40, 40), "earring": (30, 140, 255), "ring": (20, 19
 
 
 def open_classifier(home: Home):
-    """The home's type classifier, on the home's backbone where the loader takes one."""
-    options = {}
-    if "backbone" in inspect.signature(load_classifier).parameters:
-        from jewelrec.models.backbone import Backbone
-
-        options["backbone"] = Backbone.for_home(home)
-    return load_classifier(home.models_dir, home.settings().classifier, **options)
+    """The home's type classifier, on the home's backbone."""
+    return load_classifier(home.models_dir, home.settings().classifier,
+                           backbone=Backbone.for_home(home))
 
 
 def synthetic_home(work: Path, products: int, views: int, sets: int, singles: int,

@@ -149,11 +149,18 @@ class Framing:
 
     focused: np.ndarray  # what the embedder sees: the crop, the piece, or the whole photo
     box: Box | None  # where `focused` lies in the photo (None: the whole photo)
-    # a box the classifier types on its own: the caller's crop, or the chosen piece of a photo
-    # of several (None: the classifier's own view of the photo, see typing_view)
+    # a box the classifier types on its own: the caller's crop, or where the piece finder typed
+    # the chosen piece of a photo of several (None: the classifier's own view, see typing_view)
     typed: Box | None
     pieces: tuple[Piece, ...] = ()  # every piece found in the photo, most salient first
     piece: int | None = None  # which of `pieces` is framed (None: the caller's crop)
+
+    def typed_view(self, image: np.ndarray) -> np.ndarray:
+        """The pixels of `typed` (`focused` when they are one box): a piece is typed on the very
+        pixels the piece finder typed it on, so the backbone's feature memory answers."""
+        if self.typed is None or self.typed == self.box:
+            return self.focused
+        return crop_box(image, self.typed)
 
 
 def photo_pieces(snap: Snapshot, image: np.ndarray) -> tuple[Piece, ...]:
@@ -173,8 +180,10 @@ def frame(snap: Snapshot, photo: PreparedPhoto) -> Framing:
     if photo.crop is None and len(pieces) > 1:
         h, w = image.shape[:2]
         box = Box(*pieces[asked].box).clip(w, h)
-        if box.width >= 2 and box.height >= 2:
-            return Framing(crop_box(image, box), box, box, pieces, asked)
+        view = pieces[asked].view
+        typed = Box(*view).clip(w, h) if view is not None else box
+        if box.width >= 2 and box.height >= 2 and typed.width >= 2 and typed.height >= 2:
+            return Framing(crop_box(image, box), box, typed, pieces, asked)
     focused, box = focus_on_piece(image, photo.crop, auto=photo.auto_crop)
     return Framing(focused, box, photo.crop, pieces,
                    None if photo.crop is not None or not pieces else asked)
@@ -206,13 +215,13 @@ def infer(snap: Snapshot, photos: Sequence[PreparedPhoto]) -> list[PhotoInferenc
     framings = [frame(snap, p) for p in photos]  # finding pieces is per photo
     focused = [f.focused for f in framings]
     probabilities = snap.classifier.predict_proba(
-        [typing_view(snap.classifier, p.image, f.typed, f.focused)
+        [typing_view(snap.classifier, p.image, f.typed, f.typed_view(p.image))
          for p, f in zip(photos, framings, strict=True)])
     vectors = snap.embedder.embed(focused)
     seen = (recognition_features(snap.embedder, focused)
             if snap.recognition_reference is not None else None)
     guesses = (snap.attributes.predict(
-        [typing_view(snap.attributes, p.image, f.typed, f.focused)
+        [typing_view(snap.attributes, p.image, f.typed, f.typed_view(p.image))
          for p, f in zip(photos, framings, strict=True)])
         if snap.attributes is not None else [{} for _ in photos])
     return [

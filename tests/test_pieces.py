@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -21,16 +20,12 @@ TINY_SEED, TINY_PRODUCTS = 3, 24  # tests/conftest.py's tiny catalog
 def classifier(tiny_home):
     """The tiny home's trained type classifier (the default efficientnet head)."""
     from jewelrec.home import Home
+    from jewelrec.models.backbone import Backbone
     from jewelrec.models.base import load_classifier
 
     home = Home(tiny_home)
-    options = {}
-    if "backbone" in inspect.signature(load_classifier).parameters:  # the home's runtime (while
-        # the process-wide backbone is being retired, both signatures are served)
-        from jewelrec.models.backbone import Backbone
-
-        options["backbone"] = Backbone.for_home(home)
-    return load_classifier(home.models_dir, home.settings().classifier, **options)
+    return load_classifier(home.models_dir, home.settings().classifier,
+                           backbone=Backbone.for_home(home))
 
 
 def first_of_type(kind: str, skip: int = 0):
@@ -39,13 +34,16 @@ def first_of_type(kind: str, skip: int = 0):
 
 
 class StubClassifier:
-    """Says `answer` for every crop; counts the calls (crops go in one batch)."""
+    """Says `answer` for every crop; counts the calls and keeps the crops it was shown."""
 
-    def __init__(self, classes: list[str], answer: str) -> None:
+    def __init__(self, classes: list[str], answer: str, *, whole_photo: bool = True) -> None:
         self.classes, self.answer, self.calls = classes, answer, 0
+        self.whole_photo = whole_photo  # as the default head: a query types the whole photo
+        self.seen: list[np.ndarray] = []
 
     def predict_proba(self, images):
         self.calls += 1
+        self.seen += list(images)
         out = np.full((len(images), len(self.classes)), 0.02, np.float32)
         out[:, self.classes.index(self.answer)] = 1 - 0.02 * (len(self.classes) - 1)
         return out
@@ -113,7 +111,7 @@ def test_max_pieces_and_the_json_shape(classifier):
     json.dumps(answer)
 
 
-def test_crops_are_typed_in_one_batch_and_a_grey_or_mode_p_image_works():
+def test_crops_are_typed_together_and_a_grey_or_mode_p_image_works():
     specs = [first_of_type("necklace"), first_of_type("ring")]
     img, truth = render_set(specs, 4, size=256, background="plain")
     stub = StubClassifier(["earring", "necklace", "ring"], "ring")
@@ -121,6 +119,36 @@ def test_crops_are_typed_in_one_batch_and_a_grey_or_mode_p_image_works():
     assert stub.calls == 1
     assert len(found) == 2 and min(matched(found, truth)) >= 0.5
     assert find_pieces(Image.fromarray(img).convert("L"), stub)
+
+
+@pytest.mark.parametrize("whole_photo", [True, False])
+def test_a_lone_piece_is_typed_on_what_the_query_types_and_nothing_else(whole_photo):
+    """A photo of one piece on a clean backdrop: the only crop typed is the query's own view of
+    it (the whole photo for a head that wants the context, else imaging/focus.py's framing), so
+    the query's typing is answered by the backbone's feature memory, not a second pass."""
+    from jewelrec.imaging.focus import focus_on_piece
+
+    img = render_view(first_of_type("necklace"), 5, 256, shopper=True)
+    stub = StubClassifier(["earring", "necklace", "ring"], "necklace", whole_photo=whole_photo)
+    found = find_pieces(Image.fromarray(img), stub)
+    assert len(found) == 1 and found[0].type == "necklace"
+    framed, box = focus_on_piece(img)
+    assert box is not None  # the query's framing differs from the whole photo
+    expected = img if whole_photo else framed
+    assert len(stub.seen) == 1 and np.array_equal(stub.seen[0], expected)
+    x0, y0, x1, y1 = found[0].view
+    assert np.array_equal(img[y0:y1, x0:x1], expected)
+
+
+def test_the_two_of_a_pair_the_head_calls_earrings_are_not_typed_alone():
+    img, truth = render_set([first_of_type("earring")], 7, size=256, background="plain")
+    stub = StubClassifier(["earring", "ring"], "earring")
+    found = find_pieces(Image.fromarray(img), stub)
+    assert len(found) == 1 and min(matched(found, truth)) >= 0.5
+    assert len(stub.seen) == 1 and np.array_equal(stub.seen[0], img)  # the pair is the photo
+    ring = StubClassifier(["earring", "ring"], "ring")  # twins, but the head says rings
+    assert len(find_pieces(Image.fromarray(img), ring)) == 2
+    assert len(ring.seen) == 3  # the pair, then each alone
 
 
 def test_twins_the_head_calls_earrings_are_one_piece_and_different_rings_are_not():

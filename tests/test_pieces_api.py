@@ -161,6 +161,64 @@ def test_all_pieces_finds_them_once_and_answers_each(tiny_home, set_file, monkey
         recommender.recommend(set_file, piece=-1)
 
 
+def count_backbone_images(recommender: Recommender, monkeypatch) -> list[int]:
+    """Images through the snapshot's backbone, call by call (its feature memory answers the
+    rest)."""
+    backbone = recommender.snapshot.classifier.backbone
+    assert backbone is recommender.snapshot.embedder.backbone
+    run, counts = backbone.run, []
+
+    def counted(batch):
+        counts.append(len(batch))
+        return run(batch)
+
+    monkeypatch.setattr(backbone, "run", counted)
+    return counts
+
+
+def noisy(photo: bytes, seed: int) -> np.ndarray:
+    """The photo with its lowest bit randomised: the same to see, new to the feature memory."""
+    image = load_image(photo)
+    return image ^ np.random.default_rng(seed).integers(0, 2, image.shape, dtype=np.uint8)
+
+
+def test_finding_the_piece_of_a_one_piece_photo_costs_no_backbone_pass(
+        tiny_home, tiny_query_photo, monkeypatch):
+    """The piece finder types a lone piece on the very pixels the query types: the query then
+    runs the backbone on exactly the images a query without piece finding runs."""
+    recommender = Recommender.open(tiny_home)
+    snap = recommender.snapshot
+    counts = count_backbone_images(recommender, monkeypatch)
+    answer = recommender.recommend(noisy(tiny_query_photo, 1), k=3)
+    assert len(answer.pieces) == 1
+    with_pieces, counts[:] = sum(counts), []
+    prepared = recommender.prepare(noisy(tiny_query_photo, 2), pieces=False)
+    infer(snap, [prepared])
+    assert with_pieces == sum(counts) > 0
+
+
+def test_a_piece_of_a_set_is_typed_once_where_the_finder_typed_it(
+        tiny_home, the_set, monkeypatch):
+    """The query types the chosen piece on the pixels the piece finder typed it on: the answer's
+    type is the piece's, and the backbone sees only the finder's crops and the embedder's."""
+    recommender = Recommender.open(tiny_home)
+    snap = recommender.snapshot
+    counts = count_backbone_images(recommender, monkeypatch)
+    photo = noisy(the_set[0], 3)
+    pieces = find_pieces(photo, snap.classifier)
+    finder = sum(counts)
+    for piece in range(len(pieces)):
+        prepared = recommender.prepare(photo, piece=piece)
+        counts[:] = []
+        inferred = infer(snap, [prepared])[0]
+        assert inferred.framing.pieces == tuple(pieces)
+        assert sum(counts) == 1  # the embedder's view of the piece; its typing is remembered
+        best = int(np.argmax(inferred.probabilities))
+        assert snap.classifier.classes[best] == pieces[piece].type
+        assert float(inferred.probabilities[best]) == pytest.approx(pieces[piece].confidence)
+    assert finder >= len(pieces)
+
+
 def test_a_photo_without_a_clear_piece_still_lists_one(tiny_home):
     noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     answer = Recommender.open(tiny_home).recommend(noise, k=2)

@@ -122,12 +122,12 @@ def object_boxes(
 
     Objects smaller than `min_area_fraction` of the photo (in foreground pixels) are dust.
     """
-    return [box for box, _ in _objects(img, min_area_fraction)]
+    return [box for box, _ in objects(img, min_area_fraction)]
 
 
 def largest_object_box(img: np.ndarray, margin: float = DEFAULT_MARGIN) -> Box | None:
     """The largest object's box grown by `margin` on every side, or None when none stands out."""
-    return _largest(_objects(img), img, margin)
+    return _largest(objects(img), img, margin)
 
 
 def crop(img: np.ndarray, box: Box) -> np.ndarray:
@@ -146,7 +146,7 @@ def largest_object_crop(img: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.n
 
 def earring_pair_boxes(img: np.ndarray, margin: float = DEFAULT_MARGIN) -> list[Box]:
     """[left, right] boxes when the photo shows two similar objects side by side, else []."""
-    return _pair_boxes(_objects(img), img, margin)
+    return _pair_boxes(objects(img), img, margin)
 
 
 def split_earring_pair(img: np.ndarray, margin: float = DEFAULT_MARGIN) -> list[np.ndarray]:
@@ -155,36 +155,36 @@ def split_earring_pair(img: np.ndarray, margin: float = DEFAULT_MARGIN) -> list[
 
     The prototype's way to turn each pair photo into two single-earring training samples.
     """
-    objects = _objects(img)
-    pair = _pair_boxes(objects, img, margin)
+    found = objects(img)
+    pair = _pair_boxes(found, img, margin)
     if pair:
         return [crop(img, box) for box in pair]
-    return [_crop_or_whole(img, _largest(objects, img, margin))]
+    return [_crop_or_whole(img, _largest(found, img, margin))]
 
 
-def _largest(objects: list[tuple[Box, int]], img: np.ndarray, margin: float) -> Box | None:
-    if not objects:
+def _largest(found: list[tuple[Box, int]], img: np.ndarray, margin: float) -> Box | None:
+    if not found:
         return None
     h, w = img.shape[:2]
-    return objects[0][0].expand(margin, w, h)
+    return found[0][0].expand(margin, w, h)
 
 
 def _crop_or_whole(img: np.ndarray, box: Box | None) -> np.ndarray:
     return img if box is None else crop(img, box)
 
 
-def _pair_boxes(objects: list[tuple[Box, int]], img: np.ndarray, margin: float) -> list[Box]:
-    if len(objects) < 2 or not _alike_side_by_side(objects[0], objects[1]):
+def _pair_boxes(found: list[tuple[Box, int]], img: np.ndarray, margin: float) -> list[Box]:
+    if len(found) < 2 or not alike_side_by_side(found[0], found[1]):
         return []
-    left, right = sorted((objects[0][0], objects[1][0]), key=lambda b: b.x0)
-    for other in objects[2:]:
+    left, right = sorted((found[0][0], found[1][0]), key=lambda b: b.x0)
+    for other in found[2:]:
         part = other[0]
         centre = (part.x0 + part.x1) / 2
         if left.x0 <= centre < left.x1 and part.x1 <= right.x0:
-            left = _union(left, part)  # a detached stud above its drop, say
+            left = union(left, part)  # a detached stud above its drop, say
         elif right.x0 <= centre < right.x1 and part.x0 >= left.x1:
-            right = _union(right, part)
-        elif _alike(objects[1], other) and _rows_overlap(part, objects[1][0]):
+            right = union(right, part)
+        elif _alike(found[1], other) and _rows_overlap(part, found[1][0]):
             return []  # a third piece in the same row: a set or a collection, not a pair
     h, w = img.shape[:2]
     gap_middle = (left.x1 + right.x0) // 2
@@ -195,8 +195,9 @@ def _pair_boxes(objects: list[tuple[Box, int]], img: np.ndarray, margin: float) 
     return [left, right]
 
 
-def _alike_side_by_side(first: tuple[Box, int], second: tuple[Box, int]) -> bool:
-    """Alike in size, little horizontal overlap, some vertical overlap."""
+def alike_side_by_side(first: tuple[Box, int], second: tuple[Box, int]) -> bool:
+    """Whether two objects (box, pixels) may be an earring pair: alike in size, little
+    horizontal overlap, some vertical overlap (models/pieces.py asks it of every two pieces)."""
     a, b = first[0], second[0]
     x_overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     return (
@@ -220,14 +221,17 @@ def _rows_overlap(a: Box, b: Box) -> bool:
     return min(a.y1, b.y1) - max(a.y0, b.y0) >= 0.3 * min(a.height, b.height)
 
 
-def _union(a: Box, b: Box) -> Box:
+def union(a: Box, b: Box) -> Box:
+    """The smallest box holding both (a piece and its fragment, the two of a pair)."""
     return Box(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1))
 
 
-def _objects(
+def objects(
     img: np.ndarray, min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
 ) -> list[tuple[Box, int]]:
-    """(box in the photo's pixels, foreground pixels on the small copy), largest box first."""
+    """The separate objects: (box in the photo's pixels, foreground pixels on the small copy),
+    largest box first; empty when no clean backdrop stands out. The pixel counts let callers
+    tell a piece from its fragment (models/pieces.py), which boxes alone cannot."""
     mask, factor = _small_mask(img)
     if not mask.any():
         return []
@@ -256,11 +260,11 @@ def _objects(
 def _small_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
     """The foreground mask on a copy shrunk by a whole factor to at most WORK_SIDE, and the
     factor (mask pixel (r, c) covers photo rows r*factor..(r+1)*factor-1, same for columns)."""
-    factor = _shrink_factor(img)
-    small = _shrink(img, factor).astype(np.float32)
+    factor = shrink_factor(img)
+    small = shrink(img, factor).astype(np.float32)
     h, w = small.shape[:2]
     distance = np.sqrt(((small - _background(small)) ** 2).sum(axis=2))
-    threshold = _otsu(distance)
+    threshold = otsu(distance)
     strong = distance > threshold
     if not _stands_out(distance, strong, _border(h, w), threshold):
         return np.zeros((h, w), dtype=bool), factor
@@ -287,13 +291,16 @@ def _stands_out(
     return distance[strong].mean() - distance[~strong].mean() >= MIN_CONTRAST
 
 
-def _shrink_factor(img: np.ndarray) -> int:
+def shrink_factor(img: np.ndarray) -> int:
+    """The whole factor that brings the photo's longer side to at most WORK_SIDE: the small
+    copy masks (and models/pieces.py's edge maps) are computed on (ValueError if not RGB)."""
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
     return max(1, -(-max(img.shape[:2]) // WORK_SIDE))
 
 
-def _shrink(img: np.ndarray, factor: int) -> np.ndarray:
+def shrink(img: np.ndarray, factor: int) -> np.ndarray:
+    """The photo box-averaged down by a whole `factor` (see `shrink_factor`)."""
     if factor == 1:
         return img
     # Box averaging by a whole factor: fast, and thin chains fade rather than vanish.
@@ -354,8 +361,9 @@ def _border_samples(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(colours).astype(np.float64)
 
 
-def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """The threshold that best separates `values` into two classes (Otsu, 1979)."""
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """The threshold that best separates `values` into two classes (Otsu, 1979): used on
+    colour distances here and on edge energy in models/pieces.py."""
     top = float(values.max())
     if top <= 0:
         return 0.0

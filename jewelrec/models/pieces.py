@@ -15,18 +15,26 @@ pretrained detector can be installed here, so pieces are found from what the hom
 3. Twins side by side (boxes of one size, thumbnails that correlate) that the head calls earrings
    are ONE piece, a pair; two different rings side by side stay two.
 
-Every candidate (each object, each pair, all objects framed together, each map region, the whole
-photo) is cropped as a square and typed by the type head in one batched `predict_proba` call,
-scored (confidence x the square root of its share of the photo), non-maximum suppressed, and at
-most `max_pieces` are kept. A photo always gives at least one piece: on a clean backdrop with one
-plausible piece, all its objects framed together (today's framing); else the whole photo.
+Candidates (each object, each pair, all objects framed together, each map region, the whole
+photo) are cropped as squares and typed by the type head, scored (confidence x the square root of
+its share of the photo), non-maximum suppressed, and at most `max_pieces` are kept. A photo always
+gives at least one piece: on a clean backdrop with one plausible piece, all its objects framed
+together (today's framing); else the whole photo.
+
+Typing is what costs (a backbone pass per crop), so only the crops a decision reads are typed,
+batched per step: the two of a pair the head calls earrings are not typed alone, a map region
+where an object piece lies already is not typed. A candidate that frames every object on a clean
+backdrop (the lone piece, a pair that is all there is) is typed on exactly the pixels the query
+types (`query_view`), and each piece carries the pixels it was typed on (`Piece.view`), which a
+query searching it types again: the backbone's feature memory answers those, so a one-piece photo
+costs the segmentation and no extra pass (benchmarks/pieces_overhead.py).
 Measured by benchmarks/pieces.py. Query-path dependencies only: numpy, Pillow, onnxruntime
 (through the backbone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,17 +42,17 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from jewelrec.errors import ImageError, NotReadyError
-from jewelrec.imaging import components
+from jewelrec.imaging import components, segment
+from jewelrec.imaging.focus import piece_box
 from jewelrec.imaging.segment import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_AREA_FRACTION,
     Box,
-    _alike_side_by_side,
-    _objects,
-    _otsu,
-    _shrink,
-    _shrink_factor,
-    _union,
+    alike_side_by_side,
+    otsu,
+    shrink,
+    shrink_factor,
+    union,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +91,9 @@ class Piece:
     type: str  # the type head's answer on the piece's crop
     confidence: float  # its probability (0..1)
     score: float  # saliency used for ordering (most salient first)
+    # the pixels the type head saw (x0, y0, x1, y1): a query searching this piece types the
+    # same pixels, so the backbone's feature memory answers it without a second pass
+    view: tuple[int, int, int, int] | None = None
 
     def to_dict(self) -> dict:
         """The JSON shape the API and `recommend --json` answer with."""
@@ -120,7 +131,7 @@ def find_pieces(
     if not classes:
         raise NotReadyError("finding pieces needs a trained type classifier (it has no classes)")
     h, w = img.shape[:2]
-    objects = _objects(img)
+    objects = segment.objects(img)
     clean = bool(objects)  # a clean backdrop: the objects are the pieces' parts
     edges = _edge_labels(img)
     cams, missed = None, []
@@ -134,11 +145,11 @@ def find_pieces(
         regions = _cam_candidates(cams, classes, w, h) if cams is not None else []
         candidates += regions + _cam_unions(candidates, regions)
         candidates.append(_Candidate(Box(0, 0, w, h), "whole"))
-    probabilities = _type_crops(img, candidates, classifier, len(classes))
+    typer = _Typer(img, candidates, classifier, len(classes), alone=clean and not missed)
     context = _Context(classes, w, h, cams)
     if clean:
-        return _decide_clean(candidates, probabilities, context)[:max_pieces]
-    return _decide_busy(candidates, probabilities, context)[:max_pieces]
+        return _decide_clean(candidates, typer, context)[:max_pieces]
+    return _decide_busy(candidates, typer, context)[:max_pieces]
 
 
 # -- candidates ---------------------------------------------------------------------------------
@@ -153,7 +164,7 @@ def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, i
     groups = _join_fragments(objects)
     whole = groups[0][0]
     for box, _ in groups[1:]:
-        whole = _union(whole, box)
+        whole = union(whole, box)
     groups += _join_fragments(missed) if missed else []
 
     def candidate(box: Box, source: str, parts: tuple[int, ...] = ()) -> _Candidate:
@@ -163,9 +174,9 @@ def _object_candidates(objects: list[tuple[Box, int]], missed: list[tuple[Box, i
     out = [candidate(box, "object") for box, _ in groups]
     for i in range(len(groups)):
         for j in range(i + 1, len(groups)):
-            if (_alike_side_by_side(groups[i], groups[j]) and not _between(groups, i, j)
+            if (alike_side_by_side(groups[i], groups[j]) and not _between(groups, i, j)
                     and _twins(img, groups[i][0], groups[j][0])):
-                out.append(candidate(_union(groups[i][0], groups[j][0]), "pair", (i, j)))
+                out.append(candidate(union(groups[i][0], groups[j][0]), "pair", (i, j)))
     if framed:
         out.append(candidate(whole, "framed"))
     return out
@@ -218,7 +229,7 @@ def _join_fragments(objects: list[tuple[Box, int]]) -> list[tuple[Box, int]]:
         if host is None:
             kept.append([box, pixels])
         else:
-            host[0], host[1] = _union(host[0], box), host[1] + pixels
+            host[0], host[1] = union(host[0], box), host[1] + pixels
     kept.sort(key=lambda g: (g[0].area, g[1]), reverse=True)
     return [(box, pixels) for box, pixels in kept]
 
@@ -250,10 +261,10 @@ def _edge_labels(img: np.ndarray) -> _Edges | None:
     """Connected edge regions on a small copy: (labels, count, shrink factor), None when edges
     are nowhere or everywhere. Edge energy is the colour gradient, averaged over EDGE_BLUR
     pixels and thresholded with Otsu."""
-    factor = _shrink_factor(img)
-    energy = Image.fromarray(_edge_energy(_shrink(img, factor)))
+    factor = shrink_factor(img)
+    energy = Image.fromarray(_edge_energy(shrink(img, factor)))
     energy = np.asarray(energy.filter(ImageFilter.BoxBlur(EDGE_BLUR)), np.float32)
-    mask = energy > max(_otsu(energy), EDGE_MIN_ENERGY)
+    mask = energy > max(otsu(energy), EDGE_MIN_ENERGY)
     if not 0 < mask.mean() <= EDGE_MAX_COVER:
         return None
     labels, count = components.label(components.dilate(mask, iterations=1))
@@ -304,13 +315,13 @@ def _with_edges(
             continue
         region = int(votes.argmax()) + 1
         if region in joined:
-            joined[region][0] = _union(joined[region][0], box)
+            joined[region][0] = union(joined[region][0], box)
             joined[region][1] += pixels
         else:
             joined[region] = [box, pixels]
     for region, (box, pixels) in joined.items():
         if regions[region - 1] is not None:
-            box = _union(box, _photo_box(regions[region - 1], factor, w, h))
+            box = union(box, _photo_box(regions[region - 1], factor, w, h))
         out.append((box, pixels))
     out.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
     missed = [(box, pixels) for box, pixels in _edge_objects(edges, img)
@@ -389,7 +400,7 @@ def _cam_unions(candidates: list[_Candidate], regions: list[_Candidate]) -> list
             continue
         box, crop = objects[parts[0]].box, objects[parts[0]].crop or objects[parts[0]].box
         for i in parts[1:]:
-            box, crop = _union(box, objects[i].box), _union(crop, objects[i].crop or box)
+            box, crop = union(box, objects[i].box), union(crop, objects[i].crop or box)
         if all(c.parts != parts for c in out):
             out.append(_Candidate(box, "union", region.cam_type, crop, parts))
     return out
@@ -430,19 +441,65 @@ def _square(box: Box, w: int, h: int) -> Box:
     return Box(x0, y0, x0 + sw, y0 + sh)
 
 
-def _type_crops(img: np.ndarray, candidates: Sequence[_Candidate], classifier: Any,
-                k: int) -> np.ndarray:
-    """The head's probabilities for each candidate's square crop (the whole photo as it is),
-    all in one call."""
+def query_view(img: np.ndarray, classifier: Any) -> Box:
+    """The pixels a query types when the photo is one piece (recommend.py's `typing_view`): the
+    whole photo for a head that wants the context (`whole_photo`), else the piece as
+    imaging/focus.py frames it (the whole photo when nothing stands out)."""
     h, w = img.shape[:2]
-    boxes = [c.box if c.source == "whole" else _square(c.crop or c.box, w, h)
-             for c in candidates]
-    crops = [np.ascontiguousarray(img[b.y0 : b.y1, b.x0 : b.x1]) for b in boxes]
-    probabilities = np.asarray(classifier.predict_proba(crops), np.float32)
-    if probabilities.shape != (len(crops), k):
-        raise ValueError(f"the type classifier answered shape {probabilities.shape} "
-                         f"for {len(crops)} crops of {k} types")
-    return probabilities
+    if not getattr(classifier, "whole_photo", False):
+        box = piece_box(img)
+        if box is not None:
+            return box
+    return Box(0, 0, w, h)
+
+
+class _Typer:
+    """The head's probabilities for the candidates, computed when a decision first needs them
+    (each `need`: one batched `predict_proba` call over the crops not typed yet).
+
+    A candidate is typed on the square around its crop (the head centre-crops a square, which
+    would cut the ends off a wide pair or a long chain), the whole photo as it is. With `alone`
+    (a clean backdrop, every object framed together), a candidate that frames all the objects
+    (the framed piece; the only object; a pair that is all there is) is typed on exactly the
+    pixels the query then types (`query_view`), so the backbone's feature memory (keyed by
+    pixels and framing) answers the query's own pass: a photo of one piece costs no extra pass.
+    """
+
+    def __init__(self, img: np.ndarray, candidates: Sequence[_Candidate], classifier: Any,
+                 k: int, *, alone: bool) -> None:
+        self.img, self.candidates, self.classifier, self.k = img, candidates, classifier, k
+        framed = next((c.crop for c in candidates if c.source == "framed"), None)
+        self.framed = framed if alone else None
+        self.rows: dict[Box, np.ndarray] = {}  # by the box typed: candidates may share one
+        self._query_view: Box | None = None
+
+    def view(self, i: int) -> Box:
+        """The box candidate i is typed on."""
+        c = self.candidates[i]
+        h, w = self.img.shape[:2]
+        if c.source == "whole":
+            return Box(0, 0, w, h)
+        if self.framed is not None and (c.crop or c.box) == self.framed:
+            if self._query_view is None:
+                self._query_view = query_view(self.img, self.classifier)
+            return self._query_view
+        return _square(c.crop or c.box, w, h)
+
+    def need(self, indices: Iterable[int]) -> None:
+        """Type the candidates among `indices` not typed yet, in one call."""
+        boxes = list(dict.fromkeys(b for b in map(self.view, indices) if b not in self.rows))
+        if not boxes:
+            return
+        crops = [np.ascontiguousarray(self.img[b.y0 : b.y1, b.x0 : b.x1]) for b in boxes]
+        probabilities = np.asarray(self.classifier.predict_proba(crops), np.float32)
+        if probabilities.shape != (len(crops), self.k):
+            raise ValueError(f"the type classifier answered shape {probabilities.shape} "
+                             f"for {len(crops)} crops of {self.k} types")
+        self.rows.update(zip(boxes, probabilities, strict=True))
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        self.need([i])
+        return self.rows[self.view(i)]
 
 
 @dataclass
@@ -452,11 +509,12 @@ class _Context:
     h: int
     cams: _Maps | None
 
-    def piece(self, box: Box, probabilities: np.ndarray) -> Piece:
+    def piece(self, box: Box, probabilities: np.ndarray, view: Box) -> Piece:
         best = int(np.argmax(probabilities))
         confidence = float(probabilities[best])
         share = box.area / float(self.w * self.h)
-        return Piece(box.as_tuple(), self.classes[best], confidence, confidence * share ** 0.5)
+        return Piece(box.as_tuple(), self.classes[best], confidence, confidence * share ** 0.5,
+                     view.as_tuple())
 
     def plausible(self, piece: Piece) -> bool:
         """Typed surely enough, large enough, and (where maps are at hand) seen by its type's
@@ -470,14 +528,9 @@ class _Context:
                                  self.w, self.h) > 0
 
 
-def _is_pair(probabilities: np.ndarray, pair: int, parts: tuple[int, int],
-             context: _Context) -> bool:
-    """Whether twins side by side are one pair: the head calls them earrings, together or each
-    alone."""
-    def says_pair(i: int) -> bool:
-        return _is_pair_type(context.classes[int(np.argmax(probabilities[i]))])
-
-    return says_pair(pair) or all(says_pair(i) for i in parts)
+def _says_pair(row: np.ndarray, context: _Context) -> bool:
+    """Whether the head's answer is a type that comes as a pair."""
+    return _is_pair_type(context.classes[int(np.argmax(row))])
 
 
 def _is_pair_type(name: str) -> bool:
@@ -485,62 +538,72 @@ def _is_pair_type(name: str) -> bool:
 
 
 def _object_pieces(
-    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
+    candidates: list[_Candidate], typer: _Typer, context: _Context
 ) -> list[Piece]:
-    """One piece per group of objects, alike side-by-side pairs the head calls earrings merged;
-    most salient first."""
+    """One piece per group of objects, alike side-by-side pairs the head calls earrings (together
+    or each alone) merged; most salient first. The two of a pair the head calls earrings
+    together are not typed alone."""
     objects = [i for i, c in enumerate(candidates) if c.source == "object"]
     members = {i: {i} for i in objects}
     pairs = [i for i, c in enumerate(candidates) if c.source == "pair"]
-    for i in sorted(pairs, key=lambda i: -probabilities[i].max()):  # surest pairs first
+    typer.need(pairs)
+    typer.need([objects[x] for i in pairs if not _says_pair(typer[i], context)
+                for x in candidates[i].parts])
+    for i in sorted(pairs, key=lambda i: -typer[i].max()):  # surest pairs first
         a, b = (objects[x] for x in candidates[i].parts)
-        if a in members and b in members and _is_pair(probabilities, i, (a, b), context):
+        if a in members and b in members and (
+                _says_pair(typer[i], context) or all(_says_pair(typer[x], context)
+                                                     for x in (a, b))):
             members[i] = members.pop(a) | members.pop(b)
     unions = [i for i, c in enumerate(candidates) if c.source == "union"]
-    for i in sorted(unions, key=lambda i: -probabilities[i].max()):
+    typer.need(unions + [objects[x] for i in unions for x in candidates[i].parts])
+    for i in sorted(unions, key=lambda i: -typer[i].max()):
         parts = [objects[x] for x in candidates[i].parts]
-        k = int(np.argmax(probabilities[i]))
+        k = int(np.argmax(typer[i]))
         if (all(x in members for x in parts) and context.classes[k] == candidates[i].cam_type
-                and probabilities[i][k] >= np.mean([probabilities[x].max() for x in parts])):
+                and typer[i][k] >= np.mean([typer[x].max() for x in parts])):
             members[i] = set().union(*(members.pop(x) for x in parts))
-    pieces = [context.piece(candidates[i].box, probabilities[i]) for i in members]
+    typer.need(members)
+    pieces = [context.piece(candidates[i].box, typer[i], typer.view(i)) for i in members]
     return sorted(pieces, key=lambda p: p.score, reverse=True)
 
 
-def _decide_clean(
-    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
-) -> list[Piece]:
+def _decide_clean(candidates: list[_Candidate], typer: _Typer, context: _Context) -> list[Piece]:
     """On a clean backdrop: the most salient piece always; others when plausible; a lone piece
     is framed with all its fragments (today's framing)."""
-    pieces = _object_pieces(candidates, probabilities, context)
+    pieces = _object_pieces(candidates, typer, context)
     rest = [p for p in pieces[1:] if context.plausible(p)]
     if not rest:
         framed = next(i for i, c in enumerate(candidates) if c.source == "framed")
-        return [context.piece(candidates[framed].box, probabilities[framed])]
+        return [context.piece(candidates[framed].box, typer[framed], typer.view(framed))]
     return _nms([pieces[0], *rest])
 
 
-def _decide_busy(
-    candidates: list[_Candidate], probabilities: np.ndarray, context: _Context
-) -> list[Piece]:
+def _decide_busy(candidates: list[_Candidate], typer: _Typer, context: _Context) -> list[Piece]:
     """Without a clean backdrop: edge objects (those one map region holds joined where the head
     agrees) and activation-map regions that are plausible pieces (a map region only where no
     object piece lies); else the whole photo."""
-    pieces = [p for p in _object_pieces(candidates, probabilities, context)
-              if context.plausible(p)]
-    for c, row in zip(candidates, probabilities, strict=True):
-        if c.source != "cam":
-            continue
-        piece = context.piece(c.box, row)
+    pieces = [p for p in _object_pieces(candidates, typer, context) if context.plausible(p)]
+    cams = [i for i, c in enumerate(candidates) if c.source == "cam" and not any(
+        _overlaps(candidates[i].box.as_tuple(), p.box) for p in pieces)]
+    typer.need(cams)  # the map regions where no piece lies yet, in one call
+    for i in cams:
+        c = candidates[i]
+        piece = context.piece(c.box, typer[i], typer.view(i))
         if piece.type != c.cam_type or not context.plausible(piece):
             continue
-        if any(_inside(p.box, piece.box) >= 0.5 or _inside(piece.box, p.box) >= 0.5
-               for p in pieces):
-            continue  # an object piece there already: the map's box is only rougher
+        if any(_overlaps(p.box, piece.box) for p in pieces):
+            continue  # a piece there already: the map's box is only rougher
         pieces.append(piece)
     if not pieces:
-        return [context.piece(candidates[-1].box, probabilities[-1])]
+        whole = len(candidates) - 1
+        return [context.piece(candidates[whole].box, typer[whole], typer.view(whole))]
     return _nms(sorted(pieces, key=lambda p: p.score, reverse=True))
+
+
+def _overlaps(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether either box lies mostly inside the other."""
+    return _inside(a, b) >= 0.5 or _inside(b, a) >= 0.5
 
 
 def _inside(a: Sequence[int], b: Sequence[int]) -> float:
