@@ -81,6 +81,10 @@ def test_like_this_but_in_silver_gives_silver_rings_in_visual_order(recommender)
     # the photo alone: its own metal is no filter
     alone = recommender.recommend(photo, k=5)
     assert alone.applied is None and any(r.metal != "silver" for r in alone.results)
+    # every piece of the photo gets the words too (recommend --all-pieces)
+    for each in recommender.recommend_pieces(photo, k=3, text="but in silver"):
+        assert each.applied["metals"] == ["silver"]
+        assert each.results and all(r.metal == "silver" for r in each.results)
 
 
 def test_more_like_this_in_silver_and_a_stone_word(recommender):
