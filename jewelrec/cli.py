@@ -44,7 +44,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--embedder", help=f"embedder name: {', '.join(EMBEDDERS)} (default: efficientnet; "
-        "-gap: the first wave's global average pool, kept as a baseline)")
+        "-gap: the first wave's global average pool, kept as a baseline; -adapted: the "
+        "network's last block trained on the catalog, see --adapt-seconds)")
     parser.add_argument(
         "--classifier", help=f"type classifier name: {', '.join(CLASSIFIERS)} "
         "(default: efficientnet-head)")
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--epochs", type=int, help="training epochs (default: each model's own)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights")
+    p.add_argument("--adapt-seconds", type=float, metavar="S",
+                   help="time budget for adapting the network to the catalog (embedder "
+                   "efficientnet-adapted; default 300; 0 keeps it frozen)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

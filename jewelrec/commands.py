@@ -69,6 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
     trained = train_home(
         home, embedder=args.embedder, classifier=args.classifier, epochs=args.epochs,
         seed=args.seed, progress=not args.no_progress and not args.json,
+        adapt_seconds=args.adapt_seconds,
     )
     if args.json:
         print_json([t.to_dict() for t in trained])

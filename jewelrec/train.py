@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import NotReadyError
+from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
@@ -32,7 +32,13 @@ from jewelrec.models.attributes import (
     product_attributes,
 )
 from jewelrec.models.backbone import Backbone
-from jewelrec.models.base import FitReport, model_folder, new_classifier, new_embedder
+from jewelrec.models.base import (
+    Embedder,
+    FitReport,
+    model_folder,
+    new_classifier,
+    new_embedder,
+)
 
 
 @dataclass
@@ -106,10 +112,12 @@ def train_home(
     seed: int = 0,
     progress: bool = True,
     kinds: tuple[str, ...] = ("classifier", "embedder"),
+    adapt_seconds: float | None = None,
 ) -> list[TrainedModel]:
     """Train the classifier and the embedder named (or recorded in the home) and save them;
     `kinds` narrows that to one of the two (a benchmark of the type head alone). They run on
-    one backbone opened for this home, which reads and fills the home's feature store."""
+    one backbone opened for this home, which reads and fills the home's feature store.
+    `adapt_seconds`: the budget of an embedder that adapts the network to the catalog."""
     from jewelrec.models.training import plot_loss_curves
 
     if not home.catalog_db.exists():
@@ -128,6 +136,8 @@ def train_home(
     for kind in kinds:
         start = time.perf_counter()
         model = factories[kind](names[kind], backbone=backbone)
+        if adapt_seconds is not None and kind == "embedder":
+            model = with_adapt_budget(model, adapt_seconds)
         images = data.for_model(model)
         with attached_to_home(home, backbone):  # backbone features `index` will read back
             gallery = {"products": data.products} if kind == "embedder" else {}
@@ -159,6 +169,18 @@ def train_home(
                                     backbone=backbone)
     home.update_settings(**{kind: names[kind] for kind in kinds})
     return trained
+
+
+def with_adapt_budget(model: Embedder, seconds: float) -> Embedder:
+    """The embedder with its adaptation budget set; refused for one that does not adapt."""
+    settings = getattr(model, "settings", None)
+    if settings is None or not getattr(settings, "adapt_seconds", 0):
+        raise JewelrecError(f"--adapt-seconds applies to the embedder efficientnet-adapted, "
+                         f"not {model.name}")
+    if not 0 <= seconds <= 24 * 3600:
+        raise JewelrecError(f"--adapt-seconds must be between 0 and 86400, got {seconds:g}")
+    model.settings = replace(settings, adapt_seconds=seconds)
+    return model
 
 
 def train_attributes(

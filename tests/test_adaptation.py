@@ -100,3 +100,15 @@ def test_adapted_embedder_saves_its_network_and_reloads(tmp_path):
     frozen = EfficientNetEmbedder(replace(settings, adapt_seconds=0), backbone=home_backbone)
     frozen.fit(images, labels, progress=False)
     assert not np.allclose(frozen.embed(images[:4]), vectors, atol=1e-2)
+
+
+def test_adapt_budget_applies_only_to_the_adapting_embedder():
+    from jewelrec.errors import JewelrecError
+    from jewelrec.train import with_adapt_budget
+
+    model = with_adapt_budget(EfficientNetAdaptedEmbedder(backbone=Backbone()), 12)
+    assert model.settings.adapt_seconds == 12
+    with pytest.raises(JewelrecError, match="efficientnet-adapted"):
+        with_adapt_budget(EfficientNetEmbedder(backbone=Backbone()), 12)
+    with pytest.raises(JewelrecError, match="between 0 and"):
+        with_adapt_budget(EfficientNetAdaptedEmbedder(backbone=Backbone()), -1)
