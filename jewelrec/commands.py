@@ -31,14 +31,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_ingest(args: argparse.Namespace) -> int:
     from jewelrec.catalog.feeds import FeedOptions, TypeRules
-    from jewelrec.catalog.feeds.remote import is_remote_ref
     from jewelrec.catalog.ingest import IngestSummary, ingest
+    from jewelrec.links import is_http_ref
 
     options = FeedOptions(types=TypeRules.load(args.types), shop_url=args.shop_url,
                           currency=args.currency.upper() if args.currency else None)
     try:
         summary = ingest(
-            args.catalog if is_remote_ref(args.catalog) else Path(args.catalog),
+            args.catalog if is_http_ref(args.catalog) else Path(args.catalog),
             home_of(args).ensure(), strict=args.strict, prune=args.prune,
             fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
             progress=not args.no_progress and not args.json, format=args.format,

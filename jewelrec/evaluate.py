@@ -21,7 +21,6 @@ from tqdm import tqdm
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import NotReadyError
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
@@ -114,8 +113,7 @@ def evaluate_home(
     embedder_name = embedder or settings.embedder
     classifier_name = classifier or settings.classifier
     auto_crop = settings.auto_crop
-    if not home.catalog_db.exists():
-        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    home.require_catalog()
     store = CatalogStore.open(home)
     fit_views, query_views = split_views(store.all_products())
     # as in the served index: placeholders and shared photos flagged at ingest are left out

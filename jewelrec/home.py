@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from jewelrec.errors import JewelrecError, StorageError
+from jewelrec.errors import JewelrecError, NotReadyError, StorageError
 
 DEFAULT_HOME = "./jewelrec-data"
 
@@ -160,6 +160,17 @@ class Home:
     @property
     def catalog_db(self) -> Path:
         return self.root / "catalog.sqlite"
+
+    def require_catalog(self, error: type[JewelrecError] = NotReadyError) -> Path:
+        """The catalog store's path, or `error` (a stage's NotReadyError; the store's own
+        CatalogError) saying, in the one wording every command uses, to ingest first."""
+        if not self.catalog_db.exists():
+            raise error(f"no catalog in {self.root}: run `jewelrec ingest` first")
+        return self.catalog_db
+
+    def empty_catalog(self) -> NotReadyError:
+        """What a stage raises when the catalog holds nothing for it to work on."""
+        return NotReadyError(f"the catalog in {self.root} is empty: run `jewelrec ingest` first")
 
     @property
     def images_dir(self) -> Path:

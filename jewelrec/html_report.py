@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import image_to_jpeg_bytes, load_image
+from jewelrec.links import safe_link
 from jewelrec.recommend import Recommendation
 
 STYLE = """
@@ -31,12 +32,6 @@ margin-top:1rem}
 .why{display:flex;flex-wrap:wrap;gap:.3rem;margin-top:.4rem}.why span{font-size:.75rem;
 padding:.1rem .5rem;border-radius:999px;background:#f1ece4;color:#5a4a32}
 """
-
-
-def safe_link(url: str | None) -> str | None:
-    if url and url.lower().startswith(("http://", "https://")):
-        return url
-    return None
 
 
 def _thumbnail_data_uri(photo: str | bytes) -> str:

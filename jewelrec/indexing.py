@@ -240,12 +240,11 @@ def build_index(
     embedder_name = embedder or settings.embedder
     backend = backend or settings.backend
     milvus_uri = milvus_uri or settings.milvus_uri
-    if not home.catalog_db.exists():
-        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    home.require_catalog()
     store = CatalogStore.open(home)
     products = store.all_products()
     if not products:
-        raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
+        raise home.empty_catalog()
     backbone = Backbone.for_home(home)
     # attributes the catalog lacks, read from the photos first: index rows carry the metal
     filled = fill_missing_attributes(home, store, products, backbone=backbone,

@@ -374,8 +374,7 @@ class Recommender:
     ) -> Recommender:
         """Load everything a home holds; names given here override what the home records."""
         home = home if isinstance(home, Home) else Home(home)
-        if not home.catalog_db.exists():
-            raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+        home.require_catalog()
         settings = home.settings()
         version = versions.current_version(home)
         if version is None:

@@ -33,7 +33,7 @@ from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import JewelrecError, NotReadyError
+from jewelrec.errors import JewelrecError
 from jewelrec.evaluate import RECALL_AT, EvaluationReport, evaluate_home
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import load_image
@@ -437,13 +437,12 @@ def build_report(
 ) -> ReportSummary:
     """Write the report for `home` to `out`. `evaluation`: one already computed (the demo just
     ran it); otherwise the held-out evaluation runs here, as `jewelrec evaluate` does."""
-    if not home.catalog_db.exists():
-        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    home.require_catalog()
     store = CatalogStore.open(home, read_only=None)
     try:
         products = store.all_products()
         if not products:
-            raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest`")
+            raise home.empty_catalog()
         facets = store.facets()
         evaluation_error = None
         if evaluation is None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import JewelrecError, NotReadyError
+from jewelrec.errors import JewelrecError
 from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
@@ -84,14 +84,13 @@ def load_training_images(
     home: Home, *, auto_crop: bool = True, progress: bool = True
 ) -> TrainingImages:
     """Every non-held-out view, framed both ways, with labels and the data fingerprint."""
-    if not home.catalog_db.exists():
-        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    home.require_catalog()
     store = CatalogStore.open(home)
     fit_views, _ = split_views(store.all_products())
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))  # placeholders, shared photos
     fit_views = [(p, name) for p, name in fit_views if (p.id, name) not in flagged]
     if not fit_views:
-        raise NotReadyError(f"the catalog in {home.root} is empty: run `jewelrec ingest` first")
+        raise home.empty_catalog()
     pieces, photos, labels, products = [], [], [], []
     for product, name in tqdm(fit_views, desc="loading images", unit="img", disable=not progress):
         image = load_image(home.image_path(name))
@@ -120,8 +119,7 @@ def train_home(
     `adapt_seconds`: the budget of an embedder that adapts the network to the catalog."""
     from jewelrec.models.training import plot_loss_curves
 
-    if not home.catalog_db.exists():
-        raise NotReadyError(f"no catalog in {home.root}: run `jewelrec ingest` first")
+    home.require_catalog()
     settings = home.settings()
     names = {
         "classifier": classifier or settings.classifier,

@@ -30,6 +30,7 @@ from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from jewelrec.errors import ImageError
+from jewelrec.links import link_problem
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -162,18 +163,13 @@ def _get_once(
     url: str, allow_private: bool, timeout: float, max_bytes: int, deadline: float,
     headers: dict[str, str],
 ) -> _Answer:
-    """One request, no redirects followed."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise FetchError(f"malformed URL {url!r}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in {"http", "https"}:
-        raise FetchError(f"URL is not http(s): {url!r}")
-    if not host:
-        raise FetchError(f"URL has no host: {url!r}")
-    port = port or (443 if scheme == "https" else 80)
+    """One request, no redirects followed; `url` checked first (each redirect hop too)."""
+    problem = link_problem(url)
+    if problem:
+        raise FetchError(problem)
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
     addresses = resolve_checked(host, port, allow_private=allow_private)
     connection = _open_connection(scheme, host, port, addresses, timeout)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

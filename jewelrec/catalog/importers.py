@@ -55,9 +55,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
 
 from jewelrec.errors import CatalogError
+from jewelrec.links import link_problem
 
 if TYPE_CHECKING:
     from jewelrec.catalog.feeds import FeedOptions
@@ -106,7 +106,6 @@ CSV_PARSE_LIMIT = 16 * 1024 * 1024
 MAX_JSONL_LINE_CHARS = CSV_PARSE_LIMIT
 TEXT_FIELDS = ("id", "title", "type", "currency", "brand", "url", "metal", "stone")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class RawRow(NamedTuple):
@@ -370,7 +369,7 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
     price = parse_price(fields.get("price"))
     if isinstance(price, str):
         return price
-    url_problem = check_url(text["url"])
+    url_problem = link_problem(text["url"])
     if url_problem:
         return url_problem
     currency = (text["currency"] or DEFAULT_CURRENCY).upper()
@@ -409,26 +408,6 @@ def parse_price(value: Any) -> Decimal | str:
     if price > MAX_PRICE:
         return f"bad price {_shown(value)}: implausibly large"
     return price
-
-
-def check_url(url: str) -> str | None:
-    """None when `url` is an http(s) link with a host, else why not."""
-    if _CONTROL.search(url):
-        return f"bad URL {url!r}: contains spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return f"bad URL {url!r}: malformed"
-    if parts.scheme.lower() not in {"http", "https"}:
-        return f"URL is not http(s): {url!r}"
-    if not host:
-        return f"URL has no host: {url!r}"
-    return None
-
-
-def is_remote_ref(ref: str) -> bool:
-    return urlsplit(ref).scheme.lower() in {"http", "https"}
 
 
 def _shape_problem(fields: dict[str, Any]) -> str | None:

@@ -58,12 +58,13 @@ from jewelrec.catalog.feeds.remote import local_catalog
 from jewelrec.catalog.fetch import DEFAULT_MAX_BYTES, FetchError, fetch_conditional
 from jewelrec.catalog.hygiene import META_KEY as HYGIENE_KEY
 from jewelrec.catalog.hygiene import PLACEHOLDER_MIN, HygieneFindings, Signature, audit, signature
-from jewelrec.catalog.importers import CatalogRow, is_remote_ref, read_catalog, validate_fields
+from jewelrec.catalog.importers import CatalogRow, read_catalog, validate_fields
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore, product_hash
 from jewelrec.errors import CatalogError, ImageError
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import image_to_png_bytes, load_image, sniff_image_type
+from jewelrec.links import is_http_ref
 
 STAGING_DIR = ".ingest-staging"
 LOCK_FILE = ".ingest.lock"
@@ -325,7 +326,7 @@ class ImageStager:
         if not self.fetch_images:
             return
         urls = list(dict.fromkeys(
-            ref for row in rows for ref in row.image_refs if is_remote_ref(ref)))
+            ref for row in rows for ref in row.image_refs if is_http_ref(ref)))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             done = pool.map(self._resolve_quietly, urls)
             for _ in tqdm(done, total=len(urls), desc="images", unit="image",
@@ -367,7 +368,7 @@ class ImageStager:
         return result
 
     def _resolve(self, ref: str) -> str:
-        if is_remote_ref(ref):
+        if is_http_ref(ref):
             return self._remote(ref)
         if _OTHER_SCHEME.match(ref):
             raise ImageRejected(

@@ -124,9 +124,7 @@ class CatalogStore:
         if read_only is None:
             read_only = path.exists() and not sqlite_can_write(path)
         if read_only:
-            if not path.exists():
-                raise CatalogError(f"no catalog in {home.root}: run `jewelrec ingest` first")
-            return cls(path, read_only=True)
+            return cls(home.require_catalog(CatalogError), read_only=True)
         try:
             home.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -18,8 +18,9 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from jewelrec.catalog.feeds.type_rules import TypeRules
-from jewelrec.catalog.importers import METAL_COLOURS, check_url
+from jewelrec.catalog.importers import METAL_COLOURS
 from jewelrec.errors import CatalogError
+from jewelrec.links import link_problem
 
 # A field larger than this in a shop export is not product data (csv's default is 128 kB).
 MAX_CSV_FIELD = 4 * 1024 * 1024
@@ -48,7 +49,7 @@ class FeedOptions:
                 f"a {fmt} export lists no product links: rerun with --shop-url "
                 "https://your-shop.example"
             )
-        problem = check_url(self.shop_url)
+        problem = link_problem(self.shop_url)
         if problem:
             raise CatalogError(f"--shop-url: {problem}")
         return self.shop_url.rstrip("/") + path

@@ -13,8 +13,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from jewelrec.catalog.fetch import FetchError, fetch_url
-from jewelrec.catalog.importers import is_remote_ref
 from jewelrec.errors import CatalogError
+from jewelrec.links import is_http_ref
 
 MAX_FEED_BYTES = 1024 * 1024 * 1024  # a 1 GiB feed is ~1M products; larger is not a feed
 FEED_TIMEOUT_S = 60.0  # per connect/read; the whole download gets 3x this
@@ -25,7 +25,7 @@ def local_catalog(
     source: str | os.PathLike, *, allow_private: bool = False
 ) -> Iterator[Path]:
     """The path to read: `source` itself, or a temporary copy of the feed at that URL."""
-    if not (isinstance(source, str) and is_remote_ref(source)):
+    if not (isinstance(source, str) and is_http_ref(source)):
         yield Path(source)
         return
     try:
