@@ -39,6 +39,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jewelrec import __version__
+from jewelrec.catalog.schema import Product
 from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.home import Home
 from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
@@ -46,6 +47,7 @@ from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import Filters
 from jewelrec.server import embed, inference, schemas
+from jewelrec.server.params import FilterParams, filter_params
 from jewelrec.text.photo_words import WordsError
 from jewelrec.text.query import MAX_QUERY_CHARS
 from jewelrec.text.search import TextAnswer, TextSearcher
@@ -274,22 +276,16 @@ def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
-async def _filters(
-    shop: Shop,
-    *,
-    min_price: float | None,
-    max_price: float | None,
-    type: str | None,
-    brands: list[str] | None,
-    metals: list[str] | None,
-) -> Filters:
-    """One Filters from the query's fields; anything a person could get wrong is a 422."""
+async def _filters(shop: Shop, asked: FilterParams) -> Filters:
+    """One Filters from the request's filter fields (parsed by the one dependency,
+    server/params.py); anything a person could get wrong is a 422."""
+    min_price, max_price = asked.min_price, asked.max_price
     if min_price is not None and max_price is not None and min_price > max_price:
         raise _unprocessable(
             f"min_price ({min_price:g}) is above max_price ({max_price:g}): swap or widen them"
         )
     types: list[str] = []
-    type = (type or "").strip()
+    type = (asked.type or "").strip()
     if type:
         known = sorted(set((await shop.facets()).types) | set(shop.recommender.classifier.classes))
         if type == ANY_TYPE:
@@ -302,8 +298,8 @@ async def _filters(
             )
     try:
         return Filters.build(
-            min_price=min_price, max_price=max_price, types=types, brands=brands or [],
-            metals=metals or [],
+            min_price=min_price, max_price=max_price, types=types, brands=asked.brands or [],
+            metals=asked.metals or [],
         )
     except ValueError as exc:
         raise _unprocessable(str(exc)) from exc
@@ -354,18 +350,13 @@ def _photo_name(filename: str | None) -> str | None:
 def _response(
     recommendation: Recommendation, photo_size: tuple[int, int] | None = None
 ) -> schemas.Recommendation:
+    """The answer as `recommend --json` gives it (to_dict: the schema validates and documents
+    it, tests/test_one_place_rules.py keeps the two alike), with what a browser needs on top."""
     data = recommendation.to_dict()
+    data["results"] = [_result(r) for r in data["results"]]
     box = recommendation.crop
     return schemas.Recommendation(
-        photo=data["photo"],
-        type=data["type"],
-        type_confidence=data["type_confidence"],
-        recognised=data["recognised"],
-        type_decided=data["type_decided"],
-        type_alternatives=[schemas.TypeAlternative(**a) for a in data["type_alternatives"]],
-        results=[
-            schemas.Result(**r, image_url=schemas.image_url(r["image"])) for r in data["results"]
-        ],
+        **data,
         type_probabilities=recommendation.type_probabilities,
         crop=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)] if box is not None else None,
         searched_types=recommendation.searched_types,
@@ -373,23 +364,20 @@ def _response(
             schemas.PhotoSize(width=photo_size[0], height=photo_size[1]) if photo_size else None
         ),
         index_version=recommendation.index_version,  # the snapshot that answered
-        attributes={k: schemas.AttributeGuess(**g) for k, g in data["attributes"].items()},
-        pieces=[schemas.Piece(**p) for p in data.get("pieces", [])],
-        piece=data.get("piece"),
-        query=data.get("query"),
-        applied=(schemas.AppliedFilters(**data["applied"]) if data.get("applied") is not None
-                 else None),
-        ranked_by=data.get("ranked_by"),
     )
 
 
-def _product(p: Any) -> schemas.Product:
+def _result(result: dict[str, Any]) -> schemas.Result:
+    """One result (`asdict` of recommend.Result, whose fields schemas.Result is made of), and
+    where this server serves its image."""
+    return schemas.Result(**result, image_url=schemas.image_url(result["image"]))
+
+
+def _product(p: Product) -> schemas.Product:
+    """A catalog product (`Product.to_dict`), and where this server serves its images."""
     return schemas.Product(
-        id=p.id, title=p.title, type=p.type, price=p.price, currency=p.currency, url=p.url,
-        brand=p.brand, metal=p.metal, stone=p.stone, tags=list(p.tags), images=list(p.images),
-        image_url=schemas.image_url(p.image),
+        **p.to_dict(), image_url=schemas.image_url(p.image),
         image_urls=[schemas.image_url(name) for name in p.images],
-        predicted=list(p.predicted),
     )
 
 
@@ -399,8 +387,17 @@ def get_shop(request: Request) -> Shop:
 
 
 ShopDep = Annotated[Shop, Depends(get_shop)]
-Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
-PriceForm = Annotated[float | None, Form(ge=0, allow_inf_nan=False)]
+# the filter fields, parsed by one dependency (server/params.py), as form fields with a photo
+PhotoFilters = Annotated[FilterParams, Depends(filter_params(
+    Form, type_help=f"search this type; default the detected one; {ANY_TYPE!r}: every type",
+    brand_help="only these brands", metal_help="only these metals",
+))]
+SimilarFilters = Annotated[FilterParams, Depends(filter_params(
+    Query, type_help=f"default the product's type; {ANY_TYPE!r}: every type",
+))]
+SearchFilters = Annotated[FilterParams, Depends(filter_params(
+    Query, type_help=f"only this type (wins over the words); {ANY_TYPE!r}: any",
+))]
 PREFER_BRAND_HELP = ("rank this brand's pieces a little higher without leaving others out "
                      "(see jewelrec/search/prefer.py)")
 PreferBrand = Annotated[str, Query(max_length=200, description=PREFER_BRAND_HELP)]
@@ -444,15 +441,8 @@ async def healthz(shop: ShopDep) -> schemas.Health:
 async def recommend(
     shop: ShopDep,
     photo: Annotated[UploadFile, File(description=f"the shopper's photo ({ACCEPTED_FORMATS})")],
+    asked: PhotoFilters,
     k: Annotated[int, Form(ge=1, le=MAX_K, description="number of results")] = 10,
-    min_price: PriceForm = None,
-    max_price: PriceForm = None,
-    type: Annotated[
-        str | None,
-        Form(description=f"search this type; default the detected one; {ANY_TYPE!r}: every type"),
-    ] = None,
-    brand: Annotated[list[str] | None, Form(description="only these brands")] = None,
-    metal: Annotated[list[str] | None, Form(description="only these metals")] = None,
     crop: Annotated[
         str | None, Form(description="x0,y0,x1,y1 in the photo's pixels: search only this box")
     ] = None,
@@ -468,9 +458,7 @@ async def recommend(
 ) -> schemas.Recommendation:
     """The photo's type and the k most similar products that pass the filters; the pieces of
     jewelry found in the photo, and which of them was searched."""
-    filters = await _filters(
-        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
-    )
+    filters = await _filters(shop, asked)
     box = _parse_crop(crop)
     data = await _read_photo(shop, photo)
     image = await shop.compute(load_image, data)
@@ -512,21 +500,13 @@ async def product(shop: ShopDep, product_id: str) -> schemas.Product:
 async def similar(
     shop: ShopDep,
     product_id: str,
+    asked: SimilarFilters,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    min_price: Price = None,
-    max_price: Price = None,
-    type: Annotated[
-        str | None, Query(description=f"default the product's type; {ANY_TYPE!r}: every type")
-    ] = None,
-    brand: Annotated[list[str] | None, Query()] = None,
-    metal: Annotated[list[str] | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description=WORDS_HELP)] = None,
 ) -> schemas.Recommendation:
     """'More like this': products similar to a catalog product (never itself); with `q`,
     changed as the words say ("in silver": pieces like it, in silver)."""
-    filters = await _filters(
-        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
-    )
+    filters = await _filters(shop, asked)
     if await shop.lookup(shop.recommender.store.get, product_id) is None:
         raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
     options: dict[str, Any] = dict(shop.ranking)
@@ -548,20 +528,12 @@ async def search(
         "what the shopper typed, e.g. 'rose gold hoop earrings under 100': words naming a "
         "type, metal, stone, brand or tag of this catalog and a price phrase become filters"
     ))],
+    asked: SearchFilters,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    min_price: Price = None,
-    max_price: Price = None,
-    type: Annotated[
-        str | None, Query(description=f"only this type (wins over the words); {ANY_TYPE!r}: any")
-    ] = None,
-    brand: Annotated[list[str] | None, Query()] = None,
-    metal: Annotated[list[str] | None, Query()] = None,
     prefer_brand: PreferBrand = "",
 ) -> schemas.TextSearch:
     """Products matching words: BM25 over the catalog's text fused with title vectors."""
-    filters = await _filters(
-        shop, min_price=min_price, max_price=max_price, type=type, brands=brand, metals=metal
-    )
+    filters = await _filters(shop, asked)
     version = shop.recommender.index_version
     try:
         answer = await shop.compute(shop.text.search, q, k=k, filters=filters,
@@ -578,8 +550,7 @@ def _text_response(answer: TextAnswer) -> schemas.TextSearch:
         query=data["query"],
         applied=schemas.AppliedFilters(**data["applied"]),
         ranked_by=data["ranked_by"],
-        results=[schemas.Result(**r, image_url=schemas.image_url(r["image"]))
-                 for r in data["results"]],
+        results=[_result(r) for r in data["results"]],
         index_version=answer.index_version,
     )
 

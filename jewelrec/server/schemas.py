@@ -3,14 +3,24 @@
 The response models mirror `Recommendation.to_dict()` (the `recommend --json` shape) and add
 only what a browser needs on top (image URLs, the box that was searched, the photo's size).
 Fields may be added; the documented ones are never removed.
+
+Where the API answers a pipeline dataclass as it is (a result, a likely type, an attribute
+guess), its model is made of that dataclass's fields (`model_of`): a field added there is
+answered and documented here. Where the API's shape differs (the answer, a piece, a product:
+boxes as lists, image URLs), the model is written out and tests/test_one_place_rules.py checks
+that its fields and the dataclass's stay the same set.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal, get_type_hints
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from jewelrec import recommend
+from jewelrec.models import attributes
 
 
 def image_url(name: str) -> str:
@@ -18,30 +28,57 @@ def image_url(name: str) -> str:
     return "/images/" + quote(name)
 
 
-class Result(BaseModel):
-    id: str
-    title: str
-    type: str
-    brand: str | None
-    price: float
-    currency: str
-    url: str = Field(description="the product page where it can be bought")
-    image: str = Field(description="managed image name, relative to the home's images/ folder")
-    score: float = Field(description="cosine similarity to the query, higher is closer")
-    image_url: str = Field(description="where this server serves `image`")
-    why: list[str] = Field(
-        default_factory=list,
-        description="short reasons it matches, each shown only with its evidence: '<type> like "
+def model_of(
+    source: type,
+    *,
+    descriptions: dict[str, str] | None = None,
+    extra: dict[str, tuple[Any, Any]] | None = None,
+    after: str | None = None,
+) -> type[BaseModel]:
+    """A response model named as `source` (a dataclass) with its fields, their types and
+    defaults, and the `descriptions` given here; `extra`: fields only the API answers, placed
+    after the field `after` (default: last). A description or `after` naming no field of
+    `source` is a TypeError at import, so the two cannot drift apart unnoticed."""
+    names = [f.name for f in dataclasses.fields(source)]
+    descriptions = descriptions or {}
+    unknown = sorted((set(descriptions) | ({after} if after else set())) - set(names))
+    if unknown:
+        raise TypeError(f"{source.__name__} has no field {', '.join(unknown)}")
+    hints = get_type_hints(source)
+    definitions: dict[str, Any] = {}
+    for f in dataclasses.fields(source):
+        if f.default is not dataclasses.MISSING:
+            info = Field(f.default, description=descriptions.get(f.name))
+        elif f.default_factory is not dataclasses.MISSING:
+            info = Field(default_factory=f.default_factory, description=descriptions.get(f.name))
+        else:
+            info = Field(description=descriptions.get(f.name))
+        definitions[f.name] = (hints[f.name], info)
+        if f.name == after:
+            definitions.update(extra or {})
+    if after is None:
+        definitions.update(extra or {})
+    return create_model(source.__name__, __module__=__name__, **definitions)
+
+
+# a result as recommend.Result has it (`recommend --json`), and where this server serves its image
+Result = model_of(
+    recommend.Result,
+    descriptions={
+        "url": "the product page where it can be bought",
+        "image": "managed image name, relative to the home's images/ folder",
+        "score": "cosine similarity to the query, higher is closer",
+        "why": "short reasons it matches, each shown only with its evidence: '<type> like "
         "yours', '<metal> like yours', '<stone> like yours', 'same brand' (more like this), "
         "'looks NN% alike' (from the cosine score); with words (`q`): '<value> as you asked', "
         "'“<word>” in its title'",
-    )
-    metal: str | None = Field(None, description="its metal (see `predicted`)")
-    stone: str | None = Field(None, description="its main stone (see `predicted`)")
-    predicted: list[str] = Field(
-        default_factory=list,
-        description="which of metal / stone were read from its photo (the catalog gives none)",
-    )
+        "metal": "its metal (see `predicted`)",
+        "stone": "its main stone (see `predicted`)",
+        "predicted": "which of metal / stone were read from its photo (the catalog gives none)",
+    },
+    extra={"image_url": (str, Field(description="where this server serves `image`"))},
+    after="score",
+)
 
 
 class PhotoSize(BaseModel):
@@ -49,14 +86,12 @@ class PhotoSize(BaseModel):
     height: int
 
 
-class TypeAlternative(BaseModel):
-    type: str
-    probability: float
+TypeAlternative = model_of(recommend.TypeAlternative)
 
-
-class AttributeGuess(BaseModel):
-    value: str | None = Field(description="the most likely value; null for stone: no stone")
-    confidence: float = Field(description="calibrated probability of that value")
+AttributeGuess = model_of(attributes.AttributeGuess, descriptions={
+    "value": "the most likely value; null for stone: no stone",
+    "confidence": "calibrated probability of that value",
+})
 
 
 class Piece(BaseModel):
