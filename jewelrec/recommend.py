@@ -24,7 +24,7 @@ from jewelrec.catalog.store import CatalogStore
 from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.home import Home
 from jewelrec.imaging.focus import focus_on_piece
-from jewelrec.imaging.io import load_image
+from jewelrec.imaging.io import QUERY_SHORT_SIDE, DecodedPhoto, decode_photo, load_image, map_box
 from jewelrec.imaging.segment import Box
 from jewelrec.imaging.segment import crop as crop_box
 from jewelrec.models.attributes import AttributeGuess
@@ -135,12 +135,41 @@ class PreparedPhoto:
     per-request half of the work. Its pieces are found, and the photo framed, with the models
     (`frame`, in `infer`: in a server, in the model thread, with other requests' photos)."""
 
-    image: np.ndarray  # the whole photo, RGB
-    crop: Box | None  # the caller's crop, as asked (it wins over the pieces)
+    image: np.ndarray  # the whole photo, RGB (a large JPEG decoded reduced: see `size`)
+    crop: Box | None  # the caller's crop, as asked, in the photo's pixels (it wins over pieces)
     name: str | None = None
     piece: int | None = None  # the piece asked for (None: the first)
     pieces: tuple[Piece, ...] | None = None  # found already (None: to find; (): none wanted)
     auto_crop: bool = True  # frame the piece of a one-piece photo (False: the whole photo)
+    # the photo's own (width, height) when `image` is it decoded reduced (None: `image` is the
+    # photo): the models work in `image`'s pixels, the caller asks and is answered in the photo's
+    size: tuple[int, int] | None = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    @property
+    def photo_size(self) -> tuple[int, int]:
+        return self.size or self.image_size
+
+    def to_image(self, box: Box) -> Box:
+        """A box in the photo's pixels -> `image`'s (rounded outward, clipped)."""
+        return Box(*map_box(box.as_tuple(), self.photo_size, self.image_size))
+
+    def to_photo(self, box: Box) -> Box:
+        """A box in `image`'s pixels -> the photo's (rounded outward, clipped)."""
+        return Box(*map_box(box.as_tuple(), self.image_size, self.photo_size))
+
+    @property
+    def image_crop(self) -> Box | None:
+        """The caller's crop in `image`'s pixels, at least 2 a side as a crop must be (a crop of
+        a few pixels of a photo decoded at 1/8 could shrink below that)."""
+        if self.crop is None:
+            return None
+        box, (w, h) = self.to_image(self.crop), self.image_size
+        x0, y0 = min(box.x0, max(0, w - 2)), min(box.y0, max(0, h - 2))
+        return Box(x0, y0, max(box.x1, x0 + 2), max(box.y1, y0 + 2)).clip(w, h)
 
 
 @dataclass(frozen=True)
@@ -174,19 +203,18 @@ def frame(snap: Snapshot, photo: PreparedPhoto) -> Framing:
     always was (segmentation's box for the embedder, the whole photo for a classifier that
     wants the context); in a photo of several, the chosen piece's box is searched and typed on
     its own. A piece the photo lacks frames the first (its answer is a PieceError)."""
-    image = photo.image
+    image, crop = photo.image, photo.image_crop
     pieces = photo_pieces(snap, image) if photo.pieces is None else photo.pieces
     asked = photo.piece if photo.piece is not None and photo.piece < len(pieces) else 0
-    if photo.crop is None and len(pieces) > 1:
+    if crop is None and len(pieces) > 1:
         h, w = image.shape[:2]
         box = Box(*pieces[asked].box).clip(w, h)
         view = pieces[asked].view
         typed = Box(*view).clip(w, h) if view is not None else box
         if box.width >= 2 and box.height >= 2 and typed.width >= 2 and typed.height >= 2:
             return Framing(crop_box(image, box), box, typed, pieces, asked)
-    focused, box = focus_on_piece(image, photo.crop, auto=photo.auto_crop)
-    return Framing(focused, box, photo.crop, pieces,
-                   None if photo.crop is not None or not pieces else asked)
+    focused, box = focus_on_piece(image, crop, auto=photo.auto_crop)
+    return Framing(focused, box, crop, pieces, None if crop is not None or not pieces else asked)
 
 
 @dataclass(frozen=True)
@@ -405,7 +433,7 @@ class Recommender:
     # -- queries ---------------------------------------------------------------------------
     def recommend(
         self,
-        photo: bytes | str | Path | np.ndarray,
+        photo: bytes | str | Path | np.ndarray | DecodedPhoto,
         *,
         k: int = 10,
         filters: Filters | None = None,
@@ -417,8 +445,8 @@ class Recommender:
         piece: int | None = None,
         text: str | None = None,
     ) -> Recommendation:
-        """Photo (bytes, path or RGB array) -> the k most similar products that pass `filters`;
-        `prefer_brand` ranks that brand a little higher (jewelrec/search/prefer.py);
+        """Photo (bytes, path, RGB array or DecodedPhoto) -> the k most similar products that
+        pass `filters`; `prefer_brand` ranks that brand a little higher (search/prefer.py);
         `group_variants` keeps the best product of each variant group (search/variants.py).
         The answer lists the photo's pieces and searches the first, or `piece` (an index into
         them; PieceError when the photo has fewer); a `crop` wins over both. `text`: the
@@ -462,7 +490,7 @@ class Recommender:
 
     def recommend_pieces(
         self,
-        photo: bytes | str | Path | np.ndarray,
+        photo: bytes | str | Path | np.ndarray | DecodedPhoto,
         *,
         k: int = 10,
         filters: Filters | None = None,
@@ -522,21 +550,32 @@ class Recommender:
                 else infer(snap, [prepared])[0])
 
     def prepare(
-        self, photo: bytes | str | Path | np.ndarray, *, crop: Box | None = None,
+        self, photo: bytes | str | Path | np.ndarray | DecodedPhoto, *, crop: Box | None = None,
         photo_name: str | None = None, piece: int | None = None, pieces: bool = True,
     ) -> PreparedPhoto:
         """Load one query photo and check what is asked of it (the caller's crop, a piece);
         `pieces=False`: none are looked for (a catalog image, framed as the index framed it).
-        The pieces are found with the models, in `infer`."""
+        The pieces are found with the models, in `infer`. A large JPEG is decoded reduced
+        (QUERY_SHORT_SIDE); `crop` and the answer's boxes stay in the photo's own pixels."""
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
-        image = photo if isinstance(photo, np.ndarray) else load_image(photo)
+        if isinstance(photo, np.ndarray):
+            decoded = DecodedPhoto.of(photo)
+        elif isinstance(photo, DecodedPhoto):
+            decoded = photo
+        elif pieces:
+            decoded = decode_photo(photo, reduce_to=QUERY_SHORT_SIDE)
+        else:  # a catalog image: decoded whole, as the index decoded it
+            decoded = DecodedPhoto.of(load_image(photo))
         if crop is not None:
-            focus_on_piece(image, crop)  # ValueError, in words, for a box outside the photo
+            w, h = decoded.size
+            inside = crop.clip(w, h)
+            if inside.width < 2 or inside.height < 2:
+                raise ValueError(f"crop box {inside.as_tuple()} is empty inside a {w}x{h} photo")
         if piece is not None and piece < 0:
             raise PieceError(f"piece {piece}: pieces are numbered from 0")
-        return PreparedPhoto(image, crop, photo_name, piece, None if pieces else (),
-                             self.auto_crop)
+        return PreparedPhoto(decoded.image, crop, photo_name, piece, None if pieces else (),
+                             self.auto_crop, decoded.size if decoded.reduced else None)
 
     def find_pieces(self, image: np.ndarray) -> tuple[Piece, ...]:
         """The pieces of jewelry in a photo, most salient first (at least one)."""
@@ -565,10 +604,20 @@ class Recommender:
                                     recognition=inferred.recognition, known=known,
                                     group_variants=group_variants)
         recommendation.photo = prepared.name
-        recommendation.crop = framing.box
         recommendation.attributes = guesses
-        recommendation.pieces = list(framing.pieces)
         recommendation.piece = framing.piece
+        # the caller sees the photo's own pixels (the image may be the photo decoded reduced)
+        if prepared.size is None:
+            recommendation.crop, recommendation.pieces = framing.box, list(framing.pieces)
+            return recommendation
+        if prepared.crop is not None:  # as asked, not as the reduced image could hold it
+            recommendation.crop = prepared.crop.clip(*prepared.size)
+        elif framing.box is not None:
+            recommendation.crop = prepared.to_photo(framing.box)
+        recommendation.pieces = [
+            replace(p, box=prepared.to_photo(Box(*p.box)).as_tuple(),
+                    view=None if p.view is None else prepared.to_photo(Box(*p.view)).as_tuple())
+            for p in framing.pieces]
         return recommendation
 
     def rank(

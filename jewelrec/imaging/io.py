@@ -19,7 +19,9 @@ float64 copies of the whole image.
 A query needs far fewer pixels than a phone camera takes (the models look at 320 pixels at
 most), so `load_image(..., reduce_to=n)` lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while
 it decodes (Pillow's draft mode), keeping the short side at least `n`: a 12-megapixel photo
-decodes several times faster and in a quarter of the memory, with the same framing.
+decodes several times faster and in a fraction of the memory, with the same framing.
+`decode_photo` says the photo's own size too, because callers speak in the photo's pixels (a
+crop they ask for, the boxes they are answered with): `map_box` carries a box between the two.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,11 @@ from PIL import Image, ImageOps
 from jewelrec.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# A query photo's short side is decoded to at least this many pixels (`decode_photo`). The
+# models look at 320 pixels at most and the pieces are found on copies of 192-320 pixels, so a
+# piece a third of the short side still gets about a full model input; 720 rather than 768 so a
+# 12-megapixel phone photo (4032x3024) decodes at 1/4 (1008x756), not only at 1/2.
+QUERY_SHORT_SIDE = 720
 MAX_ASPECT_RATIO = 20  # long side / short side; see the module docstring
 _SLICE_PIXELS = 1 << 20  # grey-level conversion works on about a million pixels at a time
 # Photo formats only: PIL's other plugins (EPS runs Ghostscript, for one) are no business of an
@@ -67,6 +75,50 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+Size = tuple[int, int]  # (width, height)
+BoxTuple = tuple[int, int, int, int]  # x0, y0, x1, y1, half-open
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A photo as decoded (`image`, maybe reduced) and the photo's own upright size: what a
+    caller asks and is answered is in the photo's pixels, the models work on `image`'s."""
+
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    size: Size  # the photo's own (width, height), upright
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> DecodedPhoto:
+        """An array that is the photo itself (nothing reduced)."""
+        return cls(image, (int(image.shape[1]), int(image.shape[0])))
+
+    @property
+    def image_size(self) -> Size:
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    @property
+    def reduced(self) -> bool:
+        return self.image_size != self.size
+
+    def to_image(self, box: BoxTuple) -> BoxTuple:
+        """A box in the photo's pixels -> `image`'s (rounded outward, clipped)."""
+        return map_box(box, self.size, self.image_size)
+
+    def to_photo(self, box: BoxTuple) -> BoxTuple:
+        """A box in `image`'s pixels -> the photo's (rounded outward, clipped)."""
+        return map_box(box, self.image_size, self.size)
+
+
+def map_box(box: BoxTuple, from_size: Size, to_size: Size) -> BoxTuple:
+    """A box in an image of `from_size` -> the same region in the image scaled to `to_size`,
+    rounded outward (the region stays whole) and clipped to it. Integer arithmetic: a box maps
+    back onto itself exactly whenever the scale allows it."""
+    (fw, fh), (tw, th) = from_size, to_size
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return (min(tw, max(0, x0 * tw // fw)), min(th, max(0, y0 * th // fh)),
+            min(tw, max(0, -(-x1 * tw // fw))), min(th, max(0, -(-y1 * th // fh))))
+
+
 def load_image(
     source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     reduce_to: int | None = None,
@@ -74,11 +126,20 @@ def load_image(
     """Read a photo (file path or encoded bytes) as RGB uint8 (H, W, 3), upright per its EXIF.
 
     `reduce_to`: a JPEG much larger than needed is decoded at a reduced scale whose short side
-    is still at least this many pixels (other formats and smaller JPEGs are read as they are).
+    is still at least this many pixels (other formats and smaller JPEGs are read as they are);
+    `decode_photo` says the size it had.
 
     Raises ImageError for a missing, empty, truncated, corrupt or oversized file, or one that
     is not an image.
     """
+    return decode_photo(source, max_pixels=max_pixels, reduce_to=reduce_to).image
+
+
+def decode_photo(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    reduce_to: int | None = None,
+) -> DecodedPhoto:
+    """`load_image`, with the photo's own upright size (a reduced JPEG's image is smaller)."""
     name = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
@@ -91,11 +152,15 @@ def load_image(
             # We apply our own (usually stricter) limit below; PIL's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream, formats=READABLE_FORMATS) as img:
-                _check_size(img.size, max_pixels, name)
+                full = img.size
+                _check_size(full, max_pixels, name)
                 if reduce_to is not None and img.format == "JPEG":
                     img.draft("RGB", (reduce_to, reduce_to))  # never below reduce_to per side
                 img.load()
-                return _to_rgb(_upright(img), name)
+                stored = img.size
+                image = _to_rgb(_upright(img), name)
+                turned = image.shape[1] != stored[0] or image.shape[0] != stored[1]
+                return DecodedPhoto(image, (full[1], full[0]) if turned else full)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

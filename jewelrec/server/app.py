@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
-import numpy as np
 from fastapi import (
     APIRouter,
     Depends,
@@ -42,7 +41,12 @@ from jewelrec import __version__
 from jewelrec.catalog.schema import Product
 from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.home import Home
-from jewelrec.imaging.io import READABLE_FORMATS, load_image, sniff_image_type
+from jewelrec.imaging.io import (
+    QUERY_SHORT_SIDE,
+    READABLE_FORMATS,
+    decode_photo,
+    sniff_image_type,
+)
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import Filters
@@ -315,8 +319,10 @@ def _parse_crop(text: str | None) -> Box | None:
         raise _unprocessable(f"crop: {exc}") from exc
 
 
-def _crop_inside(box: Box, image: np.ndarray) -> Box:
-    h, w = image.shape[:2]
+def _crop_inside(box: Box, size: tuple[int, int]) -> Box:
+    """The crop clipped to the photo (`size`: its own width and height, whatever it was decoded
+    at), or a 422 when nothing of it is inside."""
+    w, h = size
     clipped = box.clip(w, h)
     if clipped.width < 2 or clipped.height < 2:
         raise _unprocessable(f"crop: the box {box.as_tuple()} lies outside the {w}x{h} photo")
@@ -461,9 +467,10 @@ async def recommend(
     filters = await _filters(shop, asked)
     box = _parse_crop(crop)
     data = await _read_photo(shop, photo)
-    image = await shop.compute(load_image, data)
+    # a large JPEG is decoded reduced; the crop and the answer's boxes stay in the photo's pixels
+    decoded = await shop.compute(decode_photo, data, reduce_to=QUERY_SHORT_SIDE)
     if box is not None:
-        box = _crop_inside(box, image)
+        box = _crop_inside(box, decoded.size)
     preferred = (prefer_brand or "").strip()
     # options passed only when asked: stand-ins in tests need not know them
     options: dict[str, Any] = {"prefer_brand": preferred} if preferred else {}
@@ -474,12 +481,12 @@ async def recommend(
         options["text"] = q
     try:
         recommendation = await shop.compute(
-            shop.recommender.recommend, image, k=k, filters=filters, crop=box,
+            shop.recommender.recommend, decoded, k=k, filters=filters, crop=box,
             photo_name=_photo_name(photo.filename), **options,
         )
     except (PieceError, WordsError) as exc:
         raise _unprocessable(str(exc)) from exc
-    return _response(recommendation, (int(image.shape[1]), int(image.shape[0])))
+    return _response(recommendation, decoded.size)
 
 
 @router.get(
