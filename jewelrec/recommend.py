@@ -556,7 +556,8 @@ class Recommender:
         """Load one query photo and check what is asked of it (the caller's crop, a piece);
         `pieces=False`: none are looked for (a catalog image, framed as the index framed it).
         The pieces are found with the models, in `infer`. A large JPEG is decoded reduced
-        (QUERY_SHORT_SIDE); `crop` and the answer's boxes stay in the photo's own pixels."""
+        (QUERY_SHORT_SIDE, and no further than `crop` keeps that many pixels); `crop` and the
+        answer's boxes stay in the photo's own pixels."""
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
         if isinstance(photo, np.ndarray):
@@ -564,7 +565,8 @@ class Recommender:
         elif isinstance(photo, DecodedPhoto):
             decoded = photo
         elif pieces:
-            decoded = decode_photo(photo, reduce_to=QUERY_SHORT_SIDE)
+            decoded = decode_photo(photo, reduce_to=QUERY_SHORT_SIDE,
+                                   keep=crop.as_tuple() if crop is not None else None)
         else:  # a catalog image: decoded whole, as the index decoded it
             decoded = DecodedPhoto.of(load_image(photo))
         if crop is not None:

@@ -30,6 +30,8 @@ from jewelrec.recommend import Recommender
 from jewelrec.server.app import create_app
 
 WIDTH, HEIGHT = 3000, 2000  # decoded at 1/2 (1500x1000): 1/4 would leave 500 < QUERY_SHORT_SIDE
+REDUCED, WHOLE = (HEIGHT // 2, WIDTH // 2, 3), (HEIGHT, WIDTH, 3)
+RIGHT_HALF = Box(1503, 101, 2997, 1901)  # holds the ring only; odd corners, off the 1/2 grid
 SCALE = 5  # the set photo (SIDE x 2 cells) is laid on the large backdrop this much enlarged
 TOLERANCE = 0.03  # a box side may move by this share of the photo's side between the decodes
 
@@ -107,7 +109,7 @@ def assert_pieces_in_photo_pixels(pieces: list[dict], full, laid) -> None:
 def test_decode_photo_says_the_photos_own_size(large_set):
     decoded = decode_photo(large_set[0], reduce_to=QUERY_SHORT_SIDE)
     assert decoded.size == (WIDTH, HEIGHT)
-    assert decoded.image.shape == (HEIGHT // 2, WIDTH // 2, 3) and decoded.reduced
+    assert decoded.image.shape == REDUCED and decoded.reduced
     whole = decode_photo(large_set[0])
     assert whole.size == (WIDTH, HEIGHT) and not whole.reduced
 
@@ -121,6 +123,25 @@ def test_decode_photo_size_is_upright_per_exif():
     decoded = decode_photo(stream.getvalue(), reduce_to=400)
     assert decoded.image.shape == (600, 400, 3) and decoded.size == (1600, 2400)
     assert decoded.to_photo((0, 0, 400, 600)) == (0, 0, 1600, 2400)
+
+
+def test_a_crop_keeps_its_detail(large_set):
+    """A crop's short side keeps QUERY_SHORT_SIDE pixels too (or all it has): a small crop of a
+    large photo is decoded whole, a large one as reduced as that allows."""
+    data = large_set[0]
+    assert decode_photo(data, reduce_to=QUERY_SHORT_SIDE, keep=(0, 0, 600, 500)).image.shape == (
+        WHOLE)
+    half = decode_photo(data, reduce_to=QUERY_SHORT_SIDE, keep=RIGHT_HALF.as_tuple())
+    assert half.image.shape == REDUCED
+    hanging = (WIDTH - 600, HEIGHT - 500, 9000, 9000)  # 600x500 inside the photo
+    assert decode_photo(data, reduce_to=QUERY_SHORT_SIDE, keep=hanging).image.shape == WHOLE
+    img = Image.fromarray(np.zeros((1600, 2400, 3), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown 1600 wide, 2400 high: the crop is clipped to the photo as shown
+    stream = io.BytesIO()
+    img.save(stream, format="JPEG", exif=exif)
+    turned = decode_photo(stream.getvalue(), reduce_to=400, keep=(0, 1200, 1600, 9000))
+    assert turned.size == (1600, 2400) and turned.image.shape == (1200, 800, 3)  # 1/2: 800 wide
 
 
 def test_map_box_rounds_outward_clips_and_maps_back():
@@ -141,7 +162,7 @@ def test_a_large_jpeg_is_searched_reduced_and_answered_in_its_own_pixels(
     recommender, large_set, large_file, full_answer, seen_shapes
 ):
     answer = recommender.recommend(large_file, k=3)
-    assert seen_shapes == [(HEIGHT // 2, WIDTH // 2, 3)]  # the pieces were found reduced
+    assert seen_shapes == [REDUCED]  # the pieces were found reduced
     assert_pieces_in_photo_pixels([p.to_dict() for p in answer.pieces], full_answer,
                                   large_set[1])
     assert answer.type == full_answer.type
@@ -150,10 +171,10 @@ def test_a_large_jpeg_is_searched_reduced_and_answered_in_its_own_pixels(
 
 
 def test_a_crop_in_the_photos_pixels_selects_the_same_region(recommender, large_set, large_file):
-    ptype, box = large_set[1][1]  # the ring, in the photo's pixels
-    asked = Box(box[0] - 40, box[1] - 40, box[2] + 41, box[3] + 41)  # odd: not on the grid
+    ptype, _ = large_set[1][1]  # the ring
+    asked = RIGHT_HALF
     prepared = recommender.prepare(large_file, crop=asked)
-    assert prepared.size == (WIDTH, HEIGHT) and prepared.image.shape == (1000, 1500, 3)
+    assert prepared.size == (WIDTH, HEIGHT) and prepared.image.shape == REDUCED
     inner = prepared.image_crop
     back = prepared.to_photo(inner)  # what the reduced crop covers, in the photo's pixels
     assert back.x0 <= asked.x0 < back.x0 + 2 and back.y0 <= asked.y0 < back.y0 + 2
@@ -170,18 +191,32 @@ def test_a_crop_in_the_photos_pixels_selects_the_same_region(recommender, large_
     assert [r.id for r in reduced.results][:1] == [r.id for r in full.results][:1]
 
 
+def test_a_small_crop_of_a_large_photo_is_searched_in_full_detail(recommender, large_set,
+                                                                   large_file):
+    _, ring = large_set[1][1]
+    prepared = recommender.prepare(large_file, crop=Box(*ring))
+    assert prepared.size is None and prepared.image.shape == WHOLE
+    assert prepared.image_crop == Box(*ring)
+
+
 def test_cli_json_answers_in_the_photos_pixels(tiny_home, large_set, large_file, full_answer,
                                                seen_shapes, capsys):
     assert main(["recommend", str(large_file), "--home", str(tiny_home), "--json",
                  "-k", "3"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert seen_shapes == [(HEIGHT // 2, WIDTH // 2, 3)]
+    assert seen_shapes == [REDUCED]
     assert_pieces_in_photo_pixels(answer["pieces"], full_answer, large_set[1])
     _, ring = large_set[1][1]
     assert main(["recommend", str(large_file), "--home", str(tiny_home), "--json", "-k", "3",
                  "--crop", ",".join(str(v) for v in ring)]) == 0
     cropped = json.loads(capsys.readouterr().out)
     assert cropped["piece"] is None and cropped["type"] == "ring"
+    assert seen_shapes[-1] == WHOLE  # a small crop: decoded whole, in full detail
+    half = ",".join(str(v) for v in RIGHT_HALF.as_tuple())
+    assert main(["recommend", str(large_file), "--home", str(tiny_home), "--json", "-k", "3",
+                 f"--crop={half}"]) == 0
+    assert json.loads(capsys.readouterr().out)["type"] == "ring"
+    assert seen_shapes[-1] == REDUCED
 
 
 def test_cli_all_pieces_answers_each_piece_in_the_photos_pixels(
@@ -190,7 +225,7 @@ def test_cli_all_pieces_answers_each_piece_in_the_photos_pixels(
     assert main(["recommend", str(large_file), "--home", str(tiny_home), "--json", "-k", "2",
                  "--all-pieces"]) == 0
     answers = json.loads(capsys.readouterr().out)
-    assert seen_shapes == [(HEIGHT // 2, WIDTH // 2, 3)]  # found once, reduced
+    assert seen_shapes == [REDUCED]  # found once, reduced
     assert len(answers) == len(SET_TYPES)
     for a in answers:
         assert_pieces_in_photo_pixels(a["pieces"], full_answer, large_set[1])
@@ -228,19 +263,24 @@ def test_api_searches_a_large_jpeg_reduced_and_answers_in_its_pixels(
     response = post(client, large_set[0], k=3)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert seen_shapes == [(HEIGHT // 2, WIDTH // 2, 3)]
+    assert seen_shapes == [REDUCED]
     assert answer["photo_size"] == {"width": WIDTH, "height": HEIGHT}
     assert_pieces_in_photo_pixels(answer["pieces"], full_answer, large_set[1])
     assert answer["crop"] == answer["pieces"][answer["piece"]]["box"]
 
 
 def test_api_crop_is_in_the_photos_pixels(client, large_set, seen_shapes):
-    ptype, (x0, y0, x1, y1) = large_set[1][1]
+    x0, y0, x1, y1 = RIGHT_HALF.as_tuple()
     answer = post(client, large_set[0], k=3, crop=f"{x0},{y0},{x1},{y1}").json()
-    assert answer["crop"] == [x0, y0, x1, y1] and answer["type"] == ptype
+    assert answer["crop"] == [x0, y0, x1, y1] and answer["type"] == "ring"
+    assert seen_shapes == [REDUCED]
     # clipped to the photo's own size, not the reduced image's
-    edge = post(client, large_set[0], k=3, crop=f"{WIDTH - 600},{HEIGHT - 500},9000,9000").json()
-    assert edge["crop"] == [WIDTH - 600, HEIGHT - 500, WIDTH, HEIGHT]
+    edge = post(client, large_set[0], k=3, crop=f"{WIDTH - 1600},{HEIGHT - 1500},9000,9000")
+    assert edge.json()["crop"] == [WIDTH - 1600, HEIGHT - 1500, WIDTH, HEIGHT]
+    assert seen_shapes[-1] == REDUCED
     outside = post(client, large_set[0], crop=f"{WIDTH + 10},0,{WIDTH + 90},50")
     assert outside.status_code == 422 and f"{WIDTH}x{HEIGHT} photo" in outside.json()["detail"]
-    assert all(shape == (HEIGHT // 2, WIDTH // 2, 3) for shape in seen_shapes)
+    _, ring = large_set[1][1]  # a small crop: decoded whole, in full detail
+    small = post(client, large_set[0], k=3, crop=",".join(map(str, ring))).json()
+    assert small["crop"] == list(ring) and small["type"] == "ring"
+    assert seen_shapes[-1] == WHOLE

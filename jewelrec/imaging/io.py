@@ -137,9 +137,13 @@ def load_image(
 
 def decode_photo(
     source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-    reduce_to: int | None = None,
+    reduce_to: int | None = None, keep: BoxTuple | None = None,
 ) -> DecodedPhoto:
-    """`load_image`, with the photo's own upright size (a reduced JPEG's image is smaller)."""
+    """`load_image`, with the photo's own upright size (a reduced JPEG's image is smaller).
+
+    `keep`: a box in the photo's pixels (a caller's crop) whose short side must keep
+    `reduce_to` pixels too (or all it has): a small crop of a large photo is searched in its
+    own detail, not in a few pixels scaled up."""
     name = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
@@ -155,7 +159,8 @@ def decode_photo(
                 full = img.size
                 _check_size(full, max_pixels, name)
                 if reduce_to is not None and img.format == "JPEG":
-                    img.draft("RGB", (reduce_to, reduce_to))  # never below reduce_to per side
+                    side = _kept_side(reduce_to, img, keep)
+                    img.draft("RGB", (side, side))  # never below `side` on either side
                 img.load()
                 stored = img.size
                 image = _to_rgb(_upright(img), name)
@@ -210,6 +215,21 @@ def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
     h, w = _rgb(arr).shape[:2]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
     return np.ascontiguousarray(arr[top : top + size, left : left + size])
+
+
+def _kept_side(reduce_to: int, img: Image.Image, keep: BoxTuple | None) -> int:
+    """The short side to decode to so that `keep` (clipped to the photo as it will be shown)
+    also keeps `reduce_to` pixels on its short side."""
+    if keep is None:
+        return reduce_to
+    try:
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
+    except Exception:  # a broken EXIF block: `_upright` leaves the photo as stored
+        turned = False
+    w, h = img.size[::-1] if turned else img.size
+    x0, y0, x1, y1 = keep
+    region = max(1, min(min(x1, w) - x0, min(y1, h) - y0))
+    return max(reduce_to, -(-reduce_to * min(w, h) // min(region, w, h)))
 
 
 def _describe(source: object) -> str:

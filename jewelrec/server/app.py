@@ -468,7 +468,8 @@ async def recommend(
     box = _parse_crop(crop)
     data = await _read_photo(shop, photo)
     # a large JPEG is decoded reduced; the crop and the answer's boxes stay in the photo's pixels
-    decoded = await shop.compute(decode_photo, data, reduce_to=QUERY_SHORT_SIDE)
+    decoded = await shop.compute(decode_photo, data, reduce_to=QUERY_SHORT_SIDE,
+                                 keep=box.as_tuple() if box is not None else None)
     if box is not None:
         box = _crop_inside(box, decoded.size)
     preferred = (prefer_brand or "").strip()
