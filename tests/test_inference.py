@@ -103,7 +103,7 @@ def test_concurrent_photos_are_batched_and_answered_as_one_by_one(tmp_path):
     classifier.calls.clear()
     embedder.entered.clear()  # set by the queries above: wait for the next one's
     gate.clear()
-    executor = InferenceExecutor(window_s=0.005, max_batch=8)
+    executor = InferenceExecutor(window_s=0.005, max_batch=8, workers=1)
     rec.inference = executor
     try:
         answers: dict = {}
@@ -138,7 +138,7 @@ def test_requests_holding_different_snapshots_are_never_batched_together(tmp_pat
     old = rec.snapshot
     new = Snapshot(old.store, new_embedder, CountingClassifier(), index_of(PRODUCTS, VECTORS),
                    "v2")
-    executor = InferenceExecutor(window_s=0.005, max_batch=8)
+    executor = InferenceExecutor(window_s=0.005, max_batch=8, workers=1)
     rec.inference = executor
     answers: dict = {}
 
@@ -199,7 +199,7 @@ def test_past_max_queue_a_request_gets_a_fast_503_with_retry_after(tmp_path):
     gate = threading.Event()
     embedder = ColourEmbedder(gate)
     rec = recommender(tmp_path, embedder, CountingClassifier())
-    app = create_app(recommender=rec, max_queue=2, reload_interval_s=3600)
+    app = create_app(recommender=rec, max_queue=2, reload_interval_s=3600, model_workers=1)
     statuses: list[int] = []
     with TestClient(app, raise_server_exceptions=False) as client:
         def post() -> None:
@@ -236,3 +236,34 @@ def test_the_openapi_document_says_when_503_and_retry_after_come():
     spec = create_app(recommender=object()).openapi()
     busy = spec["paths"]["/api/recommend"]["post"]["responses"]["503"]
     assert "Retry-After" in busy["headers"] and "busy" in busy["description"]
+
+
+def test_two_workers_run_two_batches_at_once_and_close_cleanly():
+    """With two workers a second batch runs while the first is still in the models (its Python
+    work overlaps the other's model run); close() stops both after the queued photos."""
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+
+    def run(snap, photos):
+        inside.release()
+        assert release.wait(timeout=30)
+        return [f"ok {p}" for p in photos]
+
+    executor = InferenceExecutor(run=run, window_s=0.0, max_batch=1, workers=2)
+    snap = object()
+    answers: dict = {}
+    threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
+        i, executor.infer(snap, i))) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        assert inside.acquire(timeout=30) and inside.acquire(timeout=30)  # both runs entered
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=30)
+        executor.close()
+    assert answers == {0: "ok 0", 1: "ok 1"}
+    assert executor.infer(snap, "late") == "ok late"  # closed: the caller's own thread
+    with pytest.raises(ValueError, match="workers"):
+        InferenceExecutor(run=run, workers=0)

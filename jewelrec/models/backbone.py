@@ -397,6 +397,9 @@ def _open_session(path: Path):
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    # Idle worker threads must sleep, not spin: spinning burns a core between runs that the
+    # server's other work (decoding, segmentation, the next request) needs (benchmarks/query.py)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     if tuple(o.name for o in session.get_outputs()) != ONNX_OUTPUTS:
         raise ValueError(f"outputs {[o.name for o in session.get_outputs()]}, not {ONNX_OUTPUTS}")

@@ -621,6 +621,7 @@ def create_app(
     max_queue: int = inference.DEFAULT_MAX_QUEUE,
     batch_window_s: float = inference.DEFAULT_WINDOW_S,
     max_batch: int = inference.DEFAULT_MAX_BATCH,
+    model_workers: int = inference.DEFAULT_WORKERS,
 ) -> FastAPI:
     """The web page and the API for one data home.
 
@@ -629,8 +630,8 @@ def create_app(
     `group_variants`: photo, text and 'more like this' results show one product per variant
     group.
     `max_queue`: photo and text queries in the server at once (running or waiting) before the
-    next gets a fast 503 with Retry-After; `batch_window_s`, `max_batch`: the micro-batching of
-    the models (server/inference.py).
+    next gets a fast 503 with Retry-After; `batch_window_s`, `max_batch`, `model_workers`: the
+    micro-batching of the models and how many batches run at once (server/inference.py).
     """
 
     @contextlib.asynccontextmanager
@@ -641,14 +642,16 @@ def create_app(
                 backend=backend, milvus_uri=milvus_uri,
             )
         )
-        # one model runner for all requests; enough worker threads to prepare the photos of a
-        # full batch while another runs (threads waiting for the models use no CPU)
-        executor = inference.InferenceExecutor(window_s=batch_window_s, max_batch=max_batch)
+        # one model runner for all requests; enough worker threads to prepare the photos of
+        # full batches while others run (threads waiting for the models use no CPU)
+        executor = inference.InferenceExecutor(window_s=batch_window_s, max_batch=max_batch,
+                                               workers=model_workers)
         if isinstance(loaded, Recommender):  # stand-ins in tests run their own "models"
             loaded.inference = executor
         app.state.shop = Shop(
             loaded, max_upload_bytes=max_upload_bytes,
-            workers=workers or (os.cpu_count() or 1) + max_batch, group_variants=group_variants,
+            workers=workers or (os.cpu_count() or 1) + executor.workers * max_batch,
+            group_variants=group_variants,
         )
         watcher = asyncio.create_task(_watch_index(app.state.shop, reload_interval_s))
         try:

@@ -2,9 +2,11 @@
 and a fast 503 once too many photo queries wait.
 
 Each query prepares its photo (decoding, framing) in a worker thread of its own; the models then
-run in ONE executor thread, whose onnxruntime session already uses every core. Photos that wait
-for that thread together go through the models as one batch (one classifier call, one embedder
-call), which costs far less per photo than one call each. Under load (the last batch held more
+run in the executor's threads (two by default: the pieces' segmentation, pooling and colour work
+of one batch is Python and numpy that overlaps the other batch's onnxruntime run, which measured
++25-30% requests/s at 4-64 clients on 2 cores, benchmarks/query.py). Photos that wait together go
+through the models as one batch (one classifier call, one embedder call), which costs far less
+per photo than one call each. Under load (the last batch held more
 than one photo) the executor also waits up to `window_s` for more photos before it runs; a lone
 shopper never waits. A batch only mixes photos whose requests hold the SAME snapshot (compared
 by identity, see jewelrec/snapshot.py): a request captured before an index swap is answered by
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 0.005
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_QUEUE = 64
+DEFAULT_WORKERS = 2  # batches in flight at once: one's Python work overlaps the other's model run
 RETRY_AFTER_S = 1
 BUSY_MESSAGE = "the server is busy: please try again in a second"
 
@@ -55,18 +58,21 @@ class InferenceExecutor:
     after that run the models in the caller's thread."""
 
     def __init__(self, *, window_s: float = DEFAULT_WINDOW_S,
-                 max_batch: int = DEFAULT_MAX_BATCH, run: InferFn = infer) -> None:
-        if max_batch < 1 or window_s < 0:
-            raise ValueError("max_batch must be >= 1 and window_s >= 0")
+                 max_batch: int = DEFAULT_MAX_BATCH, run: InferFn = infer,
+                 workers: int = DEFAULT_WORKERS) -> None:
+        if max_batch < 1 or window_s < 0 or workers < 1:
+            raise ValueError("max_batch and workers must be >= 1 and window_s >= 0")
         self.window_s = window_s
         self.max_batch = max_batch
         self._run = run
+        self.workers = workers
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._closing = threading.Lock()  # no job can be queued behind close()'s stop mark
-        self._thread = threading.Thread(target=self._loop, name="jewelrec-inference",
-                                        daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"jewelrec-inference-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def infer(self, snap: Snapshot, photo: PreparedPhoto) -> PhotoInference:
         """The models of `snap` on `photo`, possibly batched with other callers' photos."""
@@ -87,8 +93,10 @@ class InferenceExecutor:
             if self._closed:
                 return
             self._closed = True
-            self._jobs.put(None)
-        self._thread.join()
+            for _ in self._threads:
+                self._jobs.put(None)  # one stop mark per thread, behind every queued photo
+        for thread in self._threads:
+            thread.join()
 
     # -- the executor thread -----------------------------------------------------------------
     def _loop(self) -> None:
