@@ -336,37 +336,41 @@ class StoreWriter:
         )
         self._write_text(cursor.lastrowid, product)
 
+    def _stored(self, product_id: str) -> tuple[int, Product] | None:
+        """The product's row id and its stored values (predictions included), read inside the
+        current transaction."""
+        row = self._conn.execute(
+            f"SELECT rowid, {_COLUMNS}, predicted FROM products WHERE id = ?", (product_id,)
+        ).fetchone()
+        return None if row is None else (row[0], _to_product(row[1:]))
+
     def set_predicted(self, product_id: str, values: dict[str, str | None]) -> bool:
         """Store attributes read from the photo (attribute -> value; a stone of None: none
         seen) where the catalog gives none. The catalog's own values always win: the row is
         read again here, inside the transaction, so an ingest committed meanwhile is never
         overwritten. Returns whether the product changed."""
-        row = self._conn.execute(
-            f"SELECT rowid, {_COLUMNS}, predicted FROM products WHERE id = ?", (product_id,)
-        ).fetchone()
-        if row is None:
+        found = self._stored(product_id)
+        if found is None:
             return False
-        product = _to_product(row[1:])
+        rowid, product = found
         changes = {name: value for name, value in values.items() if name in PREDICTABLE
                    and (getattr(product, name) is None or name in product.predicted)}
         predicted = sorted(set(product.predicted) | set(changes))
         if all(getattr(product, n) == v for n, v in changes.items()) and (
                 predicted == sorted(product.predicted)):
             return False  # nothing new (also when every value was the catalog's)
-        return self._rewrite(row[0], product, changes, predicted)
+        return self._rewrite(rowid, product, changes, predicted)
 
     def clear_predicted(self, product_id: str, attributes: Iterable[str]) -> bool:
         """Forget predicted values of these attributes (the catalog's own are kept)."""
-        row = self._conn.execute(
-            f"SELECT rowid, {_COLUMNS}, predicted FROM products WHERE id = ?", (product_id,)
-        ).fetchone()
-        if row is None:
+        found = self._stored(product_id)
+        if found is None:
             return False
-        product = _to_product(row[1:])
+        rowid, product = found
         gone = [name for name in attributes if name in product.predicted]
         if not gone:
             return False
-        return self._rewrite(row[0], product, dict.fromkeys(gone),
+        return self._rewrite(rowid, product, dict.fromkeys(gone),
                              sorted(set(product.predicted) - set(gone)))
 
     def _rewrite(self, rowid: int, product: Product, changes: dict[str, str | None],
