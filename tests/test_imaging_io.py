@@ -383,12 +383,3 @@ def test_reduced_decoding_leaves_small_jpegs_and_other_formats_alone():
     assert load_image(small, reduce_to=400).shape == (400, 500, 3)
     png = image_to_png_bytes(np.zeros((1800, 2400, 3), np.uint8))
     assert load_image(png, reduce_to=400).shape == (1800, 2400, 3)
-
-
-def test_reduced_decoding_follows_exif_orientation():
-    img = Image.fromarray(np.zeros((1600, 2400, 3), np.uint8))
-    exif = img.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees on display
-    stream = io.BytesIO()
-    img.save(stream, format="JPEG", exif=exif)
-    assert load_image(stream.getvalue(), reduce_to=400).shape == (600, 400, 3)
