@@ -11,12 +11,14 @@ from jewelrec.errors import CatalogError, JewelrecError
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from jewelrec.catalog.synthetic import generate_catalog, generate_sets
+    from jewelrec.catalog.synthetic import check_sets, generate_catalog, generate_sets
 
     if args.products < 1 or args.views < 1:
         raise JewelrecError("--products and --views must be at least 1")
     if args.sets < 0:
         raise JewelrecError("--sets cannot be negative")
+    if args.sets:  # refused before the catalog is drawn, not after
+        check_sets(args.sets, args.products, args.seed)
     path = generate_catalog(
         Path(args.out), products=args.products, views=args.views, seed=args.seed,
         query_photos=args.query_photos, progress=not args.no_progress,

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jewelrec.home import Home, atomic_write_bytes
-from jewelrec.imaging.io import image_to_jpeg_bytes, load_image
+from jewelrec.imaging.io import image_to_jpeg_bytes, load_image, resize_short_side
 from jewelrec.links import safe_link
 from jewelrec.recommend import Recommendation
+
+THUMBNAIL_SIDE = 320  # the query photo's long side on the page (shown at 160 CSS pixels)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;
@@ -35,8 +37,13 @@ padding:.1rem .5rem;border-radius:999px;background:#f1ece4;color:#5a4a32}
 
 
 def _thumbnail_data_uri(photo: str | bytes) -> str:
-    """Query photos are embedded (small JPEG) so the page does not depend on their location."""
-    image = load_image(photo)
+    """Query photos are embedded (small JPEG) so the page does not depend on their location;
+    a large photo is decoded reduced and its long side shrunk to THUMBNAIL_SIDE (the page
+    shows it in 160 pixels): a 12-megapixel photo would otherwise weigh megabytes on the page."""
+    image = load_image(photo, reduce_to=THUMBNAIL_SIDE)
+    short, long = sorted(image.shape[:2])
+    if long > THUMBNAIL_SIDE:
+        image = resize_short_side(image, max(1, round(THUMBNAIL_SIDE * short / long)))
     data = image_to_jpeg_bytes(image, quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
@@ -83,6 +90,7 @@ def render_page(
 ) -> None:
     """`recommendations`: (photo path, Recommendation or an error message) per query."""
     esc = html.escape
+    thumbnails: dict[str, str] = {}  # once per photo, however many of its pieces are answered
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
@@ -95,8 +103,10 @@ def render_page(
             parts.append(f"<p class='err'>{esc(photo)}: {esc(outcome)}</p></section>")
             continue
         confidence = outcome.type_confidence or 0.0
+        if photo not in thumbnails:
+            thumbnails[photo] = _thumbnail_data_uri(photo)
         parts.append(
-            f"<div class='query'><img alt='query photo' src='{_thumbnail_data_uri(photo)}'>"
+            f"<div class='query'><img alt='query photo' src='{thumbnails[photo]}'>"
             f"<div><div class='meta'>{esc(photo)}</div>"
             f"<h2>{esc(outcome.type or '?')} <small>({confidence:.0%})</small></h2>"
             f"{_piece_line(outcome)}"

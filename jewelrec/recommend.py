@@ -453,7 +453,7 @@ class Recommender:
         shopper's words ("but in silver"): attribute words filter, the rest re-rank
         (jewelrec/text/photo_words.py; ValueError, in words, for words that cannot be read)."""
         snap = self.snapshot
-        words = self._read_words(snap, text, filters)
+        words = self._read_words(snap, text, filters, type)
         prepared = self.prepare(photo, crop=crop, photo_name=photo_name, piece=piece)
         recommendation = self._infer_and_answer(
             snap, prepared, k=words.pool(k) if words else k,
@@ -463,13 +463,17 @@ class Recommender:
         return self._preferred(self._with_words(snap, recommendation, words, k, prefer_brand),
                                prefer_brand, k)
 
-    def _read_words(self, snap: Snapshot, text: str | None,
-                    filters: Filters | None) -> PhotoWords | None:
-        """The words given with a photo, read against the catalog (None: no words)."""
+    def _read_words(self, snap: Snapshot, text: str | None, filters: Filters | None,
+                    type: str | None = None) -> PhotoWords | None:
+        """The words given with a photo, read against the catalog (None: no words). The
+        caller's `type` is one of its own filters: it wins over a type the words name, and the
+        answer's `applied` does not claim the words' type."""
         if text is None or not text.strip():
             return None
         from jewelrec.text.photo_words import read_words
 
+        if type:
+            filters = (filters or Filters()).with_types([type])
         return read_words(self.text, text, filters, snap.index_version)
 
     def _with_words(self, snap: Snapshot, recommendation: Recommendation,
@@ -504,7 +508,7 @@ class Recommender:
         photo is loaded and its pieces found once, and the models see every piece in one batch
         (`text`: words as in `recommend`, for every piece)."""
         snap = self.snapshot
-        words = self._read_words(snap, text, filters)
+        words = self._read_words(snap, text, filters, type)
         first = self.prepare(photo, photo_name=photo_name)
         found = self._infer(snap, first)  # finds the pieces
         pieces = found.framing.pieces
@@ -570,10 +574,10 @@ class Recommender:
         else:  # a catalog image: decoded whole, as the index decoded it
             decoded = DecodedPhoto.of(load_image(photo))
         if crop is not None:
-            w, h = decoded.size
-            inside = crop.clip(w, h)
-            if inside.width < 2 or inside.height < 2:
-                raise ValueError(f"crop box {inside.as_tuple()} is empty inside a {w}x{h} photo")
+            try:
+                crop.crop_in(*decoded.size)
+            except ValueError as exc:
+                raise ValueError(f"crop: {exc}") from exc
         if piece is not None and piece < 0:
             raise PieceError(f"piece {piece}: pieces are numbered from 0")
         return PreparedPhoto(decoded.image, crop, photo_name, piece, None if pieces else (),

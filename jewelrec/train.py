@@ -127,15 +127,16 @@ def train_home(
     }
     backbone = Backbone.for_home(home)
     factories = {"classifier": new_classifier, "embedder": new_embedder}
+    models = {kind: factories[kind](names[kind], backbone=backbone) for kind in kinds}
+    if adapt_seconds is not None and "embedder" in models:
+        # refused before anything is loaded or trained: a refused command changes no model
+        models["embedder"] = with_adapt_budget(models["embedder"], adapt_seconds)
     data = load_training_images(
         home, auto_crop=settings.auto_crop, progress=progress
     )
     trained = []
-    for kind in kinds:
+    for kind, model in models.items():
         start = time.perf_counter()
-        model = factories[kind](names[kind], backbone=backbone)
-        if adapt_seconds is not None and kind == "embedder":
-            model = with_adapt_budget(model, adapt_seconds)
         images = data.for_model(model)
         with attached_to_home(home, backbone):  # backbone features `index` will read back
             gallery = {"products": data.products} if kind == "embedder" else {}

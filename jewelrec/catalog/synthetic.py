@@ -516,6 +516,7 @@ SET_KINDS: dict[str, tuple[str, ...]] = {
 }
 SET_BACKGROUNDS = ("plain", "gradient", "textured")
 SET_SIZE = 384
+MAX_SETS = 10_000  # set photos per run (about 30 KB each); more is a typo, not a test set
 PIECE_WEIGHT = {"necklace": 1.5, "bracelet": 1.35, "earring": 1.0, "ring": 0.8}  # slot widths
 SET_GAP = 0.05  # empty share of the frame between two pieces' slots
 TEXTURE_TONES = [(196, 164, 128), (150, 112, 80), (214, 186, 164), (188, 186, 182),
@@ -643,6 +644,19 @@ def _set_specs(seed: int, number: int,
     return kind, background, chosen
 
 
+def check_sets(sets: int, products: int, seed: int = 0) -> dict[str, list[ProductSpec]]:
+    """Refuse set photos that cannot be drawn (too many, or from too few products of a kind)
+    before anything is drawn, the catalog included; returns the catalog's products by type."""
+    if sets < 1:
+        raise JewelrecError("--sets must be at least 1")
+    if sets > MAX_SETS:
+        raise JewelrecError(f"--sets {sets:,}: at most {MAX_SETS:,} set photos are drawn at a time")
+    by_type = _products_by_type(seed, products)
+    for n in range(min(sets, len(SET_KINDS))):  # kinds take turns: each one is tried here
+        _set_specs(seed, n, by_type)
+    return by_type
+
+
 def set_name(number: int) -> str:
     return f"set{number + 1:04d}.jpg"
 
@@ -655,12 +669,10 @@ def generate_sets(out_dir: Path, *, sets: int, products: int, seed: int = 0,
 
     Kinds (necklace + earrings, rings side by side, a bracelet with a ring, ...) and backgrounds
     (plain, gradient, textured) take turns, so any N covers them evenly."""
-    if sets < 1:
-        raise JewelrecError("--sets must be at least 1")
     if not 64 <= size <= 2048:
         raise JewelrecError("a set photo must be between 64 and 2048 pixels")
-    by_type = _products_by_type(seed, products)
-    choices = [_set_specs(seed, n, by_type) for n in range(sets)]  # fails before drawing
+    by_type = check_sets(sets, products, seed)
+    choices = [_set_specs(seed, n, by_type) for n in range(sets)]
     out_dir = Path(out_dir)
     (out_dir / "sets").mkdir(parents=True, exist_ok=True)
     photos = []

@@ -41,9 +41,7 @@ def focus_on_piece(
     """Crop to the caller's box, else (when `auto`) to the piece; returns the image and the box."""
     h, w = img.shape[:2]
     if box is not None:
-        box = box.clip(w, h)
-        if box.width < 2 or box.height < 2:
-            raise ValueError(f"crop box {box.as_tuple()} is empty inside a {w}x{h} photo")
+        box = box.crop_in(w, h)
         return crop(img, box), box
     if auto:
         found = piece_box(img)

@@ -34,6 +34,7 @@ PAIR_MIN_SIZE_RATIO = 0.4  # the smaller earring has at least this fraction of t
 PAIR_SAME_LENGTH = 0.8  # ...or of a narrower box, at least this fraction of the longer's height
 DEFAULT_MARGIN = 0.08  # crops keep this fraction of the object's longer side on every side
 DEFAULT_MIN_AREA_FRACTION = 0.002  # objects smaller than this fraction of the photo are dust
+MIN_CROP_SIDE = 2  # a caller's crop keeps at least this many pixels a side inside the photo
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,19 @@ class Box:
         y0, y1 = min(self.y0, h), min(self.y1, h)
         return Box(x0, y0, x1, y1)
 
+    def crop_in(self, w: int, h: int) -> Box:
+        """The box clipped to a w x h photo as a caller's crop must be: at least
+        MIN_CROP_SIDE pixels a side inside it (ValueError, in words, otherwise)."""
+        inside = self.clip(w, h)
+        if inside.width >= MIN_CROP_SIDE and inside.height >= MIN_CROP_SIDE:
+            return inside
+        if inside.area == 0:
+            raise ValueError(f"the box {self.as_tuple()} lies outside the {w}x{h} photo")
+        raise ValueError(
+            f"the box {self.as_tuple()} keeps only {inside.width}x{inside.height} pixels of the "
+            f"{w}x{h} photo: a crop needs at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE}"
+        )
+
     def expand(self, margin_fraction: float, w: int, h: int) -> Box:
         """Grow by `margin_fraction` of the longer side on every side, then clip to w x h."""
         pad = round(margin_fraction * max(self.width, self.height))
@@ -92,7 +106,8 @@ class Box:
     def parse(cls, text: str) -> Box:
         """'x0,y0,x1,y1' in whole pixels, far corner second -> Box (ValueError if malformed)."""
         parts = [p.strip() for p in str(text).split(",")]
-        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        # decimal digits only ("²" is a digit int() refuses), and no more than a photo could use
+        if len(parts) != 4 or not all(p.isdecimal() and len(p) <= 12 for p in parts):
             raise ValueError(
                 f"a box is four whole non-negative numbers x0,y0,x1,y1, got {str(text)[:60]!r}"
             )

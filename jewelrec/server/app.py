@@ -322,11 +322,10 @@ def _parse_crop(text: str | None) -> Box | None:
 def _crop_inside(box: Box, size: tuple[int, int]) -> Box:
     """The crop clipped to the photo (`size`: its own width and height, whatever it was decoded
     at), or a 422 when nothing of it is inside."""
-    w, h = size
-    clipped = box.clip(w, h)
-    if clipped.width < 2 or clipped.height < 2:
-        raise _unprocessable(f"crop: the box {box.as_tuple()} lies outside the {w}x{h} photo")
-    return clipped
+    try:
+        return box.crop_in(*size)
+    except ValueError as exc:
+        raise _unprocessable(f"crop: {exc}") from exc
 
 
 async def _read_photo(shop: Shop, upload: UploadFile) -> bytes:
