@@ -180,3 +180,24 @@ def test_a_refused_adapt_budget_trains_nothing(tiny_home, tmp_path, capsys, argv
     assert "--adapt-seconds" in err and "Traceback" not in err
     assert {p: p.stat().st_mtime_ns for p in models} == before
     assert sorted(p for p in (home / "models").rglob("*") if p.is_file()) == models
+
+
+# -- more like this ------------------------------------------------------------------------
+def test_more_like_this_with_a_broken_catalog_image_names_no_server_path(tiny_home, tmp_path):
+    """A catalog image damaged or gone on disk was answered 422 (the shopper's fault) with the
+    server's absolute path in the message."""
+    from jewelrec.catalog.store import CatalogStore
+    from jewelrec.home import Home
+
+    home = Home(tmp_path / "home")
+    shutil.copytree(tiny_home, home.root)
+    product = next(iter(CatalogStore.open(home, read_only=True).all_products()))
+    image = home.image_path(product.image)
+    with TestClient(create_app(home.root), raise_server_exceptions=False) as client:
+        for damage in (lambda: image.write_bytes(b"not a jpeg"), image.unlink):
+            damage()
+            answer = client.get(f"/api/products/{product.id}/similar", params={"q": "in silver"})
+            assert answer.status_code == 503, answer.text
+            assert str(home.root) not in answer.text and "images/" not in answer.text
+            assert product.id in answer.json()["detail"]
+        assert client.get("/healthz").status_code == 200

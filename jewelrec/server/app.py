@@ -525,6 +525,11 @@ async def similar(
         )
     except WordsError as exc:
         raise _unprocessable(str(exc)) from exc
+    except ImageError as exc:  # the shop's own file, not the shopper's: no 422, no server path
+        log.warning("more like this %s: %s", product_id, exc)
+        raise HTTPException(
+            status_code=503, detail=f"the catalog image of product {product_id!r} cannot be "
+            "read right now (the server's log says why): try another product") from exc
     return _response(recommendation)
 
 
