@@ -201,3 +201,18 @@ def test_more_like_this_with_a_broken_catalog_image_names_no_server_path(tiny_ho
             assert str(home.root) not in answer.text and "images/" not in answer.text
             assert product.id in answer.json()["detail"]
         assert client.get("/healthz").status_code == 200
+
+
+# -- price words -----------------------------------------------------------------------------
+@pytest.mark.parametrize("words", ["under 1e309", "under 1.000.000,00", "under 5k"])
+def test_a_price_the_parser_cannot_read_is_not_misread(client, tiny_query_photo, words):
+    """'under 1e309' read as 'under 1', '1.000.000,00' as 1, '5k' as 5: every result filtered
+    away, and the answer said so as if asked."""
+    from jewelrec.text.query import Vocabulary, parse_query
+
+    assert parse_query(words, Vocabulary.build({})).max_price is None
+    answer = post(client, tiny_query_photo, q=words).json()
+    assert answer["applied"]["max_price"] is None and answer["results"]
+    search = client.get("/api/search", params={"q": words}).json()
+    assert search["applied"]["max_price"] is None
+    assert parse_query("under 100usd, gold", Vocabulary.build({})).max_price == 100.0

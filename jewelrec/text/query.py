@@ -33,8 +33,10 @@ STOPWORDS = frozenset(
     "a an and or the with in of for to on by my me i some any that is it its".split()
 )
 
+# longest first; a number running on into letters or more digits ("1e309", "5k",
+# "1.000.000,00") is no price this parser can read: left as words, never misread as 1 or 5
 _NUMBER = (r"[$€£]?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)\s*"
-           r"(?:dollars?|euros?|bucks|usd|eur|gbp|\$|€|£)?")  # longest first
+           r"(?:dollars?|euros?|bucks|usd|eur|gbp|\$|€|£)?(?!\w|[.,]\d)")
 _MAX_PRICE = re.compile(
     r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s+"
     + _NUMBER + r"|(?:<=?)\s*" + _NUMBER, re.IGNORECASE)
