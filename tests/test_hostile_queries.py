@@ -216,3 +216,13 @@ def test_a_price_the_parser_cannot_read_is_not_misread(client, tiny_query_photo,
     search = client.get("/api/search", params={"q": words}).json()
     assert search["applied"]["max_price"] is None
     assert parse_query("under 100usd, gold", Vocabulary.build({})).max_price == 100.0
+
+
+def test_text_sent_as_the_photo_is_answered_in_words(client):
+    """A form field `photo=hello` (text, not a file) was answered "Value error, Expected
+    UploadFile, received: <class 'str'>"."""
+    answer = client.post("/api/recommend", data={"photo": "hello"},
+                         files={"other": ("x.txt", b"x", "text/plain")})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "photo: expected a file upload, got text"
+    assert "class" not in answer.text

@@ -594,13 +594,19 @@ def image(shop: ShopDep, name: str) -> FileResponse:
 # -- error handlers ----------------------------------------------------------------------
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = [
-        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", "invalid")}
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": _said(e.get("msg", "invalid"))}
         for e in exc.errors()
     ]
     sentence = "; ".join(
         f"{p['loc'][-1] if p['loc'] else 'request'}: {p['msg']}" for p in problems
     )
     return JSONResponse({"detail": sentence or "invalid request", "errors": problems}, 422)
+
+
+def _said(msg: str) -> str:
+    """A validator's message in a shopper's words where it speaks Python (a text field sent
+    where the photo file goes: "Expected UploadFile, received: <class 'str'>")."""
+    return "expected a file upload, got text" if "Expected UploadFile" in msg else msg
 
 
 async def _jewelrec_error(request: Request, exc: JewelrecError) -> JSONResponse:
