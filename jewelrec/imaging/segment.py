@@ -212,7 +212,8 @@ def _pair_boxes(found: list[tuple[Box, int]], img: np.ndarray, margin: float) ->
 
 def alike_side_by_side(first: tuple[Box, int], second: tuple[Box, int]) -> bool:
     """Whether two objects (box, pixels) may be an earring pair: alike in size, little
-    horizontal overlap, some vertical overlap (models/pieces.py asks it of every two pieces)."""
+    horizontal overlap, some vertical overlap (models/piece_candidates.py asks it of every two
+    pieces)."""
     a, b = first[0], second[0]
     x_overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     return (
@@ -246,7 +247,7 @@ def objects(
 ) -> list[tuple[Box, int]]:
     """The separate objects: (box in the photo's pixels, foreground pixels on the small copy),
     largest box first; empty when no clean backdrop stands out. The pixel counts let callers
-    tell a piece from its fragment (models/pieces.py), which boxes alone cannot."""
+    tell a piece from its fragment (models/piece_candidates.py), which boxes alone cannot."""
     mask, factor = _small_mask(img)
     if not mask.any():
         return []
@@ -308,7 +309,8 @@ def _stands_out(
 
 def shrink_factor(img: np.ndarray) -> int:
     """The whole factor that brings the photo's longer side to at most WORK_SIDE: the small
-    copy masks (and models/pieces.py's edge maps) are computed on (ValueError if not RGB)."""
+    copy masks (and models/piece_candidates.py's edge maps) are computed on (ValueError if not
+    RGB)."""
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
     return max(1, -(-max(img.shape[:2]) // WORK_SIDE))
@@ -378,7 +380,7 @@ def _border_samples(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
     """The threshold that best separates `values` into two classes (Otsu, 1979): used on
-    colour distances here and on edge energy in models/pieces.py."""
+    colour distances here and on edge energy in models/piece_candidates.py."""
     top = float(values.max())
     if top <= 0:
         return 0.0
