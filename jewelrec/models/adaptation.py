@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +139,7 @@ class _Trunk:
 
         self._folder = tempfile.TemporaryDirectory(prefix="jewelrec-trunk-")
         path = Path(self._folder.name) / "trunk.onnx"
-        import warnings
-
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # the tracer's notes on constant pads: expected
             warnings.simplefilter("ignore")
             torch.onnx.export(Trunk().eval(), (torch.zeros(1, 3, size, size),), str(path),
                               input_names=["images"], output_names=["maps"],
@@ -274,7 +273,8 @@ def adapt_tail(
         "adapt_epochs": round(epochs_done, 2), "adapt_stopped_by": stopped,
         "adapt_views_seconds": round(view_seconds, 1),
         "adapt_train_seconds": round(time.perf_counter() - train_start, 1),
-        "adapt_first_loss": round(float(np.mean(losses[:10])), 3) if losses else float("nan"),
-        "adapt_last_loss": round(float(np.mean(losses[-10:])), 3) if losses else float("nan"),
     }
+    if losses:  # none when the budget or the catalog allowed no step
+        notes["adapt_first_loss"] = round(float(np.mean(losses[:10])), 3)
+        notes["adapt_last_loss"] = round(float(np.mean(losses[-10:])), 3)
     return Adapted(tail_arrays(network), notes, features.numpy())
