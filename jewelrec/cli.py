@@ -30,6 +30,25 @@ DASH_VALUE_OPTIONS = ("--crop",)
 _NUMBER_LIST = re.compile(r"-[\d.]*(,\s*-?[\d.]*)+")
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand's parser whose positionals may come before, between and after its options
+    (`recommend a.jpg --all-pieces b.jpg`): plain argparse takes a `nargs="+"` positional in one
+    run and calls the photos after an option 'unrecognized arguments'. With "--" the plain
+    parse runs: Python 3.11's intermixed parse drops the "--" and then reads `-a.jpg` after it
+    as an option."""
+
+    _intermixing = False  # set while parse_known_intermixed_args runs its own two passes
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing or (args is not None and "--" in args):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _home_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--home",
@@ -107,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "jewelrec train && jewelrec index && jewelrec recommend photo.jpg",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_IntermixedParser)
 
     p = sub.add_parser("synth", help="draw a synthetic demo catalog (CSV + images)",
                        description="Draw a procedural jewelry catalog: earrings (pairs), "

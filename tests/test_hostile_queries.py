@@ -226,3 +226,34 @@ def test_text_sent_as_the_photo_is_answered_in_words(client):
     assert answer.status_code == 422
     assert answer.json()["detail"] == "photo: expected a file upload, got text"
     assert "class" not in answer.text
+
+
+# -- the CLI's positionals -----------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["recommend", "a.jpg", "--all-pieces", "b.jpg", "--json", "c.jpg"],
+    ["recommend", "--json", "a.jpg", "-k", "3", "b.jpg", "c.jpg"],
+])
+def test_recommend_takes_photos_after_options(argv):
+    """`recommend a.jpg --all-pieces b.jpg` failed with 'unrecognized arguments: b.jpg':
+    argparse stopped taking the photos at the first option."""
+    from jewelrec.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.photos == ["a.jpg", "b.jpg", "c.jpg"]
+    assert args.json
+
+
+def test_guard_recommend_takes_dash_photos_after_a_double_dash():
+    """Guard (held before; the intermixed parse alone would drop the "--")."""
+    from jewelrec.cli import build_parser
+
+    args = build_parser().parse_args(["recommend", "--json", "--", "-a.jpg", "b.jpg"])
+    assert args.photos == ["-a.jpg", "b.jpg"] and args.json
+
+
+def test_search_takes_words_after_options():
+    """Same for search's words: `search rose gold --json earrings`."""
+    from jewelrec.cli import build_parser
+
+    args = build_parser().parse_args(["search", "rose", "gold", "--json", "earrings", "-k", "2"])
+    assert args.query == ["rose", "gold", "earrings"] and args.json and args.k == 2
