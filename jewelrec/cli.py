@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _backend_args(p)
     p.add_argument("--json", action="store_true", help="JSON Lines, one object per photo "
-                   "(with --all-pieces: one list per photo)")
+                   "(with --all-pieces: one list per photo; a photo that fails: "
+                   '{"photo": ..., "error": ...})')
     p.add_argument("--html", metavar="OUT", help="also write an HTML page of the results")
     _prefer_brand_arg(p)
     _group_variants_arg(p)

@@ -156,6 +156,8 @@ def run_recommend(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{photo}: {exc}", file=sys.stderr)
             outcomes.append((photo, str(exc)))
+            if args.json:  # one line per photo, so a script reading them stays in step
+                print_json({"photo": photo, "error": str(exc)})
             continue
         outcomes.extend((photo, rec) for rec in recs)
         if args.json:

@@ -257,3 +257,24 @@ def test_search_takes_words_after_options():
 
     args = build_parser().parse_args(["search", "rose", "gold", "--json", "earrings", "-k", "2"])
     assert args.query == ["rose", "gold", "earrings"] and args.json and args.k == 2
+
+
+def test_recommend_json_keeps_one_line_per_photo_when_one_fails(tiny_home, tiny_query_photo,
+                                                                  tmp_path, capsys):
+    """An unreadable photo printed only a line on stderr: a script reading one JSON line per
+    photo paired the next photo's answer with it."""
+    import json
+
+    from jewelrec.cli import main
+
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    good.write_bytes(tiny_query_photo)
+    bad.write_bytes(b"not a photo")
+    code = main(["recommend", str(bad), str(good), "--home", str(tiny_home), "--json",
+                 "--all-pieces", "-k", "2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["photo"] == str(bad) and lines[0]["error"] in captured.err
+    assert isinstance(lines[1], list) and lines[1][0]["photo"] == str(good)

@@ -79,8 +79,9 @@ def test_recommend_bad_photo_reports_and_continues(seed_home, tiny_catalog, tmp_
                          "--json", "--html", str(html))
     assert code == 1
     assert "broken.jpg" in err and "Traceback" not in err
-    lines = [json.loads(line) for line in out.strip().splitlines()]
-    assert len(lines) == 1 and lines[0]["photo"] == str(good)
+    lines = [json.loads(line) for line in out.strip().splitlines()]  # one line per photo
+    assert len(lines) == 2 and lines[1]["photo"] == str(good) and "error" not in lines[1]
+    assert lines[0]["photo"] == str(bad) and lines[0]["error"] in err
     page = html.read_text()
     assert "broken.jpg" in page and "<script" not in page
     assert html.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # 0644, not mkstemp's 0600
