@@ -122,6 +122,16 @@ def test_pixel_limit_from_header():
     assert load_image(data, max_pixels=6_000_000).shape == (2000, 3000, 3)
 
 
+def test_pixel_limit_message_just_over_shows_numbers_that_differ():
+    """Just over the limit read '1.0 megapixels, more than the 1.0 megapixel limit'."""
+    data = encode(Image.new("L", (1001, 1000)), "PNG")
+    with pytest.raises(ImageError) as caught:
+        load_image(data, max_pixels=1_000_000)
+    message = str(caught.value)
+    assert "1001x1000 = 1,001,000 pixels" in message and "1,000,000-pixel" in message
+    assert "(1.0 megapixel) limit" in message
+
+
 def test_pil_bomb_error_and_warning_do_not_leak(monkeypatch):
     data = encode(Image.new("RGB", (100, 100), RED), "PNG")  # 10,000 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000)  # more than twice: PIL refuses
@@ -142,6 +152,17 @@ def test_extreme_aspect_ratio_is_refused_from_the_header(size: tuple[int, int]):
     with pytest.raises(ImageError, match=f"beyond the {MAX_ASPECT_RATIO}:1 limit") as caught:
         load_image(data)
     assert f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+@pytest.mark.parametrize(("size", "shown"), [((300, 6_001), "20.003:1"),
+                                             ((2_001, 100), "20.01:1"),
+                                             ((1, 21), "21:1")])
+def test_aspect_ratio_just_over_the_limit_is_shown_beyond_it(size, shown):
+    """300x6001 read 'an aspect ratio of 20:1, beyond the 20:1 limit'."""
+    with pytest.raises(ImageError) as caught:
+        load_image(encode(Image.new("L", size), "PNG"))
+    assert f"an aspect ratio of {shown}, beyond the {MAX_ASPECT_RATIO}:1 limit" in str(
+        caught.value)
 
 
 @pytest.mark.parametrize("size", [(1, 20), (20, 1), (300, 6_000), (1, 1)])

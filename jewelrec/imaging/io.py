@@ -256,17 +256,28 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
     w, h = size
     if w <= 0 or h <= 0:
         raise ImageError(f"{name} has no pixels ({w}x{h})")
-    if w * h > max_pixels:
+    if w * h > max_pixels:  # whole pixel counts: megapixels rounded read "40.0, more than 40.0"
         raise ImageError(
-            f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
-            f"{max_pixels / 1e6:.1f} megapixel limit; resize it and try again"
+            f"{name} is {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,}-pixel "
+            f"({max_pixels / 1e6:.1f} megapixel) limit; resize it and try again"
         )
     if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
         raise ImageError(
-            f"{name} is {w}x{h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1, "
+            f"{name} is {w}x{h} pixels, an aspect ratio of "
+            f"{_above(max(w, h) / min(w, h), MAX_ASPECT_RATIO)}:1, "
             f"beyond the {MAX_ASPECT_RATIO}:1 limit (no jewelry photo is that thin); "
             "crop it to the piece and try again"
         )
+
+
+def _above(value: float, limit: float) -> str:
+    """`value` (> limit) with the fewest decimals that still show it above the limit: 6001/300
+    is '20.003', not '20' beside a limit of 20."""
+    for digits in range(7):
+        text = f"{value:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return repr(value)
 
 
 def _reason(exc: BaseException) -> str:
