@@ -218,6 +218,38 @@ def test_a_price_the_parser_cannot_read_is_not_misread(client, tiny_query_photo,
     assert parse_query("under 100usd, gold", Vocabulary.build({})).max_price == 100.0
 
 
+@pytest.mark.parametrize("words", ["between 100 and 50", "between 50 and 100 dollars",
+                                   "between $50 and $100"])
+def test_a_price_range_is_read_whichever_end_comes_first(client, tiny_query_photo, words):
+    """'between 100 and 50' (any 'between') was silently ignored: every price shown."""
+    from jewelrec.text.query import Vocabulary, parse_query
+
+    parsed = parse_query(f"gold ring {words}", Vocabulary.build({}))
+    assert (parsed.min_price, parsed.max_price) == (50.0, 100.0)
+    assert parsed.terms == ("gold", "ring") and not parsed.notes
+    search = client.get("/api/search", params={"q": words}).json()
+    assert (search["applied"]["min_price"], search["applied"]["max_price"]) == (50.0, 100.0)
+    assert all(50 <= r["price"] <= 100 for r in search["results"])
+
+
+@pytest.mark.parametrize("words", ["under -5", "over -5 dollars", "< -5", "between -5 and 20",
+                                   "under $-5"])
+def test_a_negative_price_is_said_not_understood_not_ignored(client, tiny_query_photo, words):
+    """'under -5' was silently ignored (left as the words 'under' and '5' to rank by)."""
+    from jewelrec.text.query import Vocabulary, parse_query
+
+    parsed = parse_query(f"rings {words}", Vocabulary.build({}))
+    assert (parsed.min_price, parsed.max_price) == (None, None)
+    assert parsed.terms == ("rings",)
+    assert len(parsed.notes) == 1 and "-5" in parsed.notes[0] and "below 0" in parsed.notes[0]
+    for answer in (client.get("/api/search", params={"q": words}),
+                   post(client, tiny_query_photo, q=words)):
+        assert answer.status_code == 200, answer.text
+        applied = answer.json()["applied"]
+        assert applied["notes"] == list(parsed.notes) and applied["max_price"] is None
+        assert answer.json()["results"]
+
+
 def test_text_sent_as_the_photo_is_answered_in_words(client):
     """A form field `photo=hello` (text, not a file) was answered "Value error, Expected
     UploadFile, received: <class 'str'>"."""

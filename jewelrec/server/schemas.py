@@ -172,6 +172,10 @@ class AppliedFilters(BaseModel):
     tags: list[str] = Field(default_factory=list)
     max_price: float | None = Field(None, description="from 'under 100', 'below $80' ...")
     min_price: float | None = Field(None, description="from 'over 200', 'at least 50' ...")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="price phrases read but not understood ('under -5': a price below 0), "
+        "so no filter was taken from them")
 
 
 class TextSearch(BaseModel):

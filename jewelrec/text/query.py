@@ -6,7 +6,8 @@ Only values THIS catalog has become filters (its facets and tags), so a word nev
 catalog down to nothing it could not hold. Matching is on whole words and phrases, longest
 first ("rose gold" before "gold"), plurals read as singulars ("rubies", "hoops"), with a few
 plain synonyms ("golden" -> gold, "pendant" -> necklace: the type words of the feed rules). A
-price phrase ("under 100", "below $80", "less than 50", "over 200") becomes a price bound.
+price phrase ("under 100", "below $80", "less than 50", "over 200", "between 50 and 100")
+becomes a price bound; one with a negative price ("under -5") is left out and said so (`notes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from jewelrec.catalog.feeds.type_rules import DEFAULT_WORDS as TYPE_WORDS
 
@@ -34,15 +34,16 @@ STOPWORDS = frozenset(
 )
 
 # longest first; a number running on into letters or more digits ("1e309", "5k",
-# "1.000.000,00") is no price this parser can read: left as words, never misread as 1 or 5
-_NUMBER = (r"[$€£]?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)\s*"
+# "1.000.000,00") is no price this parser can read: left as words, never misread as 1 or 5.
+# A minus sign ("-5", "$-5", "-$5") is read so that the phrase can be named as not understood.
+_NUMBER = (r"([-−]\s*)?[$€£]?\s*([-−]\s*)?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)\s*"
            r"(?:dollars?|euros?|bucks|usd|eur|gbp|\$|€|£)?(?!\w|[.,]\d)")
 _MAX_PRICE = re.compile(
-    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s+"
-    + _NUMBER + r"|(?:<=?)\s*" + _NUMBER, re.IGNORECASE)
+    r"(?:\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s+"
+    r"|<=?\s*)" + _NUMBER, re.IGNORECASE)
 _MIN_PRICE = re.compile(
-    r"\b(?:over|above|more than|at least|min(?:imum)?)\s+" + _NUMBER + r"|(?:>=?)\s*" + _NUMBER,
-    re.IGNORECASE)
+    r"(?:\b(?:over|above|more than|at least|min(?:imum)?)\s+|>=?\s*)" + _NUMBER, re.IGNORECASE)
+_BETWEEN = re.compile(r"\bbetween\s+" + _NUMBER + r"\s+and\s+" + _NUMBER, re.IGNORECASE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_PHRASE_WORDS = 4
 
@@ -124,6 +125,7 @@ class ParsedQuery:
     facets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     max_price: float | None = None
     min_price: float | None = None
+    notes: tuple[str, ...] = ()  # price phrases read but not understood, said to the shopper
 
     def values(self, facet: str) -> tuple[str, ...]:
         return tuple(self.facets.get(facet, ()))
@@ -131,8 +133,16 @@ class ParsedQuery:
 
 def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
     """Read the filters out of a query (see the module docstring)."""
-    text, max_price = _take_price(query, _MAX_PRICE, min)
-    text, min_price = _take_price(text, _MIN_PRICE, max)
+    notes: list[str] = []
+    text, ranges = _take_prices(query, _BETWEEN, notes)
+    text, highs = _take_prices(text, _MAX_PRICE, notes)
+    text, lows = _take_prices(text, _MIN_PRICE, notes)
+    # "between 100 and 50": a shopper naming a range names its two ends, in whichever order
+    # they come to mind; the smaller is the floor (the range holds what they meant, not nothing)
+    ceilings = [n for (n,) in highs] + [max(ends) for ends in ranges]
+    floors = [n for (n,) in lows] + [min(ends) for ends in ranges]
+    max_price = min(ceilings, default=None)  # several bounds: the tightest
+    min_price = max(floors, default=None)
     words = words_of(text)
     found: dict[str, list[str]] = {}
     taken: set[int] = set()  # positions of words that named a filter
@@ -157,14 +167,29 @@ def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
         facets={facet: tuple(values) for facet, values in found.items()},
         max_price=max_price,
         min_price=min_price,
+        notes=tuple(notes),
     )
 
 
-def _take_price(text: str, pattern: re.Pattern, pick: Any) -> tuple[str, float | None]:
-    """The price bound a phrase states (the tightest if several), and the text without it."""
-    bounds = []
+def _take_prices(text: str, pattern: re.Pattern,
+                 notes: list[str]) -> tuple[str, list[list[float]]]:
+    """The numbers of each price phrase `pattern` finds, and the text without the phrases. A
+    phrase with a negative number ("under -5") is no price a shop has: rather than filter every
+    product away or drop it unsaid, it is left out and named in `notes`."""
+    found: list[list[float]] = []
     for match in pattern.finditer(text):
-        number = next(g for g in match.groups() if g is not None)
-        thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", number)
-        bounds.append(float(number.replace(",", "") if thousands else number.replace(",", ".")))
-    return pattern.sub(" ", text), (pick(bounds) if bounds else None)
+        groups = match.groups()  # (sign, sign after the currency, digits) per number
+        numbers = [_price(*groups[i:i + 3]) for i in range(0, len(groups), 3)]
+        if any(n < 0 for n in numbers):
+            notes.append(f"'{' '.join(match.group(0).split())}': a price below 0 was not "
+                         "understood; no price filter taken from it")
+        else:
+            found.append(numbers)
+    return pattern.sub(" ", text), found
+
+
+def _price(sign: str | None, sign_after_currency: str | None, digits: str) -> float:
+    """'1,250.50' -> 1250.5 and '12,5' -> 12.5; negative when a minus sign was written."""
+    thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", digits)
+    value = float(digits.replace(",", "") if thousands else digits.replace(",", "."))
+    return -value if sign or sign_after_currency else value

@@ -197,6 +197,7 @@ def combine(explicit: Filters, parsed: ParsedQuery) -> tuple[Filters, dict[str, 
         max_price = applied["max_price"] = parsed.max_price
     if parsed.min_price is not None and (min_price is None or parsed.min_price > min_price):
         min_price = applied["min_price"] = parsed.min_price
+    applied["notes"] = list(parsed.notes)
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ValueError(f"no price is both at least {min_price:g} and at most {max_price:g}")
     merged = Filters(min_price, max_price, chosen["types"], chosen["brands"], chosen["metals"],
