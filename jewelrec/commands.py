@@ -11,10 +11,16 @@ from jewelrec.errors import CatalogError, JewelrecError
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from jewelrec.catalog.synthetic import check_sets, generate_catalog, generate_sets
+    from jewelrec.catalog.synthetic import (
+        check_products,
+        check_sets,
+        generate_catalog,
+        generate_sets,
+    )
 
     if args.products < 1 or args.views < 1:
         raise JewelrecError("--products and --views must be at least 1")
+    check_products(args.products)  # before check_sets, which lists the products by type
     if args.sets < 0:
         raise JewelrecError("--sets cannot be negative")
     if args.sets:  # refused before the catalog is drawn, not after

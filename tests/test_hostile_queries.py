@@ -160,6 +160,27 @@ def test_synth_refuses_sets_it_cannot_draw_before_the_catalog(tmp_path, capsys):
     assert not (out / "catalog.csv").exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["--sets", "1"]])
+def test_synth_refuses_too_many_products_before_drawing_anything(tmp_path, capsys, monkeypatch,
+                                                                 extra):
+    """--products had no upper limit: a huge N listed a job per product, then drew for ever."""
+    from jewelrec.catalog import synthetic
+    from jewelrec.cli import EXIT_USAGE, main
+
+    def started(*args, **kwargs):
+        raise AssertionError("drawing started")
+
+    monkeypatch.setattr(synthetic, "_run_jobs", started)
+    monkeypatch.setattr(synthetic, "_products_by_type", started)
+    out = tmp_path / "demo"
+    code = main(["synth", "--out", str(out), "--products", "100001", "--views", "1",
+                 "--no-progress", *extra])
+    assert code == EXIT_USAGE
+    assert "--products 100,001: at most 100,000 products" in capsys.readouterr().err
+    assert synthetic.MAX_PRODUCTS == 100_000
+    assert not out.exists()
+
+
 # -- train --adapt-seconds -------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["--adapt-seconds", "30"],  # the home's embedder (efficientnet) does not adapt

@@ -517,6 +517,9 @@ SET_KINDS: dict[str, tuple[str, ...]] = {
 SET_BACKGROUNDS = ("plain", "gradient", "textured")
 SET_SIZE = 384
 MAX_SETS = 10_000  # set photos per run (about 30 KB each); more is a typo, not a test set
+# products per catalog (each `views` photos of about 10 KB, hours to draw at the cap); more is
+# a typo, not a demo catalog
+MAX_PRODUCTS = 100_000
 PIECE_WEIGHT = {"necklace": 1.5, "bracelet": 1.35, "earring": 1.0, "ring": 0.8}  # slot widths
 SET_GAP = 0.05  # empty share of the frame between two pieces' slots
 TEXTURE_TONES = [(196, 164, 128), (150, 112, 80), (214, 186, 164), (188, 186, 182),
@@ -657,6 +660,13 @@ def check_sets(sets: int, products: int, seed: int = 0) -> dict[str, list[Produc
     return by_type
 
 
+def check_products(products: int) -> None:
+    """Refuse a catalog too large to be meant before anything is listed or drawn."""
+    if products > MAX_PRODUCTS:
+        raise JewelrecError(f"--products {products:,}: at most {MAX_PRODUCTS:,} products are "
+                            "drawn at a time")
+
+
 def set_name(number: int) -> str:
     return f"set{number + 1:04d}.jpg"
 
@@ -791,6 +801,7 @@ def generate_catalog(
     """
     if products < 1 or views < 1:
         raise JewelrecError("a synthetic catalog needs at least 1 product and 1 view")
+    check_products(products)
     if query_photos < 0:
         raise JewelrecError("query_photos cannot be negative")
     if not 32 <= image_size <= 2048:
