@@ -97,6 +97,10 @@ def test_adapted_embedder_saves_its_network_and_reloads(tmp_path):
     assert loaded.backbone is not home_backbone
     assert loaded.backbone.runtime == "onnxruntime"
     np.testing.assert_allclose(loaded.embed(images[:4]), vectors, atol=2e-3)
+    (tmp_path / ADAPTED_ONNX_NAME).unlink()  # lost: exported again from the saved tail
+    again = EfficientNetAdaptedEmbedder.load(tmp_path, backbone=home_backbone)
+    assert (tmp_path / ADAPTED_ONNX_NAME).exists() and again.backbone.runtime == "onnxruntime"
+    np.testing.assert_allclose(again.embed(images[:4]), vectors, atol=2e-3)
     frozen = EfficientNetEmbedder(replace(settings, adapt_seconds=0), backbone=home_backbone)
     frozen.fit(images, labels, progress=False)
     assert not np.allclose(frozen.embed(images[:4]), vectors, atol=1e-2)

@@ -91,10 +91,16 @@ def augmented_view(image: np.ndarray, rng: np.random.Generator, size: int) -> np
     return ((np.asarray(pil, np.float32) - PIXEL_MEAN) / PIXEL_SCALE).transpose(2, 0, 1)
 
 
+def _is_tail(name: str) -> bool:
+    """A weight or norm statistic of the adapting layers; batch-norm step counters are left out
+    (only training updates them, and a saved 0-d array comes back with shape (1,))."""
+    return name.startswith(TAIL_PREFIXES) and not name.endswith("num_batches_tracked")
+
+
 def tail_arrays(network: EfficientNetLite0) -> dict[str, np.ndarray]:
     """The adapting layers' weights (and norm statistics) under their saved names."""
     return {ARRAY_PREFIX + name: value.detach().numpy().copy()
-            for name, value in network.state_dict().items() if name.startswith(TAIL_PREFIXES)}
+            for name, value in network.state_dict().items() if _is_tail(name)}
 
 
 def adapted_network(arrays: dict[str, np.ndarray]) -> EfficientNetLite0:
@@ -104,7 +110,7 @@ def adapted_network(arrays: dict[str, np.ndarray]) -> EfficientNetLite0:
     network = copy.deepcopy(load_torch_model())
     state = network.state_dict()
     tail = {k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}
-    expected = {k for k in state if k.startswith(TAIL_PREFIXES)}
+    expected = {k for k in state if _is_tail(k)}
     if set(tail) != expected:
         raise ValueError(f"adapted tail weights do not match the network: "
                          f"{sorted(set(tail) ^ expected)[:3]}")

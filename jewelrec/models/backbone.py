@@ -190,6 +190,7 @@ class Backbone:
         # weights of the last block adapted to a catalog (models/adaptation.py), else ImageNet's
         self.tail = tail
         self._network_copy: EfficientNetLite0 | None = None
+        self._network_lock = threading.Lock()  # not `_lock`: `prepare` holds that to export
         self._session = None  # onnxruntime.InferenceSession once opened
         self._tried = onnx_path is None  # whether opening `onnx_path` was attempted
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -262,7 +263,7 @@ class Backbone:
         adapted tail (training-only: torch is imported here, never on the query path)."""
         if self.tail is None:
             return load_torch_model()
-        with self._lock:
+        with self._network_lock:
             if self._network_copy is None:
                 from jewelrec.models.adaptation import adapted_network
 
