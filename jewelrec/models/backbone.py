@@ -57,7 +57,7 @@ TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last blo
 ONNX_NAME = f"{BACKBONE}-maps.onnx"  # "-maps": the graph returns the last feature map
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits")
 POOLINGS = ("avg", "gem", "rmac")  # how a (1280, h, w) feature map becomes one vector
-GEM_POWER = 3.0  # generalised mean: between average (1) and max (infinity) pooling
+GEM_POWER = 3  # generalised mean: between average (1) and max (infinity) pooling (whole, >= 2)
 RMAC_LEVELS = 3
 BULK_IMAGES = 64  # from this many images on, exporting to ONNX first (2-3 s) pays for itself
 FEATURE_CACHE_SIZE = 2048  # ~10 MB: a query's classifier and embedder share one pass, and so do
@@ -87,6 +87,26 @@ def preprocess(
 ) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 (3, size, size): short side to size / crop_fraction (PIL
     bilinear; 256 for 224 by default), centre crop, then (x - 127) / 128."""
+    out = np.empty((3, size, size), np.float32)
+    _preprocess_into(out, image, crop_fraction, size)
+    return out
+
+
+def preprocess_batch(
+    images: Sequence[np.ndarray], crop_fraction: float = IMAGENET_CROP, size: int = INPUT_SIZE
+) -> np.ndarray:
+    """-> contiguous float32 (N, 3, size, size), NCHW as the network wants."""
+    batch = np.empty((len(images), 3, size, size), np.float32)
+    for image, out in zip(images, batch, strict=True):
+        _preprocess_into(out, image, crop_fraction, size)
+    return batch
+
+
+def _preprocess_into(
+    out: np.ndarray, image: np.ndarray, crop_fraction: float, size: int
+) -> None:
+    """`preprocess` written straight into `out` (3, size, size): one float pass, no copies
+    (converting, centring, scaling and stacking a batch apart cost 1 ms an image at 320)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ImageError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
@@ -96,14 +116,8 @@ def preprocess(
     resized = PILImage.fromarray(image).resize(scaled, PILImage.BILINEAR)
     left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
     cropped = np.asarray(resized.crop((left, top, left + size, top + size)))
-    return ((cropped.astype(np.float32) - PIXEL_MEAN) / PIXEL_SCALE).transpose(2, 0, 1)
-
-
-def preprocess_batch(
-    images: Sequence[np.ndarray], crop_fraction: float = IMAGENET_CROP, size: int = INPUT_SIZE
-) -> np.ndarray:
-    """-> contiguous float32 (N, 3, size, size), NCHW as the network wants."""
-    return np.ascontiguousarray(np.stack([preprocess(im, crop_fraction, size) for im in images]))
+    np.subtract(cropped.transpose(2, 0, 1), np.float32(PIXEL_MEAN), out=out, dtype=np.float32)
+    out /= np.float32(PIXEL_SCALE)  # a power of two: exact, as (x - 127) / 128 always was
 
 
 def pool(maps: np.ndarray, how: str) -> np.ndarray:
@@ -118,15 +132,26 @@ def pool(maps: np.ndarray, how: str) -> np.ndarray:
     if how == "avg":
         return maps.mean(axis=(2, 3))
     if how == "gem":
-        return np.power(np.power(np.maximum(maps, 1e-6), GEM_POWER).mean(axis=(2, 3)),
-                        1.0 / GEM_POWER)
+        return _gem(maps)
     if how == "rmac":
         return _rmac(maps)
     raise ValueError(f"unknown pooling {how!r}; choose one of: {', '.join(POOLINGS)}")
 
 
+def _gem(maps: np.ndarray) -> np.ndarray:
+    # a whole power by multiplication: np.power calls powf per element, 5x slower on a batch
+    x = np.maximum(maps, 1e-6)
+    powered = x * x
+    for _ in range(GEM_POWER - 2):
+        powered *= x
+    return np.power(powered.mean(axis=(2, 3)), 1.0 / GEM_POWER)
+
+
 def _rmac(maps: np.ndarray) -> np.ndarray:
     n, c, h, w = maps.shape
+    # channels last: a region's maximum is then an elementwise maximum of contiguous rows,
+    # ~7x faster than reducing the (h, w) axes of each channel in place; same values
+    last = np.ascontiguousarray(maps.transpose(0, 2, 3, 1))
     out = np.zeros((n, c), np.float32)
     for level in range(1, RMAC_LEVELS + 1):
         side = max(1, int(2 * min(h, w) / (level + 1)))
@@ -134,7 +159,7 @@ def _rmac(maps: np.ndarray) -> np.ndarray:
         xs = np.linspace(0, w - side, level).round().astype(int) if level > 1 else [(w - side) // 2]
         for y in ys:
             for x in xs:
-                out += l2_rows(maps[:, :, y : y + side, x : x + side].max(axis=(2, 3)))
+                out += l2_rows(last[:, y : y + side, x : x + side].max(axis=(1, 2)))
     return out
 
 
