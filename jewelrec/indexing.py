@@ -30,7 +30,7 @@ from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.feature_store import attached_to_home, remove_stale_temporaries
 from jewelrec.fill_attributes import fill_missing_attributes
 from jewelrec.home import Home, atomic_path
-from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.focus import Framed, frame_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import Embedder, load_embedder, model_folder
@@ -154,17 +154,17 @@ class EmbeddingCache:
 
 def _read_batches(
     home: Home, names: Sequence[str], batch_size: int, auto_crop: bool
-) -> Iterator[tuple[list[str], list[np.ndarray], float]]:
+) -> Iterator[tuple[list[str], list[Framed], float]]:
     """Yield (names, framed images, seconds spent reading) one batch ahead of the consumer.
     An image that cannot be read (or breaks a load-time limit) is left out with a warning: one
     bad file must not cost the whole catalog its index."""
 
-    def read(batch: list[str]) -> tuple[list[str], list[np.ndarray], float]:
+    def read(batch: list[str]) -> tuple[list[str], list[Framed], float]:
         start = time.perf_counter()
         names, images = [], []
         for name in batch:
             try:
-                images.append(focus_on_piece(load_image(home.image_path(name)), auto=auto_crop)[0])
+                images.append(frame_piece(load_image(home.image_path(name)), auto=auto_crop))
             except ImageError as exc:
                 log.warning("skipping image %s: %s", name, exc)
                 continue
@@ -198,12 +198,13 @@ def embed_images(
     bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress or not todo)
     fresh: dict[str, np.ndarray] = {}
     uncommitted: dict[str, np.ndarray] = {}
-    for batch, images, read_seconds in _read_batches(home, todo, BATCH_SIZE, auto_crop):
+    for batch, framed, read_seconds in _read_batches(home, todo, BATCH_SIZE, auto_crop):
         stages.read += read_seconds
         if not batch:
             continue
         start = time.perf_counter()
-        vectors = embedder.embed(images)
+        # the framing's masks too: the query path hands the same (recommend.py `infer`)
+        vectors = embedder.embed([f.image for f in framed], masks=[f.mask for f in framed])
         stages.embed += time.perf_counter() - start
         fresh.update(zip(batch, vectors, strict=True))
         uncommitted.update(zip(batch, vectors, strict=True))

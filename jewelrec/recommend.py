@@ -23,7 +23,7 @@ from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.home import Home
-from jewelrec.imaging.focus import focus_on_piece
+from jewelrec.imaging.focus import frame_piece
 from jewelrec.imaging.io import QUERY_SHORT_SIDE, DecodedPhoto, decode_photo, load_image, map_box
 from jewelrec.imaging.segment import Box
 from jewelrec.imaging.segment import crop as crop_box
@@ -183,6 +183,9 @@ class Framing:
     typed: Box | None
     pieces: tuple[Piece, ...] = ()  # every piece found in the photo, most salient first
     piece: int | None = None  # which of `pieces` is framed (None: the caller's crop)
+    # the piece's foreground over `focused` as the framing found it (imaging/focus.py), for the
+    # colour signature; None: the embedder segments `focused` itself
+    mask: np.ndarray | None = None
 
     def typed_view(self, image: np.ndarray) -> np.ndarray:
         """The pixels of `typed` (`focused` when they are one box): a piece is typed on the very
@@ -213,8 +216,9 @@ def frame(snap: Snapshot, photo: PreparedPhoto) -> Framing:
         typed = Box(*view).clip(w, h) if view is not None else box
         if box.width >= 2 and box.height >= 2 and typed.width >= 2 and typed.height >= 2:
             return Framing(crop_box(image, box), box, typed, pieces, asked)
-    focused, box = focus_on_piece(image, crop, auto=photo.auto_crop)
-    return Framing(focused, box, crop, pieces, None if crop is not None or not pieces else asked)
+    framed = frame_piece(image, crop, auto=photo.auto_crop)  # framed as the index frames
+    return Framing(framed.image, framed.box, crop, pieces,
+                   None if crop is not None or not pieces else asked, framed.mask)
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ def infer(snap: Snapshot, photos: Sequence[PreparedPhoto]) -> list[PhotoInferenc
     probabilities = snap.classifier.predict_proba(
         [typing_view(snap.classifier, p.image, f.typed, f.typed_view(p.image))
          for p, f in zip(photos, framings, strict=True)])
-    vectors = snap.embedder.embed(focused)
+    vectors = snap.embedder.embed(focused, masks=[f.mask for f in framings])
     seen = (recognition_features(snap.embedder, focused)
             if snap.recognition_reference is not None else None)
     guesses = (snap.attributes.predict(

@@ -177,11 +177,11 @@ def test_a_killed_index_keeps_its_finished_chunks(tiny_home, tmp_path, monkeypat
         model = real_load(models_dir, name, **runtime)
         real_embed = model.embed
 
-        def embed(images):
+        def embed(images, masks=None):
             calls.append(len(images))
             if len(calls) == 3:
                 raise KeyboardInterrupt  # killed while embedding the third batch
-            return real_embed(images)
+            return real_embed(images, masks)
 
         model.embed = embed
         return model

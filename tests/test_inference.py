@@ -56,7 +56,7 @@ class ColourEmbedder:
         self.entered = threading.Event()
         self.tilt = tilt  # added to the blue channel: another "model"
 
-    def embed(self, images):
+    def embed(self, images, masks=None):
         self.calls.append([tuple(int(c) for c in im.reshape(-1, 3).mean(0)) for im in images])
         self.entered.set()
         if self.gate is not None:

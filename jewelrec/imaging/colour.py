@@ -5,9 +5,16 @@ object classes tend to ignore. A coarse HSV histogram of the foreground pixels (
 saturations x 4 values), square-rooted so cosine similarity behaves like the Hellinger kernel,
 is appended to the CNN embedding. Measured on the demo catalog's held-out views: metal
 precision@10 0.850 -> 0.936 at weight 0.5, recall@10 0.678 -> 0.707.
+
+The foreground is the mask the framing already found (imaging/focus.py), read over the framed
+image, when the caller has it: segmenting the framed piece again cost as much as framing it.
+On 1,000 demo images the two masks give signatures with cosine 0.998 (median; 0.962 at worst)
+and the same metal precision@10 by signature alone (0.949 both).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,10 +27,15 @@ WORKING_SIZE = 96  # the histogram needs no detail; small keeps it ~2 ms per ima
 MIN_FOREGROUND_PIXELS = 20
 
 
-def colour_signature(image: np.ndarray) -> np.ndarray:
-    """(SIGNATURE_DIM,) float32 unit vector for an RGB uint8 image."""
+def colour_signature(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(SIGNATURE_DIM,) float32 unit vector for an RGB uint8 image. `mask`: the piece's
+    foreground over the image as the framing found it (imaging/focus.py `Framed.mask`, any
+    resolution); None: the image is segmented here (2 ms of the 2.5 this costs)."""
     small = Image.fromarray(np.ascontiguousarray(image)).resize((WORKING_SIZE, WORKING_SIZE))
-    mask = foreground_mask(np.asarray(small))
+    if mask is None:
+        mask = foreground_mask(np.asarray(small))
+    else:
+        mask = _resampled(np.asarray(mask, dtype=bool), WORKING_SIZE)
     if mask.sum() < MIN_FOREGROUND_PIXELS:
         mask = np.ones(mask.shape, dtype=bool)  # no clear piece: describe the whole photo
     hsv = np.asarray(small.convert("HSV")).reshape(-1, 3)[mask.reshape(-1)].astype(np.int64)
@@ -36,5 +48,20 @@ def colour_signature(image: np.ndarray) -> np.ndarray:
     return signature / max(float(np.linalg.norm(signature)), 1e-12)
 
 
-def colour_signatures(images: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
-    return np.stack([colour_signature(image) for image in images]).astype(np.float32)
+def colour_signatures(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None
+) -> np.ndarray:
+    """(N, SIGNATURE_DIM) float32; `masks` (one per image, or None) as `colour_signature`'s."""
+    if masks is None:
+        masks = [None] * len(images)
+    return np.stack([colour_signature(image, mask)
+                     for image, mask in zip(images, masks, strict=True)]).astype(np.float32)
+
+
+def _resampled(mask: np.ndarray, side: int) -> np.ndarray:
+    """A mask covering the image on any grid -> side x side, each cell read at its centre."""
+    if mask.ndim != 2 or 0 in mask.shape:
+        raise ValueError(f"a piece mask is a non-empty 2-d array, got shape {mask.shape}")
+    ys = ((np.arange(side) + 0.5) * (mask.shape[0] / side)).astype(np.intp)
+    xs = ((np.arange(side) + 0.5) * (mask.shape[1] / side)).astype(np.intp)
+    return mask[ys[:, None], xs[None, :]]

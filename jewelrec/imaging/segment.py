@@ -248,9 +248,18 @@ def objects(
     """The separate objects: (box in the photo's pixels, foreground pixels on the small copy),
     largest box first; empty when no clean backdrop stands out. The pixel counts let callers
     tell a piece from its fragment (models/piece_candidates.py), which boxes alone cannot."""
+    return objects_and_mask(img, min_area_fraction)[0]
+
+
+def objects_and_mask(
+    img: np.ndarray, min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
+) -> tuple[list[tuple[Box, int]], np.ndarray, int]:
+    """(`objects`, the foreground mask on the small copy they were found on, its shrink factor):
+    one segmentation for a caller that wants the boxes and the mask (imaging/focus.py frames the
+    piece and hands its mask on to the colour signature)."""
     mask, factor = _small_mask(img)
     if not mask.any():
-        return []
+        return [], mask, factor
     # Join pieces a pixel or two apart (chain links, a stud and its drop) into one object,
     # but measure each object on the undilated mask so boxes stay tight.
     labels, count = components.label(components.dilate(mask, iterations=2))
@@ -270,7 +279,7 @@ def objects(
         )
         found.append((box, int(pixels[index])))
     found.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
-    return found
+    return found, mask, factor
 
 
 def _small_mask(img: np.ndarray) -> tuple[np.ndarray, int]:

@@ -129,8 +129,11 @@ class AutoencoderEmbedder:
         self.network = network
         return report
 
-    def embed(self, images: Sequence[Image]) -> np.ndarray:
-        """(N, 1352) float32, unit length (an all-zero code stays zero)."""
+    def embed(
+        self, images: Sequence[Image], masks: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """(N, 1352) float32, unit length (an all-zero code stays zero); the whole frame, so
+        `masks` are not needed."""
         encoder = self._trained().encoder
         return l2_normalise(run_batches(encoder, images, IMAGE_SIZE, CODE_DIM))
 

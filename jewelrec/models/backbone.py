@@ -612,13 +612,16 @@ class EfficientNetEmbedder:
         self.fitted = True
         return FitReport(notes={"images": len(images), "dim": self.dim, **notes})
 
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, dim) float32 unit vectors."""
+    def embed(
+        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """(N, dim) float32 unit vectors; `masks`: the pieces' masks as framed (the colour
+        signature's foreground, see models/base.py)."""
         if not self.fitted:
             raise NotReadyError("the efficientnet embedder needs `fit` on the catalog first")
         vectors = project(self._features(images), self.arrays)
         if self.settings.colour_weight:
-            colour = self.settings.colour_weight * colour_signatures(list(images))
+            colour = self.settings.colour_weight * colour_signatures(list(images), masks)
             vectors = l2_rows(np.hstack([vectors, colour]))
         return vectors.astype(np.float32, copy=False)
 

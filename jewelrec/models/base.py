@@ -51,7 +51,13 @@ class Embedder(Protocol):
         products: Sequence[str] | None = None,  # each image's product id: a gallery's photos
     ) -> FitReport: ...
 
-    def embed(self, images: Sequence[Image]) -> np.ndarray: ...
+    def embed(
+        self, images: Sequence[Image], masks: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """`masks`: per image, the piece's foreground as framing found it (imaging/focus.py
+        `Framed.mask`), or None; an embedder describing the piece's own pixels uses it instead
+        of segmenting again (the index and the query hand the same), the others ignore it."""
+        ...
 
     def save(self, folder: Path) -> None: ...
 

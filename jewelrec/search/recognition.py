@@ -135,8 +135,10 @@ def measure_catalog(
 
     class Features:  # embed_images' contract, in the recognition space
         @staticmethod
-        def embed(images: Sequence[np.ndarray]) -> np.ndarray:
-            return recognition_features(embedder, images)
+        def embed(
+            images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None
+        ) -> np.ndarray:
+            return recognition_features(embedder, images)  # the network's: no mask needed
 
     found = embed_images(
         home, Features(), wanted, cache=EmbeddingCache(home, "recognition", embedder_id),
