@@ -40,8 +40,8 @@ from jewelrec.models.backbone import (
 if TYPE_CHECKING:
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
 
+BLOCKS = 16  # MBConv blocks in EfficientNet-Lite0
 TRUNK_BLOCKS = 15  # blocks 0..14 stay frozen; block 15, the head conv and its norm adapt
-TAIL_PREFIXES = ("_blocks.15.", "_conv_head.", "_bn1.")
 ARRAY_PREFIX = TAIL_ARRAY_PREFIX
 MAX_IMAGES = 3000  # a seeded sample this large teaches the tail as well as a bigger catalog
 TRUNK_BATCH = 16
@@ -91,26 +91,40 @@ def augmented_view(image: np.ndarray, rng: np.random.Generator, size: int) -> np
     return ((np.asarray(pil, np.float32) - PIXEL_MEAN) / PIXEL_SCALE).transpose(2, 0, 1)
 
 
-def _is_tail(name: str) -> bool:
+def tail_prefixes(first_block: int) -> tuple[str, ...]:
+    """The layers that learn when blocks `first_block`.. and the head convolution train."""
+    return (*(f"_blocks.{b}." for b in range(first_block, BLOCKS)), "_conv_head.", "_bn1.")
+
+
+TAIL_PREFIXES = tail_prefixes(TRUNK_BLOCKS)
+
+
+def _is_tail(name: str, prefixes: tuple[str, ...] = TAIL_PREFIXES) -> bool:
     """A weight or norm statistic of the adapting layers; batch-norm step counters are left out
     (only training updates them, and a saved 0-d array comes back with shape (1,))."""
-    return name.startswith(TAIL_PREFIXES) and not name.endswith("num_batches_tracked")
+    return name.startswith(prefixes) and not name.endswith("num_batches_tracked")
 
 
-def tail_arrays(network: EfficientNetLite0) -> dict[str, np.ndarray]:
+def tail_arrays(
+    network: EfficientNetLite0, prefixes: tuple[str, ...] = TAIL_PREFIXES
+) -> dict[str, np.ndarray]:
     """The adapting layers' weights (and norm statistics) under their saved names."""
     return {ARRAY_PREFIX + name: value.detach().numpy().copy()
-            for name, value in network.state_dict().items() if _is_tail(name)}
+            for name, value in network.state_dict().items() if _is_tail(name, prefixes)}
 
 
 def adapted_network(arrays: dict[str, np.ndarray]) -> EfficientNetLite0:
-    """The ImageNet network with the tail weights from `arrays` (strict: every tail weight)."""
+    """The ImageNet network with the tail weights from `arrays`: every layer from the first
+    block they name to the head convolution (the last block for the embedder, the last stage for
+    the tuned type head), strict: a missing or misshapen weight is an error."""
     import torch
 
     network = copy.deepcopy(load_torch_model())
     state = network.state_dict()
     tail = {k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}
-    expected = {k for k in state if _is_tail(k)}
+    blocks = [int(k.split(".")[1]) for k in tail if k.startswith("_blocks.")]
+    prefixes = tail_prefixes(min(blocks) if blocks else BLOCKS)  # always a whole last stretch
+    expected = {k for k in state if _is_tail(k, prefixes)}
     if set(tail) != expected:
         raise ValueError(f"adapted tail weights do not match the network: "
                          f"{sorted(set(tail) ^ expected)[:3]}")
@@ -123,10 +137,11 @@ def adapted_network(arrays: dict[str, np.ndarray]) -> EfficientNetLite0:
     return network.eval()
 
 
-class _Trunk:
-    """Stem to block 14 of the frozen network on onnxruntime (exported to a temporary folder)."""
+class Trunk:
+    """Stem to block `blocks - 1` of the frozen network on onnxruntime (exported to a temporary
+    folder): what the trained tail starts from, computed once per view."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, blocks: int = TRUNK_BLOCKS) -> None:
         import onnxruntime as ort
         import torch
 
@@ -139,7 +154,7 @@ class _Trunk:
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 x = torch.nn.functional.relu6(self.net._bn0(self.net._conv_stem(x)))
-                for block in self.net._blocks[:TRUNK_BLOCKS]:
+                for block in self.net._blocks[:blocks]:
                     x = block(x)
                 return x
 
@@ -165,7 +180,7 @@ def _trunk_views(images: Sequence[np.ndarray], settings: AdaptSettings, crop_fra
     (N, views, ...), float16."""
     from tqdm import tqdm
 
-    trunk = _Trunk(size)
+    trunk = Trunk(size)
     rng = np.random.default_rng(seed)
     clean, views = [], []
     bar = tqdm(total=len(images), desc="adapting: views", unit="img", disable=not progress)

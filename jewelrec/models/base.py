@@ -101,6 +101,7 @@ CLASSIFIERS: dict[str, str] = {
     "seed-cnn": "jewelrec.models.seed_cnn:SeedCNNClassifier",
     "efficientnet-head": "jewelrec.models.heads:EfficientNetHeadClassifier",
     "efficientnet-head-gap": "jewelrec.models.heads:EfficientNetGapHeadClassifier",
+    "efficientnet-tuned": "jewelrec.models.heads:EfficientNetTunedHeadClassifier",
 }
 
 

@@ -25,6 +25,7 @@ from jewelrec.errors import NotReadyError
 from jewelrec.models.backbone import (
     BACKBONE,
     INPUT_SIZE,
+    TAIL_ARRAY_PREFIX,
     WHOLE_SHORT_SIDE,
     Backbone,
     backbone_config,
@@ -57,15 +58,24 @@ class HeadSettings:
     # the auto-crop found: the crop loses the context (a neck, an ear, a hand) that tells types
     # apart on worn photos (real photos of other shops: 0.804 -> 0.824)
     calibration: str = "stratified"  # out-of-fold splits: "stratified" or "clusters"
+    tune_seconds: float = 0.0  # fine-tune the backbone's last stage this long (0: frozen;
+    # models/type_tuning.py), calibrated on TUNED_CALIBRATION_FOLDS extra trainings
 
     def __post_init__(self) -> None:
         check_size(self.input_size)
         if self.calibration not in ("stratified", "clusters"):
             raise ValueError(f"unknown calibration {self.calibration!r}")
+        if not 0 <= self.tune_seconds <= 24 * 3600:
+            raise ValueError(f"tune_seconds must be between 0 and a day, got {self.tune_seconds}")
 
 
 # Measured on real photos of other shops (benchmarks/real_photos.py, issue 9).
 DEFAULT_HEAD = HeadSettings(pooling="rmac", whole_photo=True, calibration="clusters")
+# The tuned head: GeM on the tuned network's map (what its linear layer was trained on).
+TUNED_HEAD = HeadSettings(pooling="gem", whole_photo=True, calibration="clusters",
+                          tune_seconds=900.0)
+TUNED_CALIBRATION_FOLDS = 2  # each fold is one more training of the stage: two keep `train` short
+TUNED_ONNX_NAME = "efficientnet-lite0-type.onnx"  # the tuned network, in the classifier's folder
 
 
 @dataclass
@@ -79,10 +89,12 @@ class Head:
     scale: np.ndarray  # (D,) divided by after that (ones unless standardising)
     temperature: float = 1.0
     decision_threshold: float = 0.5  # calibrated confidence from which the type is decided alone
+    normalise: bool = True  # L2-normalise the features first (False: the tuned head's layer was
+    # trained on the raw GeM features)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        x = (l2_rows(features) - self.mean) / self.scale
-        return x @ self.coef.T + self.intercept
+        x = l2_rows(features) if self.normalise else np.asarray(features, np.float32)
+        return ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
 
 
 def fit_head(
@@ -113,28 +125,36 @@ def fit_head(
             part = Head(classes, *_logistic_regression(
                 (x[train] - mean) / scale, y[train], len(classes), settings.c), mean, scale)
             oof[held] = part.logits(features[held])
-        head.temperature = fit_temperature(oof, y)
-        calibrated = softmax(oof / head.temperature)
-        head.decision_threshold = decision_threshold(calibrated, y)
-        notes.update(heldout_accuracy=float((oof.argmax(1) == y).mean()),
-                     heldout_log_loss=log_loss(oof / head.temperature, y),
-                     selective_curve=selective_curve(calibrated, y))
+        notes.update(calibrate(head, oof, y))
     notes.update(temperature=head.temperature, decision_threshold=head.decision_threshold)
     return head, notes
 
 
-def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int) -> list:
+def calibrate(head: Head, heldout_logits: np.ndarray, y: np.ndarray) -> dict:
+    """Set the head's temperature and decision threshold from out-of-fold logits of the
+    catalog's photos (class indices `y`); returns notes for the training report."""
+    head.temperature = fit_temperature(heldout_logits, y)
+    calibrated = softmax(heldout_logits / head.temperature)
+    head.decision_threshold = decision_threshold(calibrated, y)
+    return {"heldout_accuracy": float((heldout_logits.argmax(1) == y).mean()),
+            "heldout_log_loss": log_loss(heldout_logits / head.temperature, y),
+            "selective_curve": selective_curve(calibrated, y)}
+
+
+def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int,
+                        folds: int = CALIBRATION_FOLDS) -> list:
     """Out-of-fold splits (train, held) for the temperature and the threshold; [] when the
     catalog is too small to hold anything out."""
     from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-    folds = min(CALIBRATION_FOLDS, int(np.bincount(y).min()))
+    wanted = folds
+    folds = min(wanted, int(np.bincount(y).min()))
     if folds < 2:
         return []
-    if how == "clusters" and len(y) >= 10 * CALIBRATION_FOLDS:
+    if how == "clusters" and len(y) >= 10 * wanted:
         from sklearn.cluster import KMeans
 
-        clusters = KMeans(CALIBRATION_FOLDS, n_init=3, random_state=seed).fit_predict(x)
+        clusters = KMeans(wanted, n_init=3, random_state=seed).fit_predict(x)
         if len(set(clusters.tolist())) >= 2:
             splits = list(GroupKFold(len(set(clusters.tolist()))).split(x, y, clusters))
             if all(_keeps_every_class(y, train) for train, _ in splits):
@@ -295,11 +315,15 @@ class EfficientNetHeadClassifier:
             "classes": self.head.classes,
             "temperature": self.head.temperature,
             "decision_threshold": self.head.decision_threshold,
+            "normalise": self.head.normalise,
             "settings": asdict(self.settings),
             **backbone_config(),
         }
-        save_weights(folder, arrays, config)
-        self.backbone.prepare()  # the home's ONNX file is there for the next process
+        save_weights(folder, {**arrays, **(self.backbone.tail or {})}, config)
+        if self.backbone.tail is not None:  # the tuned network beside its weights, fresh
+            self.backbone = Backbone(Path(folder) / TUNED_ONNX_NAME, tail=self.backbone.tail)
+            self.backbone.export_onnx(self.backbone.onnx_path)
+        self.backbone.prepare()  # the ONNX file is there for the next process
 
     @classmethod
     def load(
@@ -315,10 +339,13 @@ class EfficientNetHeadClassifier:
             arrays = {k: state[k] for k in ("coef", "intercept", "mean", "scale")}
             head = Head(list(config["classes"]), temperature=float(config["temperature"]),
                         decision_threshold=float(config.get("decision_threshold", 0.5)),
-                        **arrays)
+                        normalise=bool(config.get("normalise", True)), **arrays)
             settings = HeadSettings(**config.get("settings", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged_model_error(folder, f"incomplete head: {exc}") from exc
+        tail = {k: v for k, v in state.items() if k.startswith(TAIL_ARRAY_PREFIX)}
+        if tail:  # tuned on its catalog: runs its own network, not the home's
+            backbone = Backbone(Path(folder) / TUNED_ONNX_NAME, tail=tail)
         model = cls(settings, backbone=backbone)
         model.head = head
         model.backbone.prepare()  # its session opens now, not at the first query
@@ -331,3 +358,56 @@ class EfficientNetGapHeadClassifier(EfficientNetHeadClassifier):
 
     name = "efficientnet-head-gap"
     default_settings = HeadSettings()
+
+
+class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
+    """TypeClassifier "efficientnet-tuned": the backbone's last stage fine-tuned for the type on
+    the catalog's photos at `train` (models/type_tuning.py), whole photo, GeM, a linear layer
+    calibrated on style-cluster folds. It runs its own network (exported to ONNX beside its
+    weights), not the home's; a catalog of one type, or a zero budget, gets the frozen head."""
+
+    name = "efficientnet-tuned"
+    default_settings = TUNED_HEAD
+
+    def fit(
+        self,
+        images: Sequence[Image],
+        labels: Sequence[str],
+        *,
+        epochs: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> FitReport:
+        """`epochs` is ignored: the budget (`tune_seconds`) and TuneSettings bound training."""
+        from jewelrec.models.type_tuning import TuneSettings, tune_type_network
+
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        classes = sorted(set(labels))
+        if self.settings.tune_seconds <= 0 or len(classes) < 2:
+            return super().fit(images, labels, seed=seed, progress=progress)
+        y = np.searchsorted(classes, np.asarray(labels))
+        splits = []
+        if self.settings.calibrate:  # style clusters of the frozen features, as the frozen head
+            frozen = l2_rows(self._features(images, progress=progress))
+            splits = _calibration_splits(frozen, y, self.settings.calibration, seed,
+                                         folds=TUNED_CALIBRATION_FOLDS)
+        tuned = tune_type_network(
+            [np.asarray(im) for im in images], list(labels), splits=splits,
+            settings=TuneSettings(seconds=self.settings.tune_seconds),
+            crop_fraction=self.settings.crop_fraction, size=self.settings.input_size,
+            seed=seed, progress=progress,
+        )
+        dim = tuned.coef.shape[1]
+        self.head = Head(classes, tuned.coef, tuned.intercept, np.zeros(dim, np.float32),
+                         np.ones(dim, np.float32), normalise=False)
+        notes: dict = {"images": len(images), **tuned.notes, "calibration_folds": len(splits)}
+        if tuned.heldout_logits is not None:
+            notes.update(calibrate(self.head, tuned.heldout_logits, y))
+        notes.update(temperature=self.head.temperature,
+                     decision_threshold=self.head.decision_threshold)
+        self.backbone = Backbone(tail=tuned.arrays)  # bound to a file by `save`
+        report = FitReport(notes=notes)
+        if "heldout_accuracy" in notes:
+            report.val_accuracy.append(notes["heldout_accuracy"])
+        return report

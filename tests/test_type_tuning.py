@@ -1,0 +1,102 @@
+"""The tuned type head: the last stage trains on the catalog's photos, its weights are checked
+when loaded, it calibrates on held-out folds, and it saves its own ONNX network that answers the
+same after a reload; without a budget or with one type it is the frozen head."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from jewelrec.models.adaptation import ARRAY_PREFIX, adapted_network, tail_arrays, tail_prefixes
+from jewelrec.models.backbone import Backbone, load_torch_model
+from jewelrec.models.base import classifier_class
+from jewelrec.models.heads import (
+    TUNED_HEAD,
+    TUNED_ONNX_NAME,
+    EfficientNetTunedHeadClassifier,
+    HeadSettings,
+)
+from jewelrec.models.type_tuning import TuneSettings, tune_type_network
+
+KINDS = ["ring", "earring", "necklace"]
+
+
+def _photos(count: int) -> tuple[list[np.ndarray], list[str]]:
+    """Photos whose type shows in their shape: a square, a thin vertical bar, a wide band."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(count):
+        kind = KINDS[i % 3]
+        image = np.full((96, 128, 3), 235, np.uint8)
+        shade = rng.integers(60, 180, 3, dtype=np.uint8)
+        y, x = rng.integers(0, 16, 2)
+        box = {"ring": (30, 70, 44, 84), "earring": (8, 88, 60, 68),
+               "necklace": (20, 32, 6, 122)}[kind]
+        image[box[0] + y // 2:box[1] + y // 2, box[2] + x // 2:box[3] + x // 2] = shade
+        images.append(image)
+        labels.append(kind)
+    return images, labels
+
+
+def test_stage_weights_are_checked_as_a_whole_stretch():
+    arrays = tail_arrays(load_torch_model(), tail_prefixes(11))
+    assert any(k.startswith(ARRAY_PREFIX + "_blocks.11.") for k in arrays)
+    adapted_network(arrays)  # complete: loads
+    missing_block = {k: v for k, v in arrays.items() if ".12." not in k}
+    with pytest.raises(ValueError, match="do not match"):
+        adapted_network(missing_block)
+    one_weight = next(k for k in arrays if "_blocks.13." in k)
+    with pytest.raises(ValueError, match="do not match"):
+        adapted_network({k: v for k, v in arrays.items() if k != one_weight})
+
+
+def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
+    images, labels = _photos(30)
+    model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=8.0))
+    report = model.fit(images, labels, progress=False)
+    before = tail_arrays(load_torch_model(), tail_prefixes(11))
+    tuned = model.backbone.tail
+    assert tuned is not None and set(tuned) == set(before)
+    assert any(not np.allclose(tuned[k], before[k]) for k in before)  # it learned
+    assert model.head.coef.shape == (3, 1280) and not model.head.normalise
+    # two style-cluster folds, each trained apart, predicted the photos they left out
+    assert report.notes["calibration_folds"] == 2 and "heldout_accuracy" in report.notes
+    assert report.notes["tune_fold_1_seconds"] > 0 and report.notes["tune_fold_2_seconds"] > 0
+    assert model.head.temperature > 0 and 0 < model.head.decision_threshold <= 1.01
+    probabilities = model.predict_proba(images[:6])
+    assert probabilities.shape == (6, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    model.save(tmp_path)
+    assert (tmp_path / TUNED_ONNX_NAME).is_file()
+    loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
+    assert loaded.backbone.runtime == "onnxruntime" and not loaded.head.normalise
+    assert loaded.backbone.onnx_path == tmp_path / TUNED_ONNX_NAME
+    np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
+
+
+def test_the_budget_bounds_training_and_splits_index_the_photos():
+    images, labels = _photos(12)
+    splits = [(np.arange(0, 6), np.arange(6, 12)), (np.arange(6, 12), np.arange(0, 6))]
+    settings = TuneSettings(views=0, epochs=50, batch=4, seconds=3)
+    tuned = tune_type_network(images, labels, splits=splits, settings=settings,
+                              crop_fraction=1.0, size=64, progress=False)
+    assert tuned.notes["tune_stopped_by"] == "time budget" and tuned.notes["tune_epochs"] < 50
+    assert tuned.heldout_logits is not None and tuned.heldout_logits.shape == (12, 3)
+    assert np.abs(tuned.heldout_logits).sum(axis=1).min() > 0  # every photo held out once
+
+
+def test_without_budget_or_types_it_is_the_frozen_head():
+    images, labels = _photos(12)
+    net = Backbone()  # one network for both: exported once
+    for settings, kinds in ((replace(TUNED_HEAD, tune_seconds=0), labels),
+                            (TUNED_HEAD, ["ring"] * len(images))):
+        model = EfficientNetTunedHeadClassifier(settings, backbone=net)
+        model.fit(images, kinds, progress=False)
+        assert model.backbone is net and model.head.normalise
+
+
+def test_a_negative_budget_is_refused():
+    with pytest.raises(ValueError, match="tune_seconds"):
+        HeadSettings(tune_seconds=-1)
