@@ -42,6 +42,10 @@ from jewelrec.text.vectors import write_title_vectors
 BATCH_SIZE = 16
 COMMIT_EVERY = 512  # fresh embeddings written to the cache this often (a kill loses fewer)
 FINGERPRINT_IGNORES = {"training.json"}  # run records (timestamps, losses), not the model
+# What the code makes of a model's files: bumped when the same files give other vectors, so
+# cached embeddings and published indexes are not mixed with the new ones (`model_fingerprint`).
+# 2: the colour signature reads the framing's mask, less its rim (imaging/colour.py).
+VECTORS_VERSION = 2
 log = logging.getLogger(__name__)
 
 
@@ -85,9 +89,10 @@ class IndexReport:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """Identifies a trained model by its weights and config, so caches and running servers
-    notice a changed model; retraining that gives the same model keeps its fingerprint."""
-    digest = hashlib.sha256()
+    """Identifies a trained model by its weights and config (and VECTORS_VERSION), so caches and
+    running servers notice a changed model; retraining that gives the same model keeps its
+    fingerprint."""
+    digest = hashlib.sha256(f"vectors {VECTORS_VERSION}\n".encode())
     for path in sorted(folder.glob("*")):
         if (path.is_file() and path.suffix in {".json", ".safetensors"}
                 and path.name not in FINGERPRINT_IGNORES):

@@ -1,6 +1,7 @@
-"""The piece's mask travels with its frame: the colour signature reads it instead of segmenting
-the framed piece again, nearly the same signature as before, and the index and the query path
-hand the same mask, so a catalog image asked as a query gets its index vector."""
+"""The piece's mask travels with its frame: the colour signature reads it (less its rim) instead
+of segmenting the framed piece again, nearly the same signature as segmenting gives, and the
+index and the query path hand the same mask, so a catalog image asked as a query gets its index
+vector."""
 
 from __future__ import annotations
 
@@ -66,6 +67,22 @@ def test_the_signature_describes_what_the_mask_marks():
         colour_signature(half, np.zeros((0, 4), bool))
 
 
+def test_the_rim_of_the_piece_is_left_out_unless_the_piece_is_all_rim():
+    photo = np.full((96, 96, 3), 250, np.uint8)
+    photo[30:66, 30:66] = (231, 212, 152)  # a rim blending gold into the white backdrop
+    photo[31:65, 31:65] = GOLD
+    mask = np.zeros((96, 96), bool)
+    mask[30:66, 30:66] = True
+    gold = colour_signature(np.full((96, 96, 3), GOLD, np.uint8))
+    assert colour_signature(photo, mask) @ gold > 0.999
+    chain = np.full((96, 96, 3), 250, np.uint8)
+    chain[48, 10:86] = SILVER  # one pixel thin: nothing would be left inside it
+    line = np.zeros((96, 96), bool)
+    line[48, 10:86] = True
+    silver = colour_signature(np.full((96, 96, 3), SILVER, np.uint8))
+    assert colour_signature(chain, line) @ silver > 0.999
+
+
 def test_the_framing_s_mask_gives_nearly_the_signature_a_fresh_segmentation_gave(tiny_catalog):
     photos = [ring_photo(c, b) for c in (GOLD, SILVER) for b in ((250, 250, 250), (40, 40, 40))]
     photos += [load_image(p) for p in sorted((tiny_catalog / "images").glob("*.jpg"))[:24]]
@@ -74,7 +91,7 @@ def test_the_framing_s_mask_gives_nearly_the_signature_a_fresh_segmentation_gave
     before = colour_signatures(images)  # each framed piece segmented again, as before
     after = colour_signatures(images, [f.mask for f in framings])
     cosines = (before * after).sum(axis=1)
-    assert cosines.min() > 0.95 and np.median(cosines) > 0.99, np.round(cosines, 3)
+    assert cosines.min() > 0.9 and np.median(cosines) > 0.99, np.round(cosines, 3)
 
 
 def test_index_and_query_give_a_catalog_image_the_same_vector(tiny_home):
