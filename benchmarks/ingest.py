@@ -172,6 +172,17 @@ def model_only(
                           for j, count in enumerate(sizes)])
 
 
+def preprocessing_only(images: Sequence[np.ndarray]) -> float:
+    """Seconds for preprocessing `images` batch by batch, each batch dropped before the next as
+    in `Backbone.run_images` (keeping them all would time fresh memory's page faults)."""
+
+    def run() -> None:
+        for i in range(0, len(images), backbone.BATCH_SIZE):
+            preprocessed(images[i : i + backbone.BATCH_SIZE])
+
+    return timed(run)
+
+
 def pooling_only(images: int, size: int) -> float:
     """Seconds for pooling every batch's feature maps every way `Backbone` pools them (it keeps
     them all, so the classifier and the attribute heads share the pass)."""
@@ -310,9 +321,7 @@ def measure(home: Home, names: list[str], onnx_path: Path, peak: Peak, macs: int
     rows += [
         Measured("colour signature (the framing's mask), alone", n,
                  timed(lambda: colour_signatures(framed, masks))),
-        Measured(f"preprocess (resize, crop {size}), alone", n,
-                 timed(lambda: [preprocessed(framed[i : i + backbone.BATCH_SIZE])
-                                for i in range(0, n, backbone.BATCH_SIZE)])),
+        Measured(f"preprocess (resize, crop {size}), alone", n, preprocessing_only(framed)),
         Measured(f"pool ({', '.join(backbone.POOLINGS)} of the maps), alone", n,
                  pooling_only(n, size)),
     ]
