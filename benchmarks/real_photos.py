@@ -52,6 +52,7 @@ TYPES = ("bracelet", "earring", "necklace", "ring")
 VARIANTS = {  # name -> (classifier, embedder)
     "default": ("efficientnet-head", "efficientnet"),
     "adapted": ("efficientnet-head", "efficientnet-adapted"),
+    "tuned": ("efficientnet-tuned", "efficientnet"),
     "first-wave": ("efficientnet-head-gap", "efficientnet-gap"),
     "prototype": ("seed-cnn", "autoencoder"),
 }

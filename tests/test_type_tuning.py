@@ -57,22 +57,24 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=8.0))
     report = model.fit(images, labels, progress=False)
     before = tail_arrays(load_torch_model(), tail_prefixes(11))
-    tuned = model.backbone.tail
+    tuned = model.tuned_backbone.tail
     assert tuned is not None and set(tuned) == set(before)
     assert any(not np.allclose(tuned[k], before[k]) for k in before)  # it learned
-    assert model.head.coef.shape == (3, 1280) and not model.head.normalise
+    assert model.tuned_head.coef.shape == (3, 1280) and not model.tuned_head.normalise
+    assert model.backbone.tail is None  # the frozen head runs on the home's network
     # two style-cluster folds, each trained apart, predicted the photos they left out
     assert report.notes["calibration_folds"] == 2 and "heldout_accuracy" in report.notes
     assert report.notes["tune_fold_1_seconds"] > 0 and report.notes["tune_fold_2_seconds"] > 0
-    assert model.head.temperature > 0 and 0 < model.head.decision_threshold <= 1.01
+    assert model.tuned_head.temperature > 0 and 0 < model.head.decision_threshold <= 1.01
     probabilities = model.predict_proba(images[:6])
     assert probabilities.shape == (6, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     model.save(tmp_path)
     assert (tmp_path / TUNED_ONNX_NAME).is_file()
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
-    assert loaded.backbone.runtime == "onnxruntime" and not loaded.head.normalise
-    assert loaded.backbone.onnx_path == tmp_path / TUNED_ONNX_NAME
+    assert loaded.tuned_backbone.runtime == "onnxruntime" and not loaded.tuned_head.normalise
+    assert loaded.tuned_backbone.onnx_path == tmp_path / TUNED_ONNX_NAME
+    assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
 
 
@@ -94,7 +96,8 @@ def test_without_budget_or_types_it_is_the_frozen_head():
                             (TUNED_HEAD, ["ring"] * len(images))):
         model = EfficientNetTunedHeadClassifier(settings, backbone=net)
         model.fit(images, kinds, progress=False)
-        assert model.backbone is net and model.head.normalise
+        assert model.backbone is net and model.tuned_head is None
+        assert model.predict_proba(images[:2]).shape[0] == 2
 
 
 def test_a_negative_budget_is_refused():

@@ -16,7 +16,7 @@ cluster it predicts), not random folds: on real photos of unseen shops, random f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +71,8 @@ class HeadSettings:
 
 # Measured on real photos of other shops (benchmarks/real_photos.py, issue 9).
 DEFAULT_HEAD = HeadSettings(pooling="rmac", whole_photo=True, calibration="clusters")
-# The tuned head: GeM on the tuned network's map (what its linear layer was trained on).
-TUNED_HEAD = HeadSettings(pooling="gem", whole_photo=True, calibration="clusters",
-                          tune_seconds=900.0)
+# The tuned head: the default frozen head, averaged with the tuned network's (15 minutes at most).
+TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=900.0)
 TUNED_CALIBRATION_FOLDS = 2  # each fold is one more training of the stage: two keep `train` short
 TUNED_ONNX_NAME = "efficientnet-lite0-type.onnx"  # the tuned network, in the classifier's folder
 
@@ -292,9 +291,12 @@ class EfficientNetHeadClassifier:
         """`epochs` is ignored: the head is a convex problem solved to convergence."""
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        features = self._features(images, progress=progress)
+        return self._fit_on(self._features(images, progress=progress), labels, seed)
+
+    def _fit_on(self, features: np.ndarray, labels: Sequence[str], seed: int) -> FitReport:
+        """Fit the frozen head on the photos' pooled features."""
         self.head, notes = fit_head(features, labels, self.settings, seed=seed)
-        report = FitReport(notes={**notes, "images": len(images)})
+        report = FitReport(notes={**notes, "images": len(features)})
         if "heldout_accuracy" in notes:
             report.val_accuracy.append(notes["heldout_accuracy"])
         return report
@@ -309,21 +311,25 @@ class EfficientNetHeadClassifier:
 
         if self.head is None:
             raise NotReadyError(f"nothing to save: the {self.name} classifier is not trained")
+        save_weights(folder, *self._saved())
+        self.backbone.prepare()  # the home's ONNX file is there for the next process
+
+    def _saved(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The arrays and the config `save` writes."""
+        assert self.head is not None
         arrays = {k: getattr(self.head, k) for k in ("coef", "intercept", "mean", "scale")}
         config = {
             "model": self.name,
             "classes": self.head.classes,
             "temperature": self.head.temperature,
             "decision_threshold": self.head.decision_threshold,
-            "normalise": self.head.normalise,
             "settings": asdict(self.settings),
             **backbone_config(),
         }
-        save_weights(folder, {**arrays, **(self.backbone.tail or {})}, config)
-        if self.backbone.tail is not None:  # the tuned network beside its weights, fresh
-            self.backbone = Backbone(Path(folder) / TUNED_ONNX_NAME, tail=self.backbone.tail)
-            self.backbone.export_onnx(self.backbone.onnx_path)
-        self.backbone.prepare()  # the ONNX file is there for the next process
+        return arrays, config
+
+    def _restore(self, state: dict[str, np.ndarray], config: dict, folder: Path) -> None:
+        """Load what a subclass saved beside the head (raises KeyError/ValueError if damaged)."""
 
     @classmethod
     def load(
@@ -339,15 +345,13 @@ class EfficientNetHeadClassifier:
             arrays = {k: state[k] for k in ("coef", "intercept", "mean", "scale")}
             head = Head(list(config["classes"]), temperature=float(config["temperature"]),
                         decision_threshold=float(config.get("decision_threshold", 0.5)),
-                        normalise=bool(config.get("normalise", True)), **arrays)
+                        **arrays)
             settings = HeadSettings(**config.get("settings", {}))
+            model = cls(settings, backbone=backbone)
+            model.head = head
+            model._restore(state, config, Path(folder))
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged_model_error(folder, f"incomplete head: {exc}") from exc
-        tail = {k: v for k, v in state.items() if k.startswith(TAIL_ARRAY_PREFIX)}
-        if tail:  # tuned on its catalog: runs its own network, not the home's
-            backbone = Backbone(Path(folder) / TUNED_ONNX_NAME, tail=tail)
-        model = cls(settings, backbone=backbone)
-        model.head = head
         model.backbone.prepare()  # its session opens now, not at the first query
         return model
 
@@ -361,13 +365,25 @@ class EfficientNetGapHeadClassifier(EfficientNetHeadClassifier):
 
 
 class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
-    """TypeClassifier "efficientnet-tuned": the backbone's last stage fine-tuned for the type on
-    the catalog's photos at `train` (models/type_tuning.py), whole photo, GeM, a linear layer
-    calibrated on style-cluster folds. It runs its own network (exported to ONNX beside its
-    weights), not the home's; a catalog of one type, or a zero budget, gets the frozen head."""
+    """TypeClassifier "efficientnet-tuned": the frozen head (on the home's backbone) averaged
+    with a second network whose last stage `train` fine-tuned for the type on the catalog's
+    photos (models/type_tuning.py; whole photo, GeM, its own linear layer), each calibrated on
+    the same style-cluster folds, the decision threshold chosen on their average. Measured with
+    5 folds by shop on real photos: accuracy 0.835 frozen, 0.856 tuned, 0.859 averaged, which
+    also ranks its answers best (95% right on 75% of the photos, 65% frozen). The tuned network
+    is exported to ONNX beside the weights. A catalog of one type, or a zero budget, gets the
+    frozen head alone."""
 
     name = "efficientnet-tuned"
     default_settings = TUNED_HEAD
+    tuned_pooling = "gem"  # what the tuned layer was trained on (models/type_tuning.py)
+
+    def __init__(
+        self, settings: HeadSettings | None = None, *, backbone: Backbone | None = None
+    ) -> None:
+        super().__init__(settings, backbone=backbone)
+        self.tuned_head: Head | None = None  # the tuned network's calibrated linear layer
+        self.tuned_backbone: Backbone | None = None  # the network with the tuned stage
 
     def fit(
         self,
@@ -381,17 +397,18 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         """`epochs` is ignored: the budget (`tune_seconds`) and TuneSettings bound training."""
         from jewelrec.models.type_tuning import TuneSettings, tune_type_network
 
+        self.tuned_head, self.tuned_backbone = None, None
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         classes = sorted(set(labels))
+        features = self._features(images, progress=progress)
+        frozen_report = self._fit_on(features, labels, seed)
         if self.settings.tune_seconds <= 0 or len(classes) < 2:
-            return super().fit(images, labels, seed=seed, progress=progress)
+            return frozen_report
         y = np.searchsorted(classes, np.asarray(labels))
-        splits = []
-        if self.settings.calibrate:  # style clusters of the frozen features, as the frozen head
-            frozen = l2_rows(self._features(images, progress=progress))
-            splits = _calibration_splits(frozen, y, self.settings.calibration, seed,
-                                         folds=TUNED_CALIBRATION_FOLDS)
+        splits = (_calibration_splits(l2_rows(features), y, self.settings.calibration, seed,
+                                      folds=TUNED_CALIBRATION_FOLDS)
+                  if self.settings.calibrate else [])
         tuned = tune_type_network(
             [np.asarray(im) for im in images], list(labels), splits=splits,
             settings=TuneSettings(seconds=self.settings.tune_seconds),
@@ -399,15 +416,64 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
             seed=seed, progress=progress,
         )
         dim = tuned.coef.shape[1]
-        self.head = Head(classes, tuned.coef, tuned.intercept, np.zeros(dim, np.float32),
-                         np.ones(dim, np.float32), normalise=False)
-        notes: dict = {"images": len(images), **tuned.notes, "calibration_folds": len(splits)}
+        self.tuned_head = Head(classes, tuned.coef, tuned.intercept, np.zeros(dim, np.float32),
+                               np.ones(dim, np.float32), normalise=False)
+        self.tuned_backbone = Backbone(tail=tuned.arrays)  # bound to a file by `save`
+        notes: dict = {**frozen_report.notes, **tuned.notes, "calibration_folds": len(splits)}
         if tuned.heldout_logits is not None:
-            notes.update(calibrate(self.head, tuned.heldout_logits, y))
-        notes.update(temperature=self.head.temperature,
-                     decision_threshold=self.head.decision_threshold)
-        self.backbone = Backbone(tail=tuned.arrays)  # bound to a file by `save`
-        report = FitReport(notes=notes)
-        if "heldout_accuracy" in notes:
-            report.val_accuracy.append(notes["heldout_accuracy"])
-        return report
+            frozen_heldout = np.zeros_like(tuned.heldout_logits)
+            for train, held in splits:  # the frozen head on the same folds as the tuned one
+                part = Head(classes, *_logistic_regression(
+                    l2_rows(features[train]), y[train], len(classes), self.settings.c),
+                    self.head.mean, self.head.scale)
+                frozen_heldout[held] = part.logits(features[held])
+            frozen_t = fit_temperature(frozen_heldout, y)
+            self.tuned_head.temperature = fit_temperature(tuned.heldout_logits, y)
+            both = (softmax(frozen_heldout / frozen_t)
+                    + softmax(tuned.heldout_logits / self.tuned_head.temperature)) / 2
+            self.head.decision_threshold = decision_threshold(both, y)
+            notes.update(heldout_accuracy=float((both.argmax(1) == y).mean()),
+                         tuned_heldout_accuracy=float((tuned.heldout_logits.argmax(1) == y).mean()),
+                         tuned_temperature=self.tuned_head.temperature,
+                         decision_threshold=self.head.decision_threshold,
+                         selective_curve=selective_curve(both, y))
+        return FitReport(notes=notes, val_accuracy=[notes["heldout_accuracy"]]
+                         if "heldout_accuracy" in notes else [])
+
+    def predict_proba(self, images: Sequence[Image]) -> np.ndarray:
+        frozen = super().predict_proba(images)
+        if self.tuned_head is None or self.tuned_backbone is None:
+            return frozen
+        tuned = head_probabilities(self.tuned_head, image_features(
+            self.tuned_backbone, images, crop_fraction=self.settings.crop_fraction,
+            size=self.settings.input_size, pooling=self.tuned_pooling))
+        return ((frozen + tuned) / 2).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        super().save(folder)
+        if self.tuned_backbone is not None:  # the tuned network beside its weights, fresh
+            self.tuned_backbone = Backbone(Path(folder) / TUNED_ONNX_NAME,
+                                           tail=self.tuned_backbone.tail)
+            self.tuned_backbone.export_onnx(self.tuned_backbone.onnx_path)
+            self.tuned_backbone.prepare()
+
+    def _saved(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays, config = super()._saved()
+        if self.tuned_head is not None and self.tuned_backbone is not None:
+            arrays.update({"tuned.coef": self.tuned_head.coef,
+                           "tuned.intercept": self.tuned_head.intercept,
+                           **(self.tuned_backbone.tail or {})})
+            config["tuned_temperature"] = self.tuned_head.temperature
+        return arrays, config
+
+    def _restore(self, state: dict[str, np.ndarray], config: dict, folder: Path) -> None:
+        tail = {k: v for k, v in state.items() if k.startswith(TAIL_ARRAY_PREFIX)}
+        if not tail:  # trained as the frozen head alone
+            return
+        coef = state["tuned.coef"]
+        dim = coef.shape[1]
+        self.tuned_head = Head(list(config["classes"]), coef, state["tuned.intercept"],
+                               np.zeros(dim, np.float32), np.ones(dim, np.float32),
+                               temperature=float(config["tuned_temperature"]), normalise=False)
+        self.tuned_backbone = Backbone(folder / TUNED_ONNX_NAME, tail=tail)
+        self.tuned_backbone.prepare()
