@@ -267,6 +267,32 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     wait_until_idle(page)
     assert set(card_metals(page)) == {"silver"}
     assert "silver" in page.inner_text("#applied")
+    assert page.is_hidden("#applied-notes")
+
+    # words the server read but could not use are said under the results, as text: the
+    # server's own note, and one with markup slipped into the answer, which must stay text
+    hostile = '<img src="x" id="pwned">'
+
+    def slip_in(route):
+        response = route.fetch()
+        answer = response.json()
+        answer["applied"]["notes"].append(hostile)
+        route.fulfill(response=response, json=answer)
+
+    page.route("**/api/search?*", slip_in)
+    with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
+        page.fill("#query", "silver under -5")
+        page.press("#query", "Enter")
+    notes = sent.value.json()["applied"]["notes"]
+    assert len(notes) == 2 and "under -5" in notes[0] and notes[1] == hostile
+    page.wait_for_selector("#applied-notes:not([hidden]) li")
+    wait_until_idle(page)
+    page.unroute("**/api/search?*", slip_in)
+    shown_notes = page.eval_on_selector_all("#applied-notes li", "ls => ls.map(l => l.textContent)")
+    assert shown_notes == notes
+    assert page.query_selector("#pwned") is None
+    assert page.query_selector("#applied-notes img") is None
+    assert set(card_metals(page)) == {"silver"}
 
     # a photo: the words were their own search, the photo starts afresh
     with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
@@ -275,6 +301,7 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     assert sent.value.json()["applied"] is None
     wait_until_idle(page)
     assert page.input_value("#query") == "" and page.is_hidden("#applied")
+    assert page.is_hidden("#applied-notes")
     own = card_metals(page)[0]
     offered = page.eval_on_selector_all("#results .card >> nth=0 >> .same-in button",
                                         "bs => bs.map(b => b.dataset.metal)")

@@ -48,6 +48,7 @@ const el = {
   withPhotoLabel: $("with-photo-label"),
   withPhotoText: $("with-photo-text"),
   applied: $("applied"),
+  appliedNotes: $("applied-notes"),
 };
 
 const state = {
@@ -714,7 +715,7 @@ function sameInChips(group, result) {
   group.hidden = metals.length === 0;
 }
 
-// What the words applied as filters (the answer's `applied`), in one line.
+// What the words applied as filters (the answer's `applied`), in one line, and its notes.
 function showApplied(applied) {
   const parts = [];
   if (applied) {
@@ -727,6 +728,13 @@ function showApplied(applied) {
   }
   el.applied.textContent = parts.length ? `Your words filtered: ${parts.join(", ")}` : "";
   el.applied.hidden = parts.length === 0;
+  // Words the server read but could not use ("under -5"): said, one line each, as text (they
+  // quote the shopper's words).
+  const notes = (applied && applied.notes) || [];
+  el.appliedNotes.replaceChildren(
+    ...notes.map((note) => Object.assign(document.createElement("li"), { textContent: note })),
+  );
+  el.appliedNotes.hidden = notes.length === 0;
 }
 
 // "More like this" on a result; `words` (a "same, in <metal>" chip) go with it. Words that were
