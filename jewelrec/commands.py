@@ -20,7 +20,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.products < 1 or args.views < 1:
         raise JewelrecError("--products and --views must be at least 1")
-    check_products(args.products)  # before check_sets, which lists the products by type
+    # before check_sets, which lists the products by type
+    check_products(args.products, args.views, args.query_photos)
     if args.sets < 0:
         raise JewelrecError("--sets cannot be negative")
     if args.sets:  # refused before the catalog is drawn, not after

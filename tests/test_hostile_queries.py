@@ -181,6 +181,31 @@ def test_synth_refuses_too_many_products_before_drawing_anything(tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["--sets", "1"]])
+@pytest.mark.parametrize(("option", "too_many", "message"), [
+    ("--views", "21", "--views 21: at most 20 photos of each product"),
+    ("--query-photos", "100001", "--query-photos 100,001: at most 100,000 shopper photos"),
+])
+def test_synth_refuses_too_many_views_or_query_photos_before_drawing_anything(
+        tmp_path, capsys, monkeypatch, extra, option, too_many, message):
+    """--views and --query-photos had no upper limit: a huge N drew for ever, after writing."""
+    from jewelrec.catalog import synthetic
+    from jewelrec.cli import EXIT_USAGE, main
+
+    def started(*args, **kwargs):
+        raise AssertionError("drawing started")
+
+    monkeypatch.setattr(synthetic, "_run_jobs", started)
+    monkeypatch.setattr(synthetic, "_products_by_type", started)
+    out = tmp_path / "demo"
+    code = main(["synth", "--out", str(out), "--products", "40", "--no-progress", option,
+                 too_many, *extra])
+    assert code == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert (synthetic.MAX_VIEWS, synthetic.MAX_QUERY_PHOTOS) == (20, 100_000)
+    assert not out.exists()
+
+
 # -- train --adapt-seconds -------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["--adapt-seconds", "30"],  # the home's embedder (efficientnet) does not adapt

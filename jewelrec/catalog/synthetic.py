@@ -520,6 +520,8 @@ MAX_SETS = 10_000  # set photos per run (about 30 KB each); more is a typo, not 
 # products per catalog (each `views` photos of about 10 KB, hours to draw at the cap); more is
 # a typo, not a demo catalog
 MAX_PRODUCTS = 100_000
+MAX_VIEWS = 20  # photos per product: a demo needs a few (held-out views among them); more is a typo
+MAX_QUERY_PHOTOS = 100_000  # shopper photos per run (about 10 KB each), as many as products
 PIECE_WEIGHT = {"necklace": 1.5, "bracelet": 1.35, "earring": 1.0, "ring": 0.8}  # slot widths
 SET_GAP = 0.05  # empty share of the frame between two pieces' slots
 TEXTURE_TONES = [(196, 164, 128), (150, 112, 80), (214, 186, 164), (188, 186, 182),
@@ -660,11 +662,18 @@ def check_sets(sets: int, products: int, seed: int = 0) -> dict[str, list[Produc
     return by_type
 
 
-def check_products(products: int) -> None:
-    """Refuse a catalog too large to be meant before anything is listed or drawn."""
+def check_products(products: int, views: int = 1, query_photos: int = 0) -> None:
+    """Refuse a catalog too large to be meant (products, views of each, shopper photos) before
+    anything is listed or drawn."""
     if products > MAX_PRODUCTS:
         raise JewelrecError(f"--products {products:,}: at most {MAX_PRODUCTS:,} products are "
                             "drawn at a time")
+    if views > MAX_VIEWS:
+        raise JewelrecError(f"--views {views:,}: at most {MAX_VIEWS:,} photos of each product "
+                            "are drawn")
+    if query_photos > MAX_QUERY_PHOTOS:
+        raise JewelrecError(f"--query-photos {query_photos:,}: at most {MAX_QUERY_PHOTOS:,} "
+                            "shopper photos are drawn at a time")
 
 
 def set_name(number: int) -> str:
@@ -801,7 +810,7 @@ def generate_catalog(
     """
     if products < 1 or views < 1:
         raise JewelrecError("a synthetic catalog needs at least 1 product and 1 view")
-    check_products(products)
+    check_products(products, views, query_photos)
     if query_photos < 0:
         raise JewelrecError("query_photos cannot be negative")
     if not 32 <= image_size <= 2048:
