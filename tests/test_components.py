@@ -43,3 +43,15 @@ def test_label_dilate_close_and_boxes_match_scipy():
 def test_a_label_without_pixels_has_no_box():
     labels = np.array([[0, 2], [2, 0]], np.int32)
     assert components.bounding_boxes(labels, 2) == [None, (slice(0, 2), slice(0, 2))]
+
+
+def test_sized_boxes_keep_the_labels_covering_the_fraction_in_label_order():
+    mask = np.zeros((10, 10), bool)
+    mask[0:2, 0:2] = True  # 4 pixels
+    mask[5:9, 3:8] = True  # 20 pixels
+    mask[0, 9] = True  # 1 pixel
+    labels, count = components.label(mask)
+    assert components.sized_boxes(labels, count, 0.04) == [
+        ((slice(0, 2), slice(0, 2)), 4), ((slice(5, 9), slice(3, 8)), 20)]
+    assert components.sized_boxes(labels, count, 0.05) == [((slice(5, 9), slice(3, 8)), 20)]
+    assert len(components.sized_boxes(labels, count, 0.0)) == count == 3

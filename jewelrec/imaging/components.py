@@ -132,3 +132,16 @@ def bounding_boxes(labels: np.ndarray, count: int) -> list[tuple[slice, slice] |
         if y1[i] >= 0 else None
         for i in range(1, count + 1)
     ]
+
+
+def sized_boxes(labels: np.ndarray, count: int,
+                min_fraction: float) -> list[tuple[tuple[slice, slice], int]]:
+    """(bounding_boxes' slices, pixel count) of each label 1..count covering at least
+    `min_fraction` of `labels`, in label order: the one filter segment.py's objects and
+    piece_candidates.py's edge objects share before boxing in the photo's pixels their own way."""
+    pixels = np.bincount(labels.ravel(), minlength=count + 1)
+    return [
+        (slices, int(pixels[index]))
+        for index, slices in enumerate(bounding_boxes(labels, count), start=1)
+        if slices is not None and pixels[index] >= min_fraction * labels.size
+    ]

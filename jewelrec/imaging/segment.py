@@ -264,20 +264,16 @@ def objects_and_mask(
     # but measure each object on the undilated mask so boxes stay tight.
     labels, count = components.label(components.dilate(mask, iterations=2))
     labels[~mask] = 0
-    pixels = np.bincount(labels.ravel(), minlength=count + 1)
     h, w = img.shape[:2]
     found = []
-    for index, slices in enumerate(components.bounding_boxes(labels, count), start=1):
-        if slices is None or pixels[index] < min_area_fraction * mask.size:
-            continue
-        rows, cols = slices
+    for (rows, cols), pixels in components.sized_boxes(labels, count, min_area_fraction):
         box = Box(
             cols.start * factor,
             rows.start * factor,
             min(w, cols.stop * factor),
             min(h, rows.stop * factor),
         )
-        found.append((box, int(pixels[index])))
+        found.append((box, pixels))
     found.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
     return found, mask, factor
 

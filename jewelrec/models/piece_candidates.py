@@ -161,13 +161,9 @@ def edge_objects(edges: Edges | None, img: np.ndarray) -> Objects:
     if edges is None:
         return []
     labels, count, factor = edges
-    pixels = np.bincount(labels.ravel(), minlength=count + 1)
     h, w = img.shape[:2]
-    found = []
-    for index, slices in enumerate(components.bounding_boxes(labels, count), start=1):
-        if slices is None or pixels[index] < EDGE_MIN_AREA * labels.size:
-            continue
-        found.append((_photo_box(slices, factor, w, h), int(pixels[index])))
+    found = [(_photo_box(slices, factor, w, h), pixels)
+             for slices, pixels in components.sized_boxes(labels, count, EDGE_MIN_AREA)]
     found.sort(key=lambda item: item[1], reverse=True)
     found = found[:MAX_EDGE_OBJECTS]
     found.sort(key=lambda item: (item[0].area, item[1]), reverse=True)
