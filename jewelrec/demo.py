@@ -16,6 +16,8 @@ from jewelrec.console import home_of
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.search import versions
 
+DEMO_CLASSIFIER = "efficientnet-head"  # see `run_demo`: the frozen head suits drawn shapes
+
 
 def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
@@ -76,7 +78,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from jewelrec.train import train_home
 
     home = home_of(args).ensure()
-    settings = home.update_settings(embedder=args.embedder, classifier=args.classifier)
+    # The demo's types are drawn shapes the frozen head already tells apart; fine-tuning for
+    # real shops' photos (the default classifier) would add about ten minutes here.
+    settings = home.update_settings(embedder=args.embedder,
+                                    classifier=args.classifier or DEMO_CLASSIFIER)
     names = {"classifier": settings.classifier, "embedder": settings.embedder}
     folder = home.root / "demo-catalog"
 

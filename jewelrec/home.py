@@ -30,7 +30,7 @@ class Settings:
     in place (`Home.update_settings` writes a new file)."""
 
     embedder: str = "efficientnet"
-    classifier: str = "efficientnet-head"
+    classifier: str = "efficientnet-tuned"
     backend: str = "exact"
     milvus_uri: str | None = None
     auto_crop: bool = True  # frame the piece itself in catalog photos and queries

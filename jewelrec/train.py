@@ -35,6 +35,7 @@ from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import (
     Embedder,
     FitReport,
+    TypeClassifier,
     model_folder,
     new_classifier,
     new_embedder,
@@ -112,11 +113,13 @@ def train_home(
     progress: bool = True,
     kinds: tuple[str, ...] = ("classifier", "embedder"),
     adapt_seconds: float | None = None,
+    tune_seconds: float | None = None,
 ) -> list[TrainedModel]:
     """Train the classifier and the embedder named (or recorded in the home) and save them;
     `kinds` narrows that to one of the two (a benchmark of the type head alone). They run on
     one backbone opened for this home, which reads and fills the home's feature store.
-    `adapt_seconds`: the budget of an embedder that adapts the network to the catalog."""
+    `adapt_seconds`: the budget of an embedder that adapts the network to the catalog;
+    `tune_seconds`: that of a classifier that fine-tunes it for the type."""
     from jewelrec.models.training import plot_loss_curves
 
     home.require_catalog()
@@ -131,6 +134,8 @@ def train_home(
     if adapt_seconds is not None and "embedder" in models:
         # refused before anything is loaded or trained: a refused command changes no model
         models["embedder"] = with_adapt_budget(models["embedder"], adapt_seconds)
+    if tune_seconds is not None and "classifier" in models:
+        models["classifier"] = with_tune_budget(models["classifier"], tune_seconds)
     data = load_training_images(
         home, auto_crop=settings.auto_crop, progress=progress
     )
@@ -172,13 +177,24 @@ def train_home(
 
 def with_adapt_budget(model: Embedder, seconds: float) -> Embedder:
     """The embedder with its adaptation budget set; refused for one that does not adapt."""
+    return _with_budget(model, "adapt_seconds", seconds, "the embedder efficientnet-adapted")
+
+
+def with_tune_budget(model: TypeClassifier, seconds: float) -> TypeClassifier:
+    """The classifier with its fine-tuning budget set; refused for one that does not tune."""
+    return _with_budget(model, "tune_seconds", seconds, "the classifier efficientnet-tuned")
+
+
+def _with_budget(model, field: str, seconds: float, applies_to: str):
+    """`model` with `settings.<field>` set to `seconds`; refused (before anything trains) for a
+    model without that budget, or a budget outside 0 s .. a day."""
+    flag = "--" + field.replace("_", "-")
     settings = getattr(model, "settings", None)
-    if settings is None or not getattr(settings, "adapt_seconds", 0):
-        raise JewelrecError(f"--adapt-seconds applies to the embedder efficientnet-adapted, "
-                         f"not {model.name}")
+    if settings is None or not getattr(settings, field, 0):
+        raise JewelrecError(f"{flag} applies to {applies_to}, not {model.name}")
     if not 0 <= seconds <= 24 * 3600:
-        raise JewelrecError(f"--adapt-seconds must be between 0 and 86400, got {seconds:g}")
-    model.settings = replace(settings, adapt_seconds=seconds)
+        raise JewelrecError(f"{flag} must be between 0 and 86400, got {seconds:g}")
+    model.settings = replace(settings, **{field: seconds})
     return model
 
 

@@ -86,7 +86,7 @@ def test_models_written_by_safetensors_torch_load_and_answer_the_same(
     shutil.copytree(tiny_home, copy)
     folders = sorted(p for p in (copy / "models").iterdir() if p.is_dir())
     assert [p.name for p in folders] == ["attributes-efficientnet",  # metal heads (issue 12)
-                                         "classifier-efficientnet-head", "embedder-efficientnet"]
+                                         "classifier-efficientnet-tuned", "embedder-efficientnet"]
     for folder in folders:
         _rewrite_with_torch(folder)
     before = Recommender.open(tiny_home).recommend(tiny_query_photo, k=5)

@@ -127,7 +127,8 @@ def fresh_backbone(monkeypatch) -> list[int]:
 
 def _fingerprints(home: Home) -> dict[str, str]:
     return {kind: model_fingerprint(model_folder(home.models_dir, kind, name))
-            for kind, name in (("classifier", "efficientnet-head"), ("embedder", "efficientnet"))}
+            for kind, name in (("classifier", home.settings().classifier),
+                               ("embedder", home.settings().embedder))}
 
 
 def test_index_after_train_runs_only_unseen_images_and_retraining_runs_none(

@@ -176,10 +176,11 @@ def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
 
     captured = second.snapshot  # a request in flight holds this one
     before = second.recommend(tiny_query_photo, k=3)
-    config = model_folder(other.models_dir, "classifier", "efficientnet-head") / "config.json"
+    classifier = other.settings().classifier
+    config = model_folder(other.models_dir, "classifier", classifier) / "config.json"
     config.write_text(config.read_text() + " ")  # retrained: other classifier files
     fresh = load_snapshot(other, versions.current_version(other), store=captured.store,
-                          classifier_name="efficientnet-head", previous=captured)
+                          classifier_name=classifier, previous=captured)
     assert fresh.backbone is not captured.backbone
     assert fresh.embedder.backbone is fresh.classifier.backbone is fresh.backbone
     assert captured.embedder.backbone is captured.classifier.backbone is captured.backbone
@@ -190,5 +191,5 @@ def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
     assert captured.embedder.embed([np.zeros((64, 64, 3), np.uint8)]).shape[0] == 1  # still works
 
     same = load_snapshot(other, versions.current_version(other), store=captured.store,
-                         classifier_name="efficientnet-head", previous=fresh)
+                         classifier_name=classifier, previous=fresh)
     assert same.backbone is fresh.backbone and same.embedder is fresh.embedder  # nothing new

@@ -14,6 +14,7 @@ from jewelrec.models.backbone import Backbone, load_torch_model
 from jewelrec.models.base import classifier_class
 from jewelrec.models.heads import (
     TUNED_HEAD,
+    TUNED_MIN_IMAGES,
     TUNED_ONNX_NAME,
     EfficientNetTunedHeadClassifier,
     HeadSettings,
@@ -55,6 +56,7 @@ def test_stage_weights_are_checked_as_a_whole_stretch():
 def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     images, labels = _photos(30)
     model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=8.0))
+    model.min_images = 20  # a real catalog needs TUNED_MIN_IMAGES; this one is for speed
     report = model.fit(images, labels, progress=False)
     before = tail_arrays(load_torch_model(), tail_prefixes(11))
     tuned = model.tuned_backbone.tail
@@ -92,14 +94,31 @@ def test_the_budget_bounds_training_and_splits_index_the_photos():
 def test_without_budget_or_types_it_is_the_frozen_head():
     images, labels = _photos(12)
     net = Backbone()  # one network for both: exported once
-    for settings, kinds in ((replace(TUNED_HEAD, tune_seconds=0), labels),
-                            (TUNED_HEAD, ["ring"] * len(images))):
+    for settings, kinds, least in ((replace(TUNED_HEAD, tune_seconds=0), labels, 2),
+                                   (TUNED_HEAD, ["ring"] * len(images), 2),
+                                   (TUNED_HEAD, labels, TUNED_MIN_IMAGES)):
         model = EfficientNetTunedHeadClassifier(settings, backbone=net)
-        model.fit(images, kinds, progress=False)
+        model.min_images = least
+        report = model.fit(images, kinds, progress=False)
         assert model.backbone is net and model.tuned_head is None
+        assert report.notes["tuned"].startswith("no")
         assert model.predict_proba(images[:2]).shape[0] == 2
 
 
 def test_a_negative_budget_is_refused():
     with pytest.raises(ValueError, match="tune_seconds"):
         HeadSettings(tune_seconds=-1)
+
+
+def test_tune_budget_applies_only_to_the_tuning_classifier():
+    from jewelrec.errors import JewelrecError
+    from jewelrec.models.heads import EfficientNetHeadClassifier
+    from jewelrec.train import with_tune_budget
+
+    net = Backbone()
+    model = with_tune_budget(EfficientNetTunedHeadClassifier(backbone=net), 60)
+    assert model.settings.tune_seconds == 60
+    with pytest.raises(JewelrecError, match="--tune-seconds applies to the classifier"):
+        with_tune_budget(EfficientNetHeadClassifier(backbone=net), 60)
+    with pytest.raises(JewelrecError, match="between 0 and 86400"):
+        with_tune_budget(EfficientNetTunedHeadClassifier(backbone=net), -1)

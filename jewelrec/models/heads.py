@@ -73,6 +73,7 @@ class HeadSettings:
 DEFAULT_HEAD = HeadSettings(pooling="rmac", whole_photo=True, calibration="clusters")
 # The tuned head: the default frozen head, averaged with the tuned network's (15 minutes at most).
 TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=900.0)
+TUNED_MIN_IMAGES = 200  # fewer photos teach five blocks less than they overfit them: frozen head
 TUNED_CALIBRATION_FOLDS = 2  # each fold is one more training of the stage: two keep `train` short
 TUNED_ONNX_NAME = "efficientnet-lite0-type.onnx"  # the tuned network, in the classifier's folder
 
@@ -371,11 +372,12 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
     the same style-cluster folds, the decision threshold chosen on their average. Measured with
     5 folds by shop on real photos: accuracy 0.835 frozen, 0.856 tuned, 0.859 averaged, which
     also ranks its answers best (95% right on 75% of the photos, 65% frozen). The tuned network
-    is exported to ONNX beside the weights. A catalog of one type, or a zero budget, gets the
-    frozen head alone."""
+    is exported to ONNX beside the weights. A catalog of one type or of fewer than
+    `min_images` photos, or a zero budget, gets the frozen head alone."""
 
     name = "efficientnet-tuned"
     default_settings = TUNED_HEAD
+    min_images = TUNED_MIN_IMAGES
     tuned_pooling = "gem"  # what the tuned layer was trained on (models/type_tuning.py)
 
     def __init__(
@@ -394,8 +396,9 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         seed: int = 0,
         progress: bool = True,
     ) -> FitReport:
-        """`epochs` is ignored: the budget (`tune_seconds`) and TuneSettings bound training."""
-        from jewelrec.models.type_tuning import TuneSettings, tune_type_network
+        """`epochs` caps the passes over the photos (TuneSettings' own otherwise); the budget
+        `tune_seconds` bounds every training together."""
+        from jewelrec.models.type_tuning import tune_type_network
 
         self.tuned_head, self.tuned_backbone = None, None
         if len(images) != len(labels):
@@ -403,7 +406,9 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         classes = sorted(set(labels))
         features = self._features(images, progress=progress)
         frozen_report = self._fit_on(features, labels, seed)
-        if self.settings.tune_seconds <= 0 or len(classes) < 2:
+        if self.settings.tune_seconds <= 0 or len(classes) < 2 or len(images) < self.min_images:
+            frozen_report.notes["tuned"] = (f"no (budget 0, one type or under {self.min_images}"
+                                            " photos): the frozen head alone")
             return frozen_report
         y = np.searchsorted(classes, np.asarray(labels))
         splits = (_calibration_splits(l2_rows(features), y, self.settings.calibration, seed,
@@ -411,7 +416,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                   if self.settings.calibrate else [])
         tuned = tune_type_network(
             [np.asarray(im) for im in images], list(labels), splits=splits,
-            settings=TuneSettings(seconds=self.settings.tune_seconds),
+            settings=_tune_settings(self.settings.tune_seconds, epochs),
             crop_fraction=self.settings.crop_fraction, size=self.settings.input_size,
             seed=seed, progress=progress,
         )
@@ -477,3 +482,11 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                                temperature=float(config["tuned_temperature"]), normalise=False)
         self.tuned_backbone = Backbone(folder / TUNED_ONNX_NAME, tail=tail)
         self.tuned_backbone.prepare()
+
+
+def _tune_settings(seconds: float, epochs: int | None):
+    """TuneSettings with the classifier's budget and, if given, fewer epochs (`train --epochs`)."""
+    from jewelrec.models.type_tuning import TuneSettings
+
+    default = TuneSettings(seconds=seconds)
+    return replace(default, epochs=min(epochs, default.epochs)) if epochs else default
