@@ -13,10 +13,12 @@ Each variant (a classifier + embedder pair, registered by name) goes through wha
   (those that also appear in the groups are left out). Recall@1/5/10 and mAP, per type too, and
   the CPU time per query.
 
-Rows: `default` (today's), `first-wave` (the pipeline as the first wave shipped it) and
-`prototype` (the 2019 models), measured in the same run. Needs ../shared/data; prints why not.
+Rows: `default` (today's: the tuned type head), `frozen-head` (the default before it, whose
+type head is a logistic regression on the frozen network), `first-wave` (the pipeline as the
+first wave shipped it) and `prototype` (the 2019 models), measured in the same run. Needs
+../shared/data; prints why not.
 
-    python benchmarks/real_photos.py                 # all variants, 5 folds (about an hour here)
+    python benchmarks/real_photos.py                 # all variants, 5 folds (about two hours here)
     python benchmarks/real_photos.py --quick         # 2 folds, no prototype
 """
 
@@ -50,9 +52,9 @@ from jewelrec.train import train_home  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TYPES = ("bracelet", "earring", "necklace", "ring")
 VARIANTS = {  # name -> (classifier, embedder)
-    "default": ("efficientnet-head", "efficientnet"),
+    "default": ("efficientnet-tuned", "efficientnet"),
+    "frozen-head": ("efficientnet-head", "efficientnet"),  # the default before the tuned head
     "adapted": ("efficientnet-head", "efficientnet-adapted"),
-    "tuned": ("efficientnet-tuned", "efficientnet"),
     "first-wave": ("efficientnet-head-gap", "efficientnet-gap"),
     "prototype": ("seed-cnn", "autoencoder"),
 }
