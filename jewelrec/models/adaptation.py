@@ -174,26 +174,28 @@ class Trunk:
         return np.concatenate(out).astype(np.float16)
 
 
-def _trunk_views(images: Sequence[np.ndarray], settings: AdaptSettings, crop_fraction: float,
-                 size: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Trunk outputs of every photo as framed for search (N, ...) and of its augmented views
-    (N, views, ...), float16."""
+def trunk_views(images: Sequence[np.ndarray], *, views: int, blocks: int, crop_fraction: float,
+                size: int, seed: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of the frozen trunk (blocks 0..blocks-1), float16: of every photo as framed
+    (N, ...) and of `views` augmented views of each (N, views, ...); what a trained tail starts
+    from, computed once."""
     from tqdm import tqdm
 
-    trunk = Trunk(size)
+    trunk = Trunk(size, blocks)
     rng = np.random.default_rng(seed)
-    clean, views = [], []
-    bar = tqdm(total=len(images), desc="adapting: views", unit="img", disable=not progress)
+    clean, augmented = [], []
+    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress)
     for start in range(0, len(images), TRUNK_BATCH):
         part = images[start:start + TRUNK_BATCH]
         clean.append(trunk.run(np.stack([preprocess(im, crop_fraction, size) for im in part])))
-        aug = np.stack([augmented_view(np.asarray(im), rng, size)
-                        for im in part for _ in range(settings.views)])
-        out = trunk.run(aug)
-        views.append(out.reshape(len(part), settings.views, *out.shape[1:]))
+        if views:
+            out = trunk.run(np.stack([augmented_view(np.asarray(im), rng, size)
+                                      for im in part for _ in range(views)]))
+            augmented.append(out.reshape(len(part), views, *out.shape[1:]))
         bar.update(len(part))
     bar.close()
-    return np.concatenate(clean), np.concatenate(views)
+    first = np.concatenate(clean)
+    return first, (np.concatenate(augmented) if augmented else first[:, None][:, :0])
 
 
 def adapt_tail(
@@ -223,7 +225,9 @@ def adapt_tail(
     images = [images[i] for i in pick]
     products = [products[i] for i in pick]
     labels = [labels[i] for i in pick]
-    clean, views = _trunk_views(images, settings, crop_fraction, size, seed, progress)
+    clean, views = trunk_views(images, views=settings.views, blocks=TRUNK_BLOCKS,
+                               crop_fraction=crop_fraction, size=size, seed=seed,
+                               progress=progress, desc="adapting: views")
     view_seconds = time.perf_counter() - start
 
     network = copy.deepcopy(load_torch_model()).eval()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jewelrec.models.adaptation import Trunk, augmented_view, tail_arrays, tail_prefixes
+from jewelrec.models.adaptation import Trunk, tail_arrays, tail_prefixes, trunk_views
 from jewelrec.models.backbone import GEM_POWER, load_torch_model, preprocess
 
 MAX_IMAGES = 3000  # a seeded sample this large teaches the stage as well as a bigger catalog
@@ -62,23 +62,10 @@ class _Views:
 
     def __init__(self, images: Sequence[np.ndarray], settings: TuneSettings, crop_fraction: float,
                  size: int, seed: int, progress: bool) -> None:
-        from tqdm import tqdm
-
-        trunk = Trunk(size, settings.first_block)
-        rng = np.random.default_rng(seed)
-        clean, views = [], []
-        bar = tqdm(total=len(images), desc="type head: views", unit="img", disable=not progress)
-        for start in range(0, len(images), TRUNK_BATCH):
-            part = images[start:start + TRUNK_BATCH]
-            clean.append(trunk.run(np.stack([preprocess(im, crop_fraction, size) for im in part])))
-            if settings.views:
-                out = trunk.run(np.stack([augmented_view(np.asarray(im), rng, size)
-                                          for im in part for _ in range(settings.views)]))
-                views.append(out.reshape(len(part), settings.views, *out.shape[1:]))
-            bar.update(len(part))
-        bar.close()
-        self.clean = np.concatenate(clean)
-        self.views = np.concatenate(views) if views else self.clean[:, None][:, :0]
+        self.clean, self.views = trunk_views(
+            images, views=settings.views, blocks=settings.first_block,
+            crop_fraction=crop_fraction, size=size, seed=seed, progress=progress,
+            desc="type head: views")
 
 
 class _Stage:
