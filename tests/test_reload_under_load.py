@@ -41,7 +41,8 @@ def home_with_two_embedders(tiny_home, tmp_path_factory) -> Path:
     assert trained.returncode == 0, trained.stderr[-2000:]
     # train records the models it trained as the home's; the defaults (trained with the tiny
     # home) serve, and `index --embedder` picks the embedder of each swap
-    Home(home).update_settings(embedder="efficientnet", classifier="efficientnet-head")
+    defaults = Home(tiny_home).settings()
+    Home(home).update_settings(embedder=defaults.embedder, classifier=defaults.classifier)
     return home
 
 
