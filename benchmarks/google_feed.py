@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from common import jewelrec, load_note, print_table, write_results
 
 from jewelrec.catalog.feeds.google_merchant import write_google_feed
+from jewelrec.demo import DEMO_CLASSIFIER  # demo catalogs train as `jewelrec demo` does
 from jewelrec.search.variants import variant_group
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def main() -> None:
 
             if not args.no_train:
                 epochs = ["--epochs", args.epochs] if args.epochs else []
-                seconds, _ = jewelrec("train", "--home", home, "--no-progress", *epochs)
+                seconds, _ = jewelrec("train", "--home", home, "--classifier",
+                                      DEMO_CLASSIFIER, "--no-progress", *epochs)
                 rows_out.append(["train", round(seconds, 1), ""])
                 results["train_seconds"] = round(seconds, 1)
                 seconds, _ = jewelrec("index", "--home", home, "--no-progress")

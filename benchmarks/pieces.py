@@ -40,6 +40,7 @@ from jewelrec.catalog.synthetic import (  # noqa: E402
     product_spec,
     render_set,
 )
+from jewelrec.demo import DEMO_CLASSIFIER  # demo catalogs train as `jewelrec demo` does
 from jewelrec.home import Home  # noqa: E402
 from jewelrec.models.backbone import Backbone  # noqa: E402
 from jewelrec.models.base import load_classifier  # noqa: E402
@@ -73,7 +74,8 @@ def synthetic_home(work: Path, products: int, views: int, sets: int, singles: in
                        "--no-progress")),
             ("ingest", ("ingest", catalog / "catalog.csv", "--home", home.root,
                         "--no-progress")),
-            ("train", ("train", "--home", home.root, "--no-progress")),
+            ("train", ("train", "--home", home.root, "--classifier", DEMO_CLASSIFIER,
+                       "--no-progress")),
         ):
             timings[step], _ = jewelrec(*map(str, args))
         print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)

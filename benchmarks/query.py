@@ -43,6 +43,7 @@ import numpy as np
 from common import jewelrec, load_note, percentiles_ms, print_table, write_results
 from PIL import Image
 
+from jewelrec.demo import DEMO_CLASSIFIER  # demo catalogs train as `jewelrec demo` does
 from jewelrec.home import Home
 from jewelrec.imaging.io import load_image
 from jewelrec.models.backbone import FEATURE_CACHE_SIZE
@@ -69,7 +70,7 @@ def build_demo_home(folder: Path) -> tuple[Home, Path, dict[str, float]]:
         "synth": ["synth", "--out", catalog, "--products", DEMO["products"], "--views",
                   DEMO["views"], "--query-photos", DEMO["query_photos"], "--no-progress"],
         "ingest": ["ingest", catalog / "catalog.csv", "--home", home, "--no-progress"],
-        "train": ["train", "--home", home, "--no-progress"],
+        "train": ["train", "--home", home, "--classifier", DEMO_CLASSIFIER, "--no-progress"],
         "index": ["index", "--home", home, "--no-progress"],
     }
     seconds = {}

@@ -46,6 +46,7 @@ from common import jewelrec, load_note, machine, percentiles_ms, print_table, wr
 
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.synthetic import STYLES
+from jewelrec.demo import DEMO_CLASSIFIER  # demo catalogs train as `jewelrec demo` does
 from jewelrec.text.search import TextSearcher
 
 K = 10
@@ -77,7 +78,8 @@ def build_home(folder: Path, products: int) -> tuple[Path, dict[str, float]]:
                    "--views", "1", "--seed", "7", "--no-progress"]),
         ("ingest", ["ingest", folder / "catalog" / "catalog.csv", "--home", home,
                     "--no-progress"]),
-        ("train", ["train", "--home", home, "--epochs", "1", "--no-progress"]),
+        ("train", ["train", "--home", home, "--classifier", DEMO_CLASSIFIER, "--epochs", "1",
+                   "--no-progress"]),
         ("index", ["index", "--home", home, "--no-progress"]),
     ]:
         times[name], _ = jewelrec(*args)
