@@ -164,9 +164,9 @@ def tune_type_network(
     seed: int = 0,
     progress: bool = True,
 ) -> Tuned:
-    """Tune the last stage on the labelled photos. `splits` (train, held) index pairs give the
-    out-of-fold logits the calibration needs (one extra training per split; none without);
-    `classes` are the sorted distinct labels."""
+    """Tune the last stage on the labelled photos (its linear layer's rows: the sorted distinct
+    labels). `splits` (train, held) index pairs give the out-of-fold logits the calibration
+    needs, one extra training each; without them `heldout_logits` is None."""
     settings = settings or TuneSettings()
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
