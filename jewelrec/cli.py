@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "efficientnet-adapted; default 300; 0 keeps it frozen)")
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="time budget for fine-tuning the network's last stage for the type "
-                   "(classifier efficientnet-tuned; default 900, usually done in 5-8 minutes "
-                   "on 2,000 photos; 0: the frozen head alone)")
+                   "(classifier efficientnet-tuned; default 900, done in 6-7 minutes "
+                   "on 1,600 photos here; 0: the frozen head alone)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -401,7 +401,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
     ) -> FitReport:
         """`epochs` caps the passes over the photos (TuneSettings' own otherwise); the budget
         `tune_seconds` bounds every training together."""
-        from jewelrec.models.type_tuning import tune_type_network
+        from jewelrec.models.type_tuning import TuneSettings, tune_type_network
 
         self.tuned_head, self.tuned_backbone = None, None
         if len(images) != len(labels):
@@ -418,7 +418,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                   [:TUNED_CALIBRATION_FOLDS] if self.settings.calibrate else [])
         tuned = tune_type_network(
             [np.asarray(im) for im in images], list(labels), splits=splits,
-            settings=_tune_settings(self.settings.tune_seconds, epochs),
+            settings=TuneSettings.within(self.settings.tune_seconds, epochs),
             crop_fraction=self.settings.crop_fraction, size=self.settings.input_size,
             seed=seed, progress=progress,
         )
@@ -487,10 +487,3 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         self.tuned_backbone = Backbone(folder / TUNED_ONNX_NAME, tail=tail)
         self.tuned_backbone.prepare()
 
-
-def _tune_settings(seconds: float, epochs: int | None):
-    """TuneSettings with the classifier's budget and, if given, fewer epochs (`train --epochs`)."""
-    from jewelrec.models.type_tuning import TuneSettings
-
-    default = TuneSettings(seconds=seconds)
-    return replace(default, epochs=min(epochs, default.epochs)) if epochs else default

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,6 +44,13 @@ class TuneSettings:
     label_smoothing: float = 0.1
     weight_decay: float = 1e-2
     seconds: float = 900.0  # budget for every training together (calibration folds + final)
+
+    @classmethod
+    def within(cls, seconds: float, epochs: int | None = None) -> TuneSettings:
+        """The defaults with this budget and, if given, at most `epochs` passes
+        (`train --epochs`)."""
+        default = cls(seconds=seconds)
+        return replace(default, epochs=min(epochs, default.epochs)) if epochs else default
 
 
 @dataclass
