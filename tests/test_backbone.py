@@ -42,7 +42,7 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> object:
     """One export for the module."""
-    path = tmp_path_factory.mktemp("onnx") / "efficientnet-lite0-maps.onnx"
+    path = tmp_path_factory.mktemp("onnx") / ONNX_NAME
     assert Backbone(path).prepare()
     assert path.exists()
     return path
@@ -64,12 +64,15 @@ def test_imagenet_classes_come_out_right(photos):
 def test_onnx_matches_torch_at_any_multiple_of_32(photos, on_onnx, size):
     # batch 2 and another size than the export's: the batch, height and width axes are dynamic
     batch = preprocess_batch([photos["coffee"], photos["astronaut"]], size=size)
-    torch_maps, torch_logits = Backbone().run_torch(batch)
-    onnx_maps, onnx_logits = on_onnx.run(batch)
+    torch_maps, torch_logits, torch_trunk = Backbone().run_torch(batch)
+    onnx_maps, onnx_logits, onnx_trunk = on_onnx.run_with_trunk(batch)
     assert on_onnx.runtime == "onnxruntime"
     assert onnx_maps.shape == (2, FEATURE_DIM, size // 32, size // 32)
+    assert onnx_trunk.shape == (2, 112, size // 16, size // 16)  # blocks 0-10's output
     np.testing.assert_allclose(onnx_maps, torch_maps, atol=1e-4)
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+    np.testing.assert_allclose(onnx_trunk, torch_trunk, rtol=1e-4, atol=1e-3)  # unbounded
+    np.testing.assert_array_equal(on_onnx.run(batch)[0], onnx_maps)  # maps and logits alone
 
 
 def test_sizes_that_are_not_multiples_of_32_are_refused(photos):
@@ -190,7 +193,7 @@ def test_pca_projection_round_trips(photos, on_onnx, tmp_path):
 def test_a_homes_backbone_runs_from_the_homes_cache_and_opens_lazily(onnx_path, tmp_path):
     home = Home(tmp_path / "home").ensure()
     backbone = Backbone.for_home(home)
-    assert backbone.onnx_path == home.cache_dir / "efficientnet-lite0-maps.onnx"
+    assert backbone.onnx_path == home.cache_dir / ONNX_NAME
     assert backbone.runtime == "torch" and not backbone.onnx_path.exists()  # nothing opened yet
     home.cache_dir.mkdir()
     shutil.copyfile(onnx_path, backbone.onnx_path)
@@ -225,7 +228,7 @@ def test_two_homes_in_one_process_each_run_on_their_own_onnx_file(photos, onnx_p
 
 
 def test_damaged_onnx_file_is_exported_again(photos, tmp_path):
-    path = tmp_path / "efficientnet-lite0-maps.onnx"
+    path = tmp_path / ONNX_NAME
     path.write_bytes(b"not an onnx model")
     backbone = Backbone(path)
     assert backbone.prepare() and backbone.runtime == "onnxruntime"

@@ -1,6 +1,7 @@
 """The tuned type head: the last stage trains on the catalog's photos, its weights are checked
-when loaded, it calibrates on held-out folds, and it saves its own ONNX network that answers the
-same after a reload; without a budget or with one type it is the frozen head."""
+when loaded, it calibrates on held-out folds, it runs on the home pass's trunk output, and it
+saves its own ONNX stage that answers the same after a reload; without a budget or with one type
+it is the frozen head."""
 
 from __future__ import annotations
 
@@ -59,8 +60,8 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     model.min_images = 20  # a real catalog needs TUNED_MIN_IMAGES; this one is for speed
     report = model.fit(images, labels, progress=False)
     before = tail_arrays(load_torch_model(), tail_prefixes(11))
-    tuned = model.tuned_backbone.tail
-    assert tuned is not None and set(tuned) == set(before)
+    tuned = model.tuned_stage.tail
+    assert set(tuned) == set(before)
     assert any(not np.allclose(tuned[k], before[k]) for k in before)  # it learned
     assert model.tuned_head.coef.shape == (3, 1280) and not model.tuned_head.normalise
     assert model.backbone.tail is None  # the frozen head runs on the home's network
@@ -74,8 +75,8 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     model.save(tmp_path)
     assert (tmp_path / TUNED_ONNX_NAME).is_file()
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
-    assert loaded.tuned_backbone.runtime == "onnxruntime" and not loaded.tuned_head.normalise
-    assert loaded.tuned_backbone.onnx_path == tmp_path / TUNED_ONNX_NAME
+    assert loaded.tuned_stage.runtime == "onnxruntime" and not loaded.tuned_head.normalise
+    assert loaded.tuned_stage.onnx_path == tmp_path / TUNED_ONNX_NAME
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
 
@@ -122,3 +123,56 @@ def test_tune_budget_applies_only_to_the_tuning_classifier():
         with_tune_budget(EfficientNetHeadClassifier(backbone=net), 60)
     with pytest.raises(JewelrecError, match="between 0 and 86400"):
         with_tune_budget(EfficientNetTunedHeadClassifier(backbone=net), -1)
+
+
+def test_the_stage_on_the_trunk_equals_the_whole_tuned_network(tmp_path):
+    """The stage's ONNX graph on the home pass's trunk output gives the GeM features the whole
+    tuned network gives on torch, at 224 and at another size."""
+    import torch
+
+    from jewelrec.models.backbone import GEM_POWER, preprocess_batch
+    from jewelrec.models.tuned_stage import TunedStage
+
+    network = load_torch_model()
+    tail = tail_arrays(network, tail_prefixes(11))
+    rng = np.random.default_rng(1)
+    for name in [k for k in tail if k.endswith("weight")][:6]:  # a stage unlike ImageNet's
+        tail[name] = tail[name] * rng.uniform(0.5, 1.5, tail[name].shape).astype(np.float32)
+    whole = adapted_network(tail)
+    stage = TunedStage(tmp_path / TUNED_ONNX_NAME, tail)
+    assert stage.prepare() and stage.runtime == "onnxruntime"
+    home = Backbone(tmp_path / "home.onnx")
+    images, _ = _photos(3)
+    for size in (224, 288):
+        batch = preprocess_batch(images, 1.0, size)
+        with torch.inference_mode():
+            maps = whole.feature_maps(torch.from_numpy(batch)).clamp(min=1e-6)
+            expected = maps.pow(GEM_POWER).mean(dim=(2, 3)).pow(1 / GEM_POWER).numpy()
+        got = home.staged(images, stage, crop_fraction=1.0, size=size)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_stage_starting_elsewhere_is_refused():
+    from jewelrec.models.tuned_stage import TunedStage
+
+    with pytest.raises(ValueError, match="train the classifier again"):
+        TunedStage(None, tail_arrays(load_torch_model(), tail_prefixes(12)))
+
+
+def test_the_tuned_head_costs_one_network_pass_per_photo(monkeypatch):
+    """Both heads of the tuned classifier read one pass of the home's network per photo."""
+    images, labels = _photos(30)
+    model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=4.0))
+    model.min_images = 20
+    model.fit(images, labels, progress=False)
+    passes = []
+    real = Backbone._run
+
+    def counting(self, batch, outputs):
+        passes.append(len(batch))
+        return real(self, batch, outputs)
+
+    monkeypatch.setattr(Backbone, "_run", counting)
+    fresh = [np.ascontiguousarray(im[::-1]) for im in images[:5]]  # not remembered yet
+    assert model.predict_proba(fresh).shape == (5, 3)
+    assert sum(passes) == 5

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from jewelrec.models.backbone import (
     PIXEL_MEAN,
     PIXEL_SCALE,
     TAIL_ARRAY_PREFIX,
+    export_graph,
     load_torch_model,
     preprocess,
 )
@@ -153,19 +153,12 @@ class Trunk:
                 self.net = network  # a submodule, so the exporter sees weights, not constants
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                x = torch.nn.functional.relu6(self.net._bn0(self.net._conv_stem(x)))
-                for block in self.net._blocks[:blocks]:
-                    x = block(x)
-                return x
+                return self.net.trunk(x, blocks)
 
         self._folder = tempfile.TemporaryDirectory(prefix="jewelrec-trunk-")
-        path = Path(self._folder.name) / "trunk.onnx"
-        with warnings.catch_warnings():  # the tracer's notes on constant pads: expected
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Trunk().eval(), (torch.zeros(1, 3, size, size),), str(path),
-                              input_names=["images"], output_names=["maps"],
-                              dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}},
-                              opset_version=17, dynamo=False)
+        path = export_graph(Trunk(), torch.zeros(1, 3, size, size),
+                            Path(self._folder.name) / "trunk.onnx", "images", ("maps",),
+                            {"images": {0: "batch"}, "maps": {0: "batch"}})
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(self, batch: np.ndarray) -> np.ndarray:

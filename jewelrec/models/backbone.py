@@ -22,7 +22,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -54,8 +54,11 @@ FEATURE_DIM = 1280
 BATCH_SIZE = 8  # larger batches are not faster per image on a 2-core CPU
 ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network, in its folder
 TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
-ONNX_NAME = f"{BACKBONE}-maps.onnx"  # "-maps": the graph returns the last feature map
-ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits")
+ONNX_NAME = f"{BACKBONE}-maps-trunk.onnx"  # the graph returns the last map and the trunk's
+ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits", "trunk")
+TRUNK_OUTPUT_BLOCKS = 11  # "trunk" is the output of blocks 0-10 (112 channels, 1/16 of the
+# input): where the tuned type head's own stage starts (models/tuned_stage.py), so that head runs
+# on this pass instead of a second whole network
 POOLINGS = ("avg", "gem", "rmac")  # how a (1280, h, w) feature map becomes one vector
 GEM_POWER = 3  # generalised mean: between average (1) and max (infinity) pooling (whole, >= 2)
 RMAC_LEVELS = 3
@@ -64,6 +67,16 @@ FEATURE_CACHE_SIZE = 2048  # ~10 MB: a query's classifier and embedder share one
 # the classifier's and embedder's fit on a small catalog
 STORE_CHUNK = 512  # with a persistent store, images run and are handed over in chunks this
 # large, so a killed run loses at most one chunk
+
+
+class Stage(Protocol):
+    """A network's last layers on their own, run on the backbone's trunk output
+    (models/tuned_stage.py)."""
+
+    tag: bytes  # tells its features apart from others' in the feature memory
+    dim: int
+
+    def run(self, trunk: np.ndarray) -> np.ndarray: ...
 
 
 class PooledStore(Protocol):
@@ -232,34 +245,24 @@ class Backbone:
     # -- runners ---------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> Path:
         """Write the network as ONNX (dynamic batch, height and width; outputs the last feature
-        map and the logits), atomically."""
+        map, the logits and the trunk's output), atomically."""
         import torch
 
-        from jewelrec.models.onnx_graph import fold_same_pads
-
-        class MapsAndLogits(torch.nn.Module):
+        class MapsLogitsTrunk(torch.nn.Module):
             def __init__(self, net: EfficientNetLite0) -> None:
                 super().__init__()
                 self.net = net
 
-            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                maps = self.net.feature_maps(x)  # (N, 1280, h, w)
-                return maps, self.net._fc(maps.mean(dim=(2, 3)))
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                trunk = self.net.trunk(x, TRUNK_OUTPUT_BLOCKS)
+                maps = self.net.stage(trunk, TRUNK_OUTPUT_BLOCKS)  # (N, 1280, h, w)
+                return maps, self.net._fc(maps.mean(dim=(2, 3))), trunk
 
-        example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
-        path = Path(path)
         axes = {ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
-                "maps": {0: "batch", 2: "map_height", 3: "map_width"}, "logits": {0: "batch"}}
-        with atomic_path(path) as tmp, warnings.catch_warnings():
-            # the tracer records the "SAME" pads as constants: right for every multiple of 32
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                MapsAndLogits(self.network()).eval(), (example,), str(tmp),
-                input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS), dynamic_axes=axes,
-                opset_version=17, dynamo=False,
-            )
-            fold_same_pads(tmp, ONNX_INPUT)
-        return path
+                "maps": {0: "batch", 2: "map_height", 3: "map_width"}, "logits": {0: "batch"},
+                "trunk": {0: "batch", 2: "trunk_height", 3: "trunk_width"}}
+        return export_graph(MapsLogitsTrunk(self.network()), torch.zeros(1, 3, INPUT_SIZE,
+                            INPUT_SIZE), path, ONNX_INPUT, ONNX_OUTPUTS, axes)
 
     def prepare(self) -> bool:
         """Open the session on `onnx_path` now rather than at the first image, exporting the file
@@ -268,7 +271,7 @@ class Backbone:
         if not self._tried:
             with self._lock:
                 if not self._tried and self.onnx_path is not None:
-                    self._session = _open_or_export(self, self.onnx_path)
+                    self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS)
                     self._tried = True
         return self._session is not None
 
@@ -276,7 +279,8 @@ class Backbone:
         """Before a bulk run on torch: export to a temporary folder and run on onnxruntime."""
         self._private = tempfile.TemporaryDirectory(prefix="jewelrec-onnx-")  # gone at exit
         try:
-            session = _open_or_export(self, Path(self._private.name) / ONNX_NAME)
+            session = open_or_export(self.export_onnx, Path(self._private.name) / ONNX_NAME,
+                                     ONNX_OUTPUTS)
         except Exception as exc:  # torch stays a correct, slower fallback
             log.warning("could not export the backbone to ONNX (%s); running on torch", exc)
             return
@@ -301,21 +305,34 @@ class Backbone:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed (N, 3, S, S) -> (maps (N, 1280, S/32, S/32), logits (N, 1000)), float32."""
+        maps, logits, _ = self._run(batch, ONNX_OUTPUTS[:2])
+        return maps, logits
+
+    def run_with_trunk(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`run`, and the trunk's output (N, 112, S/16, S/16) of the same pass."""
+        maps, logits, trunk = self._run(batch, ONNX_OUTPUTS)
+        assert trunk is not None
+        return maps, logits, trunk
+
+    def _run(self, batch: np.ndarray, outputs: tuple[str, ...]) -> tuple[np.ndarray, ...]:
         check_size(batch.shape[-1])
         self.prepare()
         if self._session is not None:
-            maps, logits = self._session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: batch})
-            return maps, logits
+            got = dict(zip(outputs, self._session.run(list(outputs), {ONNX_INPUT: batch}),
+                           strict=True))
+            return got["maps"], got["logits"], got.get("trunk")
         return self.run_torch(batch)
 
-    def run_torch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run_torch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(maps, logits, trunk) on torch: the fallback, and the reference ONNX is tested on."""
         import torch
 
         model = self.network()
         with torch.inference_mode():
-            maps = model.feature_maps(torch.from_numpy(batch))
+            trunk = model.trunk(torch.from_numpy(batch), TRUNK_OUTPUT_BLOCKS)
+            maps = model.stage(trunk, TRUNK_OUTPUT_BLOCKS)
             logits = model._fc(maps.mean(dim=(2, 3)))
-        return maps.numpy(), logits.numpy()
+        return maps.numpy(), logits.numpy(), trunk.numpy()
 
     # -- images in ---------------------------------------------------------------------------
     def run_images(
@@ -386,15 +403,49 @@ class Backbone:
             known.update(zip(part, fresh, strict=True))
             if store is not None:
                 store.put_many(dict(zip(part, fresh, strict=True)))
-        with self._lock:
-            for k in keys:
-                self._cache[k] = known[k]
-                self._cache.move_to_end(k)
-            while len(self._cache) > FEATURE_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        self._remember({k: known[k] for k in keys})
         if not keys:
             return np.zeros((0, len(POOLINGS), FEATURE_DIM), np.float32)
         return np.stack([known[k] for k in keys]).astype(np.float32, copy=False)
+
+    def staged(
+        self,
+        images: Sequence[np.ndarray],
+        stage: Stage,
+        *,
+        crop_fraction: float = IMAGENET_CROP,
+        size: int = INPUT_SIZE,
+    ) -> np.ndarray:
+        """`stage`'s features (N, D) float32: the stage runs on this backbone's trunk output, and
+        the same pass's poolings are remembered as `pooled` would, so a frozen head reading them
+        next costs nothing. Both are remembered under the images' keys (the stage's by its tag)."""
+        keys = [image_key(im, crop_fraction, size) for im in images]
+        staged_keys = [k + stage.tag for k in keys]
+        with self._lock:
+            known = {k: self._cache[k] for k in staged_keys if k in self._cache}
+        todo = [i for i, k in enumerate(staged_keys) if k not in known]
+        for start in range(0, len(todo), BATCH_SIZE):
+            part = todo[start : start + BATCH_SIZE]
+            maps, _, trunk = self.run_with_trunk(
+                preprocess_batch([images[i] for i in part], crop_fraction, size))
+            fresh = np.asarray(stage.run(trunk), np.float32)
+            pooled = np.stack([pool(maps, how) for how in POOLINGS], axis=1)
+            known.update((staged_keys[i], row) for i, row in zip(part, fresh, strict=True))
+            self._remember({**{keys[i]: row for i, row in zip(part, pooled, strict=True)},
+                            **{staged_keys[i]: row for i, row in zip(part, fresh, strict=True)}})
+        if not keys:
+            return np.zeros((0, stage.dim), np.float32)
+        return np.stack([known[k] for k in staged_keys])
+
+    def _remember(self, rows: dict[bytes, np.ndarray]) -> None:
+        """Keep these rows in the feature memory, newest last, forgetting the oldest past its
+        size."""
+        with self._lock:
+            for k, row in rows.items():
+                self._cache[k] = row
+                self._cache.move_to_end(k)
+            while len(self._cache) > FEATURE_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def features(
         self,
@@ -417,7 +468,26 @@ def _pooling_index(pooling: str) -> int:
     return POOLINGS.index(pooling)
 
 
-def _open_session(path: Path):
+def export_graph(module, example, path: Path, input_name: str, outputs: tuple[str, ...],
+                 axes: dict[str, dict[int, str]]) -> Path:
+    """Export a torch module to ONNX at `path` atomically (opset 17, the SAME pads folded into
+    the convolutions); training-only: the caller imported torch."""
+    import torch
+
+    from jewelrec.models.onnx_graph import fold_same_pads
+
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # the tracer records the "SAME" pads as constants: right for every multiple of 32
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), str(tmp), input_names=[input_name],
+                          output_names=list(outputs), dynamic_axes=axes, opset_version=17,
+                          dynamo=False)
+        fold_same_pads(tmp, input_name, tuple(example.shape))
+    return path
+
+
+def _open_session(path: Path, outputs: tuple[str, ...]):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -427,22 +497,24 @@ def _open_session(path: Path):
     # server's other work (decoding, segmentation, the next request) needs (benchmarks/query.py)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    if tuple(o.name for o in session.get_outputs()) != ONNX_OUTPUTS:
-        raise ValueError(f"outputs {[o.name for o in session.get_outputs()]}, not {ONNX_OUTPUTS}")
+    if tuple(o.name for o in session.get_outputs()) != outputs:
+        raise ValueError(f"outputs {[o.name for o in session.get_outputs()]}, not {outputs}")
     return session
 
 
-def _open_or_export(backbone: Backbone, path: Path):
+def open_or_export(export: Callable[[Path], Path], path: Path, outputs: tuple[str, ...]):
+    """An onnxruntime session on `path` (its outputs checked), exporting the graph there first
+    when the file is missing, damaged or stale; None when it cannot be written (torch then)."""
     if path.exists():
         try:
-            return _open_session(path)
+            return _open_session(path, outputs)
         except Exception as exc:  # a stale or damaged cache file is simply derived again
-            log.warning("backbone ONNX %s unusable (%s)", path, exc)
+            log.warning("ONNX file %s unusable (%s)", path, exc)
     try:
-        backbone.export_onnx(path)
-        return _open_session(path)
+        export(path)
+        return _open_session(path, outputs)
     except OSError as exc:  # e.g. a read-only home: slower, still right
-        log.warning("cannot write backbone ONNX %s (%s); running on torch", path, exc)
+        log.warning("cannot write ONNX file %s (%s); running on torch", path, exc)
         return None
 
 

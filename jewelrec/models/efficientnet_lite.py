@@ -81,10 +81,21 @@ class EfficientNetLite0(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 224, 224) normalised RGB -> (N, 1280, 7, 7) last feature map, non-negative
         (any input size: the map is ceil(size / 32) on each side)."""
+        return self.stage(self.trunk(x, len(self._blocks)), len(self._blocks))
+
+    def trunk(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """Normalised RGB -> the output of the stem and blocks 0..blocks-1."""
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, 112, 112)
-        for block in self._blocks:
-            x = block(x)  # ... -> (N, 320, 7, 7)
-        return F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, 7, 7)
+        for block in self._blocks[:blocks]:
+            x = block(x)
+        return x
+
+    def stage(self, x: torch.Tensor, first_block: int) -> torch.Tensor:
+        """`trunk(x, first_block)` -> the last feature map: blocks first_block.. and the head
+        convolution (..., (N, 320, 7, 7) -> (N, 1280, 7, 7) at 224 px)."""
+        for block in self._blocks[first_block:]:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 224, 224) normalised RGB -> (N, 1280) globally average-pooled, non-negative."""

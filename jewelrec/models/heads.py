@@ -34,6 +34,7 @@ from jewelrec.models.backbone import (
     l2_rows,
 )
 from jewelrec.models.base import FitReport, Image
+from jewelrec.models.tuned_stage import TunedStage
 
 CALIBRATION_FOLDS = 5
 DECIDED_ACCURACY = 0.95  # the type is decided alone when answers this confident were right this
@@ -78,7 +79,8 @@ TUNED_CALIBRATION_FOLDS = 2  # of the frozen head's style-cluster folds, the tun
 # again on the first two (each one more training): their held-out styles fit its temperature and
 # the threshold. Two halves of the catalog instead were too similar to each other: the threshold
 # they gave decided 77% of other shops' photos but only 94.0% right (benchmarks/real_photos.py).
-TUNED_ONNX_NAME = "efficientnet-lite0-type.onnx"  # the tuned network, in the classifier's folder
+TUNED_ONNX_NAME = "efficientnet-lite0-type-stage.onnx"  # the tuned stage, in the classifier's
+# folder (models/tuned_stage.py)
 
 
 @dataclass
@@ -370,25 +372,26 @@ class EfficientNetGapHeadClassifier(EfficientNetHeadClassifier):
 
 class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
     """TypeClassifier "efficientnet-tuned": the frozen head (on the home's backbone) averaged
-    with a second network whose last stage `train` fine-tuned for the type on the catalog's
-    photos (models/type_tuning.py; whole photo, GeM, its own linear layer), calibrated on two
-    of the frozen head's style-cluster folds, the decision threshold chosen on the average.
+    with a copy of the network's last stage that `train` fine-tuned for the type on the
+    catalog's photos (models/type_tuning.py; whole photo, GeM, its own linear layer), calibrated
+    on two of the frozen head's style-cluster folds, the decision threshold chosen on the
+    average. The tuned stage runs on the trunk output of the home backbone's pass
+    (models/tuned_stage.py), so both heads cost one network pass and one stage.
     Through the pipeline on real photos of other shops (benchmarks/real_photos.py, 5 folds by
     shop): accuracy 0.836 -> 0.863, decided alone 61% -> 72% of photos (right 94.8%). The tuned
-    network is exported to ONNX beside the weights. A catalog of one type or of fewer than
+    stage is exported to ONNX beside the weights. A catalog of one type or of fewer than
     `min_images` photos, or a zero budget, gets the frozen head alone."""
 
     name = "efficientnet-tuned"
     default_settings = TUNED_HEAD
     min_images = TUNED_MIN_IMAGES
-    tuned_pooling = "gem"  # what the tuned layer was trained on (models/type_tuning.py)
 
     def __init__(
         self, settings: HeadSettings | None = None, *, backbone: Backbone | None = None
     ) -> None:
         super().__init__(settings, backbone=backbone)
         self.tuned_head: Head | None = None  # the tuned network's calibrated linear layer
-        self.tuned_backbone: Backbone | None = None  # the network with the tuned stage
+        self.tuned_stage: TunedStage | None = None
 
     def fit(
         self,
@@ -403,7 +406,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         `tune_seconds` bounds every training together."""
         from jewelrec.models.type_tuning import TuneSettings, tune_type_network
 
-        self.tuned_head, self.tuned_backbone = None, None
+        self.tuned_head, self.tuned_stage = None, None
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         classes = sorted(set(labels))
@@ -425,7 +428,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         dim = tuned.coef.shape[1]
         self.tuned_head = Head(classes, tuned.coef, tuned.intercept, np.zeros(dim, np.float32),
                                np.ones(dim, np.float32), normalise=False)
-        self.tuned_backbone = Backbone(tail=tuned.arrays)  # bound to a file by `save`
+        self.tuned_stage = TunedStage(None, tuned.arrays)  # bound to a file by `save`
         notes: dict = {**frozen_report.notes, **tuned.notes, "calibration_folds": len(splits)}
         if tuned.heldout_logits is not None:
             held = np.concatenate([rows for _, rows in splits])  # the held-out styles
@@ -450,28 +453,28 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                          if "heldout_accuracy" in notes else [])
 
     def predict_proba(self, images: Sequence[Image]) -> np.ndarray:
+        if self.tuned_head is None or self.tuned_stage is None:
+            return super().predict_proba(images)
+        # first: the one pass also remembers the poolings the frozen head reads next
+        tuned = head_probabilities(self.tuned_head, self.backbone.staged(
+            images, self.tuned_stage, crop_fraction=self.settings.crop_fraction,
+            size=self.settings.input_size))
         frozen = super().predict_proba(images)
-        if self.tuned_head is None or self.tuned_backbone is None:
-            return frozen
-        tuned = head_probabilities(self.tuned_head, image_features(
-            self.tuned_backbone, images, crop_fraction=self.settings.crop_fraction,
-            size=self.settings.input_size, pooling=self.tuned_pooling))
         return ((frozen + tuned) / 2).astype(np.float32)
 
     def save(self, folder: Path) -> None:
         super().save(folder)
-        if self.tuned_backbone is not None:  # the tuned network beside its weights, fresh
-            self.tuned_backbone = Backbone(Path(folder) / TUNED_ONNX_NAME,
-                                           tail=self.tuned_backbone.tail)
-            self.tuned_backbone.export_onnx(self.tuned_backbone.onnx_path)
-            self.tuned_backbone.prepare()
+        if self.tuned_stage is not None:  # the tuned stage beside its weights, fresh
+            self.tuned_stage = TunedStage(Path(folder) / TUNED_ONNX_NAME, self.tuned_stage.tail)
+            self.tuned_stage.export_onnx(Path(folder) / TUNED_ONNX_NAME)
+            self.tuned_stage.prepare()
 
     def _saved(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays, config = super()._saved()
-        if self.tuned_head is not None and self.tuned_backbone is not None:
+        if self.tuned_head is not None and self.tuned_stage is not None:
             arrays.update({"tuned.coef": self.tuned_head.coef,
                            "tuned.intercept": self.tuned_head.intercept,
-                           **(self.tuned_backbone.tail or {})})
+                           **self.tuned_stage.tail})
             config["tuned_temperature"] = self.tuned_head.temperature
         return arrays, config
 
@@ -484,6 +487,6 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         self.tuned_head = Head(list(config["classes"]), coef, state["tuned.intercept"],
                                np.zeros(dim, np.float32), np.ones(dim, np.float32),
                                temperature=float(config["tuned_temperature"]), normalise=False)
-        self.tuned_backbone = Backbone(folder / TUNED_ONNX_NAME, tail=tail)
-        self.tuned_backbone.prepare()
+        self.tuned_stage = TunedStage(folder / TUNED_ONNX_NAME, tail)
+        self.tuned_stage.prepare()
 

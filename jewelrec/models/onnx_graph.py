@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-PROBE_SIZE = 224
+PROBE_SHAPE = (1, 3, 224, 224)
 
 
-def fold_same_pads(path: Path, input_name: str) -> int:
-    """Rewrite the ONNX file at `path` in place; returns how many Pad nodes were folded."""
+def fold_same_pads(path: Path, input_name: str,
+                   probe_shape: tuple[int, ...] = PROBE_SHAPE) -> int:
+    """Rewrite the ONNX file at `path` in place; returns how many Pad nodes were folded.
+    `probe_shape`: an input the graph accepts, run once to read the pad amounts."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -28,7 +30,7 @@ def fold_same_pads(path: Path, input_name: str) -> int:
     pads = [node for node in graph.node if node.op_type == "Pad"]
     if not pads:
         return 0
-    amounts = _pad_amounts(model, pads, input_name, ort, helper)
+    amounts = _pad_amounts(model, pads, input_name, probe_shape, ort, helper)
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -55,7 +57,8 @@ def fold_same_pads(path: Path, input_name: str) -> int:
     return folded
 
 
-def _pad_amounts(model, pads, input_name: str, ort, helper) -> list[list[int]]:
+def _pad_amounts(model, pads, input_name: str, probe_shape: tuple[int, ...], ort,
+                 helper) -> list[list[int]]:
     """The constant pad amounts each Pad node computes, read by running the graph once."""
     import onnx
 
@@ -65,7 +68,7 @@ def _pad_amounts(model, pads, input_name: str, ort, helper) -> list[list[int]]:
         probe.graph.output.append(
             helper.make_tensor_value_info(pad.input[1], onnx.TensorProto.INT64, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    zeros = np.zeros((1, 3, PROBE_SIZE, PROBE_SIZE), np.float32)
+    zeros = np.zeros(probe_shape, np.float32)
     values = session.run([pad.input[1] for pad in pads], {input_name: zeros})
     return [np.asarray(v).astype(int).tolist() for v in values]
 
