@@ -21,6 +21,7 @@ from jewelrec.models.heads import (
     fit_head,
     fit_temperature,
     head_probabilities,
+    wilson_lower_bound,
 )
 
 REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-jewelry"
@@ -138,9 +139,24 @@ def test_decision_threshold_keeps_the_confident_answers_right():
     # confidences 0.9..0.5; the two most confident are right, the third wrong, then right again
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.5, 0.5]])
     truth = np.array([0, 0, 1, 0, 0])
-    assert decision_threshold(probabilities, truth, target=0.95) == pytest.approx(0.8)
-    assert decision_threshold(probabilities, truth, target=0.78) == pytest.approx(0.5)  # 4 of 5
-    assert decision_threshold(probabilities, np.array([1, 1, 1, 1, 1])) == UNDECIDED
+    assert decision_threshold(probabilities, truth, target=0.95, z=0) == pytest.approx(0.8)
+    assert decision_threshold(probabilities, truth, target=0.78, z=0) == pytest.approx(0.5)
+    assert decision_threshold(probabilities, np.array([1, 1, 1, 1, 1]), z=0) == UNDECIDED
+    # by default the share must hold at its lower bound: two right answers prove little
+    assert decision_threshold(probabilities, truth, target=0.95) == UNDECIDED
+
+
+def test_the_threshold_margin_shrinks_as_held_out_photos_grow():
+    """96% right at every confidence: the point rule decides everything; the bound decides
+    everything only once there are enough photos for 96% to be surely above 95%."""
+    for n, decided_all in ((100, False), (20000, True)):
+        confidence = np.linspace(0.99, 0.5, n)
+        probabilities = np.stack([confidence, 1 - confidence], axis=1)
+        truth = (np.arange(n) % 25 == 7).astype(int)  # every 25th answer wrong: 96% right
+        assert decision_threshold(probabilities, truth, z=0) == pytest.approx(0.5)
+        assert (decision_threshold(probabilities, truth) == pytest.approx(0.5)) == decided_all
+    assert wilson_lower_bound(np.array([96.0]), np.array([100.0]), 1.0)[0] == pytest.approx(
+        0.9354, abs=1e-3)  # the textbook value for 96 of 100
 
 
 def test_cluster_calibration_never_trains_on_the_cluster_it_predicts():
