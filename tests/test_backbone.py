@@ -200,6 +200,18 @@ def test_a_homes_backbone_runs_from_the_homes_cache_and_opens_lazily(onnx_path, 
     assert backbone.prepare() and backbone.runtime == "onnxruntime"
 
 
+def test_an_upgraded_homes_old_graph_is_removed_when_the_new_one_opens(onnx_path, tmp_path):
+    from jewelrec.models.backbone import LEGACY_ONNX_NAMES
+
+    home = Home(tmp_path / "home").ensure()
+    home.cache_dir.mkdir()
+    old = home.cache_dir / LEGACY_ONNX_NAMES[0]
+    old.write_bytes(b"an earlier export")
+    backbone = Backbone.for_home(home)
+    shutil.copyfile(onnx_path, backbone.onnx_path)
+    assert backbone.prepare() and not old.exists() and backbone.onnx_path.exists()
+
+
 def _home_with_embedder(root, onnx_path) -> Home:
     """A home holding a saved raw embedder and a copy of the module's ONNX export."""
     home = Home(root).ensure()

@@ -56,6 +56,8 @@ ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network,
 TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
 ONNX_NAME = f"{BACKBONE}-maps-trunk.onnx"  # the graph returns the last map and the trunk's
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits", "trunk")
+LEGACY_ONNX_NAMES = (f"{BACKBONE}-maps.onnx",)  # earlier graphs, without "trunk": 13 MB each in
+# an upgraded home's cache, removed once the current one opens beside them
 TRUNK_OUTPUT_BLOCKS = 11  # "trunk" is the output of blocks 0-10 (112 channels, 1/16 of the
 # input): where the tuned type head's own stage starts (models/tuned_stage.py), so that head runs
 # on this pass instead of a second whole network
@@ -273,6 +275,8 @@ class Backbone:
                 if not self._tried and self.onnx_path is not None:
                     self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS)
                     self._tried = True
+                    if self._session is not None and self.onnx_path.name == ONNX_NAME:
+                        _remove_legacy_graphs(self.onnx_path.parent)
         return self._session is not None
 
     def _use_private_onnx(self) -> None:
@@ -460,6 +464,14 @@ class Backbone:
         which = _pooling_index(pooling)
         return self.pooled(images, crop_fraction=crop_fraction, size=size,
                            progress=progress)[:, which]
+
+
+def _remove_legacy_graphs(folder: Path) -> None:
+    for name in LEGACY_ONNX_NAMES:
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as exc:  # a read-only home keeps it; nothing reads it
+            log.debug("cannot remove %s (%s)", folder / name, exc)
 
 
 def _pooling_index(pooling: str) -> int:
