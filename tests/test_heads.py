@@ -154,7 +154,7 @@ def test_the_threshold_margin_shrinks_as_held_out_photos_grow():
         probabilities = np.stack([confidence, 1 - confidence], axis=1)
         truth = (np.arange(n) % 25 == 7).astype(int)  # every 25th answer wrong: 96% right
         assert decision_threshold(probabilities, truth, z=0) == pytest.approx(0.5)
-        assert (decision_threshold(probabilities, truth) == pytest.approx(0.5)) == decided_all
+        assert (decision_threshold(probabilities, truth, z=1) == pytest.approx(0.5)) == decided_all
     assert wilson_lower_bound(np.array([96.0]), np.array([100.0]), 1.0)[0] == pytest.approx(
         0.9354, abs=1e-3)  # the textbook value for 96 of 100
 
