@@ -428,6 +428,7 @@ class Backbone:
         with self._lock:
             known = {k: self._cache[k] for k in staged_keys if k in self._cache}
         todo = [i for i, k in enumerate(staged_keys) if k not in known]
+        poolings: dict[bytes, np.ndarray] = {}
         for start in range(0, len(todo), BATCH_SIZE):
             part = todo[start : start + BATCH_SIZE]
             maps, _, trunk = self.run_with_trunk(
@@ -435,8 +436,8 @@ class Backbone:
             fresh = np.asarray(stage.run(trunk), np.float32)
             pooled = np.stack([pool(maps, how) for how in POOLINGS], axis=1)
             known.update((staged_keys[i], row) for i, row in zip(part, fresh, strict=True))
-            self._remember({**{keys[i]: row for i, row in zip(part, pooled, strict=True)},
-                            **{staged_keys[i]: row for i, row in zip(part, fresh, strict=True)}})
+            poolings.update((keys[i], row) for i, row in zip(part, pooled, strict=True))
+        self._remember({**poolings, **{k: known[k] for k in staged_keys}})
         if not keys:
             return np.zeros((0, stage.dim), np.float32)
         return np.stack([known[k] for k in staged_keys])
