@@ -207,6 +207,8 @@ def adapt_tail(
     import torch
     import torch.nn.functional as F
 
+    from jewelrec.models.efficientnet_lite import gem
+
     if not len(images) == len(products) == len(labels):
         raise ValueError("images, products and labels must have one entry per photo")
     start = time.perf_counter()
@@ -238,9 +240,7 @@ def adapt_tail(
          {"params": type_layer.parameters(), "lr": 1e-3}], weight_decay=1e-4)
 
     def forward(x: torch.Tensor) -> torch.Tensor:  # trunk output -> GeM (N, 1280)
-        x = network._blocks[TRUNK_BLOCKS](x.float())
-        maps = F.relu6(network._bn1(network._conv_head(x)))
-        return maps.clamp(min=1e-6).pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)
+        return gem(network.stage(x.float(), TRUNK_BLOCKS), GEM_POWER)
 
     by_product: dict[str, list[int]] = {}
     for i, p in enumerate(products):

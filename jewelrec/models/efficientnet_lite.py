@@ -65,6 +65,12 @@ class MBConv(nn.Module):
         return x + h if self.skip else h
 
 
+def gem(maps: torch.Tensor, power: float) -> torch.Tensor:
+    """Generalised-mean pooling of non-negative maps (N, C, h, w) -> (N, C); the torch twin of
+    models/backbone.py's numpy pooling, for the stages trained on the catalog."""
+    return maps.clamp(min=1e-6).pow(power).mean(dim=(2, 3)).pow(1.0 / power)
+
+
 class EfficientNetLite0(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES):
         super().__init__()

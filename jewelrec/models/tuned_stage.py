@@ -105,6 +105,7 @@ class TunedStage:
         import torch
 
         from jewelrec.models.adaptation import adapted_network
+        from jewelrec.models.efficientnet_lite import gem
 
         with self._network_lock:
             if self._network is None:
@@ -116,8 +117,7 @@ class TunedStage:
                         self.net = network
 
                     def forward(self, x: torch.Tensor) -> torch.Tensor:
-                        maps = self.net.stage(x, TRUNK_OUTPUT_BLOCKS).clamp(min=1e-6)
-                        return maps.pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)
+                        return gem(self.net.stage(x, TRUNK_OUTPUT_BLOCKS), GEM_POWER)
 
                 self._network = Stage().eval()
             return self._network

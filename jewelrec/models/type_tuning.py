@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from jewelrec.models.adaptation import Trunk, tail_arrays, tail_prefixes, trunk_views
-from jewelrec.models.backbone import GEM_POWER, load_torch_model, preprocess
+from jewelrec.models.backbone import GEM_POWER, TRUNK_OUTPUT_BLOCKS, load_torch_model, preprocess
 
 MAX_IMAGES = 3000  # a seeded sample this large teaches the stage as well as a bigger catalog
 TRUNK_BATCH = 16
@@ -35,7 +35,8 @@ PREDICT_BATCH = 128
 class TuneSettings:
     """What trains and for how long (defaults measured on benchmarks/real_photos.py)."""
 
-    first_block: int = 11  # blocks first_block..15 and the head convolution learn
+    first_block: int = TRUNK_OUTPUT_BLOCKS  # blocks first_block..15 and the head convolution
+    # learn; where the home's pass hands over its trunk output (models/tuned_stage.py)
     views: int = 4  # augmented views per photo, besides the photo itself
     epochs: int = 6  # passes over the photos (one view of each per pass)
     batch: int = 48
@@ -82,6 +83,7 @@ class _Stage:
         import torch
 
         self.network = copy.deepcopy(load_torch_model()).eval()
+        self.first_block = settings.first_block
         self.blocks = list(self.network._blocks[settings.first_block:])
         self.linear = torch.nn.Linear(self.network._conv_head.out_channels, classes)
         self.dropout = torch.nn.Dropout(0.2)
@@ -93,13 +95,9 @@ class _Stage:
             p.requires_grad = True
 
     def pooled(self, x):  # trunk output -> GeM (N, 1280)
-        import torch.nn.functional as F
+        from jewelrec.models.efficientnet_lite import gem
 
-        x = x.float()
-        for block in self.blocks:
-            x = block(x)
-        maps = F.relu6(self.network._bn1(self.network._conv_head(x)))
-        return maps.clamp(min=1e-6).pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)
+        return gem(self.network.stage(x.float(), self.first_block), GEM_POWER)
 
     def logits(self, clean: np.ndarray) -> np.ndarray:
         import torch
