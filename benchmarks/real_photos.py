@@ -13,9 +13,10 @@ Each variant (a classifier + embedder pair, registered by name) goes through wha
   (those that also appear in the groups are left out). Recall@1/5/10 and mAP, per type too, and
   the CPU time per query.
 
-Rows: `default` (today's: the tuned type head), `frozen-head` (the default before it, whose
-type head is a logistic regression on the frozen network), `first-wave` (the pipeline as the
-first wave shipped it) and `prototype` (the 2019 models), measured in the same run. Needs
+Rows: `default` (today's: the tuned type head on the int8 backbone), `default-fp32` (the same on
+the float backbone, the default before int8), `frozen-head` (the default before the tuned head,
+whose type head is a logistic regression on the frozen network), `first-wave` (the pipeline as
+the first wave shipped it, float) and `prototype` (the 2019 models), measured in the same run. Needs
 ../shared/data; prints why not.
 
     python benchmarks/real_photos.py                 # all variants, 5 folds (about two hours here)
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_note, machine, print_table, write_results  # noqa: E402
 
 from jewelrec.catalog.ingest import ingest  # noqa: E402
-from jewelrec.home import Home  # noqa: E402
+from jewelrec.home import FP32, INT8, Home  # noqa: E402
 from jewelrec.imaging.focus import focus_on_piece  # noqa: E402
 from jewelrec.imaging.io import load_image  # noqa: E402
 from jewelrec.indexing import build_index  # noqa: E402
@@ -51,12 +52,13 @@ from jewelrec.train import train_home  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TYPES = ("bracelet", "earring", "necklace", "ring")
-VARIANTS = {  # name -> (classifier, embedder)
-    "default": ("efficientnet-tuned", "efficientnet"),
-    "frozen-head": ("efficientnet-head", "efficientnet"),  # the default before the tuned head
-    "adapted": ("efficientnet-head", "efficientnet-adapted"),
-    "first-wave": ("efficientnet-head-gap", "efficientnet-gap"),
-    "prototype": ("seed-cnn", "autoencoder"),
+VARIANTS = {  # name -> (classifier, embedder, the backbone's precision)
+    "default": ("efficientnet-tuned", "efficientnet", INT8),
+    "default-fp32": ("efficientnet-tuned", "efficientnet", FP32),  # before the int8 backbone
+    "frozen-head": ("efficientnet-head", "efficientnet", INT8),  # before the tuned head
+    "adapted": ("efficientnet-head", "efficientnet-adapted", FP32),
+    "first-wave": ("efficientnet-head-gap", "efficientnet-gap", FP32),  # as it shipped
+    "prototype": ("seed-cnn", "autoencoder", FP32),
 }
 RECALL_AT = (1, 5, 10)
 SEARCH_DEPTH = 100  # mAP counts a product found beyond this as not found
@@ -118,7 +120,8 @@ def write_catalog(folder: Path, products: list[CatalogProduct]) -> Path:
 
 
 def build_home(root: Path, products: list[CatalogProduct], classifier: str, embedder: str,
-               *, index: bool, epochs: int | None) -> tuple[Home, dict[str, float]]:
+               precision: str, *, index: bool, epochs: int | None
+               ) -> tuple[Home, dict[str, float]]:
     """ingest -> train (-> index) a fresh home; returns it and the seconds of each stage."""
     home = Home(root / "home").ensure()
     seconds: dict[str, float] = {}
@@ -131,7 +134,7 @@ def build_home(root: Path, products: list[CatalogProduct], classifier: str, embe
     start = time.perf_counter()
     kinds = ("classifier", "embedder") if index else ("classifier",)
     trained = train_home(home, classifier=classifier, embedder=embedder, epochs=epochs,
-                         progress=False, kinds=kinds)
+                         progress=False, kinds=kinds, precision=precision)
     seconds["train"] = time.perf_counter() - start
     for model in trained:
         seconds[f"train {model.kind}"] = model.seconds
@@ -165,12 +168,12 @@ def classify(classifier, photos: list[Photo], batch: int = 32) -> np.ndarray:
 
 def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
                  epochs: int | None) -> dict:
-    classifier_name, embedder_name = VARIANTS[variant]
+    classifier_name, embedder_name, precision = VARIANTS[variant]
     truth, predicted, confidence, decided, styles, fold_accuracy = [], [], [], [], [], []
     for f, (train, test) in enumerate(shop_folds(photos, folds)):
         products = [CatalogProduct(f"p{i}", photos[i].type, (photos[i].path,)) for i in train]
         home, seconds = build_home(work / f"{variant}-types-{f}", products, classifier_name,
-                                   embedder_name, index=False, epochs=epochs)
+                                   embedder_name, precision, index=False, epochs=epochs)
         classifier = load_classifier(home.models_dir, classifier_name,
                                      backbone=Backbone.for_home(home))
         threshold = float(getattr(classifier, "decision_threshold",
@@ -214,13 +217,13 @@ def selective_points(confidence: np.ndarray, right: np.ndarray) -> dict[str, flo
 # -- retrieval --------------------------------------------------------------------------------
 def retrieval_results(variant: str, distractors: list[Photo], groups: dict[str, list[Photo]],
                       work: Path, epochs: int | None) -> dict:
-    classifier_name, embedder_name = VARIANTS[variant]
+    classifier_name, embedder_name, precision = VARIANTS[variant]
     products = [CatalogProduct(f"d{i}", p.type, (p.path,)) for i, p in enumerate(distractors)]
     group_ids = {g: f"g{i}" for i, g in enumerate(sorted(groups))}
     products += [CatalogProduct(group_ids[g], photos[0].type, tuple(p.path for p in photos[1:]))
                  for g, photos in sorted(groups.items())]
     home, seconds = build_home(work / f"{variant}-retrieval", products, classifier_name,
-                               embedder_name, index=True, epochs=epochs)
+                               embedder_name, precision, index=True, epochs=epochs)
     recommender = Recommender.open(home)
     recommender.recommend(next(iter(groups.values()))[0].path, k=10)  # warm-up
     ranks, cpu, by_type, type_right, type_decided = [], [], defaultdict(list), [], []

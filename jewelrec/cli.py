@@ -21,7 +21,7 @@ from jewelrec import commands
 from jewelrec.console import EXIT_USAGE, home_of
 from jewelrec.demo import run_demo
 from jewelrec.errors import JewelrecError
-from jewelrec.home import storage_error
+from jewelrec.home import PRECISIONS, storage_error
 
 # Options whose value may begin with "-" (a crop box at the photo's edge: -1,0,5,5). argparse
 # takes such a word for an option ("expected one argument"); written as --crop=-1,0,5,5 it is
@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget for fine-tuning the network's last stage for the type "
                    "(classifier efficientnet-tuned; default 900, done in 6-7 minutes "
                    "on 1,600 photos here; 0: the frozen head alone)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="how the network computes: int8 (about twice as fast on a CPU, same "
+                   "quality measured on real photos; a new home's default) or fp32 (a home "
+                   "from before int8 keeps it until told). Run `index` after changing it")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

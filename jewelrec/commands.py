@@ -79,6 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
         home, embedder=args.embedder, classifier=args.classifier, epochs=args.epochs,
         seed=args.seed, progress=not args.no_progress and not args.json,
         adapt_seconds=args.adapt_seconds, tune_seconds=args.tune_seconds,
+        precision=args.precision,
     )
     if args.json:
         print_json([t.to_dict() for t in trained])

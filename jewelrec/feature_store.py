@@ -203,12 +203,13 @@ class FeatureStore:
         self._loaded = None
 
 
-def store_for_home(home: Home) -> FeatureStore:
-    """The home's feature store for the installed backbone weights."""
+def store_for_home(home: Home, features_tag: str = "") -> FeatureStore:
+    """The home's feature store for the installed backbone weights, computed as
+    `Backbone.features_tag` says (float: ""; int8: its recipe)."""
     from jewelrec.models.backbone import BACKBONE, FEATURE_DIM, POOLINGS
 
-    return FeatureStore(home.cache_dir / FOLDER / f"{BACKBONE}-{backbone_fingerprint()}",
-                        shape=(len(POOLINGS), FEATURE_DIM))
+    name = f"{BACKBONE}-{backbone_fingerprint()}{features_tag}"
+    return FeatureStore(home.cache_dir / FOLDER / name, shape=(len(POOLINGS), FEATURE_DIM))
 
 
 @contextmanager
@@ -217,7 +218,7 @@ def attached_to_home(home: Home, backbone: Backbone) -> Iterator[FeatureStore]:
     the home's feature store; what is still in memory is written when the block ends, even by
     an error or Ctrl-C. Train and index use it; queries do not (a shopper's photo is never in
     it)."""
-    previous, store = backbone.store, store_for_home(home)
+    previous, store = backbone.store, store_for_home(home, backbone.features_tag)
     backbone.store = store
     try:
         yield store

@@ -21,6 +21,8 @@ from typing import Any
 from jewelrec.errors import JewelrecError, NotReadyError, StorageError
 
 DEFAULT_HOME = "./jewelrec-data"
+INT8, FP32 = "int8", "fp32"  # how the home's backbone computes (models/quantization.py)
+PRECISIONS = (INT8, FP32)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Settings:
     backend: str = "exact"
     milvus_uri: str | None = None
     auto_crop: bool = True  # frame the piece itself in catalog photos and queries
+    precision: str = INT8  # the backbone's arithmetic; a home whose settings predate the
+    # choice computed in float, and keeps doing so until `train --precision` changes it
 
     @classmethod
     def from_dict(cls, raw: Any, source: Path | str = "settings.json") -> Settings:
@@ -42,11 +46,15 @@ class Settings:
             raise JewelrecError(f"{source} does not hold a JSON object: fix or remove it")
         known = {f.name: f for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
+        values.setdefault("precision", FP32)  # what every model trained before it was saved on
         for key, value in values.items():
             expected = bool if key == "auto_crop" else str
             if not (isinstance(value, expected) or (key == "milvus_uri" and value is None)):
                 raise JewelrecError(f"{source}: {key!r} should be a {expected.__name__}, "
                                     f"not {value!r}: fix or remove it")
+        if values["precision"] not in PRECISIONS:
+            raise JewelrecError(f"{source}: 'precision' should be one of {', '.join(PRECISIONS)}"
+                                f", not {values['precision']!r}: fix or remove it")
         return cls(**values)
 
 

@@ -259,7 +259,7 @@ def build_index(
         products = store.all_products()
     model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
-    cache = EmbeddingCache(home, embedder_name, fingerprint)
+    cache = EmbeddingCache(home, embedder_name, fingerprint + backbone.features_tag)
     views = all_views(products)
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
     excluded = sum((p.id, image) in flagged for p, image in views)
@@ -296,6 +296,7 @@ def build_index(
     meta: dict[str, Any] = {
         "embedder": embedder_name,
         "embedder_fingerprint": fingerprint,
+        "precision": backbone.precision,  # what queries must compute in (snapshot.py)
         "dim": int(matrix.shape[1]),
         "backend": backend,
         "rows": len(rows),

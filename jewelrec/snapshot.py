@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from jewelrec.catalog.store import CatalogStore
-from jewelrec.home import Home
+from jewelrec.home import FP32, Home
 from jewelrec.models.attributes import AttributeHeads, load_attributes
 from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import (
@@ -96,12 +96,15 @@ def load_snapshot(
         and meta.get("embedder") == previous.index_meta.get("embedder")
         and meta.get("embedder_fingerprint") == previous.index_meta.get("embedder_fingerprint")
         and fingerprint == previous.classifier_fingerprint
+        and meta.get("precision", FP32) == previous.index_meta.get("precision", FP32)
     )
     if same_models and previous is not None:
         embedder, classifier = previous.embedder, previous.classifier
-        backbone = previous.backbone or Backbone.for_home(home)
+        backbone = previous.backbone or Backbone.for_home(home, meta.get("precision", FP32))
     else:
-        backbone = Backbone.for_home(home)
+        # queries compute as the index's vectors were computed (an index from before the
+        # choice existed was float)
+        backbone = Backbone.for_home(home, meta.get("precision", FP32))
         embedder = load_embedder(home.models_dir, name, backbone=backbone)
         classifier = load_classifier(home.models_dir, classifier_name, backbone=backbone)
     return Snapshot(

@@ -114,12 +114,14 @@ def train_home(
     kinds: tuple[str, ...] = ("classifier", "embedder"),
     adapt_seconds: float | None = None,
     tune_seconds: float | None = None,
+    precision: str | None = None,
 ) -> list[TrainedModel]:
     """Train the classifier and the embedder named (or recorded in the home) and save them;
     `kinds` narrows that to one of the two (a benchmark of the type head alone). They run on
     one backbone opened for this home, which reads and fills the home's feature store.
     `adapt_seconds`: the budget of an embedder that adapts the network to the catalog;
-    `tune_seconds`: that of a classifier that fine-tunes it for the type."""
+    `tune_seconds`: that of a classifier that fine-tunes it for the type. `precision`: how the
+    backbone computes (int8 or fp32; default what the home records), recorded for `index`."""
     from jewelrec.models.training import plot_loss_curves
 
     home.require_catalog()
@@ -128,7 +130,8 @@ def train_home(
         "classifier": classifier or settings.classifier,
         "embedder": embedder or settings.embedder,
     }
-    backbone = Backbone.for_home(home)
+    precision = precision or settings.precision
+    backbone = Backbone.for_home(home, precision)
     factories = {"classifier": new_classifier, "embedder": new_embedder}
     models = {kind: factories[kind](names[kind], backbone=backbone) for kind in kinds}
     if adapt_seconds is not None and "embedder" in models:
@@ -171,7 +174,7 @@ def train_home(
     if "classifier" in kinds:
         trained += train_attributes(home, data, seed=seed, progress=progress,
                                     backbone=backbone)
-    home.update_settings(**{kind: names[kind] for kind in kinds})
+    home.update_settings(precision=precision, **{kind: names[kind] for kind in kinds})
     return trained
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jewelrec.errors import ImageError, NotReadyError
-from jewelrec.home import Home
+from jewelrec.home import FP32, Home
 from jewelrec.imaging.colour import SIGNATURE_DIM
 from jewelrec.models.backbone import (
     FEATURE_DIM,
@@ -192,7 +192,7 @@ def test_pca_projection_round_trips(photos, on_onnx, tmp_path):
 
 def test_a_homes_backbone_runs_from_the_homes_cache_and_opens_lazily(onnx_path, tmp_path):
     home = Home(tmp_path / "home").ensure()
-    backbone = Backbone.for_home(home)
+    backbone = Backbone.for_home(home, FP32)  # int8: tests/test_quantization.py
     assert backbone.onnx_path == home.cache_dir / ONNX_NAME
     assert backbone.runtime == "torch" and not backbone.onnx_path.exists()  # nothing opened yet
     home.cache_dir.mkdir()
@@ -207,7 +207,7 @@ def test_an_upgraded_homes_old_graph_is_removed_when_the_new_one_opens(onnx_path
     home.cache_dir.mkdir()
     old = home.cache_dir / LEGACY_ONNX_NAMES[0]
     old.write_bytes(b"an earlier export")
-    backbone = Backbone.for_home(home)
+    backbone = Backbone.for_home(home, FP32)
     shutil.copyfile(onnx_path, backbone.onnx_path)
     assert backbone.prepare() and not old.exists() and backbone.onnx_path.exists()
 
@@ -215,6 +215,7 @@ def test_an_upgraded_homes_old_graph_is_removed_when_the_new_one_opens(onnx_path
 def _home_with_embedder(root, onnx_path) -> Home:
     """A home holding a saved raw embedder and a copy of the module's ONNX export."""
     home = Home(root).ensure()
+    home.update_settings(precision=FP32)  # the module's export is the float graph
     home.cache_dir.mkdir()
     shutil.copyfile(onnx_path, home.cache_dir / ONNX_NAME)
     EfficientNetEmbedder(RAW, backbone=Backbone.for_home(home)).save(

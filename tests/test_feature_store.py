@@ -136,8 +136,8 @@ def test_index_after_train_runs_only_unseen_images_and_retraining_runs_none(
 ):
     home = Home(tmp_path / "home").ensure()
     home.cache_dir.mkdir()  # the tiny home's ONNX export spares this home one
-    shutil.copyfile(Path(tiny_home) / "cache" / backbone.ONNX_NAME,
-                    home.cache_dir / backbone.ONNX_NAME)
+    shutil.copyfile(Path(tiny_home) / "cache" / backbone.INT8_ONNX_NAME,
+                    home.cache_dir / backbone.INT8_ONNX_NAME)
     ingest(tiny_catalog / "catalog.csv", home, progress=False)
     train_home(home, progress=False)
     assert sum(fresh_backbone) > 0
@@ -191,7 +191,8 @@ def test_a_killed_index_keeps_its_finished_chunks(tiny_home, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         build_index(copy, progress=False)
     fingerprint = model_fingerprint(model_folder(copy.models_dir, "embedder", "efficientnet"))
-    kept = EmbeddingCache(copy, "efficientnet", fingerprint)
+    tag = backbone.Backbone.for_home(copy).features_tag  # int8: a new home's default
+    kept = EmbeddingCache(copy, "efficientnet", fingerprint + tag)
     assert len(kept.vectors) == 2 * indexing.BATCH_SIZE
 
     monkeypatch.setattr(indexing, "load_embedder", real_load)

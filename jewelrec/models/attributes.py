@@ -151,7 +151,7 @@ class AttributeHeads:
                              "decision_threshold": head.decision_threshold}
                       for name, head in self.heads.items()},
             "settings": asdict(self.settings),
-            **backbone_config(),
+            **backbone_config(self.backbone.precision),
         }
         save_weights(folder, arrays, config)
 

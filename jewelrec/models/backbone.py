@@ -32,9 +32,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from jewelrec.errors import ImageError, NotReadyError
-from jewelrec.home import Home, atomic_path
+from jewelrec.home import FP32, INT8, PRECISIONS, Home, atomic_path
 from jewelrec.imaging.colour import SIGNATURE_DIM, colour_signatures
 from jewelrec.models.base import FitReport
+from jewelrec.models.quantization import RECIPE as QUANTIZATION_RECIPE
 
 if TYPE_CHECKING:
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
@@ -55,6 +56,8 @@ BATCH_SIZE = 8  # larger batches are not faster per image on a 2-core CPU
 ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network, in its folder
 TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
 ONNX_NAME = f"{BACKBONE}-maps-trunk.onnx"  # the graph returns the last map and the trunk's
+INT8_ONNX_NAME = f"{BACKBONE}-maps-trunk-int8.onnx"  # the same, quantised (models/quantization.py)
+HOME_GRAPHS = (ONNX_NAME, INT8_ONNX_NAME)  # in a home's cache (not an adapted embedder's folder)
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits", "trunk")
 LEGACY_ONNX_NAMES = (f"{BACKBONE}-maps.onnx",)  # earlier graphs, without "trunk": 13 MB each in
 # an upgraded home's cache, removed once the current one opens beside them
@@ -224,9 +227,16 @@ class Backbone:
     """
 
     def __init__(
-        self, onnx_path: Path | None = None, *, tail: dict[str, np.ndarray] | None = None
+        self, onnx_path: Path | None = None, *, tail: dict[str, np.ndarray] | None = None,
+        precision: str = FP32,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        if precision == INT8 and (onnx_path is None or tail is not None):
+            raise ValueError("int8 is the home's ImageNet graph only; give its ONNX path")
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes
+        # "int8": `onnx_path` holds the quantised graph (the torch fallback stays float)
+        self.precision = precision
         # weights of the last block adapted to a catalog (models/adaptation.py), else ImageNet's
         self.tail = tail
         self._network_copy: EfficientNetLite0 | None = None
@@ -239,10 +249,13 @@ class Backbone:
         self.store: PooledStore | None = None  # optional persistent cache, see `pooled`
 
     @classmethod
-    def for_home(cls, home: Home) -> Backbone:
+    def for_home(cls, home: Home, precision: str | None = None) -> Backbone:
         """The runtime for one opened data home: its ONNX file lives in the home's cache, shared
-        by the home's embedder, classifier and attribute heads."""
-        return cls(home.cache_dir / ONNX_NAME)
+        by the home's embedder, classifier and attribute heads. `precision`: the home's setting
+        unless given (a snapshot gives what its index was embedded with)."""
+        precision = precision or home.settings().precision
+        name = INT8_ONNX_NAME if precision == INT8 else ONNX_NAME
+        return cls(home.cache_dir / name, precision=precision)
 
     # -- runners ---------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> Path:
@@ -263,8 +276,16 @@ class Backbone:
         axes = {ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
                 "maps": {0: "batch", 2: "map_height", 3: "map_width"}, "logits": {0: "batch"},
                 "trunk": {0: "batch", 2: "trunk_height", 3: "trunk_width"}}
-        return export_graph(MapsLogitsTrunk(self.network()), torch.zeros(1, 3, INPUT_SIZE,
-                            INPUT_SIZE), path, ONNX_INPUT, ONNX_OUTPUTS, axes)
+        network, example = MapsLogitsTrunk(self.network()), torch.zeros(1, 3, INPUT_SIZE,
+                                                                          INPUT_SIZE)
+        if self.precision == FP32:
+            return export_graph(network, example, path, ONNX_INPUT, ONNX_OUTPUTS, axes)
+        from jewelrec.models.quantization import quantize_graph
+
+        with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
+            float_graph = export_graph(network, example, Path(scratch) / ONNX_NAME, ONNX_INPUT,
+                                       ONNX_OUTPUTS, axes)
+            return quantize_graph(float_graph, path, ONNX_INPUT)
 
     def prepare(self) -> bool:
         """Open the session on `onnx_path` now rather than at the first image, exporting the file
@@ -275,7 +296,7 @@ class Backbone:
                 if not self._tried and self.onnx_path is not None:
                     self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS)
                     self._tried = True
-                    if self._session is not None and self.onnx_path.name == ONNX_NAME:
+                    if self._session is not None and self.onnx_path.name in HOME_GRAPHS:
                         _remove_legacy_graphs(self.onnx_path.parent)
         return self._session is not None
 
@@ -306,6 +327,12 @@ class Backbone:
     @property
     def runtime(self) -> str:
         return "onnxruntime" if self._session is not None else "torch"
+
+    @property
+    def features_tag(self) -> str:
+        """What, besides the pixels, decides this backbone's numbers: names its persistent
+        feature store and its index's embeddings, so int8 and float features never mix."""
+        return "" if self.precision == FP32 else f"-{QUANTIZATION_RECIPE}"
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed (N, 3, S, S) -> (maps (N, 1280, S/32, S/32), logits (N, 1000)), float32."""
@@ -551,10 +578,12 @@ def image_features(
     return features
 
 
-def backbone_config() -> dict[str, object]:
-    """What a model on these features records, so a saved head is never paired with other ones."""
+def backbone_config(precision: str = FP32) -> dict[str, object]:
+    """What a model on these features records, so a saved head is never paired with other ones
+    (and a model trained on int8 features gets another fingerprint than one on float's)."""
     return {
         "backbone": BACKBONE,
+        "precision": precision,
         "backbone_weights": WEIGHTS_FILE,
         "input_size": INPUT_SIZE,
         "normalisation": {"mean": PIXEL_MEAN, "scale": PIXEL_SCALE},
@@ -729,7 +758,7 @@ class EfficientNetEmbedder:
         if not self.fitted:
             raise NotReadyError(f"nothing to save: the {self.name} embedder is not fitted yet")
         config = {"model": self.name, "settings": asdict(self.settings), "dim": self.dim,
-                  **backbone_config()}
+                  **backbone_config(self.backbone.precision)}
         save_weights(folder, self.arrays, config)
         if self.backbone.tail is not None:  # the adapted network beside its weights, fresh
             self.backbone = Backbone(Path(folder) / ADAPTED_ONNX_NAME, tail=self.backbone.tail)

@@ -345,7 +345,7 @@ class EfficientNetHeadClassifier:
             "temperature": self.head.temperature,
             "decision_threshold": self.head.decision_threshold,
             "settings": asdict(self.settings),
-            **backbone_config(),
+            **backbone_config(self.backbone.precision),
         }
         return arrays, config
 

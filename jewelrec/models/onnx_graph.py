@@ -82,3 +82,18 @@ def _remove_unused_nodes(graph) -> None:
             needed.update(name for name in node.input if name)
     for node in [n for n in graph.node if n not in used]:
         graph.node.remove(node)
+
+
+def prune_graph(path: Path) -> None:
+    """Rewrite the ONNX file at `path` without the nodes and initializers no output depends on
+    (the quantiser fuses each ReLU6's Clip away and leaves its bound constants behind, which
+    onnxruntime reports one warning line each every time a session opens)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    _remove_unused_nodes(model.graph)
+    read = {name for node in model.graph.node for name in node.input}
+    read |= {output.name for output in model.graph.output}
+    for init in [i for i in model.graph.initializer if i.name not in read]:
+        model.graph.initializer.remove(init)
+    onnx.save(model, str(path))

@@ -1,0 +1,141 @@
+"""The int8 backbone: a real quantised graph that agrees with the float one, the default of a
+new home only, recorded wherever features are kept so int8 and float numbers never mix, and
+what queries compute in follows what the index was embedded with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from jewelrec.errors import JewelrecError
+from jewelrec.feature_store import store_for_home
+from jewelrec.home import FP32, INT8, Home, Settings
+from jewelrec.models.backbone import (
+    INT8_ONNX_NAME,
+    ONNX_NAME,
+    Backbone,
+    image_features,
+    l2_rows,
+)
+from jewelrec.models.quantization import RECIPE, calibration_batches
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return [skimage_data.coffee(), skimage_data.chelsea(), skimage_data.astronaut()]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Backbone, Backbone]:
+    """A float and an int8 backbone, each on its own export (made once for the module)."""
+    folder = tmp_path_factory.mktemp("graphs")
+    float_one = Backbone(folder / ONNX_NAME)
+    int8_one = Backbone(folder / INT8_ONNX_NAME, precision=INT8)
+    assert float_one.prepare() and int8_one.prepare()
+    return float_one, int8_one
+
+
+def test_the_int8_graph_is_quantised_and_has_no_dead_weight(pair):
+    _, int8_one = pair
+    model = onnx.load(str(int8_one.onnx_path))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 49  # every convolution's weights (and the classifier's)
+    read = {name for node in model.graph.node for name in node.input}
+    assert all(init.name in read for init in model.graph.initializer)
+
+
+@pytest.mark.parametrize("size", [224, 320])
+def test_int8_features_agree_with_float_ones(pair, photos, size):
+    float_one, int8_one = pair
+    a = l2_rows(image_features(float_one, photos, size=size, pooling="gem"))
+    b = l2_rows(image_features(int8_one, photos, size=size, pooling="gem"))
+    agreement = (a * b).sum(axis=1)
+    assert agreement.min() > 0.95, agreement
+    # and each photo is still nearest to itself among the others' float features
+    assert (np.argmax(b @ a.T, axis=1) == np.arange(len(photos))).all()
+
+
+def test_int8_keeps_the_imagenet_answers(pair, photos):
+    from jewelrec.models.backbone import preprocess_batch
+
+    float_one, int8_one = pair
+    batch = preprocess_batch(photos[:2])  # an espresso and a tabby cat (no class is astronaut)
+    assert float_one.run(batch)[1].argmax(1).tolist() == [967, 282]
+    assert int8_one.run(batch)[1].argmax(1).tolist() == [967, 282]
+
+
+def test_calibration_photos_are_fixed():
+    first = [b["images"] for b, _ in zip(calibration_batches("images"), range(3), strict=False)]
+    again = [b["images"] for b, _ in zip(calibration_batches("images"), range(3), strict=False)]
+    for x, y in zip(first, again, strict=True):
+        assert x.shape == (1, 3, 224, 224)
+        np.testing.assert_array_equal(x, y)
+
+
+def test_int8_is_the_new_homes_default_and_an_older_home_stays_float(tmp_path):
+    assert Settings().precision == INT8
+    new = Home(tmp_path / "new").ensure()
+    assert Backbone.for_home(new).precision == INT8
+    assert Backbone.for_home(new).onnx_path == new.cache_dir / INT8_ONNX_NAME
+    older = Home(tmp_path / "older").ensure()
+    older.settings_path.write_text(json.dumps({"embedder": "efficientnet"}))  # before the choice
+    assert older.settings().precision == FP32
+    assert Backbone.for_home(older).onnx_path == older.cache_dir / ONNX_NAME
+    assert Backbone.for_home(older, INT8).precision == INT8  # asked for: a snapshot's index
+
+
+def test_an_unknown_precision_is_named(tmp_path):
+    home = Home(tmp_path / "home").ensure()
+    home.settings_path.write_text(json.dumps({"precision": "int4"}))
+    with pytest.raises(JewelrecError, match="precision.*int8, fp32"):
+        home.settings()
+    with pytest.raises(ValueError, match="precision"):
+        Backbone(tmp_path / "x.onnx", precision="int4")
+
+
+def test_int8_and_float_features_are_kept_apart(tmp_path):
+    home = Home(tmp_path / "home").ensure()
+    float_one, int8_one = Backbone.for_home(home, FP32), Backbone.for_home(home, INT8)
+    assert float_one.features_tag == "" and RECIPE in int8_one.features_tag
+    assert (store_for_home(home, float_one.features_tag).folder
+            != store_for_home(home, int8_one.features_tag).folder)
+
+
+def test_train_records_the_precision_and_queries_follow_the_index(tiny_catalog, tmp_path,
+                                                                   tiny_query_photo):
+    """`train --precision fp32` on a home: models, settings and index say fp32, and a reload
+    after training in int8 again switches the queries' runtime with the index."""
+    from jewelrec.catalog.ingest import ingest
+    from jewelrec.indexing import build_index
+    from jewelrec.recommend import Recommender
+    from jewelrec.train import train_home
+
+    home = Home(tmp_path / "home").ensure()
+    ingest(tiny_catalog / "catalog.csv", home, progress=False)
+    train_home(home, classifier="efficientnet-head", epochs=1, progress=False,
+               precision=FP32)
+    assert home.settings().precision == FP32
+    config = json.loads((home.models_dir / "classifier-efficientnet-head" / "config.json")
+                        .read_text())
+    assert config["precision"] == FP32
+    build_index(home, progress=False)
+    recommender = Recommender.open(home)
+    assert recommender.snapshot.backbone.precision == FP32
+    float_answer = recommender.recommend(tiny_query_photo, k=3)
+
+    train_home(home, classifier="efficientnet-head", epochs=1, progress=False,
+               precision=INT8)
+    report = build_index(home, progress=False)
+    assert home.settings().precision == INT8 and report.embedded > 0  # nothing float reused
+    assert recommender.reload_if_changed()
+    assert recommender.snapshot.backbone.precision == INT8
+    int8_answer = recommender.recommend(tiny_query_photo, k=3)
+    assert int8_answer.type == float_answer.type
+    assert int8_answer.results[0].id == float_answer.results[0].id
