@@ -20,7 +20,7 @@ from jewelrec.models.backbone import (
     image_features,
     l2_rows,
 )
-from jewelrec.models.quantization import FLOAT_PREFIXES, RECIPE, calibration_batches
+from jewelrec.models.quantization import FLOAT_PREFIXES, RECIPE, calibration_photos
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -79,8 +79,8 @@ def test_int8_keeps_the_imagenet_answers(pair, photos):
 
 
 def test_calibration_photos_are_fixed():
-    first = [b["images"] for b, _ in zip(calibration_batches("images"), range(3), strict=False)]
-    again = [b["images"] for b, _ in zip(calibration_batches("images"), range(3), strict=False)]
+    first = [p for p, _ in zip(calibration_photos(), range(3), strict=False)]
+    again = [p for p, _ in zip(calibration_photos(), range(3), strict=False)]
     for x, y in zip(first, again, strict=True):
         assert x.shape == (1, 3, 224, 224)
         np.testing.assert_array_equal(x, y)
@@ -146,3 +146,24 @@ def test_train_records_the_precision_and_queries_follow_the_index(tiny_catalog, 
     int8_answer = recommender.recommend(tiny_query_photo, k=3)
     assert int8_answer.type == float_answer.type
     assert int8_answer.results[0].id == float_answer.results[0].id
+
+
+def test_the_tuned_type_stage_runs_in_int8_on_the_homes_trunk(pair, photos, tmp_path):
+    """The tuned stage (blocks 11-15 and the head, models/tuned_stage.py) gets its own int8
+    graph, fed by the int8 home pass; its features agree with the float stage on the float
+    trunk."""
+    from jewelrec.models.adaptation import tail_arrays, tail_prefixes
+    from jewelrec.models.backbone import load_torch_model
+    from jewelrec.models.heads import TUNED_ONNX_NAMES
+    from jewelrec.models.tuned_stage import TunedStage
+
+    float_one, int8_one = pair
+    tail = tail_arrays(load_torch_model(), tail_prefixes(11))
+    float_stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[FP32], tail)
+    int8_stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[INT8], tail, INT8)
+    assert int8_stage.prepare() and int8_stage.runtime == "onnxruntime"
+    ops = {node.op_type for node in onnx.load(str(int8_stage.onnx_path)).graph.node}
+    assert "QuantizeLinear" in ops
+    a = l2_rows(float_one.staged(photos, float_stage, crop_fraction=1.0, size=224))
+    b = l2_rows(int8_one.staged(photos, int8_stage, crop_fraction=1.0, size=224))
+    assert (a * b).sum(axis=1).min() > 0.99

@@ -10,13 +10,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from jewelrec.home import FP32
 from jewelrec.models.adaptation import ARRAY_PREFIX, adapted_network, tail_arrays, tail_prefixes
 from jewelrec.models.backbone import Backbone, load_torch_model
 from jewelrec.models.base import classifier_class
 from jewelrec.models.heads import (
     TUNED_HEAD,
     TUNED_MIN_IMAGES,
-    TUNED_ONNX_NAME,
+    TUNED_ONNX_NAMES,
     EfficientNetTunedHeadClassifier,
     HeadSettings,
 )
@@ -73,10 +74,10 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     assert probabilities.shape == (6, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     model.save(tmp_path)
-    assert (tmp_path / TUNED_ONNX_NAME).is_file()
+    assert (tmp_path / TUNED_ONNX_NAMES[FP32]).is_file()
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
     assert loaded.tuned_stage.runtime == "onnxruntime" and not loaded.tuned_head.normalise
-    assert loaded.tuned_stage.onnx_path == tmp_path / TUNED_ONNX_NAME
+    assert loaded.tuned_stage.onnx_path == tmp_path / TUNED_ONNX_NAMES[FP32]
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
 
@@ -139,7 +140,7 @@ def test_the_stage_on_the_trunk_equals_the_whole_tuned_network(tmp_path):
     for name in [k for k in tail if k.endswith("weight")][:6]:  # a stage unlike ImageNet's
         tail[name] = tail[name] * rng.uniform(0.5, 1.5, tail[name].shape).astype(np.float32)
     whole = adapted_network(tail)
-    stage = TunedStage(tmp_path / TUNED_ONNX_NAME, tail)
+    stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[FP32], tail)
     assert stage.prepare() and stage.runtime == "onnxruntime"
     home = Backbone(tmp_path / "home.onnx")
     images, _ = _photos(3)

@@ -280,12 +280,14 @@ class Backbone:
                                                                           INPUT_SIZE)
         if self.precision == FP32:
             return export_graph(network, example, path, ONNX_INPUT, ONNX_OUTPUTS, axes)
-        from jewelrec.models.quantization import quantize_graph
+        from jewelrec.models.quantization import FLOAT_PREFIXES, calibration_photos, quantize_graph
 
         with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
             float_graph = export_graph(network, example, Path(scratch) / ONNX_NAME, ONNX_INPUT,
                                        ONNX_OUTPUTS, axes)
-            return quantize_graph(float_graph, path, ONNX_INPUT)
+            return quantize_graph(float_graph, path,
+                                  ({ONNX_INPUT: photo} for photo in calibration_photos()),
+                                  FLOAT_PREFIXES)
 
     def prepare(self) -> bool:
         """Open the session on `onnx_path` now rather than at the first image, exporting the file

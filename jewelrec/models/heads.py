@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jewelrec.errors import NotReadyError
+from jewelrec.home import FP32, INT8
 from jewelrec.models.backbone import (
     BACKBONE,
     INPUT_SIZE,
@@ -84,8 +85,9 @@ TUNED_CALIBRATION_FOLDS = 2  # of the frozen head's style-cluster folds, the tun
 # again on the first two (each one more training): their held-out styles fit its temperature and
 # the threshold. Two halves of the catalog instead were too similar to each other: the threshold
 # they gave decided 77% of other shops' photos but only 94.0% right (benchmarks/real_photos.py).
-TUNED_ONNX_NAME = "efficientnet-lite0-type-stage.onnx"  # the tuned stage, in the classifier's
-# folder (models/tuned_stage.py)
+# the tuned stage's graph in the classifier's folder (models/tuned_stage.py), by precision
+TUNED_ONNX_NAMES = {FP32: "efficientnet-lite0-type-stage.onnx",
+                    INT8: "efficientnet-lite0-type-stage-int8.onnx"}
 
 
 @dataclass
@@ -480,9 +482,15 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
     def save(self, folder: Path) -> None:
         super().save(folder)
         if self.tuned_stage is not None:  # the tuned stage beside its weights, fresh
-            self.tuned_stage = TunedStage(Path(folder) / TUNED_ONNX_NAME, self.tuned_stage.tail)
-            self.tuned_stage.export_onnx(Path(folder) / TUNED_ONNX_NAME)
+            self.tuned_stage = self._stage_in(Path(folder), self.tuned_stage.tail)
+            assert self.tuned_stage.onnx_path is not None
+            self.tuned_stage.export_onnx(self.tuned_stage.onnx_path)
             self.tuned_stage.prepare()
+
+    def _stage_in(self, folder: Path, tail: dict[str, np.ndarray]) -> TunedStage:
+        """The tuned stage bound to its graph in `folder`, computing as the home's pass does."""
+        precision = self.backbone.precision
+        return TunedStage(folder / TUNED_ONNX_NAMES[precision], tail, precision)
 
     def _saved(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays, config = super()._saved()
@@ -502,6 +510,6 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         self.tuned_head = Head(list(config["classes"]), coef, state["tuned.intercept"],
                                np.zeros(dim, np.float32), np.ones(dim, np.float32),
                                temperature=float(config["tuned_temperature"]), normalise=False)
-        self.tuned_stage = TunedStage(folder / TUNED_ONNX_NAME, tail)
+        self.tuned_stage = self._stage_in(folder, tail)
         self.tuned_stage.prepare()
 

@@ -15,7 +15,7 @@ Training-only: imported when the graph is first made, never on a query of a home
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,20 +35,23 @@ FLOAT_PREFIXES = ("/_conv_stem/", "/_blocks.0/", "/_blocks.1/")  # node names of
 RECIPE = "int8-qdq-minmax-synth64-float01-v1"
 
 
-def calibration_batches(input_name: str) -> Iterator[dict[str, np.ndarray]]:
-    """One preprocessed synthetic photo at a time, half catalog views and half shopper photos
-    (loosely framed, softer), over every type the renderer draws."""
+def calibration_photos() -> Iterator[np.ndarray]:
+    """One preprocessed synthetic photo (1, 3, 224, 224) at a time, half catalog views and half
+    shopper photos (loosely framed, softer), over every type the renderer draws."""
     from jewelrec.catalog.synthetic import product_spec, render_view
     from jewelrec.models.backbone import IMAGENET_CROP, INPUT_SIZE, preprocess
 
     for i in range(CALIBRATION_PHOTOS):
         photo = render_view(product_spec(CALIBRATION_SEED, i), 0, size=CALIBRATION_SIZE,
                             shopper=i % 2 == 1)
-        yield {input_name: preprocess(photo, IMAGENET_CROP, INPUT_SIZE)[None]}
+        yield preprocess(photo, IMAGENET_CROP, INPUT_SIZE)[None]
 
 
-def quantize_graph(source: Path, target: Path, input_name: str) -> Path:
-    """Write the int8 version of the float graph `source` to `target`, atomically."""
+def quantize_graph(source: Path, target: Path, batches: Iterable[dict[str, np.ndarray]],
+                   float_prefixes: tuple[str, ...] = ()) -> Path:
+    """Write the int8 version of the float graph `source` to `target`, atomically, with the
+    activation ranges `batches` (the graph's inputs by name) give; nodes whose names start
+    with one of `float_prefixes` stay float."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -61,19 +64,19 @@ def quantize_graph(source: Path, target: Path, input_name: str) -> Path:
     from jewelrec.home import atomic_path
     from jewelrec.models.onnx_graph import prune_graph
 
-    class Photos(CalibrationDataReader):
+    class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = calibration_batches(input_name)
+            self.batches = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
     kept_float = [node.name for node in onnx.load(str(source)).graph.node
-                  if node.name.startswith(FLOAT_PREFIXES)]
+                  if float_prefixes and node.name.startswith(float_prefixes)]
     with atomic_path(target) as written, _quiet_quantiser():  # its helper graph goes to a
         # temporary folder of its own
         quantize_static(
-            str(source), str(written), Photos(), quant_format=QuantFormat.QDQ,
+            str(source), str(written), Calibration(), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept_float,
             calibration_providers=["CPUExecutionProvider"],

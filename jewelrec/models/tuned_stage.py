@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jewelrec.home import FP32
 from jewelrec.models.backbone import (
     FEATURE_DIM,
     GEM_POWER,
@@ -49,13 +50,15 @@ class TunedStage:
 
     dim = FEATURE_DIM
 
-    def __init__(self, onnx_path: Path | None, tail: dict[str, np.ndarray]) -> None:
+    def __init__(self, onnx_path: Path | None, tail: dict[str, np.ndarray],
+                 precision: str = FP32) -> None:
         if first_tuned_block(tail) != TRUNK_OUTPUT_BLOCKS:
             raise ValueError(f"the tuned stage starts at block {first_tuned_block(tail)}, but the "
                              f"home's pass hands over the output of block "
                              f"{TRUNK_OUTPUT_BLOCKS - 1}: train the classifier again")
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None
         self.tail = tail
+        self.precision = precision  # "int8": the graph at `onnx_path` is quantised
         digest = hashlib.blake2b(digest_size=8)
         for name in sorted(tail):
             digest.update(name.encode())
@@ -92,13 +95,33 @@ class TunedStage:
             return self._module()(torch.from_numpy(np.ascontiguousarray(trunk))).numpy()
 
     def export_onnx(self, path: Path) -> Path:
-        """Write the stage as ONNX (dynamic batch, height and width), atomically."""
+        """Write the stage as ONNX (dynamic batch, height and width), atomically; in int8, its
+        activation ranges are measured on the ImageNet trunk's output for the calibration
+        photos (models/quantization.py), as the home's pass would hand them over."""
+        import tempfile
+
         import torch
 
         size = 224 // 16  # the trunk's side at 224 px: any even side gives the same pads
         axes = {STAGE_INPUT: {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}}
-        return export_graph(self._module(), torch.zeros(1, TRUNK_CHANNELS, size, size), path,
-                            STAGE_INPUT, STAGE_OUTPUTS, axes)
+        example = torch.zeros(1, TRUNK_CHANNELS, size, size)
+        if self.precision == FP32:
+            return export_graph(self._module(), example, path, STAGE_INPUT, STAGE_OUTPUTS, axes)
+        from jewelrec.models.backbone import load_torch_model
+        from jewelrec.models.quantization import calibration_photos, quantize_graph
+
+        imagenet = load_torch_model()
+
+        def trunks():
+            with torch.inference_mode():
+                for photo in calibration_photos():
+                    trunk = imagenet.trunk(torch.from_numpy(photo), TRUNK_OUTPUT_BLOCKS)
+                    yield {STAGE_INPUT: trunk.numpy()}
+
+        with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
+            float_graph = export_graph(self._module(), example, Path(scratch) / "stage.onnx",
+                                       STAGE_INPUT, STAGE_OUTPUTS, axes)
+            return quantize_graph(float_graph, path, trunks())
 
     def _module(self):
         """The stage as a torch module (training-only: imports torch)."""
