@@ -15,6 +15,7 @@ from jewelrec.models.adaptation import ARRAY_PREFIX, adapted_network, tail_array
 from jewelrec.models.backbone import Backbone, load_torch_model
 from jewelrec.models.base import classifier_class
 from jewelrec.models.heads import (
+    LEGACY_TUNED_ONNX_NAMES,
     TUNED_HEAD,
     TUNED_MIN_IMAGES,
     TUNED_ONNX_NAMES,
@@ -75,7 +76,10 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     model.save(tmp_path)
     assert (tmp_path / TUNED_ONNX_NAMES[FP32]).is_file()
+    legacy = tmp_path / LEGACY_TUNED_ONNX_NAMES[0]  # an earlier version's whole tuned network
+    legacy.write_bytes(b"13 MB once")
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
+    assert not legacy.exists()
     assert loaded.tuned_stage.runtime == "onnxruntime" and not loaded.tuned_head.normalise
     assert loaded.tuned_stage.onnx_path == tmp_path / TUNED_ONNX_NAMES[FP32]
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)

@@ -299,7 +299,7 @@ class Backbone:
                     self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS)
                     self._tried = True
                     if self._session is not None and self.onnx_path.name in HOME_GRAPHS:
-                        _remove_legacy_graphs(self.onnx_path.parent)
+                        remove_legacy_graphs(self.onnx_path.parent)
         return self._session is not None
 
     def _use_private_onnx(self) -> None:
@@ -496,8 +496,9 @@ class Backbone:
                            progress=progress)[:, which]
 
 
-def _remove_legacy_graphs(folder: Path) -> None:
-    for name in LEGACY_ONNX_NAMES:
+def remove_legacy_graphs(folder: Path, names: Sequence[str] = LEGACY_ONNX_NAMES) -> None:
+    """Delete graphs an earlier version derived into `folder` and nothing reads any more."""
+    for name in names:
         try:
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:  # a read-only home keeps it; nothing reads it

@@ -33,6 +33,7 @@ from jewelrec.models.backbone import (
     check_size,
     image_features,
     l2_rows,
+    remove_legacy_graphs,
 )
 from jewelrec.models.base import FitReport, Image
 from jewelrec.models.tuned_stage import TunedStage
@@ -88,6 +89,8 @@ TUNED_CALIBRATION_FOLDS = 2  # of the frozen head's style-cluster folds, the tun
 # the tuned stage's graph in the classifier's folder (models/tuned_stage.py), by precision
 TUNED_ONNX_NAMES = {FP32: "efficientnet-lite0-type-stage.onnx",
                     INT8: "efficientnet-lite0-type-stage-int8.onnx"}
+# the whole tuned network, run as a second pass before the stage took the home's trunk (13 MB)
+LEGACY_TUNED_ONNX_NAMES = ("efficientnet-lite0-type.onnx",)
 
 
 @dataclass
@@ -511,5 +514,6 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                                np.zeros(dim, np.float32), np.ones(dim, np.float32),
                                temperature=float(config["tuned_temperature"]), normalise=False)
         self.tuned_stage = self._stage_in(folder, tail)
-        self.tuned_stage.prepare()
+        if self.tuned_stage.prepare():
+            remove_legacy_graphs(folder, LEGACY_TUNED_ONNX_NAMES)
 
