@@ -46,7 +46,7 @@ from common import jewelrec, load_note, print_table, write_results
 
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import all_views
-from jewelrec.home import Home
+from jewelrec.home import PRECISIONS, Home, Settings
 from jewelrec.imaging.colour import colour_signatures
 from jewelrec.imaging.focus import frame_piece
 from jewelrec.imaging.io import load_image
@@ -140,11 +140,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def fresh_embedder(onnx_path: Path) -> backbone.EfficientNetEmbedder:
+def fresh_embedder(onnx_path: Path, precision: str) -> backbone.EfficientNetEmbedder:
     """The default embedder (SETTINGS) on a new backbone bound to `onnx_path` (exported there if
-    missing): its feature memory (which would answer repeated images without running the model)
-    starts empty."""
-    net = backbone.Backbone(onnx_path)
+    missing) computing in `precision`: its feature memory (which would answer repeated images
+    without running the model) starts empty."""
+    net = backbone.Backbone(onnx_path, precision=precision)
     if not net.prepare():
         raise SystemExit(f"could not run the backbone on onnxruntime from {onnx_path}")
     embedder = backbone.EfficientNetEmbedder(SETTINGS, backbone=net)
@@ -304,8 +304,8 @@ def demo_home(folder: Path, images: int) -> tuple[Home, list[str], float, dict]:
     return home, names[:images], synth_s, summary
 
 
-def measure(home: Home, names: list[str], onnx_path: Path, peak: Peak, macs: int,
-            prototype_macs: int) -> tuple[list[Measured], StageTimes]:
+def measure(home: Home, names: list[str], onnx_path: Path, precision: str, peak: Peak,
+            macs: int, prototype_macs: int) -> tuple[list[Measured], StageTimes]:
     """Each stage alone, then the pipelines, each with the peak measured around it."""
     paths, n = [home.image_path(name) for name in names], len(names)
     size = SETTINGS.input_size
@@ -325,14 +325,14 @@ def measure(home: Home, names: list[str], onnx_path: Path, peak: Peak, macs: int
         Measured(f"pool ({', '.join(backbone.POOLINGS)} of the maps), alone", n,
                  pooling_only(n, size)),
     ]
-    net = fresh_embedder(onnx_path).backbone
+    net = fresh_embedder(onnx_path, precision).backbone
     seconds, around = peak.around(lambda: model_only(net, framed))
     rows.append(Measured(f"{MODEL_ROW} (ONNX at {size} px, batches of {backbone.BATCH_SIZE})",
                          n, seconds, macs, around))
-    embedder = fresh_embedder(onnx_path)
+    embedder = fresh_embedder(onnx_path, precision)
     seconds, around = peak.around(lambda: timed(lambda: embedder.embed(framed, masks)))
     rows.append(Measured("EfficientNetEmbedder.embed (bulk)", n, seconds, macs, around))
-    embedder, stages = fresh_embedder(onnx_path), StageTimes()
+    embedder, stages = fresh_embedder(onnx_path, precision), StageTimes()
     seconds, around = peak.around(lambda: timed(
         lambda: embed_images(home, embedder, names, progress=False, stages=stages)))
     rows.append(Measured(INGEST_ROW, n, seconds, macs, around))
@@ -346,20 +346,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=600, help="demo images (default 600)")
     parser.add_argument("--no-profile", action="store_true", help="skip the ONNX profile")
+    parser.add_argument("--precision", choices=PRECISIONS, default=Settings().precision,
+                        help="the backbone's arithmetic (default: a new home's)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jewelrec-ingest-bench-") as tmp:
         folder = Path(tmp)
         home, names, synth_s, ingest = demo_home(folder, args.images)
-        onnx_path = home.cache_dir / backbone.ONNX_NAME
-        export_s = timed(lambda: fresh_embedder(onnx_path))
+        onnx_path = backbone.Backbone.for_home(home, args.precision).onnx_path
+        export_s = timed(lambda: fresh_embedder(onnx_path, args.precision))
         macs = multiply_adds(backbone.load_torch_model(),
                              (1, 3, SETTINGS.input_size, SETTINGS.input_size))
         prototype_macs = multiply_adds(ConvAutoencoder().encoder,
                                        (1, 3, PROTOTYPE_SIZE, PROTOTYPE_SIZE))
         print(f"measuring on {len(names)} images ...", flush=True)
         peak = Peak(THREADS)
-        rows, stages = measure(home, names, onnx_path, peak, macs, prototype_macs)
+        rows, stages = measure(home, names, onnx_path, args.precision, peak, macs,
+                               prototype_macs)
         profile, profile_peak = ([], None) if args.no_profile else peak.around(
             lambda: onnx_profile(onnx_path, [load_image(home.image_path(n))
                                              for n in names[: backbone.BATCH_SIZE]], folder))
