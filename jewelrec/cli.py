@@ -191,9 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(classifier efficientnet-tuned; default 900, done in 6-7 minutes "
                    "on 1,600 photos here; 0: the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="how the network computes: int8 (about twice as fast on a CPU, same "
-                   "quality measured on real photos; a new home's default) or fp32 (a home "
-                   "from before int8 keeps it until told). Run `index` after changing it")
+                   help="how the network computes: int8 (a pass in about 0.64x the time on a "
+                   "CPU, same quality measured on real photos; a new home's default) or fp32 "
+                   "(a home from before int8 keeps it until told). Run `index` after "
+                   "changing it")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -280,14 +280,11 @@ class Backbone:
                                                                           INPUT_SIZE)
         if self.precision == FP32:
             return export_graph(network, example, path, ONNX_INPUT, ONNX_OUTPUTS, axes)
-        from jewelrec.models.quantization import FLOAT_PREFIXES, calibration_photos, quantize_graph
+        from jewelrec.models.quantization import FLOAT_PREFIXES, calibration_photos
 
-        with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
-            float_graph = export_graph(network, example, Path(scratch) / ONNX_NAME, ONNX_INPUT,
-                                       ONNX_OUTPUTS, axes)
-            return quantize_graph(float_graph, path,
-                                  ({ONNX_INPUT: photo} for photo in calibration_photos()),
-                                  FLOAT_PREFIXES)
+        return export_int8_graph(network, example, path, ONNX_INPUT, ONNX_OUTPUTS, axes,
+                                 ({ONNX_INPUT: photo} for photo in calibration_photos()),
+                                 FLOAT_PREFIXES)
 
     def prepare(self) -> bool:
         """Open the session on `onnx_path` now rather than at the first image, exporting the file
@@ -528,6 +525,19 @@ def export_graph(module, example, path: Path, input_name: str, outputs: tuple[st
                           dynamo=False)
         fold_same_pads(tmp, input_name, tuple(example.shape))
     return path
+
+
+def export_int8_graph(module, example, path: Path, input_name: str, outputs: tuple[str, ...],
+                      axes: dict[str, dict[int, str]], batches: Iterable[dict[str, np.ndarray]],
+                      float_prefixes: tuple[str, ...] = ()) -> Path:
+    """`export_graph`, then quantised into `path` (models/quantization.py) with the activation
+    ranges `batches` give; the float graph lives only in a temporary folder."""
+    from jewelrec.models.quantization import quantize_graph
+
+    with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
+        float_graph = export_graph(module, example, Path(scratch) / path.name, input_name,
+                                   outputs, axes)
+        return quantize_graph(float_graph, path, batches, float_prefixes)
 
 
 def _open_session(path: Path, outputs: tuple[str, ...]):

@@ -98,8 +98,6 @@ class TunedStage:
         """Write the stage as ONNX (dynamic batch, height and width), atomically; in int8, its
         activation ranges are measured on the ImageNet trunk's output for the calibration
         photos (models/quantization.py), as the home's pass would hand them over."""
-        import tempfile
-
         import torch
 
         size = 224 // 16  # the trunk's side at 224 px: any even side gives the same pads
@@ -107,8 +105,8 @@ class TunedStage:
         example = torch.zeros(1, TRUNK_CHANNELS, size, size)
         if self.precision == FP32:
             return export_graph(self._module(), example, path, STAGE_INPUT, STAGE_OUTPUTS, axes)
-        from jewelrec.models.backbone import load_torch_model
-        from jewelrec.models.quantization import calibration_photos, quantize_graph
+        from jewelrec.models.backbone import export_int8_graph, load_torch_model
+        from jewelrec.models.quantization import calibration_photos
 
         imagenet = load_torch_model()
 
@@ -118,10 +116,8 @@ class TunedStage:
                     trunk = imagenet.trunk(torch.from_numpy(photo), TRUNK_OUTPUT_BLOCKS)
                     yield {STAGE_INPUT: trunk.numpy()}
 
-        with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
-            float_graph = export_graph(self._module(), example, Path(scratch) / "stage.onnx",
-                                       STAGE_INPUT, STAGE_OUTPUTS, axes)
-            return quantize_graph(float_graph, path, trunks())
+        return export_int8_graph(self._module(), example, path, STAGE_INPUT, STAGE_OUTPUTS, axes,
+                                 trunks())
 
     def _module(self):
         """The stage as a torch module (training-only: imports torch)."""
