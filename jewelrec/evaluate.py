@@ -131,8 +131,8 @@ def evaluate_home(
     cache = EmbeddingCache(
         home,
         embedder_name,
-        model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
-        + backbone.features_tag,
+        model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name)),
+        backbone.features_tag,
     )
     names = [image for _, image in fit_views + query_views]
     vectors = embed_images(home, embed_model, names, cache=cache, auto_crop=auto_crop,

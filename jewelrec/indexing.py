@@ -105,8 +105,12 @@ class EmbeddingCache:
     """image name (content hash) -> vector, for one model; stored as .npy + .json in the home,
     plus part files (`commit`) that `save` folds in."""
 
-    def __init__(self, home: Home, embedder_name: str, fingerprint: str) -> None:
-        self.folder = home.cache_dir / "embeddings" / f"{embedder_name}-{fingerprint}"
+    def __init__(self, home: Home, embedder_name: str, fingerprint: str,
+                 features_tag: str = "") -> None:
+        """`features_tag`: the backbone's (`Backbone.features_tag`), so vectors computed in
+        int8 and in float are kept apart."""
+        self.folder = (home.cache_dir / "embeddings"
+                       / f"{embedder_name}-{fingerprint}{features_tag}")
         self.vectors: dict[str, np.ndarray] = {}
         names_path, vectors_path = self.folder / "names.json", self.folder / "vectors.npy"
         if names_path.exists() and vectors_path.exists():
@@ -259,7 +263,7 @@ def build_index(
         products = store.all_products()
     model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
-    cache = EmbeddingCache(home, embedder_name, fingerprint + backbone.features_tag)
+    cache = EmbeddingCache(home, embedder_name, fingerprint, backbone.features_tag)
     views = all_views(products)
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
     excluded = sum((p.id, image) in flagged for p, image in views)

@@ -91,20 +91,21 @@ def load_snapshot(
     index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
     name = embedder_name or meta.get("embedder") or home.settings().embedder
     fingerprint = classifier_fingerprint(home, classifier_name)
+    # queries compute as the index's vectors were computed (an index from before the choice
+    # existed was float)
+    precision = meta.get("precision", FP32)
     same_models = (
         previous is not None
         and meta.get("embedder") == previous.index_meta.get("embedder")
         and meta.get("embedder_fingerprint") == previous.index_meta.get("embedder_fingerprint")
         and fingerprint == previous.classifier_fingerprint
-        and meta.get("precision", FP32) == previous.index_meta.get("precision", FP32)
+        and precision == previous.index_meta.get("precision", FP32)
     )
     if same_models and previous is not None:
         embedder, classifier = previous.embedder, previous.classifier
-        backbone = previous.backbone or Backbone.for_home(home, meta.get("precision", FP32))
+        backbone = previous.backbone or Backbone.for_home(home, precision)
     else:
-        # queries compute as the index's vectors were computed (an index from before the
-        # choice existed was float)
-        backbone = Backbone.for_home(home, meta.get("precision", FP32))
+        backbone = Backbone.for_home(home, precision)
         embedder = load_embedder(home.models_dir, name, backbone=backbone)
         classifier = load_classifier(home.models_dir, classifier_name, backbone=backbone)
     return Snapshot(

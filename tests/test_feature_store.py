@@ -192,7 +192,7 @@ def test_a_killed_index_keeps_its_finished_chunks(tiny_home, tmp_path, monkeypat
         build_index(copy, progress=False)
     fingerprint = model_fingerprint(model_folder(copy.models_dir, "embedder", "efficientnet"))
     tag = backbone.Backbone.for_home(copy).features_tag  # int8: a new home's default
-    kept = EmbeddingCache(copy, "efficientnet", fingerprint + tag)
+    kept = EmbeddingCache(copy, "efficientnet", fingerprint, tag)
     assert len(kept.vectors) == 2 * indexing.BATCH_SIZE
 
     monkeypatch.setattr(indexing, "load_embedder", real_load)
