@@ -15,6 +15,7 @@ from jewelrec.home import FP32, Home
 from jewelrec.imaging.colour import SIGNATURE_DIM
 from jewelrec.models.backbone import (
     FEATURE_DIM,
+    IMAGENET_CROP,
     INPUT_SIZE,
     ONNX_NAME,
     POOLINGS,
@@ -135,6 +136,25 @@ def test_preprocess_keeps_rgb_and_crops_the_centre():
     assert np.allclose(x[0], 1.0) and np.allclose(x[1:], -127 / 128)
     with pytest.raises(ImageError):
         preprocess(np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.parametrize("size, crop_fraction", [(224, IMAGENET_CROP), (320, 1.0), (224, 1.0)])
+def test_preprocess_resamples_only_the_crop_yet_matches_resizing_the_whole_photo(
+        photos, size, crop_fraction):
+    """The crop is resampled straight from the photo (faster); the pixels are those of resizing
+    the whole photo and cropping its centre, but for a rounding."""
+    from PIL import Image
+
+    for image in (photos["coffee"], photos["chelsea"][40:200, 10:380], photos["astronaut"]):
+        h, w = image.shape[:2]
+        scale = size / crop_fraction / min(h, w)
+        scaled = (max(size, round(w * scale)), max(size, round(h * scale)))
+        left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
+        whole = Image.fromarray(image).resize(scaled, Image.BILINEAR)
+        expected = np.asarray(whole.crop((left, top, left + size, top + size)))
+        got = preprocess(image, crop_fraction, size).transpose(1, 2, 0) * 128 + 127
+        difference = np.abs(got - expected)
+        assert difference.max() <= 1.0 and difference.mean() < 0.01
 
 
 RAW = RetrievalSettings(centre=False, pca_dim=None, colour_weight=0.0)

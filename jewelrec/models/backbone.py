@@ -130,10 +130,15 @@ def _preprocess_into(
         raise ImageError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
     scale = size / crop_fraction / min(h, w)
-    scaled = (max(size, round(w * scale)), max(size, round(h * scale)))
-    resized = PILImage.fromarray(image).resize(scaled, PILImage.BILINEAR)
-    left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
-    cropped = np.asarray(resized.crop((left, top, left + size, top + size)))
+    scaled_w, scaled_h = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (scaled_w - size) // 2, (scaled_h - size) // 2
+    # Only the crop is resampled (PIL's `box`: the photo's region that maps onto the crop, at
+    # the scale resizing the whole photo would use): half the time of resizing the whole photo
+    # and cropping after, with the same pixels but for a rounding (one grey level at most).
+    x_scale, y_scale = w / scaled_w, h / scaled_h
+    region = (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
+    cropped = np.asarray(PILImage.fromarray(image).resize((size, size), PILImage.BILINEAR,
+                                                          box=region))
     np.subtract(cropped.transpose(2, 0, 1), np.float32(PIXEL_MEAN), out=out, dtype=np.float32)
     out /= np.float32(PIXEL_SCALE)  # a power of two: exact, as (x - 127) / 128 always was
 
