@@ -284,7 +284,7 @@ def _small_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
     factor = shrink_factor(img)
     small = shrink(img, factor).astype(np.float32)
     h, w = small.shape[:2]
-    distance = np.sqrt(((small - _background(small)) ** 2).sum(axis=2))
+    distance = _background_distance(small)
     threshold = otsu(distance)
     strong = distance > threshold
     if not _stands_out(distance, strong, _border(h, w), threshold):
@@ -340,10 +340,13 @@ def _border(h: int, w: int) -> np.ndarray:
     return border
 
 
-def _background(img: np.ndarray) -> np.ndarray:
-    """The background colour at every pixel: a smooth (quadratic) colour surface fitted to
-    median colours along the border, refitted without the worst-fitting samples (an object
-    touching the edge), so gradients and vignettes count as background too."""
+def _background_distance(img: np.ndarray) -> np.ndarray:
+    """Each pixel's colour distance (h, w) from the background: a smooth (quadratic) colour
+    surface fitted to median colours along the border, refitted without the worst-fitting
+    samples (an object touching the edge), so gradients and vignettes count as background too.
+
+    The surface is built one colour plane at a time: numpy's loops over a last axis of 3 cost
+    four times as much as over whole rows (0.9 -> 0.3 ms on a 192-px copy)."""
     h, w = img.shape[:2]
     xs, ys, colours = _border_samples(img)
     x, y = xs / w - 0.5, ys / h - 0.5
@@ -354,11 +357,15 @@ def _background(img: np.ndarray) -> np.ndarray:
         residual = ((design @ coef - colours) ** 2).sum(axis=1)
         keep = residual <= np.quantile(residual, 0.75)
     c = coef.astype(np.float32)
-    x = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :, None]
-    y = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None, None]
-    by_row = c[0] + c[2] * y + c[4] * y * y  # (h, 1, 3)
-    by_column = c[1] * x + c[3] * x * x  # (1, w, 3)
-    return by_row + by_column + y * (c[5] * x)
+    x = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+    y = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    squared = np.zeros((h, w), np.float32)
+    for channel in range(3):
+        by_row = c[0, channel] + c[2, channel] * y + c[4, channel] * y * y  # (h, 1)
+        by_column = c[1, channel] * x + c[3, channel] * x * x  # (1, w)
+        difference = img[:, :, channel] - (by_row + by_column + y * (c[5, channel] * x))
+        squared += difference * difference
+    return np.sqrt(squared)
 
 
 def _border_samples(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
