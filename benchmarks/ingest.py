@@ -9,8 +9,8 @@ into a temporary folder and stored with `jewelrec ingest`):
   - the ONNX model alone, on preprocessed batches at the same size: the model's batched speed;
   - EfficientNetEmbedder.embed on decoded, framed images (its bulk path: preprocessing overlaps
     inference);
-  - jewelrec.indexing.embed_images, files -> vectors (decoding and framing overlap inference too),
-    which is what `jewelrec index` runs;
+  - jewelrec.indexing.embed_images, files -> vectors (one worker per core takes a batch from file
+    to vectors, two batches side by side on 2 cores), which is what `jewelrec index` runs;
   - the 2019 prototype's pipeline: decode, resize to 100x100, autoencoder encoder;
   - `jewelrec ingest` itself (validate + store, no embedding), as a command.
 Target (issue 11): files -> vectors at >= 60% of the model alone's images/s, in the same run.
@@ -398,7 +398,8 @@ def report(rows: list[Measured], stages: StageTimes, peak: Peak, macs: int, prot
           f"({macs / prototype_macs:.0f}x less)")
     ratio = ours.images_per_s / prototype.images_per_s
     print(f"ours / prototype, files -> vectors: {ratio:.2f}x the images/s")
-    print(f"embed_images stages (reading runs in 2 threads beside the model): {stages.describe()}")
+    print(f"embed_images stages (summed over its {os.cpu_count()} workers, each a batch from "
+          f"file to vectors): {stages.describe()}")
     # On THREADS cores the model alone keeps them all busy: THREADS x its wall ms of CPU an image
     work_ms = sum(r.ms_per_image for r in beside)
     model_ms = THREADS * model.ms_per_image
