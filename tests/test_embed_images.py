@@ -1,0 +1,95 @@
+"""`embed_images`, the bulk path of `jewelrec index`: several batches embedded at once (one
+worker per core) still give every readable image its own vector, in the caller's order, skip an
+unreadable file with a warning, and fill the embedding cache so the next run embeds nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jewelrec.home import Home
+from jewelrec.imaging.focus import frame_piece
+from jewelrec.imaging.io import load_image
+from jewelrec.indexing import BATCH_SIZE, EmbeddingCache, embed_images
+
+
+class MeanColour:
+    """A stand-in embedder: the frame's mean colour and size, so each image's vector is its own;
+    it records which threads called it and how many calls overlapped."""
+
+    def __init__(self, *, overlap: bool = False) -> None:
+        self.overlap = overlap  # the first two calls wait (2 s at most) until both are running
+        self.threads: set[str] = set()
+        self.calls = 0
+        self._running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+        self._overlap = threading.Barrier(2, timeout=2)
+
+    def embed(self, images: Sequence[np.ndarray],
+              masks: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
+            self.calls += 1
+            self._running += 1
+            self.most_at_once = max(self.most_at_once, self._running)
+        try:
+            if self.overlap and self.calls <= 2:
+                self._overlap.wait()
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            with self._lock:
+                self._running -= 1
+        assert masks is not None and len(masks) == len(images)
+        rows = [np.r_[im.reshape(-1, 3).mean(axis=0), im.shape[:2]] for im in images]
+        return np.asarray(rows, np.float32)
+
+
+@pytest.fixture()
+def home(tmp_path) -> tuple[Home, list[str]]:
+    home = Home(tmp_path / "home").ensure()
+    names = []
+    rng = np.random.default_rng(3)
+    for i in range(3 * BATCH_SIZE + 3):
+        pixels = np.full((40 + i, 50, 3), 255, np.uint8)
+        pixels[10:30, 10:40] = rng.integers(0, 200, 3)  # a piece of its own colour on white
+        name = f"p{i:02d}.png"
+        Image.fromarray(pixels).save(home.images_dir / name)
+        names.append(name)
+    (home.images_dir / "broken.png").write_bytes(b"not an image")
+    names.insert(5, "broken.png")
+    return home, names
+
+
+def test_batches_run_side_by_side_yet_each_image_keeps_its_own_vector(home, caplog):
+    home, names = home
+    alone, together = MeanColour(), MeanColour(overlap=True)
+    with caplog.at_level(logging.WARNING, logger="jewelrec.indexing"):
+        one = embed_images(home, alone, names, progress=False, workers=1)
+    assert "broken.png" in caplog.text
+    many = embed_images(home, together, names, progress=False, workers=3)
+    assert list(one) == list(many) == [n for n in names if n != "broken.png"]
+    for name in one:
+        np.testing.assert_array_equal(one[name], many[name])
+    for name in list(one)[:: BATCH_SIZE - 1]:  # each vector is its own image's, not shuffled
+        framed = frame_piece(load_image(home.image_path(name)))
+        np.testing.assert_array_equal(many[name], MeanColour().embed([framed.image], [None])[0])
+    assert alone.most_at_once == 1 and len(alone.threads) == 1
+    assert together.most_at_once >= 2 and len(together.threads) >= 2
+
+
+def test_the_cache_keeps_what_ran_and_the_next_run_embeds_nothing(home):
+    home, names = home
+    cache = EmbeddingCache(home, "mean-colour", "f0")
+    first = embed_images(home, MeanColour(), names, cache=cache, progress=False, workers=2)
+    again = MeanColour()
+    second = embed_images(home, again, names, progress=False, workers=2,
+                          cache=EmbeddingCache(home, "mean-colour", "f0"))
+    assert again.calls == 0  # only the unreadable file is tried again, and never reaches it
+    assert list(second) == list(first)
