@@ -172,7 +172,8 @@ def _embedded_batches(
     Each worker takes a whole batch from file to vectors (decode, frame, preprocess, model, pool,
     colour), `workers` batches at once: on 2 cores two batches side by side keep both cores
     busy, where one model run on every core beside separate reading threads left each waiting on
-    the other (files -> vectors 0.52 -> 0.57-0.69 of the model alone, benchmarks/ingest.py).
+    the other (files -> vectors 0.52 -> 0.59-0.67 of the model alone with cheaper framing and
+    preprocessing, benchmarks/ingest.py).
     An image that cannot be read (or breaks a load-time limit) is left out with a warning: one
     bad file must not cost the whole catalog its index."""
 
