@@ -196,13 +196,16 @@ def _embedded_batches(
 
     batches = [list(names[i : i + BATCH_SIZE]) for i in range(0, len(names), BATCH_SIZE)]
     ahead = workers + 1  # one batch queued behind those running, so no worker waits for work
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jewelrec-embed") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jewelrec-embed")
+    try:
         pending = deque(pool.submit(run, b) for b in batches[:ahead])
         for batch in batches[ahead:] + [None] * len(pending):
             done = pending.popleft().result()
             if batch is not None:
                 pending.append(pool.submit(run, batch))
             yield done
+    finally:  # an error or Ctrl-C: the batches not started yet are dropped, not run first
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def embed_images(

@@ -93,3 +93,24 @@ def test_the_cache_keeps_what_ran_and_the_next_run_embeds_nothing(home):
                           cache=EmbeddingCache(home, "mean-colour", "f0"))
     assert again.calls == 0  # only the unreadable file is tried again, and never reaches it
     assert list(second) == list(first)
+
+
+class BrokenModel(MeanColour):
+    """Fails on its second batch, as a model that runs out of memory would."""
+
+    def embed(self, images, masks=None):
+        if self.calls == 1:
+            self.calls += 1
+            raise RuntimeError("out of memory")
+        return super().embed(images, masks)
+
+
+def test_an_embedder_error_stops_the_run_instead_of_embedding_the_rest(home):
+    home, names = home
+    for i in range(10 * BATCH_SIZE):  # ten batches more, so the rest clearly never runs
+        Image.new("RGB", (30, 30), (i, 90, 200)).save(home.images_dir / f"more{i:02d}.png")
+        names.append(f"more{i:02d}.png")
+    model = BrokenModel()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        embed_images(home, model, names, progress=False, workers=1)
+    assert model.calls <= 4  # the failed batch and those already handed out, not the ten others
