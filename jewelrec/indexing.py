@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -198,11 +199,13 @@ def _embedded_batches(
     ahead = workers + 1  # one batch queued behind those running, so no worker waits for work
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jewelrec-embed")
     try:
-        pending = deque(pool.submit(run, b) for b in batches[:ahead])
-        for batch in batches[ahead:] + [None] * len(pending):
+        queued = iter(batches)
+        pending = deque(pool.submit(run, batch) for batch in islice(queued, ahead))
+        while pending:
             done = pending.popleft().result()
-            if batch is not None:
-                pending.append(pool.submit(run, batch))
+            following = next(queued, None)
+            if following is not None:
+                pending.append(pool.submit(run, following))
             yield done
     finally:  # an error or Ctrl-C: the batches not started yet are dropped, not run first
         pool.shutdown(wait=True, cancel_futures=True)
