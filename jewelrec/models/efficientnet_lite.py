@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in plain torch, key-compatible with `efficientnet-lite0-57934424.pth`.
+"""EfficientNet-Lite0 and Lite1 in plain torch, key-compatible with the packages' `.pth` files.
 
 Lite = EfficientNet-B0 made mobile friendly: ReLU6 instead of swish, no squeeze-excite, stem and
 head widths fixed. Convolutions use TensorFlow "SAME" padding (the weights were trained in TF): at
@@ -13,9 +13,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jewelrec.models.backbone import BACKBONE as LITE0
+from jewelrec.models.backbone import LITE1
+
 # (expand ratio, kernel, stride, out channels, repeats) per stage; 16 blocks in all.
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+# Blocks per stage of each network we have weights for. Lite1 is Lite0 made 1.1x deeper (widths,
+# stem and head unchanged; the first and last stages keep one block): 21 blocks, trained at 240 px.
+REPEATS = {LITE0: tuple(stage[4] for stage in STAGES), LITE1: (1, 3, 3, 4, 4, 5, 1)}
+LAST_STAGES = 2  # the 1/32 stages (192 and 320 channels): what the tuned type head retrains
+
+
+def last_stages_start(network: str) -> int:
+    """The first block of the network's last two stages (Lite0: 11, Lite1: 15)."""
+    return sum(REPEATS[network][:-LAST_STAGES])
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 
@@ -72,11 +84,14 @@ def gem(maps: torch.Tensor, power: float) -> torch.Tensor:
 
 
 class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    """EfficientNet-Lite0, or with `network=LITE1` its deeper sibling (same layer names)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, network: str = LITE0):
         super().__init__()
         self._conv_stem, self._bn0 = SameConv2d(3, 32, 3, stride=2), bn(32)
         blocks, cin = [], 32
-        for expand, kernel, stride, cout, repeats in STAGES:
+        for (expand, kernel, stride, cout, _), repeats in zip(STAGES, REPEATS[network],
+                                                               strict=True):
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
                 cin = cout

@@ -5,7 +5,8 @@ real photos from shops outside the catalog, and no better backbone can be instal
 catalog's own labelled photos, with augmented views (crops and zoom, rotation, mirror, brightness
 and contrast; never hue), teach the last stage of EfficientNet-Lite0 (blocks 11-15 and the head
 convolution, the 7x7 stage at 224 px) what separates a bracelet from a necklace: measured with
-5 folds by shop on the shared real photos, 0.84 -> 0.88.
+5 folds by shop on the shared real photos, 0.84 -> 0.88. The same two stages of EfficientNet-
+Lite1 (blocks 15-20, at 256 px) learn it better still (models/heads.py says by how much).
 
 The frozen trunk (stem to block 10) runs once per view on onnxruntime; the tail trains on torch.
 The temperature and the decision threshold need predictions on photos the network did not learn
@@ -24,7 +25,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from jewelrec.models.adaptation import Trunk, tail_arrays, tail_prefixes, trunk_views
-from jewelrec.models.backbone import GEM_POWER, TRUNK_OUTPUT_BLOCKS, load_torch_model, preprocess
+from jewelrec.models.backbone import (
+    BACKBONE,
+    GEM_POWER,
+    TRUNK_OUTPUT_BLOCKS,
+    load_torch_model,
+    preprocess,
+)
 
 MAX_IMAGES = 3000  # a seeded sample this large teaches the stage as well as a bigger catalog
 TRUNK_BATCH = 16
@@ -35,8 +42,9 @@ PREDICT_BATCH = 128
 class TuneSettings:
     """What trains and for how long (defaults measured on benchmarks/real_photos.py)."""
 
-    first_block: int = TRUNK_OUTPUT_BLOCKS  # blocks first_block..15 and the head convolution
-    # learn; where the home's pass hands over its trunk output (models/tuned_stage.py)
+    architecture: str = BACKBONE  # which ImageNet network is tuned (Lite0 or Lite1)
+    first_block: int = TRUNK_OUTPUT_BLOCKS  # blocks first_block.. and the head convolution
+    # learn; for Lite0, where the home's pass hands over its trunk output (models/tuned_stage.py)
     views: int = 4  # augmented views per photo, besides the photo itself
     epochs: int = 6  # passes over the photos (one view of each per pass)
     batch: int = 48
@@ -47,10 +55,14 @@ class TuneSettings:
     seconds: float = 900.0  # budget for every training together (calibration folds + final)
 
     @classmethod
-    def within(cls, seconds: float, epochs: int | None = None) -> TuneSettings:
-        """The defaults with this budget and, if given, at most `epochs` passes
-        (`train --epochs`)."""
-        default = cls(seconds=seconds)
+    def within(cls, seconds: float, epochs: int | None = None,
+               architecture: str = BACKBONE) -> TuneSettings:
+        """The defaults for `architecture` (its last two stages learn) with this budget and, if
+        given, at most `epochs` passes (`train --epochs`)."""
+        from jewelrec.models.efficientnet_lite import last_stages_start
+
+        default = cls(seconds=seconds, architecture=architecture,
+                      first_block=last_stages_start(architecture))
         return replace(default, epochs=min(epochs, default.epochs)) if epochs else default
 
 
@@ -73,16 +85,16 @@ class _Views:
         self.clean, self.views = trunk_views(
             images, views=settings.views, blocks=settings.first_block,
             crop_fraction=crop_fraction, size=size, seed=seed, progress=progress,
-            desc="type head: views")
+            desc="type head: views", architecture=settings.architecture)
 
 
 class _Stage:
-    """The trainable copy: blocks first_block..15, head convolution and norm, GeM, linear."""
+    """The trainable copy: blocks first_block.., head convolution and norm, GeM, linear."""
 
     def __init__(self, settings: TuneSettings, classes: int) -> None:
         import torch
 
-        self.network = copy.deepcopy(load_torch_model()).eval()
+        self.network = copy.deepcopy(load_torch_model(settings.architecture)).eval()
         self.first_block = settings.first_block
         self.blocks = list(self.network._blocks[settings.first_block:])
         self.linear = torch.nn.Linear(self.network._conv_head.out_channels, classes)
@@ -205,7 +217,8 @@ def tune_type_network(
                                 budget * work[-1] / sum(work), seed)
     notes.update({f"tune_{k}": v for k, v in final_notes.items()})
     notes["tune_total_seconds"] = round(time.perf_counter() - started, 1)
-    return Tuned(tail_arrays(stage.network, tail_prefixes(settings.first_block)),
+    prefixes = tail_prefixes(settings.first_block, len(stage.network._blocks))
+    return Tuned(tail_arrays(stage.network, prefixes),
                  stage.linear.weight.detach().numpy().copy(),
                  stage.linear.bias.detach().numpy().copy(), heldout, notes)
 
@@ -220,7 +233,7 @@ def _logits_for(stage: _Stage, views: _Views, images: Sequence[np.ndarray], held
     if cached.any():
         out[cached] = stage.logits(views.clean[position[held][cached]])
     if (~cached).any():
-        trunk = Trunk(size, settings.first_block)
+        trunk = Trunk(size, settings.first_block, settings.architecture)
         rest = [images[i] for i in np.asarray(held)[~cached]]
         maps = np.concatenate([trunk.run(np.stack([preprocess(im, crop_fraction, size)
                                                    for im in rest[i:i + TRUNK_BATCH]]))
