@@ -67,8 +67,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         "network's last block trained on the catalog, see --adapt-seconds)")
     parser.add_argument(
         "--classifier", help=f"type classifier name: {', '.join(CLASSIFIERS)} "
-        "(default: efficientnet-tuned, the network's last stage fine-tuned for the type on "
-        "the catalog, averaged with the frozen efficientnet-head; `demo` uses "
+        "(default: efficientnet-tuned, EfficientNet-Lite1's last two stages fine-tuned for "
+        "the type on the catalog, averaged with the frozen efficientnet-head; `demo` uses "
         "efficientnet-head)")
 
 
@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget for adapting the network to the catalog (embedder "
                    "efficientnet-adapted; default 300; 0 keeps it frozen)")
     p.add_argument("--tune-seconds", type=float, metavar="S",
-                   help="time budget for fine-tuning the network's last stage for the type "
-                   "(classifier efficientnet-tuned; default 900, done in 6-7 minutes "
+                   help="time budget for fine-tuning a network's last stages for the type "
+                   "(classifier efficientnet-tuned; default 900, done in 8-9 minutes "
                    "on 1,600 photos here; 0: the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="how the network computes: int8 (a pass in about 0.64x the time on a "

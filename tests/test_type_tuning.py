@@ -19,7 +19,7 @@ from jewelrec.models.heads import (
     TUNED_HEAD,
     TUNED_LITE0_HEAD,
     TUNED_MIN_IMAGES,
-    TUNED_NETWORK_ONNX_NAME,
+    TUNED_NETWORK_ONNX_NAMES,
     TUNED_ONNX_NAMES,
     EfficientNetTunedHeadClassifier,
     HeadSettings,
@@ -59,7 +59,8 @@ def test_stage_weights_are_checked_as_a_whole_stretch():
 
 
 @pytest.mark.parametrize("settings, first_block, graph", [
-    (TUNED_HEAD, 15, TUNED_NETWORK_ONNX_NAME), (TUNED_LITE0_HEAD, 11, TUNED_ONNX_NAMES[FP32])])
+    (TUNED_HEAD, 15, TUNED_NETWORK_ONNX_NAMES[FP32]),
+    (TUNED_LITE0_HEAD, 11, TUNED_ONNX_NAMES[FP32])])
 def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
         tmp_path, settings, first_block, graph):
     images, labels = _photos(30)

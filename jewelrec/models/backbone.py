@@ -243,9 +243,8 @@ class Backbone:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        if precision == INT8 and (onnx_path is None or tail is not None
-                                  or architecture != BACKBONE):
-            raise ValueError("int8 is the home's ImageNet graph only; give its ONNX path")
+        if precision == INT8 and onnx_path is None:
+            raise ValueError("an int8 network runs from its quantised graph: give its ONNX path")
         # which network: the home's Lite0, or Lite1 for the tuned type head (models/heads.py)
         self.architecture = architecture
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes

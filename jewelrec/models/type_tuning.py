@@ -1,18 +1,19 @@
-"""Fine-tune the backbone's last stage for the type at `train` (issue 9).
+"""Fine-tune a network's last two stages for the type at `train` (issue 9).
 
 Why: a logistic regression on frozen ImageNet features tells the four types apart on about 84% of
 real photos from shops outside the catalog, and no better backbone can be installed here. The
 catalog's own labelled photos, with augmented views (crops and zoom, rotation, mirror, brightness
-and contrast; never hue), teach the last stage of EfficientNet-Lite0 (blocks 11-15 and the head
-convolution, the 7x7 stage at 224 px) what separates a bracelet from a necklace: measured with
-5 folds by shop on the shared real photos, 0.84 -> 0.88. The same two stages of EfficientNet-
-Lite1 (blocks 15-20, at 256 px) learn it better still (models/heads.py says by how much).
+and contrast; never hue), teach the last two stages of EfficientNet-Lite0 (blocks 11-15 and the
+head convolution, the 1/32 stages) what separates a bracelet from a necklace: measured with 5
+folds by shop on the shared real photos (cached views), 0.84 -> 0.86. The same two stages of
+EfficientNet-Lite1 (blocks 15-20, at 256 px), the default, learn it better still: 0.87
+(models/heads.py has the pipeline's numbers).
 
-The frozen trunk (stem to block 10) runs once per view on onnxruntime; the tail trains on torch.
-The temperature and the decision threshold need predictions on photos the network did not learn
-from: the tail is trained once more per style-cluster fold (models/heads.py explains why
-clusters), on part of the catalog, and predicts the rest. Training-only: torch is imported inside
-the functions, never on the query path (the tuned network is exported to ONNX).
+The frozen trunk (stem to the block before those stages) runs once per view on onnxruntime; the
+tail trains on torch. The temperature and the decision threshold need predictions on photos the
+network did not learn from: the tail is trained once more per style-cluster fold (models/heads.py
+explains why clusters), on part of the catalog, and predicts the rest. Training-only: torch is
+imported inside the functions, never on the query path (the tuned network is exported to ONNX).
 """
 
 from __future__ import annotations
