@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "efficientnet-adapted; default 300; 0 keeps it frozen)")
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="time budget for fine-tuning a network's last stages for the type "
-                   "(classifier efficientnet-tuned; default 900, done in 8-9 minutes "
+                   "(classifier efficientnet-tuned; default 900, done in 8-10 minutes "
                    "on 1,600 photos here; 0: the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="how the network computes: int8 (a pass in about 0.64x the time on a "

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from jewelrec.home import FP32
+from jewelrec.home import FP32, INT8
 from jewelrec.models.adaptation import ARRAY_PREFIX, adapted_network, tail_arrays, tail_prefixes
 from jewelrec.models.backbone import BACKBONE, LITE1, Backbone, load_torch_model
 from jewelrec.models.base import classifier_class
@@ -94,6 +94,25 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
     assert runs.onnx_path == tmp_path / graph
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
+
+
+def test_in_an_int8_home_the_tuned_lite1_gets_an_int8_graph_that_agrees(tmp_path):
+    """The tuned network computes as the home's backbone does: an int8 home saves (and reloads)
+    the tuned Lite1 as an int8 graph, whose answers stay those of the float network."""
+    images, labels = _photos(30)
+    home_network = Backbone(tmp_path / "home-int8.onnx", precision=INT8)
+    model = EfficientNetTunedHeadClassifier(replace(TUNED_HEAD, tune_seconds=4.0),
+                                            backbone=home_network)
+    model.min_images = 20
+    model.fit(images, labels, progress=False)
+    float_answers = model.predict_proba(images[:6])  # the tuned network on torch, before saving
+    model.save(tmp_path / "classifier")
+    assert (tmp_path / "classifier" / TUNED_NETWORK_ONNX_NAMES[INT8]).is_file()
+    assert not (tmp_path / "classifier" / TUNED_NETWORK_ONNX_NAMES[FP32]).exists()
+    loaded = EfficientNetTunedHeadClassifier.load(tmp_path / "classifier", backbone=home_network)
+    assert loaded.tuned_network.precision == INT8
+    assert loaded.tuned_network.runtime == "onnxruntime"
+    np.testing.assert_allclose(loaded.predict_proba(images[:6]), float_answers, atol=0.1)
 
 
 def test_the_budget_bounds_training_and_splits_index_the_photos():
