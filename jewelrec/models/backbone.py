@@ -204,16 +204,24 @@ def weights_path(network: str = BACKBONE) -> Path:
     return Path(ModelFile.get_model_file_path())
 
 
-@functools.cache
 def load_torch_model(network: str = BACKBONE) -> EfficientNetLite0:
-    """The ImageNet-trained `network` in eval mode, loaded strictly (a missing key fails)."""
+    """The ImageNet-trained `network` in eval mode, loaded strictly (a missing key fails); one
+    shared instance per network, however it is named in the call."""
+    return _load_torch_model(network)
+
+
+@functools.cache
+def _load_torch_model(network: str) -> EfficientNetLite0:
     import torch
 
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
 
-    model = EfficientNetLite0(network=network)
-    state = torch.load(weights_path(network), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    # first asked for inside inference mode, its weights would be inference tensors, which no
+    # later training copy could learn from
+    with torch.inference_mode(False):
+        model = EfficientNetLite0(network=network)
+        state = torch.load(weights_path(network), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
     return model.eval()
 
 
