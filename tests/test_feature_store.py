@@ -4,6 +4,7 @@ model fingerprint that ignores training.json's timestamps."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -171,6 +172,10 @@ def test_a_killed_index_keeps_its_finished_chunks(tiny_home, tmp_path, monkeypat
     shutil.copytree(tiny_home, copy.root)
     shutil.rmtree(copy.cache_dir / "embeddings")
     monkeypatch.setattr(indexing, "COMMIT_EVERY", indexing.BATCH_SIZE)
+    # one batch at a time, so the third embed call is the third batch (with a worker per core,
+    # batches finish in any order, and what is kept depends on which one died)
+    monkeypatch.setattr(indexing, "embed_images",
+                        functools.partial(indexing.embed_images, workers=1))
     real_load = indexing.load_embedder
     calls = []
 
