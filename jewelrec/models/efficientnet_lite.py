@@ -23,13 +23,13 @@ STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)
 # stem and head unchanged; the first and last stages keep one block): 21 blocks, trained at 240 px.
 REPEATS = {LITE0: tuple(stage[4] for stage in STAGES), LITE1: (1, 3, 3, 4, 4, 5, 1)}
 LAST_STAGES = 2  # the 1/32 stages (192 and 320 channels): what the tuned type head retrains
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
 
 
 def last_stages_start(network: str) -> int:
     """The first block of the network's last two stages (Lite0: 11, Lite1: 15)."""
     return sum(REPEATS[network][:-LAST_STAGES])
-FEATURE_DIM = 1280
-NUM_CLASSES = 1000
 
 
 class SameConv2d(nn.Conv2d):
