@@ -69,7 +69,7 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
     report = model.fit(images, labels, progress=False)
     imagenet = load_torch_model(settings.tune_network)
     before = tail_arrays(imagenet, tail_prefixes(first_block, len(imagenet._blocks)))
-    tuned = model._tuned_tail()
+    tuned = model._tuned_runner().tail
     assert set(tuned) == set(before)
     assert any(not np.allclose(tuned[k], before[k]) for k in before)  # it learned
     assert model.tuned_head.coef.shape == (3, 1280) and not model.tuned_head.normalise

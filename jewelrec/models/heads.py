@@ -495,8 +495,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                          if "heldout_accuracy" in notes else [])
 
     def predict_proba(self, images: Sequence[Image]) -> np.ndarray:
-        tail = self._tuned_tail()
-        if self.tuned_head is None or tail is None:
+        if self.tuned_head is None or self._tuned_runner() is None:
             return super().predict_proba(images)
         # first: a Lite0 stage's pass also remembers the poolings the frozen head reads next
         tuned = head_probabilities(self.tuned_head, self._tuned_features(images))
@@ -514,10 +513,9 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                                     crop_fraction=settings.crop_fraction,
                                     size=settings.input_size)
 
-    def _tuned_tail(self) -> dict[str, np.ndarray] | None:
-        """The tuned layers' weights, whichever network holds them."""
-        holder = self.tuned_network if self.tuned_network is not None else self.tuned_stage
-        return holder.tail if holder is not None else None
+    def _tuned_runner(self) -> Backbone | TunedStage | None:
+        """Whichever runs the tuned layers (both hold their weights as `tail`)."""
+        return self.tuned_network if self.tuned_network is not None else self.tuned_stage
 
     def _bind_tuned(self, folder: Path | None, tail: dict[str, np.ndarray]) -> None:
         """Hold the tuned weights `tail` as the network that runs them, its ONNX graph in
@@ -535,25 +533,21 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
 
     def save(self, folder: Path) -> None:
         super().save(folder)
-        tail = self._tuned_tail()
-        if tail is None:
+        runner = self._tuned_runner()
+        if runner is None:
             return
-        self._bind_tuned(Path(folder), tail)  # the tuned network beside its weights, fresh
-        if self.tuned_network is not None:
-            assert self.tuned_network.onnx_path is not None
-            self.tuned_network.export_onnx(self.tuned_network.onnx_path)
-            self.tuned_network.prepare()
-        else:
-            assert self.tuned_stage is not None and self.tuned_stage.onnx_path is not None
-            self.tuned_stage.export_onnx(self.tuned_stage.onnx_path)
-            self.tuned_stage.prepare()
+        self._bind_tuned(Path(folder), runner.tail)  # its graph beside its weights, fresh
+        runner = self._tuned_runner()
+        assert runner is not None and runner.onnx_path is not None
+        runner.export_onnx(runner.onnx_path)
+        runner.prepare()
 
     def _saved(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays, config = super()._saved()
-        tail = self._tuned_tail()
-        if self.tuned_head is not None and tail is not None:
+        runner = self._tuned_runner()
+        if self.tuned_head is not None and runner is not None:
             arrays.update({"tuned.coef": self.tuned_head.coef,
-                           "tuned.intercept": self.tuned_head.intercept, **tail})
+                           "tuned.intercept": self.tuned_head.intercept, **runner.tail})
             config["tuned_temperature"] = self.tuned_head.temperature
         return arrays, config
 
