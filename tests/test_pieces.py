@@ -151,6 +151,38 @@ def test_the_two_of_a_pair_the_head_calls_earrings_are_not_typed_alone():
     assert len(ring.seen) == 3  # the pair, then each alone
 
 
+class QuickStubClassifier(StubClassifier):
+    """A classifier with a cheaper answer (as a tuned head's frozen head): it says `quick` for
+    every crop, the classifier itself `answer`."""
+
+    def __init__(self, classes: list[str], answer: str, quick: str) -> None:
+        super().__init__(classes, answer)
+        self.quick = StubClassifier(classes, quick)
+        self.quick_proba = self.quick.predict_proba
+
+
+def test_a_cheaper_answer_types_the_candidates_and_the_classifier_the_chosen_pieces():
+    """The classifier itself types only the query's own view and the pieces chosen, each once;
+    the candidates on the way get the cheaper answer; the pieces carry the classifier's types."""
+    specs = [first_of_type("necklace"), first_of_type("ring")]
+    img, truth = render_set(specs, 4, size=256, background="plain")
+    stub = QuickStubClassifier(["earring", "necklace", "ring"], "necklace", quick="ring")
+    found = find_pieces(Image.fromarray(img), stub)
+    assert len(found) == 2 and min(matched(found, truth)) >= 0.5
+    assert {p.type for p in found} == {"necklace"}  # settled by the classifier itself
+    views = [img[p.view[1]:p.view[3], p.view[0]:p.view[2]] for p in found]
+    assert len(stub.seen) == len(views)  # each chosen piece once, nothing else
+    assert all(any(np.array_equal(v, s) for s in stub.seen) for v in views)
+    assert len(stub.quick.seen) >= 2  # the candidates
+
+    lone = render_view(first_of_type("necklace"), 5, 256, shopper=True)
+    stub = QuickStubClassifier(["earring", "necklace", "ring"], "necklace", quick="ring")
+    found = find_pieces(Image.fromarray(lone), stub)
+    assert len(found) == 1 and found[0].type == "necklace"
+    assert len(stub.seen) == 1 and np.array_equal(stub.seen[0], lone)  # the query's view
+    assert stub.quick.seen == []
+
+
 def test_twins_the_head_calls_earrings_are_one_piece_and_different_rings_are_not():
     stub = StubClassifier(["earring", "ring"], "earring")
     img, truth = render_set([first_of_type("earring"), first_of_type("ring")], 6, size=320,

@@ -120,10 +120,14 @@ def test_the_budget_bounds_training_and_splits_index_the_photos():
     splits = [(np.arange(0, 6), np.arange(6, 12)), (np.arange(6, 12), np.arange(0, 6))]
     settings = TuneSettings(views=0, epochs=50, batch=4, seconds=3)
     tuned = tune_type_network(images, labels, splits=splits, settings=settings,
-                              crop_fraction=1.0, size=64, progress=False)
+                              crop_fraction=1.0, size=64, progress=False,
+                              heldout_views=[(64, 1.0), (96, 0.8)])
     assert tuned.notes["tune_stopped_by"] == "time budget" and tuned.notes["tune_epochs"] < 50
-    assert tuned.heldout_logits is not None and tuned.heldout_logits.shape == (12, 3)
-    assert np.abs(tuned.heldout_logits).sum(axis=1).min() > 0  # every photo held out once
+    # out-of-fold logits in each view asked for: the one it learned on, and one it did not cache
+    assert tuned.heldout_logits is not None and tuned.heldout_logits.shape == (2, 12, 3)
+    assert np.abs(tuned.heldout_logits).sum(axis=2).min() > 0  # every photo held out once
+    assert not np.allclose(tuned.heldout_logits[0], tuned.heldout_logits[1])
+    assert tuned.notes["tune_fold_1_heldout_seconds"] >= 0
 
 
 def test_without_budget_or_types_it_is_the_frozen_head():
@@ -193,12 +197,15 @@ def test_a_stage_starting_elsewhere_is_refused():
         TunedStage(None, tail_arrays(load_torch_model(), tail_prefixes(12)))
 
 
-@pytest.mark.parametrize("settings, passes_per_photo", [(TUNED_LITE0_HEAD, {BACKBONE: 1}),
-                                                         (TUNED_HEAD, {BACKBONE: 1, LITE1: 1})])
-def test_the_tuned_head_costs_one_pass_per_photo_and_network(monkeypatch, settings,
-                                                             passes_per_photo):
+@pytest.mark.parametrize("settings, passes_per_photo", [
+    (TUNED_LITE0_HEAD, {BACKBONE: 1}),
+    (TUNED_HEAD, {LITE1: 2}),
+    (replace(TUNED_HEAD, type_views=(), frozen_votes=True), {BACKBONE: 1, LITE1: 1})])
+def test_the_tuned_head_costs_one_pass_per_photo_and_view(monkeypatch, settings,
+                                                          passes_per_photo):
     """Both heads of a tuned Lite0 read one pass of the home's network per photo; a tuned Lite1
-    adds one pass of its own; a photo seen again costs none."""
+    runs once per view it types on (the default: two, and the frozen head does not vote, so the
+    home's network does not run); a photo seen again costs none."""
     images, labels = _photos(30)
     model = classifier_class("efficientnet-tuned")(replace(settings, tune_seconds=4.0))
     model.min_images = 20

@@ -90,9 +90,8 @@ def find_pieces(
         candidates.append(Candidate(Box(0, 0, w, h), "whole"))
     typer = Typer(img, candidates, classifier, len(classes), alone=clean and not missed)
     context = Context(classes, w, h, cams)
-    if clean:
-        return decide_clean(candidates, typer, context)[:max_pieces]
-    return decide_busy(candidates, typer, context)[:max_pieces]
+    decide = decide_clean if clean else decide_busy
+    return typer.settle(decide(candidates, typer, context)[:max_pieces], context)
 
 
 def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:

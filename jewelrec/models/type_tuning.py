@@ -74,7 +74,8 @@ class Tuned:
     arrays: dict[str, np.ndarray]  # "tail.<parameter>" -> weights (models/adaptation.py names)
     coef: np.ndarray  # (K, 1280) on GeM features of the tuned network's last map
     intercept: np.ndarray  # (K,)
-    heldout_logits: np.ndarray | None  # (N, K) out-of-fold logits of the photos, if any
+    # (V, N, K) out-of-fold logits of the photos in each of the V views asked for, if any
+    heldout_logits: np.ndarray | None
     notes: dict[str, float | str]
 
 
@@ -181,11 +182,15 @@ def tune_type_network(
     size: int,
     seed: int = 0,
     progress: bool = True,
+    heldout_views: Sequence[tuple[int, float]] = (),
 ) -> Tuned:
     """Tune the last stage on the labelled photos (its linear layer's rows: the sorted distinct
     labels). `splits` (train, held) index pairs give the out-of-fold logits the calibration
-    needs, one extra training each; without them `heldout_logits` is None."""
+    needs, one extra training each; without them `heldout_logits` is None. They are given for
+    each (size, crop fraction) of `heldout_views`, the views the tuned network will type on
+    (default: the one it trains on, `size` and `crop_fraction`)."""
     settings = settings or TuneSettings()
+    heldout_views = list(heldout_views) or [(size, crop_fraction)]
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     classes = sorted(set(labels))
@@ -206,14 +211,27 @@ def tune_type_network(
     budget = settings.seconds
     heldout = None
     if splits:
-        heldout = np.zeros((len(images), len(classes)), np.float32)
+        heldout = np.zeros((len(heldout_views), len(images), len(classes)), np.float32)
+        trunks: dict[int, Trunk] = {}  # one graph per size the held-out views need
         for f, (train, held) in enumerate(splits):
             rows = position[train][position[train] >= 0]
             stage, fold_notes = _train(views, rows, y, len(classes), settings,
                                        budget * work[f] / sum(work), seed + f + 1)
-            heldout[held] = _logits_for(stage, views, images, held, position, settings,
-                                        crop_fraction, size)
+            predicted = time.perf_counter()
+            for v, (view_size, view_crop) in enumerate(heldout_views):
+                if (view_size, view_crop) == (size, crop_fraction):
+                    heldout[v, held] = _logits_for(stage, views, images, held, position,
+                                                   settings, crop_fraction, size)
+                else:  # a view training did not cache: the trunk runs on the held-out photos
+                    if view_size not in trunks:
+                        trunks[view_size] = Trunk(view_size, settings.first_block,
+                                                  settings.architecture)
+                    heldout[v, held] = _fresh_logits(stage, trunks[view_size],
+                                                     [images[i] for i in held], view_crop,
+                                                     view_size)
             notes[f"tune_fold_{f + 1}_seconds"] = fold_notes["seconds"]
+            notes[f"tune_fold_{f + 1}_heldout_seconds"] = round(
+                time.perf_counter() - predicted, 1)
     stage, final_notes = _train(views, np.arange(len(keep)), y, len(classes), settings,
                                 budget * work[-1] / sum(work), seed)
     notes.update({f"tune_{k}": v for k, v in final_notes.items()})
@@ -235,9 +253,15 @@ def _logits_for(stage: _Stage, views: _Views, images: Sequence[np.ndarray], held
         out[cached] = stage.logits(views.clean[position[held][cached]])
     if (~cached).any():
         trunk = Trunk(size, settings.first_block, settings.architecture)
-        rest = [images[i] for i in np.asarray(held)[~cached]]
-        maps = np.concatenate([trunk.run(np.stack([preprocess(im, crop_fraction, size)
-                                                   for im in rest[i:i + TRUNK_BATCH]]))
-                               for i in range(0, len(rest), TRUNK_BATCH)])
-        out[~cached] = stage.logits(maps)
+        out[~cached] = _fresh_logits(stage, trunk, [images[i] for i in np.asarray(held)[~cached]],
+                                     crop_fraction, size)
     return out
+
+
+def _fresh_logits(stage: _Stage, trunk: Trunk, images: Sequence[np.ndarray],
+                  crop_fraction: float, size: int) -> np.ndarray:
+    """The stage's logits for photos whose trunk output was not cached: the trunk runs on them."""
+    maps = np.concatenate([trunk.run(np.stack([preprocess(im, crop_fraction, size)
+                                               for im in images[i:i + TRUNK_BATCH]]))
+                           for i in range(0, len(images), TRUNK_BATCH)])
+    return stage.logits(maps)
