@@ -68,7 +68,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--classifier", help=f"type classifier name: {', '.join(CLASSIFIERS)} "
         "(default: efficientnet-tuned, EfficientNet-Lite1's last two stages fine-tuned for "
-        "the type on the catalog, averaged with the frozen efficientnet-head; `demo` uses "
+        "the type on the catalog, typing each photo whole and zoomed in; `demo` uses "
         "efficientnet-head)")
 
 

@@ -430,17 +430,20 @@ class EfficientNetGapHeadClassifier(EfficientNetHeadClassifier):
 
 
 class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
-    """TypeClassifier "efficientnet-tuned": the frozen head (on the home's backbone) averaged
-    with a network whose last two stages `train` fine-tuned for the type on the catalog's photos
-    (models/type_tuning.py; whole photo, GeM, its own linear layer), calibrated on two of the
-    frozen head's style-cluster folds, the decision threshold chosen on the average.
-    The tuned network is EfficientNet-Lite1 at 256 px, a pass of its own exported to ONNX beside
-    the weights (`tune_network`); homes trained before keep a tuned Lite0 stage, which runs on
-    the trunk output of the home backbone's pass (models/tuned_stage.py).
+    """TypeClassifier "efficientnet-tuned": a network whose last two stages `train` fine-tuned
+    for the type on the catalog's photos (models/type_tuning.py; whole photo, GeM, its own linear
+    layer), calibrated on two of the frozen head's style-cluster folds, the decision threshold
+    chosen on what it answers there. The tuned network is EfficientNet-Lite1, learning at 256 px
+    and typing each photo in `type_views` (today: whole and its central 80%, at 288 px), a pass
+    of its own per view exported to ONNX beside the weights (`tune_network`). The frozen head
+    (on the home's backbone) still types the piece finder's candidates (`quick_proba`); homes
+    trained before average its answer in (`frozen_votes`), and the oldest keep a tuned Lite0
+    stage, which runs on the trunk output of the home backbone's pass (models/tuned_stage.py).
     Through the pipeline on real photos of other shops (benchmarks/real_photos.py, 5 folds by
     shop): frozen head alone 0.836, decided alone 61% of photos; with a tuned Lite0 stage 0.864,
-    68.6% (right 95.5%); with the tuned Lite1 0.874, 71.9% (right 95.7%). A catalog of one type
-    or of fewer than `min_images` photos, or a zero budget, gets the frozen head alone."""
+    68.6% (right 95.5%); with the tuned Lite1 at 256 px 0.874, 71.9% (right 95.7%). A catalog of
+    one type or of fewer than `min_images` photos, or a zero budget, gets the frozen head
+    alone."""
 
     name = "efficientnet-tuned"
     default_settings = TUNED_HEAD
