@@ -149,6 +149,26 @@ def test_a_negative_budget_is_refused():
         HeadSettings(tune_seconds=-1)
 
 
+def test_the_views_survive_a_saved_config_and_bad_views_are_refused():
+    """A config.json holds the views as lists: they load as the settings were; a config written
+    before the views existed types as it did (one view, the frozen head voting)."""
+    import json
+    from dataclasses import asdict
+
+    assert HeadSettings(**json.loads(json.dumps(asdict(TUNED_HEAD)))) == TUNED_HEAD
+    saved = {k: v for k, v in asdict(TUNED_HEAD).items()
+             if k not in ("type_views", "frozen_votes")}
+    before = EfficientNetTunedHeadClassifier(HeadSettings(**saved), backbone=Backbone())
+    assert before.type_views() == [(256, TUNED_HEAD.crop_fraction)]
+    assert before.settings.frozen_votes
+    with pytest.raises(ValueError, match="multiple of"):
+        replace(TUNED_HEAD, type_views=((250, 1.0),))
+    with pytest.raises(ValueError, match="crop fraction"):
+        replace(TUNED_HEAD, type_views=((288, 1.5),))
+    with pytest.raises(ValueError, match="no views of its own"):
+        replace(TUNED_LITE0_HEAD, type_views=((224, 1.0),))
+
+
 def test_tune_budget_applies_only_to_the_tuning_classifier():
     from jewelrec.errors import JewelrecError
     from jewelrec.models.heads import EfficientNetHeadClassifier
