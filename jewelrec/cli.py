@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "efficientnet-adapted; default 300; 0 keeps it frozen)")
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="time budget for fine-tuning a network's last stages for the type "
-                   "(classifier efficientnet-tuned; default 900, done in 8-10 minutes "
-                   "on 1,600 photos here; 0: the frozen head alone)")
+                   "(classifier efficientnet-tuned: its views, trainings and held-out "
+                   "passes together; default 840, done in 9-13 minutes on 1,600-2,100 "
+                   "photos here; 0: the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="how the network computes: int8 (a pass in about 0.64x the time on a "
                    "CPU, same quality measured on real photos; a new home's default) or fp32 "

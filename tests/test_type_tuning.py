@@ -130,6 +130,31 @@ def test_the_budget_bounds_training_and_splits_index_the_photos():
     assert tuned.notes["tune_fold_1_heldout_seconds"] >= 0
 
 
+def test_the_budget_counts_the_views_too(monkeypatch):
+    """Views that eat the budget leave the trainings only their floor (a tenth of their planned
+    part), so the whole tuning ends near its budget instead of a budget after the views."""
+    import time
+
+    from jewelrec.models import type_tuning
+
+    real = type_tuning._Views.__init__
+
+    def slow_views(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        time.sleep(2.0)
+
+    monkeypatch.setattr(type_tuning._Views, "__init__", slow_views)
+    images, labels = _photos(12)
+    splits = [(np.arange(0, 6), np.arange(6, 12)), (np.arange(6, 12), np.arange(0, 6))]
+    settings = TuneSettings(views=0, epochs=500, batch=4, seconds=2.0)
+    tuned = tune_type_network(images, labels, splits=splits, settings=settings,
+                              crop_fraction=1.0, size=64, progress=False)
+    trained = (tuned.notes["tune_fold_1_seconds"] + tuned.notes["tune_fold_2_seconds"]
+               + tuned.notes["tune_seconds"])
+    assert trained < 0.2 * settings.seconds + 0.5  # the floors, not the budget again
+    assert tuned.notes["tune_stopped_by"] == "time budget"
+
+
 def test_without_budget_or_types_it_is_the_frozen_head():
     images, labels = _photos(12)
     net = Backbone()  # one network for both: exported once

@@ -53,7 +53,8 @@ class TuneSettings:
     head_learning_rate: float = 3e-3  # the new linear layer
     label_smoothing: float = 0.1
     weight_decay: float = 1e-2
-    seconds: float = 900.0  # budget for every training together (calibration folds + final)
+    seconds: float = 840.0  # budget for all of it: the views, the calibration folds' trainings
+    # and held-out passes, the final training (each training gets its share of what is left)
 
     @classmethod
     def within(cls, seconds: float, epochs: int | None = None,
@@ -208,15 +209,22 @@ def tune_type_network(
                                      "tune_views_seconds": round(time.perf_counter() - started, 1)}
     splits = splits or []
     work = [len(train) for train, _ in splits] + [len(images)]
-    budget = settings.seconds
+
+    def share(f: int) -> float:
+        """Training f's part of the budget left (a tenth of its planned part at least: a
+        training stopped at once would leave a random linear layer)."""
+        left = settings.seconds - (time.perf_counter() - started)
+        planned = settings.seconds * work[f] / sum(work)
+        return max(left * work[f] / sum(work[f:]), planned / 10)
+
     heldout = None
     if splits:
         heldout = np.zeros((len(heldout_views), len(images), len(classes)), np.float32)
         trunks: dict[int, Trunk] = {}  # one graph per size the held-out views need
         for f, (train, held) in enumerate(splits):
             rows = position[train][position[train] >= 0]
-            stage, fold_notes = _train(views, rows, y, len(classes), settings,
-                                       budget * work[f] / sum(work), seed + f + 1)
+            stage, fold_notes = _train(views, rows, y, len(classes), settings, share(f),
+                                       seed + f + 1)
             predicted = time.perf_counter()
             for v, (view_size, view_crop) in enumerate(heldout_views):
                 if (view_size, view_crop) == (size, crop_fraction):
@@ -233,7 +241,7 @@ def tune_type_network(
             notes[f"tune_fold_{f + 1}_heldout_seconds"] = round(
                 time.perf_counter() - predicted, 1)
     stage, final_notes = _train(views, np.arange(len(keep)), y, len(classes), settings,
-                                budget * work[-1] / sum(work), seed)
+                                share(len(work) - 1), seed)
     notes.update({f"tune_{k}": v for k, v in final_notes.items()})
     notes["tune_total_seconds"] = round(time.perf_counter() - started, 1)
     prefixes = tail_prefixes(settings.first_block, len(stage.network._blocks))
