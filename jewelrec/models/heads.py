@@ -108,8 +108,6 @@ DEFAULT_HEAD = HeadSettings(pooling="rmac", whole_photo=True, calibration="clust
 # the home pass: 5 folds by shop on the shared real photos (cached views, the frozen Lite0 head
 # averaged in both): accuracy 0.858 -> 0.870, photos that can be decided at 95% 75% -> 78%,
 # for one more network pass per query (benchmarks/real_photos.py has the pipeline's numbers).
-TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=840.0, tune_network=LITE1, tune_size=256,
-                     type_views=((288, 1.0), (288, 0.8)), frozen_votes=False)
 # It types on two views at 288 px, the whole photo and its central 80%, and the frozen head no
 # longer votes: on the five shop folds' homes (out of fold), 0.873 -> 0.890, better on every fold,
 # photos decidable at 95% 75% -> 79%. Chosen among 76 view mixes on four folds and scored on the
@@ -117,6 +115,8 @@ TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=840.0, tune_network=LITE1, tune_
 # as well as whole photos, and types small pieces better when it sees them larger. Through the
 # pipeline (benchmarks/real_photos.py): 0.890, but decided alone 68.3% (right 96.1%) instead of
 # 71.9% (95.7%): the calibration trainings, short of a style cluster, pick a cautious threshold.
+TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=840.0, tune_network=LITE1, tune_size=256,
+                     type_views=((288, 1.0), (288, 0.8)), frozen_votes=False)
 # the same with Lite0's last stage, run on the home pass (the default until 2026-12-01)
 TUNED_LITE0_HEAD = replace(DEFAULT_HEAD, tune_seconds=900.0)
 TUNED_MIN_IMAGES = 200  # fewer photos teach five blocks less than they overfit them: frozen head

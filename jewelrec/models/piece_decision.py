@@ -79,7 +79,8 @@ def _square(box: Box, w: int, h: int) -> Box:
 
 class Typer:
     """The head's probabilities for the candidates, computed when a decision first needs them
-    (each `need`: one batched `predict_proba` call over the crops not typed yet).
+    (each `need`: one batched call over the crops not typed yet, two with a `quick_proba`: the
+    query's own view by the classifier, the rest quickly; `settle` types the chosen pieces).
 
     A candidate is typed on the square around its crop, the whole photo as it is. With `alone`
     (a clean backdrop, every object framed together), a candidate that frames all the objects
