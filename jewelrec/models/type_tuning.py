@@ -226,17 +226,9 @@ def tune_type_network(
             stage, fold_notes = _train(views, rows, y, len(classes), settings, share(f),
                                        seed + f + 1)
             predicted = time.perf_counter()
-            for v, (view_size, view_crop) in enumerate(heldout_views):
-                if (view_size, view_crop) == (size, crop_fraction):
-                    heldout[v, held] = _logits_for(stage, views, images, held, position,
-                                                   settings, crop_fraction, size)
-                else:  # a view training did not cache: the trunk runs on the held-out photos
-                    if view_size not in trunks:
-                        trunks[view_size] = Trunk(view_size, settings.first_block,
-                                                  settings.architecture)
-                    heldout[v, held] = _fresh_logits(stage, trunks[view_size],
-                                                     [images[i] for i in held], view_crop,
-                                                     view_size)
+            for v, view in enumerate(heldout_views):
+                heldout[v, held] = _logits_for(stage, views, images, held, position, view,
+                                               (size, crop_fraction), trunks, settings)
             notes[f"tune_fold_{f + 1}_seconds"] = fold_notes["seconds"]
             notes[f"tune_fold_{f + 1}_heldout_seconds"] = round(
                 time.perf_counter() - predicted, 1)
@@ -251,25 +243,22 @@ def tune_type_network(
 
 
 def _logits_for(stage: _Stage, views: _Views, images: Sequence[np.ndarray], held: np.ndarray,
-                position: np.ndarray, settings: TuneSettings, crop_fraction: float,
-                size: int) -> np.ndarray:
-    """The stage's logits for photos `held` (from the cached trunk outputs where the photo was
-    in the sample, else through a fresh trunk pass)."""
-    cached = position[held] >= 0
+                position: np.ndarray, view: tuple[int, float], trained_view: tuple[int, float],
+                trunks: dict[int, Trunk], settings: TuneSettings) -> np.ndarray:
+    """The stage's logits for photos `held` in `view` (size, crop fraction): from the cached
+    trunk outputs where training computed that view of the photo, else through a trunk pass (one
+    graph per size, kept in `trunks` across folds)."""
+    size, crop_fraction = view
+    cached = (position[held] >= 0) if view == trained_view else np.zeros(len(held), bool)
     out = np.zeros((len(held), stage.linear.out_features), np.float32)
     if cached.any():
         out[cached] = stage.logits(views.clean[position[held][cached]])
     if (~cached).any():
-        trunk = Trunk(size, settings.first_block, settings.architecture)
-        out[~cached] = _fresh_logits(stage, trunk, [images[i] for i in np.asarray(held)[~cached]],
-                                     crop_fraction, size)
+        if size not in trunks:
+            trunks[size] = Trunk(size, settings.first_block, settings.architecture)
+        rest = [images[i] for i in np.asarray(held)[~cached]]
+        maps = np.concatenate([trunks[size].run(np.stack([preprocess(im, crop_fraction, size)
+                                                          for im in rest[i:i + TRUNK_BATCH]]))
+                               for i in range(0, len(rest), TRUNK_BATCH)])
+        out[~cached] = stage.logits(maps)
     return out
-
-
-def _fresh_logits(stage: _Stage, trunk: Trunk, images: Sequence[np.ndarray],
-                  crop_fraction: float, size: int) -> np.ndarray:
-    """The stage's logits for photos whose trunk output was not cached: the trunk runs on them."""
-    maps = np.concatenate([trunk.run(np.stack([preprocess(im, crop_fraction, size)
-                                               for im in images[i:i + TRUNK_BATCH]]))
-                           for i in range(0, len(images), TRUNK_BATCH)])
-    return stage.logits(maps)
