@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import sys
 import tempfile
@@ -46,7 +47,8 @@ from jewelrec.imaging.focus import focus_on_piece  # noqa: E402
 from jewelrec.imaging.io import load_image  # noqa: E402
 from jewelrec.indexing import build_index  # noqa: E402
 from jewelrec.models.backbone import Backbone  # noqa: E402
-from jewelrec.models.base import load_classifier  # noqa: E402
+from jewelrec.models.base import load_classifier, model_folder  # noqa: E402
+from jewelrec.models.heads import DECIDED_ACCURACY, threshold_for  # noqa: E402
 from jewelrec.recommend import DEFAULT_CONFIDENCE_THRESHOLD, Recommender, typing_view  # noqa: E402
 from jewelrec.train import train_home  # noqa: E402
 
@@ -61,6 +63,7 @@ VARIANTS = {  # name -> (classifier, embedder, the backbone's precision)
     "prototype": ("seed-cnn", "autoencoder", FP32),
 }
 RECALL_AT = (1, 5, 10)
+MARGINS_Z = (0.0, 0.25, 0.5, 1.0)  # decision rules weighed on the same folds (heads.py's z)
 SEARCH_DEPTH = 100  # mAP counts a product found beyond this as not found
 PRICE = 100.0  # no metric here depends on prices
 
@@ -170,6 +173,7 @@ def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
                  epochs: int | None) -> dict:
     classifier_name, embedder_name, precision = VARIANTS[variant]
     truth, predicted, confidence, decided, styles, fold_accuracy = [], [], [], [], [], []
+    by_margin: dict[float, dict] = defaultdict(lambda: {"thresholds": [], "decided": []})
     for f, (train, test) in enumerate(shop_folds(photos, folds)):
         products = [CatalogProduct(f"p{i}", photos[i].type, (photos[i].path,)) for i in train]
         home, seconds = build_home(work / f"{variant}-types-{f}", products, classifier_name,
@@ -178,6 +182,7 @@ def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
                                      backbone=Backbone.for_home(home))
         threshold = float(getattr(classifier, "decision_threshold",
                                   DEFAULT_CONFIDENCE_THRESHOLD))
+        rules = margin_thresholds(home, classifier_name)
         held = [photos[i] for i in test]
         probabilities = classify(classifier, held)
         answers = [classifier.classes[j] for j in probabilities.argmax(1)]
@@ -188,6 +193,9 @@ def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
         predicted += answers
         confidence += best.tolist()
         decided += (best >= threshold).tolist()
+        for z, rule_threshold in rules.items():
+            by_margin[z]["thresholds"].append(round(rule_threshold, 4))
+            by_margin[z]["decided"] += (best >= rule_threshold).tolist()
         styles += [p.style for p in held]
         print(f"  {variant} fold {f + 1}/{folds}: {len(train)} catalog photos, {len(held)} "
               f"queries, accuracy {fold_accuracy[-1]:.3f}, threshold {threshold:.3f}, "
@@ -203,8 +211,30 @@ def type_results(variant: str, photos: list[Photo], folds: int, work: Path,
         "decided_coverage": float(decided_a.mean()),
         "decided_accuracy": float(right_a[decided_a].mean()) if decided_a.any() else None,
         "selective": selective_points(np.array(confidence), right_a),
+        "margins": {f"{z:g}": {"thresholds": m["thresholds"],
+                               **decided_share(m["decided"], right_a)}
+                    for z, m in by_margin.items()},
+        "answers": {"confidence": np.round(confidence, 4).tolist(),
+                    "right": right_a.astype(int).tolist()},
         "confusions": {f"{t}->{p}": n for (t, p), n in confusion.most_common(6)},
     }
+
+
+def margin_thresholds(home: Home, classifier_name: str) -> dict[float, float]:
+    """The threshold each margin of MARGINS_Z would have set, from the out-of-fold answers the
+    classifier kept in its training notes (empty when it kept none)."""
+    record = model_folder(home.models_dir, "classifier", classifier_name) / "training.json"
+    answers = json.loads(record.read_text()).get("notes", {}).get("heldout_answers")
+    if not answers:
+        return {}
+    confidence, right = np.array(answers["confidence"]), np.array(answers["right"], bool)
+    return {z: threshold_for(confidence, right, DECIDED_ACCURACY, z) for z in MARGINS_Z}
+
+
+def decided_share(decided: list[bool], right: np.ndarray) -> dict[str, float | None]:
+    mask = np.array(decided, bool)
+    return {"coverage": float(mask.mean()),
+            "accuracy": float(right[mask].mean()) if mask.any() else None}
 
 
 def selective_points(confidence: np.ndarray, right: np.ndarray) -> dict[str, float]:
@@ -328,6 +358,15 @@ def report(results: dict, variants: list[str]) -> None:
              for v in typed for t in [results[v]["types"]]])
         for v in typed:
             print(f"  {v}: most frequent confusions {results[v]['types']['confusions']}")
+        margins = [(v, z, m) for v in typed for z, m in results[v]["types"]["margins"].items()]
+        if margins:
+            print("\nWhat each margin of the decision threshold would decide (heads.py's z; "
+                  "thresholds from each fold's own out-of-fold answers)")
+            print_table(["variant", "z", "decided", "decided acc", "thresholds"],
+                        [[v, z, f"{m['coverage']:.3f}",
+                          "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}",
+                          " ".join(f"{t:.3f}" for t in m["thresholds"])]
+                         for v, z, m in margins])
     found = [v for v in variants if "retrieval" in results[v]]
     if found:
         print("\nSame product among real distractors (first photo as the query, the rest as "

@@ -21,6 +21,8 @@ from jewelrec.models.heads import (
     fit_head,
     fit_temperature,
     head_probabilities,
+    heldout_answers_note,
+    threshold_for,
     wilson_lower_bound,
 )
 
@@ -157,6 +159,21 @@ def test_the_threshold_margin_shrinks_as_held_out_photos_grow():
         assert (decision_threshold(probabilities, truth, z=1) == pytest.approx(0.5)) == decided_all
     assert wilson_lower_bound(np.array([96.0]), np.array([100.0]), 1.0)[0] == pytest.approx(
         0.9354, abs=1e-3)  # the textbook value for 96 of 100
+
+
+def test_the_kept_heldout_answers_give_back_the_threshold_of_any_margin():
+    """What the training notes keep is enough to weigh another margin without training."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(300, 4)) * 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.where(rng.random(300) < 0.85, probabilities.argmax(1), rng.integers(0, 4, 300))
+    note = heldout_answers_note(probabilities, truth)
+    assert len(note["confidence"]) == len(note["right"]) == 300
+    assert note["confidence"] == sorted(note["confidence"], reverse=True)
+    for z in (0.0, 0.5, 1.0):
+        kept = threshold_for(np.array(note["confidence"]), np.array(note["right"], bool),
+                             target=0.9, z=z)
+        assert kept == pytest.approx(decision_threshold(probabilities, truth, 0.9, z), abs=1e-4)
 
 
 def test_cluster_calibration_never_trains_on_the_cluster_it_predicts():

@@ -57,11 +57,12 @@ BATCH_SIZE = 8  # larger batches are not faster per image on a 2-core CPU
 ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network, in its folder
 TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
 ONNX_NAME = f"{BACKBONE}-maps-trunk.onnx"  # the graph returns the last map and the trunk's
-INT8_ONNX_NAME = f"{BACKBONE}-maps-trunk-int8.onnx"  # the same, quantised (models/quantization.py)
+INT8_ONNX_NAME = f"{BACKBONE}-maps-trunk-s8s8.onnx"  # the same, quantised (models/quantization.py)
 HOME_GRAPHS = (ONNX_NAME, INT8_ONNX_NAME)  # in a home's cache (not an adapted embedder's folder)
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits", "trunk")
-LEGACY_ONNX_NAMES = (f"{BACKBONE}-maps.onnx",)  # earlier graphs, without "trunk": 13 MB each in
-# an upgraded home's cache, removed once the current one opens beside them
+# earlier graphs (without "trunk"; int8 with unsigned activations, models/quantization.py):
+# 4-13 MB each in an upgraded home's cache, removed once the current one opens beside them
+LEGACY_ONNX_NAMES = (f"{BACKBONE}-maps.onnx", f"{BACKBONE}-maps-trunk-int8.onnx")
 TRUNK_OUTPUT_BLOCKS = 11  # "trunk" is the output of blocks 0-10 (112 channels, 1/16 of the
 # input): where the tuned type head's own stage starts (models/tuned_stage.py), so that head runs
 # on this pass instead of a second whole network

@@ -128,7 +128,8 @@ TUNED_CALIBRATION_FOLDS = 2  # of the frozen head's style-cluster folds, the tun
 TUNED_ONNX_NAMES = {FP32: "efficientnet-lite0-type-stage.onnx",
                     INT8: "efficientnet-lite0-type-stage-int8.onnx"}
 # a tuned Lite1, whole, in the same folder, by precision (int8 as the home's backbone is: the
-# pass in 0.6x the time, the same answers, benchmarks/real_photos.py)
+# pass in 0.6x the time on a CPU with VNNI, the same answers, benchmarks/real_photos.py; a home
+# trained before the signed-activation recipe keeps its graph until `train` runs again)
 TUNED_NETWORK_ONNX_NAMES = {FP32: f"{LITE1}-type.onnx", INT8: f"{LITE1}-type-int8.onnx"}
 # the whole tuned network, run as a second pass before the stage took the home's trunk (13 MB)
 LEGACY_TUNED_ONNX_NAMES = ("efficientnet-lite0-type.onnx",)
@@ -194,7 +195,8 @@ def calibrate(head: Head, heldout_logits: np.ndarray, y: np.ndarray) -> dict:
     head.decision_threshold = decision_threshold(calibrated, y)
     return {"heldout_accuracy": float((heldout_logits.argmax(1) == y).mean()),
             "heldout_log_loss": log_loss(heldout_logits / head.temperature, y),
-            "selective_curve": selective_curve(calibrated, y)}
+            "selective_curve": selective_curve(calibrated, y),
+            "heldout_answers": heldout_answers_note(calibrated, y)}
 
 
 def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int,
@@ -228,15 +230,32 @@ def _keeps_every_class(y: np.ndarray, train: np.ndarray) -> bool:
 
 def decision_threshold(probabilities: np.ndarray, y: np.ndarray,
                        target: float = DECIDED_ACCURACY, z: float = DECIDED_MARGIN_Z) -> float:
-    """The lowest confidence from which the answers (most confident first) stay right at least
-    `target` of the time, by the lower Wilson bound `z` standard errors down (0: the observed
-    share); UNDECIDED when even the most confident fall short."""
+    """The decision threshold from calibrated out-of-fold probabilities and class indices `y`."""
+    return threshold_for(*ranked_answers(probabilities, y), target=target, z=z)
+
+
+def ranked_answers(probabilities: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each answer's confidence and whether it was right, the most confident first."""
     confidence = probabilities.max(axis=1)
     order = np.argsort(-confidence, kind="stable")
-    right = (probabilities.argmax(axis=1) == y)[order]
+    return confidence[order], (probabilities.argmax(axis=1) == y)[order]
+
+
+def threshold_for(confidence: np.ndarray, right: np.ndarray,
+                  target: float = DECIDED_ACCURACY, z: float = DECIDED_MARGIN_Z) -> float:
+    """The lowest confidence from which the answers (ranked as `ranked_answers` gives them) stay
+    right at least `target` of the time, by the lower Wilson bound `z` standard errors down (0:
+    the observed share); UNDECIDED when even the most confident fall short."""
     accuracy = wilson_lower_bound(np.cumsum(right), np.arange(1, len(right) + 1), z)
     meets = np.flatnonzero(accuracy >= target)
-    return float(confidence[order][meets.max()]) if len(meets) else UNDECIDED
+    return float(confidence[meets.max()]) if len(meets) else UNDECIDED
+
+
+def heldout_answers_note(probabilities: np.ndarray, y: np.ndarray) -> dict[str, list]:
+    """The ranked out-of-fold answers, kept in the training notes so that another decision
+    rule can be weighed later (benchmarks/real_photos.py) without training again."""
+    confidence, right = ranked_answers(probabilities, y)
+    return {"confidence": np.round(confidence, 4).tolist(), "right": right.astype(int).tolist()}
 
 
 def wilson_lower_bound(right: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
@@ -250,15 +269,13 @@ def wilson_lower_bound(right: np.ndarray, n: np.ndarray, z: float) -> np.ndarray
 
 def selective_curve(probabilities: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
     """Accuracy of the most confident answers at SELECTIVE_POINTS coverages (for the report)."""
-    confidence = probabilities.max(axis=1)
-    order = np.argsort(-confidence, kind="stable")
-    right = (probabilities.argmax(axis=1) == y)[order]
+    confidence, right = ranked_answers(probabilities, y)
     points = []
     for step in range(1, SELECTIVE_POINTS + 1):
         n = max(1, round(len(right) * step / SELECTIVE_POINTS))
         points.append({"coverage": round(n / len(right), 4),
                        "accuracy": round(float(right[:n].mean()), 4),
-                       "threshold": round(float(confidence[order][n - 1]), 4)})
+                       "threshold": round(float(confidence[n - 1]), 4)})
     return points
 
 
@@ -519,7 +536,8 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                          heldout_photos=len(held),
                          tuned_temperature=self.tuned_head.temperature,
                          decision_threshold=self.head.decision_threshold,
-                         selective_curve=selective_curve(both, y))
+                         selective_curve=selective_curve(both, y),
+                         heldout_answers=heldout_answers_note(both, y))
         return FitReport(notes=notes, val_accuracy=[notes["heldout_accuracy"]]
                          if "heldout_accuracy" in notes else [])
 
