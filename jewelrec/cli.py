@@ -189,13 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="time budget for fine-tuning a network's last stages for the type "
                    "(classifier efficientnet-tuned: its views, trainings and held-out "
-                   "passes together; default 840, done in 9-13 minutes on 1,600-2,100 "
-                   "photos here; 0: the frozen head alone)")
+                   "passes together; default 760, so that `train` of 2,100 photos stays "
+                   "within 15 minutes on 2 cores; 0: the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="how the network computes: int8 (a pass in about 0.64x the time on a "
-                   "CPU, same quality measured on real photos; a new home's default) or fp32 "
-                   "(a home from before int8 keeps it until told). Run `index` after "
-                   "changing it")
+                   "CPU with VNNI, float's time without; same quality measured on real "
+                   "photos; a new home's default) or fp32 (a home from before int8 keeps "
+                   "it until told). Run `index` after changing it")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -1,5 +1,5 @@
 """The backbone graph in int8: same answers; a pass in about 0.64x the time on a CPU with VNNI
-(measured on an Intel one), the float graph's time on one with AVX2 only (issue 11).
+(as measured on an earlier machine), the float graph's time on one with AVX2 only (issue 11).
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-and-excitation), and
 onnxruntime runs int8 convolutions on the vector units of today's CPUs. Static quantisation
