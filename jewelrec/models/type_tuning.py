@@ -53,7 +53,7 @@ class TuneSettings:
     head_learning_rate: float = 3e-3  # the new linear layer
     label_smoothing: float = 0.1
     weight_decay: float = 1e-2
-    seconds: float = 760.0  # budget for all of it: the views, the calibration folds' trainings
+    seconds: float = 840.0  # budget for all of it: the views, the calibration folds' trainings
     # and held-out passes, the final training (each training gets its share of what is left)
 
     @classmethod
