@@ -232,6 +232,7 @@ def margin_thresholds(home: Home, classifier_name: str) -> dict[float, float]:
 
 
 def decided_share(decided: list[bool], right: np.ndarray) -> dict[str, float | None]:
+    """The share of answers decided alone and how often those were right."""
     mask = np.array(decided, bool)
     return {"coverage": float(mask.mean()),
             "accuracy": float(right[mask].mean()) if mask.any() else None}
