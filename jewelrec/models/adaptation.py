@@ -213,7 +213,7 @@ def adapt_tail(
     import torch
     import torch.nn.functional as F
 
-    from jewelrec.models.efficientnet_lite import gem
+    from jewelrec.models.efficientnet_lite import channels_last, gem
 
     if not len(images) == len(products) == len(labels):
         raise ValueError("images, products and labels must have one entry per photo")
@@ -231,7 +231,7 @@ def adapt_tail(
                                progress=progress, desc="adapting: views")
     view_seconds = time.perf_counter() - start
 
-    network = copy.deepcopy(load_torch_model()).eval()
+    network = channels_last(copy.deepcopy(load_torch_model()).eval())
     tail = [network._blocks[TRUNK_BLOCKS], network._conv_head, network._bn1]
     classes = sorted(set(labels))
     type_of = torch.tensor([classes.index(t) for t in labels])
@@ -246,7 +246,7 @@ def adapt_tail(
          {"params": type_layer.parameters(), "lr": 1e-3}], weight_decay=1e-4)
 
     def forward(x: torch.Tensor) -> torch.Tensor:  # trunk output -> GeM (N, 1280)
-        return gem(network.stage(x.float(), TRUNK_BLOCKS), GEM_POWER)
+        return gem(network.stage(channels_last(x.float()), TRUNK_BLOCKS), GEM_POWER)
 
     by_product: dict[str, list[int]] = {}
     for i, p in enumerate(products):

@@ -53,7 +53,7 @@ class TuneSettings:
     head_learning_rate: float = 3e-3  # the new linear layer
     label_smoothing: float = 0.1
     weight_decay: float = 1e-2
-    seconds: float = 840.0  # budget for all of it: the views, the calibration folds' trainings
+    seconds: float = 720.0  # budget for all of it: the views, the calibration folds' trainings
     # and held-out passes, the final training (each training gets its share of what is left)
 
     @classmethod
@@ -97,7 +97,9 @@ class _Stage:
     def __init__(self, settings: TuneSettings, classes: int) -> None:
         import torch
 
-        self.network = copy.deepcopy(load_torch_model(settings.architecture)).eval()
+        from jewelrec.models.efficientnet_lite import channels_last
+
+        self.network = channels_last(copy.deepcopy(load_torch_model(settings.architecture)).eval())
         self.first_block = settings.first_block
         self.blocks = list(self.network._blocks[settings.first_block:])
         self.linear = torch.nn.Linear(self.network._conv_head.out_channels, classes)
@@ -110,9 +112,9 @@ class _Stage:
             p.requires_grad = True
 
     def pooled(self, x):  # trunk output -> GeM (N, 1280)
-        from jewelrec.models.efficientnet_lite import gem
+        from jewelrec.models.efficientnet_lite import channels_last, gem
 
-        return gem(self.network.stage(x.float(), self.first_block), GEM_POWER)
+        return gem(self.network.stage(channels_last(x.float()), self.first_block), GEM_POWER)
 
     def logits(self, clean: np.ndarray) -> np.ndarray:
         import torch
