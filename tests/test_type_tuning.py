@@ -268,3 +268,14 @@ def test_the_tuned_head_costs_one_pass_per_photo_and_view(monkeypatch, settings,
     assert passes == {name: 5 * count for name, count in passes_per_photo.items()}
     model.predict_proba(fresh)
     assert passes == {name: 5 * count for name, count in passes_per_photo.items()}
+
+
+def test_the_held_out_passes_are_reserved_by_their_views_area_and_the_cached_view_is_free():
+    from jewelrec.models.type_tuning import heldout_pass_seconds
+
+    trained = (256, 1.0)
+    assert heldout_pass_seconds(0.02, 100, [trained], trained) == 0  # cached trunk outputs
+    one = heldout_pass_seconds(0.02, 100, [(256, 0.8)], trained)
+    assert one == pytest.approx(2.0)  # a pass per photo at the trained size
+    both = heldout_pass_seconds(0.02, 100, [(512, 1.0), (256, 0.8), trained], trained)
+    assert both == pytest.approx(2.0 * 4 + 2.0)

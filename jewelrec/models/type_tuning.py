@@ -211,11 +211,15 @@ def tune_type_network(
                                      "tune_views_seconds": round(time.perf_counter() - started, 1)}
     splits = splits or []
     work = [len(train) for train, _ in splits] + [len(images)]
+    pass_seconds = notes["tune_views_seconds"] / max(1, len(keep) * (settings.views + 1))
+    heldout_seconds = [heldout_pass_seconds(pass_seconds, len(held), heldout_views,
+                                            (size, crop_fraction)) for _, held in splits]
 
     def share(f: int) -> float:
-        """Training f's part of the budget left (a tenth of its planned part at least: a
-        training stopped at once would leave a random linear layer)."""
-        left = settings.seconds - (time.perf_counter() - started)
+        """Training f's part of the budget left, less the held-out passes still to come (a
+        tenth of its planned part at least: a training stopped at once would leave a random
+        linear layer)."""
+        left = settings.seconds - (time.perf_counter() - started) - sum(heldout_seconds[f:])
         planned = settings.seconds * work[f] / sum(work)
         return max(left * work[f] / sum(work[f:]), planned / 10)
 
@@ -242,6 +246,17 @@ def tune_type_network(
     return Tuned(tail_arrays(stage.network, prefixes),
                  stage.linear.weight.detach().numpy().copy(),
                  stage.linear.bias.detach().numpy().copy(), heldout, notes)
+
+
+def heldout_pass_seconds(pass_seconds: float, photos: int, views: Sequence[tuple[int, float]],
+                         trained_view: tuple[int, float]) -> float:
+    """What typing `photos` held-out photos in `views` will cost, given one trunk pass at the
+    trained size took `pass_seconds` (a view's cost grows with its area; the trained view's
+    trunk outputs are cached). Reserved before the trainings share the budget, so that the
+    final training is not the one that shrinks when the held-out passes come."""
+    size = trained_view[0]
+    return pass_seconds * photos * sum((s / size) ** 2 for s, c in views
+                                       if (s, c) != tuple(trained_view))
 
 
 def _logits_for(stage: _Stage, views: _Views, images: Sequence[np.ndarray], held: np.ndarray,
