@@ -120,10 +120,11 @@ DEFAULT_HEAD = HeadSettings(pooling="rmac", whole_photo=True, calibration="clust
 # pipeline (benchmarks/real_photos.py): 0.890, but decided alone 68.3% (right 96.1%) instead of
 # 71.9% (95.7%): the calibration trainings, short of a style cluster, pick a cautious threshold;
 # the tenth run of the same head decided 73.6% (95.9%): coverage moves between calibrations.
-# Budget 840 s: `train` of 2,168 photos 816 s on a CPU where int8 pays, but 934 s on an AVX2-only
-# one (tuning 841, frozen features 41, embedder 39, the rest 13); 760 s brought that to 851 s but
-# the final training to 3.2 epochs instead of 4.1, and the 130 real queries typed 0.862 instead of
-# 0.908, decided 69% instead of 83% (README, tenth run): not kept.
+# Budget 720 s (840 until the eleventh run): with 840, `train` of 2,168 photos took 816 s on a CPU
+# where int8 pays but 934 s on an AVX2-only one (tuning 841, frozen features 41, embedder 39, the
+# rest 13). The trainings now run in NHWC layout (a step 1.6 -> 1.07 s there), so 720 s trains
+# more steps than 840 did, and `train` took 852 s even in a slow spell of that machine (its views
+# 1.6x slower than the run before; README, eleventh run).
 TUNED_HEAD = replace(DEFAULT_HEAD, tune_seconds=720.0, tune_network=LITE1, tune_size=256,
                      type_views=((288, 1.0), (288, 0.8)), frozen_votes=False)
 # the same with Lite0's last stage, run on the home pass (the default until 2026-12-01)
