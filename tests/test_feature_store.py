@@ -22,6 +22,7 @@ from jewelrec.home import Home
 from jewelrec.indexing import EmbeddingCache, build_index, model_fingerprint
 from jewelrec.models import backbone
 from jewelrec.models.base import model_folder
+from jewelrec.models.quantization import activations
 from jewelrec.train import train_home
 
 SHAPE = (len(backbone.POOLINGS), 4)
@@ -137,8 +138,8 @@ def test_index_after_train_runs_only_unseen_images_and_retraining_runs_none(
 ):
     home = Home(tmp_path / "home").ensure()
     home.cache_dir.mkdir()  # the tiny home's ONNX export spares this home one
-    shutil.copyfile(Path(tiny_home) / "cache" / backbone.INT8_ONNX_NAME,
-                    home.cache_dir / backbone.INT8_ONNX_NAME)
+    shutil.copyfile(Path(tiny_home) / "cache" / backbone.INT8_ONNX_NAMES[activations()],
+                    home.cache_dir / backbone.INT8_ONNX_NAMES[activations()])
     ingest(tiny_catalog / "catalog.csv", home, progress=False)
     train_home(home, progress=False)
     assert sum(fresh_backbone) > 0

@@ -158,8 +158,9 @@ def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
     captured before keeps answering on its own, untouched."""
     import shutil
 
-    from jewelrec.models.backbone import INT8_ONNX_NAME
+    from jewelrec.models.backbone import INT8_ONNX_NAMES
     from jewelrec.models.base import model_folder
+    from jewelrec.models.quantization import activations
     from jewelrec.search import versions
     from jewelrec.snapshot import load_snapshot
 
@@ -168,8 +169,8 @@ def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
     first, second = Recommender.open(tiny_home), Recommender.open(other)
     one, two = first.snapshot, second.snapshot
     assert one.backbone is not two.backbone and one.backbone._session is not two.backbone._session
-    assert one.backbone.onnx_path == Home(tiny_home).cache_dir / INT8_ONNX_NAME
-    assert two.backbone.onnx_path == other.cache_dir / INT8_ONNX_NAME
+    assert one.backbone.onnx_path == Home(tiny_home).cache_dir / INT8_ONNX_NAMES[activations()]
+    assert two.backbone.onnx_path == other.cache_dir / INT8_ONNX_NAMES[activations()]
     for snap in (one, two):
         assert snap.embedder.backbone is snap.classifier.backbone is snap.backbone
         assert snap.backbone.runtime == "onnxruntime"

@@ -35,7 +35,7 @@ from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.home import FP32, INT8, PRECISIONS, Home, atomic_path
 from jewelrec.imaging.colour import SIGNATURE_DIM, colour_signatures
 from jewelrec.models.base import FitReport
-from jewelrec.models.quantization import RECIPE as QUANTIZATION_RECIPE
+from jewelrec.models.quantization import ACTIVATIONS, activations, recipe
 
 if TYPE_CHECKING:
     from jewelrec.models.efficientnet_lite import EfficientNetLite0
@@ -57,8 +57,11 @@ BATCH_SIZE = 8  # larger batches are not faster per image on a 2-core CPU
 ADAPTED_ONNX_NAME = f"{BACKBONE}-adapted.onnx"  # an adapted embedder's network, in its folder
 TAIL_ARRAY_PREFIX = "tail."  # an adapted embedder's arrays holding the last block's weights
 ONNX_NAME = f"{BACKBONE}-maps-trunk.onnx"  # the graph returns the last map and the trunk's
-INT8_ONNX_NAME = f"{BACKBONE}-maps-trunk-s8s8.onnx"  # the same, quantised (models/quantization.py)
-HOME_GRAPHS = (ONNX_NAME, INT8_ONNX_NAME)  # in a home's cache (not an adapted embedder's folder)
+# the same, quantised, named by its activations (models/quantization.py: unsigned on a CPU with
+# VNNI): a home moved to a CPU of the other kind makes its own graph beside the first
+INT8_ONNX_NAMES = {a: f"{BACKBONE}-maps-trunk-{a}s8.onnx" for a in ACTIVATIONS}
+HOME_GRAPHS = (ONNX_NAME, *INT8_ONNX_NAMES.values())  # in a home's cache (not an adapted
+# embedder's folder)
 ONNX_INPUT, ONNX_OUTPUTS = "images", ("maps", "logits", "trunk")
 # earlier graphs (without "trunk"; int8 with unsigned activations, models/quantization.py):
 # 4-13 MB each in an upgraded home's cache, removed once the current one opens beside them
@@ -259,6 +262,8 @@ class Backbone:
         self.onnx_path = Path(onnx_path) if onnx_path is not None else None  # never changes
         # "int8": `onnx_path` holds the quantised graph (the torch fallback stays float)
         self.precision = precision
+        # int8 activations, "u8" or "s8" (models/quantization.py), fixed for this backbone's life
+        self.activation = activations() if precision == INT8 else None
         # weights of the last block adapted to a catalog (models/adaptation.py), else ImageNet's
         self.tail = tail
         self._network_copy: EfficientNetLite0 | None = None
@@ -276,7 +281,7 @@ class Backbone:
         by the home's embedder, classifier and attribute heads. `precision`: the home's setting
         unless given (a snapshot gives what its index was embedded with)."""
         precision = precision or home.settings().precision
-        name = INT8_ONNX_NAME if precision == INT8 else ONNX_NAME
+        name = INT8_ONNX_NAMES[activations()] if precision == INT8 else ONNX_NAME
         return cls(home.cache_dir / name, precision=precision)
 
     # -- runners ---------------------------------------------------------------------------
@@ -308,7 +313,7 @@ class Backbone:
 
         return export_int8_graph(network, example, path, ONNX_INPUT, ONNX_OUTPUTS, axes,
                                  ({ONNX_INPUT: photo} for photo in calibration_photos()),
-                                 FLOAT_PREFIXES)
+                                 FLOAT_PREFIXES, self.activation)
 
     def prepare(self) -> bool:
         """Open the session on `onnx_path` now rather than at the first image, exporting the file
@@ -362,7 +367,7 @@ class Backbone:
     def features_tag(self) -> str:
         """What, besides the pixels, decides this backbone's numbers: names its persistent
         feature store and its index's embeddings, so int8 and float features never mix."""
-        return "" if self.precision == FP32 else f"-{QUANTIZATION_RECIPE}"
+        return "" if self.activation is None else f"-{recipe(self.activation)}"
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed (N, 3, S, S) -> (maps (N, 1280, S/32, S/32), logits (N, 1000)), float32."""
@@ -560,15 +565,16 @@ def export_graph(module, example, path: Path, input_name: str, outputs: tuple[st
 
 def export_int8_graph(module, example, path: Path, input_name: str, outputs: tuple[str, ...],
                       axes: dict[str, dict[int, str]], batches: Iterable[dict[str, np.ndarray]],
-                      float_prefixes: tuple[str, ...] = ()) -> Path:
+                      float_prefixes: tuple[str, ...] = (), activation: str | None = None) -> Path:
     """`export_graph`, then quantised into `path` (models/quantization.py) with the activation
-    ranges `batches` give; the float graph lives only in a temporary folder."""
+    ranges `batches` give, activations in `activation` (default: this CPU's choice); the float
+    graph lives only in a temporary folder."""
     from jewelrec.models.quantization import quantize_graph
 
     with tempfile.TemporaryDirectory(prefix="jewelrec-onnx-") as scratch:
         float_graph = export_graph(module, example, Path(scratch) / path.name, input_name,
                                    outputs, axes)
-        return quantize_graph(float_graph, path, batches, float_prefixes)
+        return quantize_graph(float_graph, path, batches, float_prefixes, activation)
 
 
 def _open_session(path: Path, outputs: tuple[str, ...]):
