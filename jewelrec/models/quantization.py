@@ -10,8 +10,8 @@ can be made before a catalog exists, and depends on nothing outside the package.
 photos of other shops with a graph calibrated so (README, "int8 backbone"): type accuracy and
 same-product recall unchanged, a real query's CPU time 0.77x.
 
-What it imports at the top is light (the backbone reads RECIPE on the query path); the quantiser,
-onnx, the renderer and torch are imported only when a graph is made.
+What it imports at the top is light (the backbone asks `activations` and `recipe` on the query
+path); the quantiser, onnx, the renderer and torch are imported only when a graph is made.
 """
 
 from __future__ import annotations
