@@ -120,7 +120,7 @@ def evaluate_home(
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
     fit_views = [(p, image) for p, image in fit_views if (p.id, image) not in flagged]
     query_views = [(p, image) for p, image in query_views if (p.id, image) not in flagged]
-    backbone = Backbone.for_home(home)
+    backbone = Backbone.for_home(home, share_cores=True)  # embed_images' workers overlap runs
     embed_model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     type_model = load_classifier(home.models_dir, classifier_name, backbone=backbone)
     report = EvaluationReport(embedder_name, classifier_name, len(query_views), None)

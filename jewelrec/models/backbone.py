@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import tempfile
 import threading
 import warnings
@@ -35,6 +34,7 @@ from jewelrec.errors import ImageError, NotReadyError
 from jewelrec.home import FP32, INT8, PRECISIONS, Home, atomic_path
 from jewelrec.imaging.colour import SIGNATURE_DIM, colour_signatures
 from jewelrec.models.base import FitReport
+from jewelrec.models.onnx_session import CoreSharingSession
 from jewelrec.models.quantization import ACTIVATIONS, activations, recipe
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class Backbone:
 
     def __init__(
         self, onnx_path: Path | None = None, *, tail: dict[str, np.ndarray] | None = None,
-        precision: str = FP32, architecture: str = BACKBONE,
+        precision: str = FP32, architecture: str = BACKBONE, share_cores: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -266,6 +266,8 @@ class Backbone:
         self.activation = activations() if precision == INT8 else None
         # weights of the last block adapted to a catalog (models/adaptation.py), else ImageNet's
         self.tail = tail
+        # runs that overlap take one core each (bulk embedding's workers, models/onnx_session.py)
+        self.share_cores = share_cores
         self._network_copy: EfficientNetLite0 | None = None
         self._network_lock = threading.Lock()  # not `_lock`: `prepare` holds that to export
         self._session = None  # onnxruntime.InferenceSession once opened
@@ -276,13 +278,15 @@ class Backbone:
         self.store: PooledStore | None = None  # optional persistent cache, see `pooled`
 
     @classmethod
-    def for_home(cls, home: Home, precision: str | None = None) -> Backbone:
+    def for_home(cls, home: Home, precision: str | None = None, *,
+                 share_cores: bool = False) -> Backbone:
         """The runtime for one opened data home: its ONNX file lives in the home's cache, shared
         by the home's embedder, classifier and attribute heads. `precision`: the home's setting
-        unless given (a snapshot gives what its index was embedded with)."""
+        unless given (a snapshot gives what its index was embedded with); `share_cores`: for
+        bulk embedding, whose workers overlap their runs."""
         precision = precision or home.settings().precision
         name = INT8_ONNX_NAMES[activations()] if precision == INT8 else ONNX_NAME
-        return cls(home.cache_dir / name, precision=precision)
+        return cls(home.cache_dir / name, precision=precision, share_cores=share_cores)
 
     # -- runners ---------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> Path:
@@ -322,7 +326,8 @@ class Backbone:
         if not self._tried:
             with self._lock:
                 if not self._tried and self.onnx_path is not None:
-                    self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS)
+                    self._session = open_or_export(self.export_onnx, self.onnx_path, ONNX_OUTPUTS,
+                                                   self.share_cores)
                     self._tried = True
                     if self._session is not None and self.onnx_path.name in HOME_GRAPHS:
                         remove_legacy_graphs(self.onnx_path.parent)
@@ -333,7 +338,7 @@ class Backbone:
         self._private = tempfile.TemporaryDirectory(prefix="jewelrec-onnx-")  # gone at exit
         try:
             session = open_or_export(self.export_onnx, Path(self._private.name) / ONNX_NAME,
-                                     ONNX_OUTPUTS)
+                                     ONNX_OUTPUTS, self.share_cores)
         except Exception as exc:  # torch stays a correct, slower fallback
             log.warning("could not export the backbone to ONNX (%s); running on torch", exc)
             return
@@ -577,32 +582,19 @@ def export_int8_graph(module, example, path: Path, input_name: str, outputs: tup
         return quantize_graph(float_graph, path, batches, float_prefixes, activation)
 
 
-def _open_session(path: Path, outputs: tuple[str, ...]):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    # Idle worker threads must sleep, not spin: spinning burns a core between runs that the
-    # server's other work (decoding, segmentation, the next request) needs (benchmarks/query.py)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    if tuple(o.name for o in session.get_outputs()) != outputs:
-        raise ValueError(f"outputs {[o.name for o in session.get_outputs()]}, not {outputs}")
-    return session
-
-
-def open_or_export(export: Callable[[Path], Path], path: Path, outputs: tuple[str, ...]):
-    """An onnxruntime session on `path` (its outputs checked), exporting the graph there first
-    when the file is missing, damaged or stale; None when it cannot be written (torch then)."""
+def open_or_export(export: Callable[[Path], Path], path: Path, outputs: tuple[str, ...],
+                   share_cores: bool = False) -> CoreSharingSession | None:
+    """An onnxruntime session on `path` (its outputs checked; `share_cores`: see
+    models/onnx_session.py), exporting the graph there first when the file is missing, damaged
+    or stale; None when it cannot be written (torch then)."""
     if path.exists():
         try:
-            return _open_session(path, outputs)
+            return CoreSharingSession(path, outputs, share_cores)
         except Exception as exc:  # a stale or damaged cache file is simply derived again
             log.warning("ONNX file %s unusable (%s)", path, exc)
     try:
         export(path)
-        return _open_session(path, outputs)
+        return CoreSharingSession(path, outputs, share_cores)
     except OSError as exc:  # e.g. a read-only home: slower, still right
         log.warning("cannot write ONNX file %s (%s); running on torch", path, exc)
         return None

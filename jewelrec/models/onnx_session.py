@@ -1,0 +1,76 @@
+"""An onnxruntime session that can give a lone run every core and overlapping runs one core each.
+
+Why: on 2 cores the int8 Lite0 graph at 320 px (batches of 8) ran 101 images/s as one run on
+two threads, 76 on one thread, and 141 as two one-thread runs side by side: one run spreads its
+operators over the cores at about 70% efficiency, and two two-thread runs at once put four
+threads on two cores. Bulk embedding overlaps runs by design (one worker per core, each taking
+its batch from file to vectors, jewelrec/indexing.py), so there a run that overlaps another
+takes one core (files -> vectors 68-76 -> 79-95 images/s), while a run that has the machine to
+itself still takes every core. The server keeps every run on every core (`share_cores=False`):
+its executor's two batches overlap one's model run with the other's Python work as often as
+with its model run, and sharing measured no better there (benchmarks/query.py in rounds, two
+runs each way: 16 clients 1.28-1.35x one client against 1.23-1.26x, but 64 clients 0.91-0.92x
+the best lower level against 0.95-1.00x). The one-thread session opens at the first overlap, so
+a process that never overlaps runs never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def open_session(path: Path, outputs: tuple[str, ...], threads: int | None = None):
+    """An onnxruntime.InferenceSession on `path` computing on `threads` cores (default: all),
+    its outputs checked against `outputs` (ValueError)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    # Idle worker threads must sleep, not spin: spinning burns a core between runs that the
+    # server's other work (decoding, segmentation, the next request) needs (benchmarks/query.py)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if tuple(o.name for o in session.get_outputs()) != outputs:
+        raise ValueError(f"outputs {[o.name for o in session.get_outputs()]}, not {outputs}")
+    return session
+
+
+class CoreSharingSession:
+    """`run` like an InferenceSession's, on every core when no other run is in flight (or
+    `share_cores` is False), else on one core (a second, one-thread session on the graph)."""
+
+    def __init__(self, path: Path, outputs: tuple[str, ...], share_cores: bool = False) -> None:
+        self.path, self.outputs, self.share_cores = Path(path), outputs, share_cores
+        self.cores = os.cpu_count() or 1
+        self._wide = open_session(self.path, outputs, self.cores)
+        self._narrow: Any = self._wide if self.cores == 1 else None
+        self._in_flight = 0
+        self._lock = threading.Lock()  # the in-flight count
+        self._opening = threading.Lock()  # the one-thread session, opened once
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            self._in_flight += 1
+            alone = self._in_flight == 1 or not self.share_cores
+        try:
+            return (self._wide if alone else self._one_core()).run(outputs, feeds)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _one_core(self):
+        if self._narrow is None:
+            with self._opening:
+                if self._narrow is None:
+                    self._narrow = open_session(self.path, self.outputs, threads=1)
+        return self._narrow
