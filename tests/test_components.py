@@ -36,6 +36,9 @@ def test_label_dilate_close_and_boxes_match_scipy():
                               ndimage.binary_dilation(mask, iterations=2))
         assert np.array_equal(components.close_square(mask),
                               ndimage.binary_closing(mask, structure=square))
+        assert np.array_equal(components.erode(mask), ndimage.binary_erosion(mask))
+        assert np.array_equal(components.erode(mask, components.SQUARE),
+                              ndimage.binary_erosion(mask, structure=square))
         checked += 1
     assert checked == 153
 

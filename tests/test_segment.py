@@ -19,6 +19,7 @@ from jewelrec.imaging.segment import (
     largest_object_crop,
     object_boxes,
     split_earring_pair,
+    upper_quartile,
 )
 
 GOLD = (212, 175, 55)
@@ -316,3 +317,12 @@ def test_real_product_earrings_are_cropped_around_the_jewelry():
     assert framed >= len(photos) // 3  # the size check above did run on many
     assert len(failures) <= len(photos) // 8, "\n".join(failures)
     assert pairs >= len(photos) // 2  # most product earring photos show a pair
+
+
+def test_upper_quartile_is_numpys_bit_for_bit():
+    rng = np.random.default_rng(1)
+    for n in [*range(1, 70), 200]:
+        for scale in (1e-3, 1.0, 1e4):
+            values = rng.standard_normal(n) ** 2 * scale
+            assert upper_quartile(values) == np.quantile(values, 0.75)
+    assert upper_quartile(np.array([2.0, 2.0, 2.0])) == 2.0

@@ -17,15 +17,37 @@ import numpy as np
 
 CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # 4-neighbours, ndimage's default 2-d structure
 SQUARE = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+ROW, COLUMN = ((0, -1), (0, 1)), ((-1, 0), (1, 0))  # the square's two factors
 
 
-def _shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """mask moved by (dy, dx): out[y, x] = mask[y - dy, x - dx], False where that is outside."""
+def _regions(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(destination, source) slices moving an (h, w) array by (dy, dx): out[y, x] = in[y - dy,
+    x - dx] wherever that lies inside."""
+    return ((slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))),
+            (slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))))
+
+
+def _grown(mask: np.ndarray, offsets) -> np.ndarray:
+    """mask OR mask moved by each offset (pixels moved in from outside are False)."""
+    out = mask.copy()
+    for dy, dx in offsets:
+        to, frm = _regions(*mask.shape, dy, dx)
+        out[to] |= mask[frm]
+    return out
+
+
+def _shrunk(mask: np.ndarray, offsets) -> np.ndarray:
+    """mask AND mask moved by each offset (pixels moved in from outside are False, so the edge
+    rows and columns a move leaves uncovered become False)."""
     h, w = mask.shape
-    out = np.zeros_like(mask)
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
-        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
+    out = mask.copy()
+    for dy, dx in offsets:
+        to, frm = _regions(h, w, dy, dx)
+        out[to] &= mask[frm]
+        out[: max(dy, 0)] = False
+        out[h + min(dy, 0) :] = False
+        out[:, : max(dx, 0)] = False
+        out[:, w + min(dx, 0) :] = False
     return out
 
 
@@ -33,36 +55,32 @@ def dilate(mask: np.ndarray, offsets=CROSS, iterations: int = 1) -> np.ndarray:
     """Binary dilation by the centre plus `offsets`, repeated (pixels outside count as False)."""
     out = np.asarray(mask, dtype=bool)
     for _ in range(iterations):
-        grown = out.copy()
-        for dy, dx in offsets:
-            grown |= _shifted(out, dy, dx)
-        out = grown
+        out = _grown(out, offsets)
     return out
 
 
 def erode(mask: np.ndarray, offsets=CROSS) -> np.ndarray:
     """Binary erosion by the centre plus `offsets` (pixels outside count as False, so the
     photo's edge erodes)."""
-    out = np.asarray(mask, dtype=bool).copy()
-    for dy, dx in offsets:
-        out &= _shifted(mask, dy, dx)
-    return out
+    return _shrunk(np.asarray(mask, dtype=bool), offsets)
 
 
 def close_square(mask: np.ndarray) -> np.ndarray:
-    """Binary closing with the 3x3 square (ndimage.binary_closing(mask, np.ones((3, 3))))."""
-    return erode(dilate(mask, SQUARE), SQUARE)
+    """Binary closing with the 3x3 square (ndimage.binary_closing(mask, np.ones((3, 3)))).
+    The square is a row of three times a column of three, so each pass takes two moves a
+    direction instead of eight (the same pixels, half the work)."""
+    grown = _grown(_grown(np.asarray(mask, dtype=bool), ROW), COLUMN)
+    return _shrunk(_shrunk(grown, ROW), COLUMN)
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, first column, column after the last) of every run, in raster order."""
     h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded = np.zeros((h, w + 2), dtype=bool)
     padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return rows, starts, ends
+    # each row starts and ends outside a run, so its changes alternate: a start, then an end
+    rows, columns = np.nonzero(padded[:, 1:] != padded[:, :-1])
+    return rows[0::2], columns[0::2], columns[1::2]
 
 
 def _touching_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int):
@@ -109,10 +127,12 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     numbering = np.empty(len(unique_roots), dtype=np.int32)
     numbering[np.argsort(first_run, kind="stable")] = np.arange(1, len(unique_roots) + 1)
     run_labels = numbering[np.searchsorted(unique_roots, roots)]
-    flat = np.zeros(h * w + 1, dtype=np.int64)  # +label at a run's start, -label after its end
-    np.add.at(flat, rows * w + starts, run_labels)
-    np.add.at(flat, rows * w + ends, -run_labels)
-    return np.cumsum(flat[:-1]).astype(np.int32).reshape(h, w), len(unique_roots)
+    flat = np.zeros(h * w + 1, dtype=np.int32)  # +label at a run's start, -label after its end
+    # no two runs start (or end) at one pixel, so plain indexing adds each once; a run may end
+    # where the next row's starts, hence two steps
+    flat[rows * w + starts] += run_labels
+    flat[rows * w + ends] -= run_labels
+    return np.cumsum(flat[:-1], dtype=np.int32).reshape(h, w), len(unique_roots)
 
 
 def bounding_boxes(labels: np.ndarray, count: int) -> list[tuple[slice, slice] | None]:

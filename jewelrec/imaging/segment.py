@@ -356,7 +356,7 @@ def _background_distance(img: np.ndarray) -> np.ndarray:
     for _ in range(2):
         coef, *_ = np.linalg.lstsq(design[keep], colours[keep], rcond=None)
         residual = ((design @ coef - colours) ** 2).sum(axis=1)
-        keep = residual <= np.quantile(residual, 0.75)
+        keep = residual <= upper_quartile(residual)
     c = coef.astype(np.float32)
     x = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
     y = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
@@ -367,6 +367,19 @@ def _background_distance(img: np.ndarray) -> np.ndarray:
         difference = img[:, :, channel] - (by_row + by_column + y * (c[5, channel] * x))
         squared += difference * difference
     return np.sqrt(squared)
+
+
+def upper_quartile(values: np.ndarray) -> float:
+    """np.quantile(values, 0.75) of a 1-d float64 array, bit for bit (linear interpolation, as
+    numpy blends), without its generic machinery: ten times faster on the few dozen border
+    samples it sees here."""
+    ordered = np.sort(values)
+    position = 0.75 * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    low, high, t = float(ordered[below]), float(ordered[above]), position - below
+    step = high - low
+    return high - step * (1 - t) if t >= 0.5 else low + step * t
 
 
 def _border_samples(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
