@@ -40,6 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +60,7 @@ from jewelrec.models.autoencoder import IMAGE_SIZE as PROTOTYPE_SIZE
 from jewelrec.models.autoencoder import AutoencoderEmbedder, ConvAutoencoder
 
 VIEWS = 2
+ROUNDS = 3  # the pipelines take turns, each round on its own third of the images
 PEAK_N = 2048  # matrix size for the peak: large enough that the product is compute-bound
 PEAK_REPEATS = 3  # products per burst
 TARGET_OF_MODEL = 0.60  # issue 11: files -> vectors at >= 60% of the model's batched speed
@@ -318,8 +320,11 @@ def demo_home(folder: Path, images: int) -> tuple[Home, list[str], float, dict]:
 
 
 def measure(home: Home, names: list[str], onnx_path: Path, precision: str, peak: Peak,
-            macs: int, prototype_macs: int) -> tuple[list[Measured], StageTimes]:
-    """Each stage alone, then the pipelines, each with the peak measured around it."""
+            macs: int, prototype_macs: int, rounds: int) -> tuple[list[Measured], StageTimes]:
+    """Each stage alone, then the pipelines, each with the peak measured around it. The
+    pipelines take turns in `rounds` rounds on a share of the images each: two rows measured
+    minutes apart on this shared machine differed by up to 1.3x in the matmul peak around
+    them, which moved their ratio as much."""
     paths, n = [home.image_path(name) for name in names], len(names)
     size = SETTINGS.input_size
     decoded: list[np.ndarray] = []
@@ -338,21 +343,44 @@ def measure(home: Home, names: list[str], onnx_path: Path, precision: str, peak:
         Measured(f"pool ({', '.join(backbone.POOLINGS)} of the maps), alone", n,
                  pooling_only(n, size)),
     ]
+    model_labels = {runs: f"{MODEL_ROW} (ONNX at {size} px, batches of {backbone.BATCH_SIZE}, "
+                          f"{runs} side by side)" for runs in sorted({1, THREADS})}
+    pipelines = {label: Measured(label, 0, 0.0, macs) for label in
+                 [*model_labels.values(), "EfficientNetEmbedder.embed (bulk)", INGEST_ROW]}
+    prototype_label = "prototype: decode + autoencoder 100px"
+    pipelines[prototype_label] = Measured(prototype_label, 0, 0.0, prototype_macs)
+    peaks: dict[str, list[float]] = defaultdict(list)
+    stages = StageTimes()
+
+    def timed_part(label: str, images: int, fn: Callable[[], float]) -> None:
+        seconds, around = peak.around(fn)
+        pipelines[label].images += images
+        pipelines[label].seconds += seconds
+        peaks[label].append(around)
+
     net = fresh_embedder(onnx_path, precision).backbone
-    for runs in sorted({1, THREADS}):
-        seconds, around = peak.around(lambda runs=runs: model_only(net, framed, runs))
-        rows.append(Measured(f"{MODEL_ROW} (ONNX at {size} px, batches of {backbone.BATCH_SIZE}, "
-                             f"{runs} side by side)", n, seconds, macs, around))
-    embedder = fresh_embedder(onnx_path, precision)
-    seconds, around = peak.around(lambda: timed(lambda: embedder.embed(framed, masks)))
-    rows.append(Measured("EfficientNetEmbedder.embed (bulk)", n, seconds, macs, around))
-    embedder, stages = fresh_embedder(onnx_path, precision), StageTimes()
-    seconds, around = peak.around(lambda: timed(
-        lambda: embed_images(home, embedder, names, progress=False, stages=stages)))
-    rows.append(Measured(INGEST_ROW, n, seconds, macs, around))
-    seconds, around = peak.around(lambda: prototype_pipeline(paths))
-    rows.append(Measured("prototype: decode + autoencoder 100px", n, seconds, prototype_macs,
-                         around))
+
+    def one_round(part: slice) -> None:
+        count = part.stop - part.start
+        for runs, label in model_labels.items():
+            timed_part(label, count, partial(model_only, net, framed[part], runs))
+        bulk = fresh_embedder(onnx_path, precision)
+        timed_part("EfficientNetEmbedder.embed (bulk)", count,
+                   lambda: timed(lambda: bulk.embed(framed[part], masks[part])))
+        files = fresh_embedder(onnx_path, precision)
+        timed_part(INGEST_ROW, count, lambda: timed(lambda: embed_images(
+            home, files, names[part], progress=False, stages=stages)))
+        timed_part(prototype_label, count, lambda: prototype_pipeline(paths[part]))
+
+    for turn in range(rounds):  # each round its own images: no feature memory helps a pipeline
+        one_round(slice(turn * n // rounds, (turn + 1) * n // rounds))
+        print(f"  round {turn + 1}/{rounds}: files -> vectors "
+              f"{pipelines[INGEST_ROW].images_per_s:.1f} images/s, model alone "
+              f"{max(pipelines[m].images_per_s for m in model_labels.values()):.1f} so far",
+              flush=True)
+    for label, row in pipelines.items():
+        row.peak = statistics.median(peaks[label])
+    rows += pipelines.values()
     return rows, stages
 
 
@@ -360,6 +388,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=600, help="demo images (default 600)")
     parser.add_argument("--no-profile", action="store_true", help="skip the ONNX profile")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help=f"rounds in which the pipelines take turns (default {ROUNDS})")
     parser.add_argument("--precision", choices=PRECISIONS, default=Settings().precision,
                         help="the backbone's arithmetic (default: a new home's)")
     args = parser.parse_args()
@@ -376,7 +406,7 @@ def main() -> None:
         print(f"measuring on {len(names)} images ...", flush=True)
         peak = Peak(THREADS)
         rows, stages = measure(home, names, onnx_path, args.precision, peak, macs,
-                               prototype_macs)
+                               prototype_macs, max(1, min(args.rounds, len(names))))
         profile, profile_peak = ([], None) if args.no_profile else peak.around(
             lambda: onnx_profile(onnx_path, [load_image(home.image_path(n))
                                              for n in names[: backbone.BATCH_SIZE]], folder))
