@@ -8,10 +8,10 @@ its batch from file to vectors, jewelrec/indexing.py), so there a run that overl
 takes one core (files -> vectors 68-76 -> 79-95 images/s), while a run that has the machine to
 itself still takes every core. The server keeps every run on every core (`share_cores=False`):
 its executor's two batches overlap one's model run with the other's Python work as often as
-with its model run, and sharing measured no better there (benchmarks/query.py in rounds, two
-runs each way: 16 clients 1.28-1.35x one client against 1.23-1.26x, but 64 clients 0.91-0.92x
-the best lower level against 0.95-1.00x). The one-thread session opens at the first overlap, so
-a process that never overlaps runs never pays for it.
+with its model run, and sharing measured no better there (benchmarks/query.py in rounds,
+three runs each way: 64 clients 0.91-0.97x the best lower level against 0.95-1.00x). The
+one-thread session opens at the first overlap, so a process that never overlaps runs never pays
+for it.
 """
 
 from __future__ import annotations
