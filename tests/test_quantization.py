@@ -167,13 +167,13 @@ def test_the_tuned_type_stage_runs_in_int8_on_the_homes_trunk(pair, photos, tmp_
     trunk."""
     from jewelrec.models.adaptation import tail_arrays, tail_prefixes
     from jewelrec.models.backbone import load_torch_model
-    from jewelrec.models.heads import TUNED_ONNX_NAMES
+    from jewelrec.models.heads import TUNED_STAGE_STEM, tuned_onnx_name
     from jewelrec.models.tuned_stage import TunedStage
 
     float_one, int8_one = pair
     tail = tail_arrays(load_torch_model(), tail_prefixes(11))
-    float_stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[FP32], tail)
-    int8_stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[INT8], tail, INT8)
+    float_stage = TunedStage(tmp_path / tuned_onnx_name(TUNED_STAGE_STEM, FP32), tail)
+    int8_stage = TunedStage(tmp_path / tuned_onnx_name(TUNED_STAGE_STEM, INT8), tail, INT8)
     assert int8_stage.prepare() and int8_stage.runtime == "onnxruntime"
     ops = {node.op_type for node in onnx.load(str(int8_stage.onnx_path)).graph.node}
     assert "QuantizeLinear" in ops

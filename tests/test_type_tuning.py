@@ -19,11 +19,13 @@ from jewelrec.models.heads import (
     TUNED_HEAD,
     TUNED_LITE0_HEAD,
     TUNED_MIN_IMAGES,
-    TUNED_NETWORK_ONNX_NAMES,
-    TUNED_ONNX_NAMES,
+    TUNED_NETWORK_STEM,
+    TUNED_STAGE_STEM,
     EfficientNetTunedHeadClassifier,
     HeadSettings,
+    tuned_onnx_name,
 )
+from jewelrec.models.quantization import ACTIVATIONS_VARIABLE
 from jewelrec.models.type_tuning import TuneSettings, tune_type_network
 
 KINDS = ["ring", "earring", "necklace"]
@@ -59,8 +61,8 @@ def test_stage_weights_are_checked_as_a_whole_stretch():
 
 
 @pytest.mark.parametrize("settings, first_block, graph", [
-    (TUNED_HEAD, 15, TUNED_NETWORK_ONNX_NAMES[FP32]),
-    (TUNED_LITE0_HEAD, 11, TUNED_ONNX_NAMES[FP32])])
+    (TUNED_HEAD, 15, tuned_onnx_name(TUNED_NETWORK_STEM, FP32)),
+    (TUNED_LITE0_HEAD, 11, tuned_onnx_name(TUNED_STAGE_STEM, FP32))])
 def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
         tmp_path, settings, first_block, graph):
     images, labels = _photos(30)
@@ -88,17 +90,18 @@ def test_tuned_head_learns_calibrates_saves_its_network_and_reloads(
     loaded = EfficientNetTunedHeadClassifier.load(tmp_path)
     assert loaded.settings.tune_network == settings.tune_network
     runs = loaded.tuned_network if settings.tune_network == LITE1 else loaded.tuned_stage
-    if settings.tune_network == BACKBONE:
-        assert not legacy.exists()
+    assert not legacy.exists()
     assert runs.runtime == "onnxruntime" and not loaded.tuned_head.normalise
     assert runs.onnx_path == tmp_path / graph
     assert loaded.tuned_head.temperature == pytest.approx(model.tuned_head.temperature)
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), probabilities, atol=1e-4)
 
 
-def test_in_an_int8_home_the_tuned_lite1_gets_an_int8_graph_that_agrees(tmp_path):
+def test_in_an_int8_home_the_tuned_lite1_gets_an_int8_graph_that_agrees(tmp_path, monkeypatch):
     """The tuned network computes as the home's backbone does: an int8 home saves (and reloads)
-    the tuned Lite1 as an int8 graph, whose answers stay those of the float network."""
+    the tuned Lite1 as an int8 graph of this CPU's activations, whose answers stay those of the
+    float network; moved to a CPU of the other kind, the home derives its own graph."""
+    monkeypatch.setenv(ACTIVATIONS_VARIABLE, "u8")  # as on a CPU with VNNI
     images, labels = _photos(30)
     home_network = Backbone(tmp_path / "home-int8.onnx", precision=INT8)
     model = EfficientNetTunedHeadClassifier(replace(TUNED_HEAD, tune_seconds=4.0),
@@ -106,13 +109,25 @@ def test_in_an_int8_home_the_tuned_lite1_gets_an_int8_graph_that_agrees(tmp_path
     model.min_images = 20
     model.fit(images, labels, progress=False)
     float_answers = model.predict_proba(images[:6])  # the tuned network on torch, before saving
-    model.save(tmp_path / "classifier")
-    assert (tmp_path / "classifier" / TUNED_NETWORK_ONNX_NAMES[INT8]).is_file()
-    assert not (tmp_path / "classifier" / TUNED_NETWORK_ONNX_NAMES[FP32]).exists()
-    loaded = EfficientNetTunedHeadClassifier.load(tmp_path / "classifier", backbone=home_network)
+    folder = tmp_path / "classifier"
+    model.save(folder)
+    graph = folder / tuned_onnx_name(TUNED_NETWORK_STEM, INT8)
+    assert graph.name == f"{TUNED_NETWORK_STEM}-int8-u8s8.onnx" and graph.is_file()
+    assert not (folder / tuned_onnx_name(TUNED_NETWORK_STEM, FP32)).exists()
+    loaded = EfficientNetTunedHeadClassifier.load(folder, backbone=home_network)
     assert loaded.tuned_network.precision == INT8
     assert loaded.tuned_network.runtime == "onnxruntime"
     np.testing.assert_allclose(loaded.predict_proba(images[:6]), float_answers, atol=0.1)
+    # moved to a CPU without VNNI (where U8S8 saturates): a graph of its own kind from the saved
+    # weights; the earlier version's graph, named without its kind, goes; the other kind's stays
+    legacy = folder / f"{TUNED_NETWORK_STEM}-int8.onnx"
+    legacy.write_bytes(b"quantised for whichever CPU trained it")
+    monkeypatch.setenv(ACTIVATIONS_VARIABLE, "s8")
+    moved = EfficientNetTunedHeadClassifier.load(folder, backbone=home_network)
+    assert moved.tuned_network.onnx_path.name == f"{TUNED_NETWORK_STEM}-int8-s8s8.onnx"
+    assert moved.tuned_network.activation == "s8" and moved.tuned_network.onnx_path.is_file()
+    assert graph.is_file() and not legacy.exists()
+    np.testing.assert_allclose(moved.predict_proba(images[:6]), float_answers, atol=0.1)
 
 
 def test_the_budget_bounds_training_and_splits_index_the_photos():
@@ -222,7 +237,7 @@ def test_the_stage_on_the_trunk_equals_the_whole_tuned_network(tmp_path):
     for name in [k for k in tail if k.endswith("weight")][:6]:  # a stage unlike ImageNet's
         tail[name] = tail[name] * rng.uniform(0.5, 1.5, tail[name].shape).astype(np.float32)
     whole = adapted_network(tail)
-    stage = TunedStage(tmp_path / TUNED_ONNX_NAMES[FP32], tail)
+    stage = TunedStage(tmp_path / tuned_onnx_name(TUNED_STAGE_STEM, FP32), tail)
     assert stage.prepare() and stage.runtime == "onnxruntime"
     home = Backbone(tmp_path / "home.onnx")
     images, _ = _photos(3)

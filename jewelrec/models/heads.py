@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jewelrec.errors import NotReadyError
-from jewelrec.home import FP32, INT8
+from jewelrec.home import FP32
 from jewelrec.models.backbone import (
     BACKBONE,
     INPUT_SIZE,
@@ -37,6 +37,7 @@ from jewelrec.models.backbone import (
     remove_legacy_graphs,
 )
 from jewelrec.models.base import FitReport, Image
+from jewelrec.models.quantization import activations
 from jewelrec.models.tuned_stage import TunedStage
 
 CALIBRATION_FOLDS = 5
@@ -134,15 +135,22 @@ TUNED_CALIBRATION_FOLDS = 2  # of the frozen head's style-cluster folds, the tun
 # again on the first two (each one more training): their held-out styles fit its temperature and
 # the threshold. Two halves of the catalog instead were too similar to each other: the threshold
 # they gave decided 77% of other shops' photos but only 94.0% right (benchmarks/real_photos.py).
-# the tuned stage's graph in the classifier's folder (models/tuned_stage.py), by precision
-TUNED_ONNX_NAMES = {FP32: "efficientnet-lite0-type-stage.onnx",
-                    INT8: "efficientnet-lite0-type-stage-int8.onnx"}
-# a tuned Lite1, whole, in the same folder, by precision (int8 as the home's backbone is: the
-# pass in 0.6x the time on a CPU with VNNI, the same answers, benchmarks/real_photos.py; a home
-# trained before the signed-activation recipe keeps its graph until `train` runs again)
-TUNED_NETWORK_ONNX_NAMES = {FP32: f"{LITE1}-type.onnx", INT8: f"{LITE1}-type-int8.onnx"}
-# the whole tuned network, run as a second pass before the stage took the home's trunk (13 MB)
-LEGACY_TUNED_ONNX_NAMES = ("efficientnet-lite0-type.onnx",)
+# the tuned stage's graph in the classifier's folder (models/tuned_stage.py), and a tuned Lite1,
+# whole, in the same folder (int8 as the home's backbone is: the pass in 0.6x the time on a CPU
+# with VNNI, the same answers, benchmarks/real_photos.py)
+TUNED_STAGE_STEM, TUNED_NETWORK_STEM = "efficientnet-lite0-type-stage", f"{LITE1}-type"
+# earlier graphs: the whole tuned network, run as a second pass before the stage took the home's
+# trunk (13 MB); int8 graphs named without their activations, which took the kind of the CPU
+# that trained them (a home moved to a CPU without VNNI ran its U8S8 graph saturated)
+LEGACY_TUNED_ONNX_NAMES = ("efficientnet-lite0-type.onnx", f"{TUNED_STAGE_STEM}-int8.onnx",
+                           f"{TUNED_NETWORK_STEM}-int8.onnx")
+
+
+def tuned_onnx_name(stem: str, precision: str) -> str:
+    """A tuned type graph's file name: the float graph, or the int8 graph of this CPU's
+    activations (models/quantization.py), so a home moved to a CPU of the other kind derives its
+    own from the weights instead of running one quantised for the other."""
+    return f"{stem}.onnx" if precision == FP32 else f"{stem}-int8-{activations()}s8.onnx"
 
 
 @dataclass
@@ -597,12 +605,13 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
         if self.settings.tune_network == LITE1:
             self.tuned_network = (
                 Backbone(None, tail=tail, architecture=LITE1) if folder is None else
-                Backbone(folder / TUNED_NETWORK_ONNX_NAMES[precision], tail=tail,
+                Backbone(folder / tuned_onnx_name(TUNED_NETWORK_STEM, precision), tail=tail,
                          precision=precision, architecture=LITE1))
         elif folder is None:
             self.tuned_stage = TunedStage(None, tail)
         else:
-            self.tuned_stage = TunedStage(folder / TUNED_ONNX_NAMES[precision], tail, precision)
+            self.tuned_stage = TunedStage(folder / tuned_onnx_name(TUNED_STAGE_STEM, precision),
+                                          tail, precision)
 
     def save(self, folder: Path) -> None:
         super().save(folder)
@@ -634,8 +643,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                                np.zeros(dim, np.float32), np.ones(dim, np.float32),
                                temperature=float(config["tuned_temperature"]), normalise=False)
         self._bind_tuned(folder, tail)
-        if self.tuned_network is not None:
-            self.tuned_network.prepare()
-        elif self.tuned_stage is not None and self.tuned_stage.prepare():
+        runner = self._tuned_runner()
+        if runner is not None and runner.prepare():
             remove_legacy_graphs(folder, LEGACY_TUNED_ONNX_NAMES)
 
