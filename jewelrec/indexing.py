@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -50,6 +52,10 @@ FINGERPRINT_IGNORES = {"training.json"}  # run records (timestamps, losses), not
 # cached embeddings and published indexes are not mixed with the new ones (`model_fingerprint`).
 # 2: the colour signature reads the framing's mask, less its rim (imaging/colour.py).
 VECTORS_VERSION = 2
+# An embedding cache's folder: "<embedder>-<fingerprint><features tag>" (`EmbeddingCache`); the
+# recognition features' embedder is "recognition-<embedder>-<fingerprint>", whose own fingerprint
+# is then the model's.
+CACHE_FOLDER = re.compile(r"(?P<name>.+)-(?P<fingerprint>[0-9a-f]{16})(?P<tag>-.+)?")
 log = logging.getLogger(__name__)
 
 
@@ -163,6 +169,30 @@ class EmbeddingCache:
             tmp.write_text(json.dumps(names))
         for part in parts:
             part.unlink(missing_ok=True)
+
+
+def prune_stale_embeddings(home: Home, embedder_name: str, fingerprint: str) -> list[str]:
+    """Remove the embedding caches of `embedder_name`'s earlier models (and their recognition
+    features): a retrained model has a new fingerprint, so its predecessor's vectors can never
+    be read again, and a shop that retrains every week would otherwise keep every week's
+    (about 20 MB per 6,000 images). Caches of other embedders, of the current model in the
+    other int8 kind (a home moved back reads them again) and of title vectors stay.
+    Returns the names of the folders removed."""
+    folder = home.cache_dir / "embeddings"
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = CACHE_FOLDER.fullmatch(entry.name)
+        if (entry.is_dir() and match is not None
+                and match["name"] in {embedder_name, f"recognition-{embedder_name}"}
+                and match["fingerprint"] != fingerprint):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    if removed:
+        log.info("removed %d embedding caches of earlier models: %s", len(removed),
+                 ", ".join(removed))
+    return removed
 
 
 def _embedded_batches(
@@ -354,6 +384,7 @@ def build_index(
         version = versions.publish(home, building, meta)
     stages.write += time.perf_counter() - write_start
     home.update_settings(embedder=embedder_name, backend=backend, milvus_uri=milvus_uri)
+    prune_stale_embeddings(home, embedder_name, fingerprint)
     return IndexReport(
         version=version,
         backend=backend,

@@ -1,6 +1,7 @@
 """`embed_images`, the bulk path of `jewelrec index`: several batches embedded at once (one
 worker per core) still give every readable image its own vector, in the caller's order, skip an
-unreadable file with a warning, and fill the embedding cache so the next run embeds nothing."""
+unreadable file with a warning, and fill the embedding cache so the next run embeds nothing;
+`index` removes the caches of the embedder's earlier models, and only those."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from jewelrec.home import Home
 from jewelrec.imaging.focus import frame_piece
 from jewelrec.imaging.io import load_image
-from jewelrec.indexing import BATCH_SIZE, EmbeddingCache, embed_images
+from jewelrec.indexing import BATCH_SIZE, EmbeddingCache, embed_images, prune_stale_embeddings
 
 
 class MeanColour:
@@ -114,3 +115,38 @@ def test_an_embedder_error_stops_the_run_instead_of_embedding_the_rest(home):
     with pytest.raises(RuntimeError, match="out of memory"):
         embed_images(home, model, names, progress=False, workers=1)
     assert model.calls <= 4  # the failed batch and those already handed out, not the ten others
+
+
+def test_the_caches_of_earlier_models_go_and_the_rest_stay(home):
+    home, _ = home
+    current, earlier = "0123456789abcdef", "fedcba9876543210"
+    kind = "-int8-qdq-u8s8-minmax-synth64-float01-v2"
+    kept = [f"efficientnet-{current}{kind}",
+            f"efficientnet-{current}-int8-qdq-s8s8-minmax-synth64-float01-v2",  # other CPU kind
+            f"recognition-efficientnet-{current}",
+            f"efficientnet-gap-{earlier}",  # another embedder's model
+            f"text-all-MiniLM-L6-v2-{earlier}", "notes"]
+    gone = [f"efficientnet-{earlier}{kind}", f"efficientnet-{earlier}",
+            f"recognition-efficientnet-{earlier}"]
+    folder = home.cache_dir / "embeddings"
+    for name in kept + gone:
+        (folder / name).mkdir(parents=True)
+    assert sorted(prune_stale_embeddings(home, "efficientnet", current)) == sorted(gone)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
+    assert prune_stale_embeddings(Home(home.root / "elsewhere"), "efficientnet", current) == []
+
+
+def test_index_removes_the_embeddings_of_a_model_it_no_longer_has(tiny_home, tmp_path):
+    import shutil
+
+    from jewelrec.indexing import build_index
+
+    copy = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    folder = copy.cache_dir / "embeddings"
+    current = sorted(p.name for p in folder.iterdir())
+    stale = folder / "efficientnet-fedcba9876543210"  # a model trained before this one
+    stale.mkdir()
+    (stale / "vectors.npy").write_bytes(b"vectors nobody can read again")
+    report = build_index(copy, progress=False)
+    assert report.embedded == 0  # the current model's cache served every image
+    assert sorted(p.name for p in folder.iterdir()) == current
