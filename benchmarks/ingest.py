@@ -344,7 +344,8 @@ def measure(home: Home, names: list[str], onnx_path: Path, precision: str, peak:
                  pooling_only(n, size)),
     ]
     model_labels = {runs: f"{MODEL_ROW} (ONNX at {size} px, batches of {backbone.BATCH_SIZE}, "
-                          f"{runs} side by side)" for runs in sorted({1, THREADS})}
+                          + ("one run at a time)" if runs == 1 else f"{runs} runs side by side)")
+                    for runs in sorted({1, THREADS})}
     pipelines = {label: Measured(label, 0, 0.0, macs) for label in
                  [*model_labels.values(), "EfficientNetEmbedder.embed (bulk)", INGEST_ROW]}
     prototype_label = "prototype: decode + autoencoder 100px"
