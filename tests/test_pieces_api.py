@@ -197,6 +197,31 @@ def test_finding_the_piece_of_a_one_piece_photo_costs_no_backbone_pass(
     assert with_pieces == sum(counts) > 0
 
 
+def test_a_query_segments_its_photo_once_and_frames_it_as_before(
+        tiny_home, tiny_query_photo, monkeypatch):
+    """The piece finder and the framing share one segmentation of the photo (it was computed
+    twice); the framing it gives is the one computed on its own."""
+    from jewelrec.imaging import focus, segment
+
+    recommender = Recommender.open(tiny_home)
+    photo = noisy(tiny_query_photo, 3)
+    prepared = recommender.prepare(photo)
+    calls = []
+    original = segment.objects_and_mask
+
+    def counted(img, *args, **kwargs):
+        calls.append(img.shape)
+        return original(img, *args, **kwargs)
+
+    monkeypatch.setattr(segment, "objects_and_mask", counted)
+    monkeypatch.setattr(focus, "objects_and_mask", counted)
+    framing = recommend.frame(recommender.snapshot, prepared)
+    assert len(calls) == 1 and len(framing.pieces) == 1
+    alone = focus.frame_piece(prepared.image)
+    assert framing.box == alone.box and np.array_equal(framing.focused, alone.image)
+    assert np.array_equal(framing.mask, alone.mask)
+
+
 def test_a_piece_of_a_set_is_typed_once_where_the_finder_typed_it(
         tiny_home, the_set, monkeypatch):
     """The query types the chosen piece on the pixels the piece finder typed it on: the answer's

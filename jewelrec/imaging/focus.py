@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jewelrec.imaging.segment import Box, crop, objects, objects_and_mask
+from jewelrec.imaging.segment import Box, Segmentation, crop, objects, objects_and_mask
 
 COMPANION_AREA_FRACTION = 0.15
 MARGIN = 0.08
@@ -57,15 +57,18 @@ def _piece_box(boxes: Sequence[Box], w: int, h: int) -> Box | None:
     return union
 
 
-def frame_piece(img: np.ndarray, box: Box | None = None, *, auto: bool = True) -> Framed:
-    """Crop to the caller's box, else (when `auto`) to the piece, with the piece's mask."""
+def frame_piece(img: np.ndarray, box: Box | None = None, *, auto: bool = True,
+                segmentation: Segmentation | None = None) -> Framed:
+    """Crop to the caller's box, else (when `auto`) to the piece, with the piece's mask.
+    `segmentation`: `objects_and_mask(img)` when the caller has it already (a query's piece
+    finder segmented the same photo), so it is not computed twice."""
     h, w = img.shape[:2]
     if box is not None:
         box = box.crop_in(w, h)
         return Framed(crop(img, box), box)
     if not auto:
         return Framed(img, None)
-    found, mask, factor = objects_and_mask(img)
+    found, mask, factor = segmentation if segmentation is not None else objects_and_mask(img)
     union = _piece_box([b for b, _ in found], w, h)
     region = union if union is not None else Box(0, 0, w, h)
     framed = crop(img, union) if union is not None else img

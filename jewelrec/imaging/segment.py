@@ -251,9 +251,13 @@ def objects(
     return objects_and_mask(img, min_area_fraction)[0]
 
 
+# `objects_and_mask`'s answer: the objects, the mask on the small copy, its shrink factor
+Segmentation = tuple[list[tuple[Box, int]], np.ndarray, int]
+
+
 def objects_and_mask(
     img: np.ndarray, min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
-) -> tuple[list[tuple[Box, int]], np.ndarray, int]:
+) -> Segmentation:
     """(`objects`, the foreground mask on the small copy they were found on, its shrink factor):
     one segmentation for a caller that wants the boxes and the mask (imaging/focus.py frames the
     piece and hands its mask on to the colour signature)."""

@@ -59,13 +59,15 @@ def find_pieces(
     *,
     max_pieces: int = MAX_PIECES,
     backbone: Backbone | None = None,
+    segmentation: segment.Segmentation | None = None,
 ) -> list[Piece]:
     """The pieces in a photo, most salient first; at least one (the framed piece or the photo).
 
     `classifier` is the home's type classifier (`predict_proba(images)`, `classes`); activation
     maps also need its linear `head` and a backbone (`backbone=`, else the classifier's own
-    `backbone`, else a default one). Raises ImageError for an unusable image, ValueError for a bad
-    `max_pieces`, NotReadyError for an untrained classifier.
+    `backbone`, else a default one). `segmentation`: the photo's (`segment_photo`), when the
+    caller frames the same photo too. Raises ImageError for an unusable image, ValueError for a
+    bad `max_pieces`, NotReadyError for an untrained classifier.
     """
     img = _rgb(image)
     if isinstance(max_pieces, bool) or not isinstance(max_pieces, int) or max_pieces < 1:
@@ -74,7 +76,7 @@ def find_pieces(
     if not classes:
         raise NotReadyError("finding pieces needs a trained type classifier (it has no classes)")
     h, w = img.shape[:2]
-    objects = segment.objects(img)
+    objects = (segmentation if segmentation is not None else segment.objects_and_mask(img))[0]
     clean = bool(objects)  # a clean backdrop: the objects are the pieces' parts
     edges = edge_labels(img)
     cams, missed = None, []
@@ -92,6 +94,13 @@ def find_pieces(
     context = Context(classes, w, h, cams)
     decide = decide_clean if clean else decide_busy
     return typer.settle(decide(candidates, typer, context)[:max_pieces], context)
+
+
+def segment_photo(image: Image.Image | np.ndarray) -> segment.Segmentation:
+    """The photo's segmentation (imaging/segment.py `objects_and_mask`), for a caller that
+    both finds the pieces and frames the photo: a query segments it once (ImageError for an
+    unusable image, as `find_pieces`)."""
+    return segment.objects_and_mask(_rgb(image))
 
 
 def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
