@@ -117,3 +117,16 @@ def test_a_homes_bulk_backbone_shares_the_cores_and_its_serving_one_does_not(tmp
     home = Home(tmp_path / "home")
     assert Backbone.for_home(home, share_cores=True).share_cores
     assert not Backbone.for_home(home).share_cores
+
+
+def test_a_one_core_session_that_cannot_open_leaves_overlapping_runs_on_every_core(
+        fakes, monkeypatch, tmp_path, caplog):
+    session = CoreSharingSession(tmp_path / "g.onnx", ("y",), share_cores=True)
+    wide = fakes[0]
+
+    def no_memory(path, outputs, threads=None):
+        raise MemoryError("no room for a second copy")
+
+    monkeypatch.setattr(onnx_session, "open_session", no_memory)
+    np.testing.assert_array_equal(overlapping_run(session, wide), [6.0, 6.0])
+    assert wide.runs == 2 and "keep every core" in caplog.text

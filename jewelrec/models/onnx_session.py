@@ -16,12 +16,15 @@ for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def open_session(path: Path, outputs: tuple[str, ...], threads: int | None = None):
@@ -69,8 +72,15 @@ class CoreSharingSession:
                 self._in_flight -= 1
 
     def _one_core(self):
+        """The one-thread session, opened at the first overlap; if it cannot be opened (memory,
+        say), overlapping runs share the every-core one as before: slower, never failing."""
         if self._narrow is None:
             with self._opening:
                 if self._narrow is None:
-                    self._narrow = open_session(self.path, self.outputs, threads=1)
+                    try:
+                        self._narrow = open_session(self.path, self.outputs, threads=1)
+                    except Exception as exc:  # noqa: BLE001 - a speed-up, never a failure
+                        log.warning("overlapping runs keep every core: cannot open a "
+                                    "one-thread session on %s (%s)", self.path, exc)
+                        self._narrow = self._wide
         return self._narrow
