@@ -50,6 +50,7 @@ from jewelrec.home import Home
 from jewelrec.imaging.io import load_image
 from jewelrec.models.backbone import FEATURE_CACHE_SIZE
 from jewelrec.recommend import Recommender
+from jewelrec.server.processes import default_processes
 
 HOST = "127.0.0.1"
 K = 10
@@ -139,14 +140,15 @@ def free_port() -> int:
 class Server:
     """`jewelrec serve` as a child process on 127.0.0.1; `stop()` is safe to call twice."""
 
-    def __init__(self, home: Home, log_path: Path) -> None:
+    def __init__(self, home: Home, log_path: Path, processes: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        workers = [] if processes is None else ["--workers", str(processes)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jewelrec.cli", "serve", "--home", str(home.root),
-             "--host", HOST, "--port", str(self.port)],
+             "--host", HOST, "--port", str(self.port), *workers],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -166,10 +168,10 @@ class Server:
         raise RuntimeError(f"jewelrec serve did not answer /healthz within {timeout_s:.0f} s")
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the server process so far (Linux /proc), else None."""
+        """User + system CPU time so far of the server process and its live children (the
+        processes of `serve --workers N`), from Linux /proc, else None."""
         try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return sum(_process_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
         except (OSError, IndexError, ValueError):
             return None
 
@@ -182,6 +184,23 @@ class Server:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.log.close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc: each thread's children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            children = (task / "children").read_text().split()
+            todo += [int(c) for c in children]
+    return found
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the load ----------------------------------------------------------------------------------
@@ -350,6 +369,8 @@ def main() -> None:
                         help="concurrency levels, comma-separated")
     parser.add_argument("--rounds", type=int, default=ROUNDS,
                         help=f"slices per level, the levels taking turns (default {ROUNDS})")
+    parser.add_argument("--server-workers", type=int, metavar="N",
+                        help="server processes (`jewelrec serve --workers N`; default: serve's)")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, like Ctrl-C
@@ -371,7 +392,7 @@ def main() -> None:
         print(f"{len(photos.pool)} distinct photos made from {len(files)} "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
 
-        server = Server(home, tmp_dir / "server.log")
+        server = Server(home, tmp_dir / "server.log", args.server_workers)
         stop = threading.Event()
         try:
             startup = server.wait_ready()
@@ -407,7 +428,8 @@ def report(args: argparse.Namespace, files: list[Path], build_seconds: dict[str,
            startup: float, baseline: dict, runs: list[dict]) -> None:
     print()
     print(f"POST /api/recommend (k={K}) on {HOST}, {len(files)} query photos varied so none "
-          f"repeats, {args.seconds:.0f} s per level")
+          f"repeats, {args.seconds:.0f} s per level, server processes: "
+          f"{args.server_workers or f'serve default ({default_processes()})'}")
     columns = ["clients", "requests", "p50_ms", "p95_ms", "p99_ms", "requests_per_s", "errors",
                "busy_503", "cpu_ms_per_request", "client_cpu_ms_per_request",
                "load_average_1min"]
@@ -415,7 +437,7 @@ def report(args: argparse.Namespace, files: list[Path], build_seconds: dict[str,
     rows += [["HTTP", *(r[c] for c in columns)] for r in runs]
     print_table(["path", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors",
                  "503", "cpu ms/req", "client cpu", "load"], rows)
-    print("(cpu ms/req: CPU time of whatever answered, the server process or this one, per "
+    print("(cpu ms/req: CPU time of whatever answered, the server's processes or this one, per "
           "request, all its threads; it depends less on the machine's load than latency does. "
           "client cpu: this process's HTTP clients per request, CPU the server could not use)")
 
@@ -462,6 +484,7 @@ def report(args: argparse.Namespace, files: list[Path], build_seconds: dict[str,
         "home": str(args.home) if args.home else "demo (built in a temporary folder)",
         "demo_catalog": None if args.home else DEMO,
         "query_photos": len(files), "k": K, "seconds_per_level": args.seconds,
+        "server_processes": args.server_workers or default_processes(),
         "build_seconds": build_seconds, "server_startup_seconds": round(startup, 2),
         "in_process": baseline, "http": runs, "http_overhead_ratio": overhead,
         "throughput_ratios": scaling,

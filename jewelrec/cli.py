@@ -289,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "https://shop.example (repeatable; CORS on the widget's route only)")
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="photo and text queries in the server at once, running or waiting; one "
-                   "more is answered at once with 503 and Retry-After: 1 (default 64)")
+                   "more is answered at once with 503 and Retry-After: 1 (default 64; per "
+                   "process with --workers)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="server processes on the port (default: one per core, at most 4). One "
+                   "process keeps at most about 1.6 cores busy (Python's lock); more answer more "
+                   "shoppers at once. Each loads its own copy of the models and the index (a "
+                   "few hundred MB) and its model runs get the cores / N")
     _group_variants_arg(p)
     _model_args(p)
     _backend_args(p)

@@ -297,6 +297,6 @@ def run_serve(args: argparse.Namespace) -> int:
         home_of(args), host=args.host, port=args.port, embedder=args.embedder,
         classifier=args.classifier, backend=args.backend, milvus_uri=args.milvus_uri,
         allow_origins=args.allow_origin or (), group_variants=args.group_variants,
-        max_queue=args.max_queue,
+        max_queue=args.max_queue, processes=args.workers,
     )
     return 0

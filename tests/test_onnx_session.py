@@ -40,7 +40,8 @@ def fakes(monkeypatch) -> list[FakeSession]:
         return opened[-1]
 
     monkeypatch.setattr(onnx_session, "open_session", fake_open)
-    monkeypatch.setattr(onnx_session.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(onnx_session, "available_cores", lambda: 4)
+    monkeypatch.delenv(onnx_session.THREADS_VARIABLE, raising=False)
     return opened
 
 
@@ -80,6 +81,31 @@ def test_without_sharing_overlapping_runs_keep_every_core(fakes, tmp_path):
     session = CoreSharingSession(tmp_path / "g.onnx", ("y",))  # the server's
     np.testing.assert_array_equal(overlapping_run(session, fakes[0]), [6.0, 6.0])
     assert [f.threads for f in fakes] == [4] and fakes[0].runs == 2
+
+
+def test_the_model_threads_variable_sizes_every_core(fakes, tmp_path, monkeypatch):
+    """`serve --workers N` gives each process its share of the cores through the variable."""
+    monkeypatch.setenv(onnx_session.THREADS_VARIABLE, "2")
+    session = CoreSharingSession(tmp_path / "g.onnx", ("y",), share_cores=True)
+    np.testing.assert_array_equal(overlapping_run(session, fakes[0]), [6.0, 6.0])
+    assert [f.threads for f in fakes] == [2, 1]
+    monkeypatch.setenv(onnx_session.THREADS_VARIABLE, "1")
+    one = CoreSharingSession(tmp_path / "g.onnx", ("y",), share_cores=True)
+    assert one._narrow is fakes[-1] and fakes[-1].threads == 1  # one thread: nothing to share
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_a_bad_model_threads_value_is_a_clear_error(value, monkeypatch):
+    from jewelrec.errors import JewelrecError
+
+    monkeypatch.setenv(onnx_session.THREADS_VARIABLE, value)
+    with pytest.raises(JewelrecError, match=onnx_session.THREADS_VARIABLE):
+        onnx_session.model_threads()
+
+
+def test_without_the_variable_the_models_use_the_cores_the_process_may_run_on(monkeypatch):
+    monkeypatch.delenv(onnx_session.THREADS_VARIABLE, raising=False)
+    assert onnx_session.model_threads() == onnx_session.available_cores() >= 1
 
 
 def test_a_failing_run_leaves_the_count_right(fakes, tmp_path):

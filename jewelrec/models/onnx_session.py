@@ -12,6 +12,10 @@ with its model run, and sharing measured no better there (benchmarks/query.py in
 three runs each way: 64 clients 0.91-0.97x the best lower level against 0.95-1.00x). The
 one-thread session opens at the first overlap, so a process that never overlaps runs never pays
 for it.
+
+"Every core" means the cores this process may run on, or `$JEWELREC_MODEL_THREADS` when set:
+`jewelrec serve --workers N` sets it so that N server processes do not put N x cores threads on
+the cores.
 """
 
 from __future__ import annotations
@@ -24,16 +28,41 @@ from typing import Any
 
 import numpy as np
 
+from jewelrec.errors import JewelrecError
+
 log = logging.getLogger(__name__)
+
+THREADS_VARIABLE = "JEWELREC_MODEL_THREADS"  # threads a model run may use (default: the cores)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as `taskset` or a container sets
+    it), else every core of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def model_threads() -> int:
+    """Threads one model run may use: `$JEWELREC_MODEL_THREADS` when set (a whole number >= 1,
+    else a clear error), else `available_cores()`."""
+    chosen = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not chosen:
+        return available_cores()
+    if not chosen.isdigit() or int(chosen) < 1:
+        raise JewelrecError(f"${THREADS_VARIABLE} should be a whole number of at least 1, "
+                            f"not {chosen!r}")
+    return int(chosen)
 
 
 def open_session(path: Path, outputs: tuple[str, ...], threads: int | None = None):
-    """An onnxruntime.InferenceSession on `path` computing on `threads` cores (default: all),
-    its outputs checked against `outputs` (ValueError)."""
+    """An onnxruntime.InferenceSession on `path` computing on `threads` cores (default:
+    `model_threads()`), its outputs checked against `outputs` (ValueError)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or model_threads()
     options.inter_op_num_threads = 1
     # Idle worker threads must sleep, not spin: spinning burns a core between runs that the
     # server's other work (decoding, segmentation, the next request) needs (benchmarks/query.py)
@@ -50,7 +79,7 @@ class CoreSharingSession:
 
     def __init__(self, path: Path, outputs: tuple[str, ...], share_cores: bool = False) -> None:
         self.path, self.outputs, self.share_cores = Path(path), outputs, share_cores
-        self.cores = os.cpu_count() or 1
+        self.cores = model_threads()
         self._wide = open_session(self.path, outputs, self.cores)
         self._narrow: Any = self._wide if self.cores == 1 else None
         self._in_flight = 0

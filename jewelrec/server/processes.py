@@ -1,0 +1,96 @@
+"""`jewelrec serve --workers N`: N server processes on one port, each with its own models.
+
+Why: one server process keeps only about 1.6 of 2 cores busy under load (benchmarks/query.py:
+32 requests/s x 50 CPU ms at 16 clients), because its Python work (decoding, segmentation,
+pooling, the HTTP stack) holds the interpreter's lock while the models run on the other core.
+Processes do not share that lock. uvicorn starts them (its own supervisor: a process that dies
+is replaced) from an import string, so what `serve` was asked for reaches them as JSON in an
+environment variable, and each process builds its app from it (`app_from_environment`). Their
+model runs share the cores: each gets cores / N threads (`$JEWELREC_MODEL_THREADS`, unless the
+operator set it), so N processes never put N x cores threads on the machine. Each process
+watches the index on its own and reloads it as a single process does; `--max-queue` counts per
+process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from jewelrec.errors import JewelrecError
+from jewelrec.models.onnx_session import THREADS_VARIABLE, available_cores
+
+CONFIG_VARIABLE = "JEWELREC_SERVE_CONFIG"  # create_app's arguments, JSON, for the processes
+APP_FACTORY = f"{__name__}:app_from_environment"
+MAX_PROCESSES = 64
+MAX_DEFAULT_PROCESSES = 4  # each holds its own models and index: more only when asked for
+
+
+def default_processes() -> int:
+    """One process per core, at most MAX_DEFAULT_PROCESSES. On 2 cores two processes answered
+    1.3x (16 clients) to 1.4-1.55x (64 clients) the requests per second of one, at the same
+    wait for a lone shopper (benchmarks/query.py, README "Speed")."""
+    return min(available_cores(), MAX_DEFAULT_PROCESSES)
+
+
+def check_processes(processes: int) -> int:
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise JewelrecError(f"--workers {processes}: expected 1 to {MAX_PROCESSES} processes")
+    return processes
+
+
+def threads_per_process(processes: int) -> int:
+    """Each process's share of the cores for its model runs (at least one thread)."""
+    return max(1, available_cores() // processes)
+
+
+class NoDelayConfig(uvicorn.Config):
+    """uvicorn's config, its shared listening socket with TCP_NODELAY.
+
+    uvicorn binds the socket its processes share with protocol 0, and asyncio sets TCP_NODELAY
+    only on accepted sockets whose protocol is TCP, so every answer on a kept-alive connection
+    waited ~40 ms for the client's delayed ACK (Nagle): one shopper's query went from 43 to
+    88 ms, a health check from 2 to 44 ms (uvicorn issue 3149, open). Linux gives accepted
+    sockets the option their listening socket has."""
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def serve_in_processes(config: dict[str, Any], host: str, port: int, processes: int) -> None:
+    """Run `processes` server processes on host:port until interrupted (uvicorn's supervisor,
+    as `uvicorn.run(..., workers=N)` runs it). `config`: create_app's keyword arguments
+    (JSON-serialisable: the home as a path string)."""
+    os.environ[CONFIG_VARIABLE] = json.dumps(config)
+    os.environ.setdefault(THREADS_VARIABLE, str(threads_per_process(check_processes(processes))))
+    settings = NoDelayConfig(APP_FACTORY, factory=True, workers=processes, host=host, port=port,
+                             log_level="info", server_header=False)
+    sock = settings.bind_socket()
+    try:
+        Multiprocess(settings, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+
+
+def app_from_environment():
+    """The app of one server process, from what `serve_in_processes` put in the environment
+    (uvicorn calls this in each process)."""
+    from jewelrec.server.app import create_app
+    from jewelrec.server.inference import pin_blas_threads
+
+    text = os.environ.get(CONFIG_VARIABLE)
+    if not text:
+        raise JewelrecError(f"${CONFIG_VARIABLE} is not set: start the processes with "
+                            "`jewelrec serve --workers N`")
+    pin_blas_threads()
+    return create_app(**json.loads(text))

@@ -1,0 +1,153 @@
+"""`jewelrec serve --workers N`: N processes answer on one port, each with its share of the cores
+for its models, and stop together on Ctrl-C; bad values are one clear error."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jewelrec.cli import main
+from jewelrec.errors import JewelrecError
+from jewelrec.models.onnx_session import THREADS_VARIABLE, available_cores
+from jewelrec.server import processes
+
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+
+
+def server_processes(pid: int) -> list[int]:
+    """The uvicorn worker processes under `pid` (not multiprocessing's resource tracker)."""
+    return [c for c in children(pid)
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux /proc")
+def test_two_processes_answer_on_one_port_and_stop_together(
+        tiny_home, tiny_query_photo, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(THREADS_VARIABLE, raising=False)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jewelrec.cli", "serve", "--home", str(tiny_home),
+             "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while len(server_processes(server.pid)) < 2 or not _healthy(client, url):
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"not ready in time:\n{log.read_text()}"
+                time.sleep(0.3)
+            for _ in range(4):
+                answer = client.post(f"{url}/api/recommend", data={"k": "3"},
+                                     files={"photo": ("q.jpg", tiny_query_photo, "image/jpeg")})
+                assert answer.status_code == 200, answer.text
+                assert len(answer.json()["results"]) == 3
+        workers = server_processes(server.pid)
+        assert len(workers) == 2
+        expected = str(max(1, available_cores() // 2))
+        assert all(environment_of(w).get(THREADS_VARIABLE) == expected for w in workers)
+        config = json.loads(environment_of(workers[0])[processes.CONFIG_VARIABLE])
+        assert Path(config["home"]) == Path(tiny_home).resolve()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    text = log.read_text()
+    assert "from 2 processes" in text and "Traceback" not in text
+    assert all(not Path(f"/proc/{w}").exists() for w in workers)
+
+
+def _healthy(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(f"{url}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "65"])
+def test_a_bad_number_of_processes_is_one_clear_error(value: str, capsys) -> None:
+    code = main(["serve", "--home", "/nonexistent-home", "--workers", value])
+    err = capsys.readouterr().err
+    assert code == 2 and "--workers" in err and "Traceback" not in err
+
+
+def test_each_process_gets_its_share_of_the_cores(monkeypatch) -> None:
+    monkeypatch.setattr(processes, "available_cores", lambda: 8)
+    assert [processes.threads_per_process(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 2), (4, 4), (32, 4)])
+def test_by_default_one_process_per_core_at_most_four(cores, expected, monkeypatch) -> None:
+    monkeypatch.setattr(processes, "available_cores", lambda: cores)
+    assert processes.default_processes() == expected
+
+
+def test_serve_runs_one_process_in_place_and_several_through_the_supervisor(
+        tiny_home, monkeypatch) -> None:
+    """One process serves the Recommender it opened; several get the home by path."""
+    import uvicorn
+
+    from jewelrec.server import app
+
+    ran: list[tuple[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **k: ran.append(("one", application)))
+    monkeypatch.setattr(processes, "serve_in_processes",
+                        lambda config, host, port, count: ran.append((f"{count}", config)))
+    app.serve(tiny_home, processes=1)
+    app.serve(tiny_home, processes=3, group_variants=True)
+    monkeypatch.setattr(processes, "available_cores", lambda: 1)
+    app.serve(tiny_home)
+    assert [kind for kind, _ in ran] == ["one", "3", "one"]
+    config = ran[1][1]
+    assert Path(config["home"]) == Path(tiny_home).resolve() and config["group_variants"]
+
+
+def test_a_process_started_without_serve_says_how_to_start_it(monkeypatch) -> None:
+    monkeypatch.delenv(processes.CONFIG_VARIABLE, raising=False)
+    with pytest.raises(JewelrecError, match="serve --workers"):
+        processes.app_from_environment()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux passes the option to accepted sockets")
+def test_the_shared_socket_hands_its_connections_tcp_nodelay() -> None:
+    """Without it every answer on a kept-alive connection waited for the client's delayed ACK
+    (about 40 ms; uvicorn binds the shared socket with protocol 0, so asyncio does not set it)."""
+    config = processes.NoDelayConfig(processes.APP_FACTORY, factory=True, workers=2,
+                                     host="127.0.0.1", port=0)
+    listener = config.bind_socket()
+    try:
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        listener.close()
