@@ -18,6 +18,7 @@ from jewelrec.cli import main
 from jewelrec.errors import JewelrecError
 from jewelrec.models.onnx_session import THREADS_VARIABLE, available_cores
 from jewelrec.server import processes
+from jewelrec.server.listener import listening_socket
 
 START_TIMEOUT_S = 120
 
@@ -112,42 +113,56 @@ def test_by_default_one_process_per_core_at_most_four(cores, expected, monkeypat
 
 def test_serve_runs_one_process_in_place_and_several_through_the_supervisor(
         tiny_home, monkeypatch) -> None:
-    """One process serves the Recommender it opened; several get the home by path."""
+    """One process serves the Recommender it opened; several get the home by path; both on
+    the socket bound before the home was opened."""
     import uvicorn
 
     from jewelrec.server import app
 
     ran: list[tuple[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda application, **k: ran.append(("one", application)))
+
+    def run_in_place(server, sockets):
+        ran.append(("one", sockets[0].getsockname()))
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run_in_place)
     monkeypatch.setattr(processes, "serve_in_processes",
-                        lambda config, host, port, count: ran.append((f"{count}", config)))
-    app.serve(tiny_home, processes=1)
-    app.serve(tiny_home, processes=3, group_variants=True)
+                        lambda config, sock, count: ran.append((f"{count}", config)))
+    app.serve(tiny_home, port=0, processes=1)
+    app.serve(tiny_home, port=0, processes=3, group_variants=True)
     monkeypatch.setattr(processes, "available_cores", lambda: 1)
-    app.serve(tiny_home)
+    app.serve(tiny_home, port=0)
     assert [kind for kind, _ in ran] == ["one", "3", "one"]
     config = ran[1][1]
     assert Path(config["home"]) == Path(tiny_home).resolve() and config["group_variants"]
 
 
-def test_a_process_started_without_serve_says_how_to_start_it(monkeypatch) -> None:
-    monkeypatch.delenv(processes.CONFIG_VARIABLE, raising=False)
-    with pytest.raises(JewelrecError, match="serve --workers"):
-        processes.app_from_environment()
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_clear_line_before_the_home_is_opened(workers, capsys) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        code = main(["serve", "--home", "/nonexistent-home", "--port", port,
+                     "--workers", workers])
+    err = capsys.readouterr().err
+    assert code == 2 and "the port is in use" in err and "--port" in err
+    assert "Traceback" not in err and "nonexistent" not in err
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux passes the option to accepted sockets")
-def test_the_shared_socket_hands_its_connections_tcp_nodelay() -> None:
+def test_the_listening_socket_hands_its_connections_tcp_nodelay() -> None:
     """Without it every answer on a kept-alive connection waited for the client's delayed ACK
     (about 40 ms; uvicorn binds the shared socket with protocol 0, so asyncio does not set it)."""
-    config = processes.NoDelayConfig(processes.APP_FACTORY, factory=True, workers=2,
-                                     host="127.0.0.1", port=0)
-    listener = config.bind_socket()
-    try:
-        listener.listen()
+    with listening_socket("127.0.0.1", 0) as listener:
         with socket.create_connection(listener.getsockname()[:2]):
             accepted, _ = listener.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-    finally:
-        listener.close()
+
+
+@pytest.mark.parametrize(("host", "port", "message"), [
+    ("127.0.0.1", 70000, "expected 0 to 65535"),
+    ("no-such-host.invalid", 8000, "cannot listen on no-such-host.invalid:8000"),
+])
+def test_a_bad_address_is_a_clear_error(host, port, message) -> None:
+    with pytest.raises(JewelrecError, match=message):
+        listening_socket(host, port)

@@ -721,13 +721,14 @@ def serve(
     """Run the server until interrupted (`jewelrec serve`), in `processes` processes
     (`--workers`; default one per core, at most 4: server/processes.py).
 
-    The Recommender is opened before uvicorn starts, so a home that is not ready yet fails with
-    the one-line message of its NotReadyError rather than a start-up traceback (with several
-    processes, opened once here to check, then left to them). numpy's BLAS runs on one thread
-    here, leaving the cores to the models (server/inference.py).
+    The port is bound first, then the Recommender opened, before uvicorn starts: a port in use
+    or a home that is not ready yet fails with one clear line rather than a start-up traceback
+    (with several processes the home is opened once here to check, then left to them). numpy's
+    BLAS runs on one thread here, leaving the cores to the models (server/inference.py).
     """
     import uvicorn
 
+    from jewelrec.server.listener import listening_socket
     from jewelrec.server.processes import check_processes, default_processes, serve_in_processes
 
     if max_queue < 1:
@@ -735,24 +736,31 @@ def serve(
     processes = check_processes(default_processes() if processes is None else processes)
     inference.pin_blas_threads()
     allow_origins = [embed.check_origin(o) for o in allow_origins]  # before the slow part
-    recommender = Recommender.open(
-        home, embedder=embedder, classifier=classifier, backend=backend, milvus_uri=milvus_uri
-    )
-    where = f"at http://{host}:{port}/"
-    if processes > 1:
-        print(f"jewelrec: serving {recommender.store.count()} products {where} "
-              f"from {processes} processes")
-        del recommender  # each process opens its own
-        home_root = str((home if isinstance(home, Home) else Home(home)).root.resolve())
-        serve_in_processes(
-            dict(home=home_root, embedder=embedder, classifier=classifier, backend=backend,
-                 milvus_uri=milvus_uri, max_upload_bytes=max_upload_bytes,
-                 allow_origins=allow_origins, group_variants=group_variants, max_queue=max_queue),
-            host, port, processes)
-        return
-    app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
+    with listening_socket(host, port) as sock:
+        recommender = Recommender.open(
+            home, embedder=embedder, classifier=classifier, backend=backend,
+            milvus_uri=milvus_uri,
+        )
+        where = f"at http://{host}:{sock.getsockname()[1]}/"
+        if processes > 1:
+            print(f"jewelrec: serving {recommender.store.count()} products {where} "
+                  f"from {processes} processes")
+            del recommender  # each process opens its own
+            home_root = str((home if isinstance(home, Home) else Home(home)).root.resolve())
+            serve_in_processes(
+                dict(home=home_root, embedder=embedder, classifier=classifier,
+                     backend=backend, milvus_uri=milvus_uri, max_upload_bytes=max_upload_bytes,
                      allow_origins=allow_origins, group_variants=group_variants,
-                     max_queue=max_queue)
-    print(f"jewelrec: serving {recommender.store.count()} products {where}")
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
-
+                     max_queue=max_queue),
+                sock, processes)
+            return
+        app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
+                         allow_origins=allow_origins, group_variants=group_variants,
+                         max_queue=max_queue)
+        print(f"jewelrec: serving {recommender.store.count()} products {where}")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=sock.getsockname()[1],
+                                               log_level="info", server_header=False))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn shut down already
+            server.run(sockets=[sock])
+        if not server.started:
+            raise JewelrecError("the server did not start: see the messages above")

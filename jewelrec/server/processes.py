@@ -49,37 +49,19 @@ def threads_per_process(processes: int) -> int:
     return max(1, available_cores() // processes)
 
 
-class NoDelayConfig(uvicorn.Config):
-    """uvicorn's config, its shared listening socket with TCP_NODELAY.
-
-    uvicorn binds the socket its processes share with protocol 0, and asyncio sets TCP_NODELAY
-    only on accepted sockets whose protocol is TCP, so every answer on a kept-alive connection
-    waited ~40 ms for the client's delayed ACK (Nagle): one shopper's query went from 43 to
-    88 ms, a health check from 2 to 44 ms (uvicorn issue 3149, open). Linux gives accepted
-    sockets the option their listening socket has."""
-
-    def bind_socket(self) -> socket.socket:
-        sock = super().bind_socket()
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-
-def serve_in_processes(config: dict[str, Any], host: str, port: int, processes: int) -> None:
-    """Run `processes` server processes on host:port until interrupted (uvicorn's supervisor,
-    as `uvicorn.run(..., workers=N)` runs it). `config`: create_app's keyword arguments
-    (JSON-serialisable: the home as a path string)."""
+def serve_in_processes(config: dict[str, Any], sock: socket.socket, processes: int) -> None:
+    """Run `processes` server processes on the listening `sock` until interrupted (uvicorn's
+    supervisor, as `uvicorn.run(..., workers=N)` runs it). `config`: create_app's keyword
+    arguments (JSON-serialisable: the home as a path string)."""
     os.environ[CONFIG_VARIABLE] = json.dumps(config)
     os.environ.setdefault(THREADS_VARIABLE, str(threads_per_process(check_processes(processes))))
-    settings = NoDelayConfig(APP_FACTORY, factory=True, workers=processes, host=host, port=port,
-                             log_level="info", server_header=False)
-    sock = settings.bind_socket()
+    host, port = sock.getsockname()[:2]
+    settings = uvicorn.Config(APP_FACTORY, factory=True, workers=processes, host=host,
+                              port=port, log_level="info", server_header=False)
     try:
         Multiprocess(settings, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
-    finally:
-        sock.close()
 
 
 def app_from_environment():
