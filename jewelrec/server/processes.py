@@ -14,6 +14,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -58,10 +59,8 @@ def serve_in_processes(config: dict[str, Any], sock: socket.socket, processes: i
     host, port = sock.getsockname()[:2]
     settings = uvicorn.Config(APP_FACTORY, factory=True, workers=processes, host=host,
                               port=port, log_level="info", server_header=False)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the supervisor stopped them all
         Multiprocess(settings, sockets=[sock]).run()
-    except KeyboardInterrupt:
-        pass
 
 
 def app_from_environment():
