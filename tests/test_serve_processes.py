@@ -74,6 +74,9 @@ def test_two_processes_answer_on_one_port_and_stop_together(
         assert all(environment_of(w).get(THREADS_VARIABLE) == expected for w in workers)
         config = json.loads(environment_of(workers[0])[processes.CONFIG_VARIABLE])
         assert Path(config["home"]) == Path(tiny_home).resolve()
+        # the home was checked in a process of its own: only the workers hold the models
+        assert all("onnxruntime" in Path(f"/proc/{w}/maps").read_text() for w in workers)
+        assert "onnxruntime" not in Path(f"/proc/{server.pid}/maps").read_text()
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -98,6 +101,26 @@ def test_a_bad_number_of_processes_is_one_clear_error(value: str, capsys) -> Non
     code = main(["serve", "--home", "/nonexistent-home", "--workers", value])
     err = capsys.readouterr().err
     assert code == 2 and "--workers" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_home_not_ready_is_the_same_clear_line_with_one_process_or_several(
+        workers, tmp_path, capsys) -> None:
+    code = main(["serve", "--home", str(tmp_path), "--port", "0", "--workers", workers])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == f"jewelrec serve: no catalog in {tmp_path}: run `jewelrec ingest` first"
+
+
+def test_the_home_check_reports_an_unexpected_failure_as_words(monkeypatch) -> None:
+    from jewelrec.recommend import Recommender
+
+    def broken(**options):
+        raise RuntimeError("index file garbled")
+
+    monkeypatch.setattr(Recommender, "open", broken)
+    assert processes._open_home({"home": "/somewhere"}) == (
+        "could not open the home: RuntimeError: index file garbled", 0)
 
 
 def test_each_process_gets_its_share_of_the_cores(monkeypatch) -> None:

@@ -723,13 +723,19 @@ def serve(
 
     The port is bound first, then the Recommender opened, before uvicorn starts: a port in use
     or a home that is not ready yet fails with one clear line rather than a start-up traceback
-    (with several processes the home is opened once here to check, then left to them). numpy's
-    BLAS runs on one thread here, leaving the cores to the models (server/inference.py).
+    (with several processes the home is opened once first, in a short-lived process, to
+    check). numpy's BLAS runs on one thread here, leaving the cores to the models
+    (server/inference.py).
     """
     import uvicorn
 
     from jewelrec.server.listener import listening_socket
-    from jewelrec.server.processes import check_processes, default_processes, serve_in_processes
+    from jewelrec.server.processes import (
+        check_processes,
+        default_processes,
+        opened_home_products,
+        serve_in_processes,
+    )
 
     if max_queue < 1:
         raise JewelrecError(f"--max-queue {max_queue}: expected at least 1")
@@ -737,23 +743,22 @@ def serve(
     inference.pin_blas_threads()
     allow_origins = [embed.check_origin(o) for o in allow_origins]  # before the slow part
     with listening_socket(host, port) as sock:
+        where = f"at http://{host}:{sock.getsockname()[1]}/"
+        if processes > 1:
+            home_root = str((home if isinstance(home, Home) else Home(home)).root.resolve())
+            opening = dict(home=home_root, embedder=embedder, classifier=classifier,
+                           backend=backend, milvus_uri=milvus_uri)
+            products = opened_home_products(opening)  # each process opens its own
+            print(f"jewelrec: serving {products} products {where} from {processes} processes")
+            serve_in_processes(
+                dict(opening, max_upload_bytes=max_upload_bytes, allow_origins=allow_origins,
+                     group_variants=group_variants, max_queue=max_queue),
+                sock, processes)
+            return
         recommender = Recommender.open(
             home, embedder=embedder, classifier=classifier, backend=backend,
             milvus_uri=milvus_uri,
         )
-        where = f"at http://{host}:{sock.getsockname()[1]}/"
-        if processes > 1:
-            print(f"jewelrec: serving {recommender.store.count()} products {where} "
-                  f"from {processes} processes")
-            del recommender  # each process opens its own
-            home_root = str((home if isinstance(home, Home) else Home(home)).root.resolve())
-            serve_in_processes(
-                dict(home=home_root, embedder=embedder, classifier=classifier,
-                     backend=backend, milvus_uri=milvus_uri, max_upload_bytes=max_upload_bytes,
-                     allow_origins=allow_origins, group_variants=group_variants,
-                     max_queue=max_queue),
-                sock, processes)
-            return
         app = create_app(home, max_upload_bytes=max_upload_bytes, recommender=recommender,
                          allow_origins=allow_origins, group_variants=group_variants,
                          max_queue=max_queue)
