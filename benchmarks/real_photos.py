@@ -11,7 +11,8 @@ Each variant (a classifier + embedder pair, registered by name) goes through wha
   photo of each product is the query; its other photos form ONE catalog product with a gallery
   (the `|` image column), among the real-jewelry photos as single-photo distractor products
   (those that also appear in the groups are left out). Recall@1/5/10 and mAP, per type too, and
-  the CPU time per query.
+  the CPU time per query; 95% bootstrap intervals of Recall@1 and @10 over the queries, and each
+  variant's paired difference from `default` on the same queries.
 
 Rows: `default` (today's: the tuned type head on the int8 backbone), `default-fp32` (the same on
 the float backbone, the default before int8), `frozen-head` (the default before the tuned head,
@@ -65,6 +66,7 @@ VARIANTS = {  # name -> (classifier, embedder, the backbone's precision)
 RECALL_AT = (1, 5, 10)
 MARGINS_Z = (0.0, 0.25, 0.5, 1.0)  # decision rules weighed on the same folds (heads.py's z)
 SEARCH_DEPTH = 100  # mAP counts a product found beyond this as not found
+BOOTSTRAP_DRAWS = 2000  # resamplings of the queries behind each 95% interval
 PRICE = 100.0  # no metric here depends on prices
 
 
@@ -246,6 +248,32 @@ def selective_points(confidence: np.ndarray, right: np.ndarray) -> dict[str, flo
 
 
 # -- retrieval --------------------------------------------------------------------------------
+def found_within(ranks: list[int | None], k: int) -> np.ndarray:
+    """1.0 for each query whose product came within the first k, else 0.0."""
+    return np.array([r is not None and r <= k for r in ranks], dtype=float)
+
+
+def interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of per-query values (one query per product here, so
+    resampling queries resamples products): what 130 queries can and cannot tell apart."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    draws = np.random.default_rng(seed).integers(0, len(values), (BOOTSTRAP_DRAWS, len(values)))
+    means = values[draws].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def paired_difference(ranks: list[int | None], baseline: list[int | None],
+                      k: int) -> dict[str, float]:
+    """Recall@k of `ranks` minus `baseline`'s on the same queries, with its 95% interval (the
+    pairs resampled together, so the queries both find or both miss add no noise)."""
+    if len(ranks) != len(baseline):
+        raise ValueError("paired rows need the same queries")
+    difference = found_within(ranks, k) - found_within(baseline, k)
+    low, high = interval(difference)
+    return {"difference": float(difference.mean()), "low": low, "high": high}
+
+
 def retrieval_results(variant: str, distractors: list[Photo], groups: dict[str, list[Photo]],
                       work: Path, epochs: int | None) -> dict:
     classifier_name, embedder_name, precision = VARIANTS[variant]
@@ -271,7 +299,7 @@ def retrieval_results(variant: str, distractors: list[Photo], groups: dict[str, 
         type_decided.append(bool(getattr(answer, "type_decided", True)))
 
     def recall(rs: list[int | None], k: int) -> float:
-        return float(np.mean([r is not None and r <= k for r in rs]))
+        return float(found_within(rs, k).mean())
 
     def mean_ap(rs: list[int | None]) -> float:
         return float(np.mean([1.0 / r if r else 0.0 for r in rs]))
@@ -280,7 +308,9 @@ def retrieval_results(variant: str, distractors: list[Photo], groups: dict[str, 
         "queries": len(ranks),
         "catalog_products": len(products),
         **{f"recall@{k}": recall(ranks, k) for k in RECALL_AT},
+        **{f"recall@{k}_95": interval(found_within(ranks, k)) for k in RECALL_AT},
         "mAP": mean_ap(ranks),
+        "ranks": ranks,  # per query, in the groups' order (None: not within SEARCH_DEPTH)
         "per_type": {t: {f"recall@{k}": recall(rs, k) for k in RECALL_AT} | {"queries": len(rs)}
                      for t, rs in sorted(by_type.items())},
         "query_type_accuracy": float(np.mean(type_right)),
@@ -373,9 +403,10 @@ def report(results: dict, variants: list[str]) -> None:
         print("\nSame product among real distractors (first photo as the query, the rest as "
               "one gallery product)")
         print_table(
-            ["variant", "R@1", "R@5", "R@10", "mAP", "type acc", "decided", "query CPU ms",
-             "train s", "index s"],
-            [[v, f"{r['recall@1']:.3f}", f"{r['recall@5']:.3f}", f"{r['recall@10']:.3f}",
+            ["variant", "R@1", "R@1 95%", "R@5", "R@10", "R@10 95%", "mAP", "type acc",
+             "decided", "query CPU ms", "train s", "index s"],
+            [[v, f"{r['recall@1']:.3f}", bounds(r["recall@1_95"]), f"{r['recall@5']:.3f}",
+              f"{r['recall@10']:.3f}", bounds(r["recall@10_95"]),
               f"{r['mAP']:.3f}", f"{r['query_type_accuracy']:.3f}",
               f"{r['query_type_decided']:.3f}", f"{r['query_cpu_ms_mean']:.1f}",
               f"{r['seconds']['train']:.0f}", f"{r['seconds'].get('index', 0):.0f}"]
@@ -384,10 +415,23 @@ def report(results: dict, variants: list[str]) -> None:
             per_type = results[v]["retrieval"]["per_type"]
             print(f"  {v} R@10 per type: " + ", ".join(
                 f"{t} {s['recall@10']:.2f} ({s['queries']})" for t, s in per_type.items()))
+        if "default" in found:
+            baseline = results["default"]["retrieval"]["ranks"]
+            for v in found:
+                if v == "default":
+                    continue
+                ranks = results[v]["retrieval"]["ranks"]
+                print(f"  {v} over default, same queries: " + ", ".join(
+                    f"R@{k} {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                    for k in (1, 10) for d in [paired_difference(ranks, baseline, k)]))
         if "first-wave" in found and "default" in found:
             base = results["first-wave"]["retrieval"]["query_cpu_ms_mean"]
             ratio = results["default"]["retrieval"]["query_cpu_ms_mean"] / base
             print(f"  query CPU time, default / first-wave: {ratio:.2f}x")
+
+
+def bounds(pair: list[float] | tuple[float, float]) -> str:
+    return f"{pair[0]:.2f}-{pair[1]:.2f}"
 
 
 if __name__ == "__main__":

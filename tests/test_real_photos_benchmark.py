@@ -51,6 +51,27 @@ def test_selective_points_rank_by_confidence():
     assert points["50%"] == 1.0 and points["100%"] == 0.5
 
 
+def test_the_interval_widens_with_fewer_queries_and_holds_its_mean():
+    ranks = [1, 3, None, 12, 1, 2] * 5  # Recall@1 1/3 on 30 queries
+    low, high = real_photos.interval(real_photos.found_within(ranks, 1))
+    assert low < 1 / 3 < high and 0.0 <= low and high <= 1.0
+    few_low, few_high = real_photos.interval(real_photos.found_within(ranks[:6], 1))
+    assert few_high - few_low > high - low
+    assert real_photos.interval(real_photos.found_within([1, 2, 4], 10)) == (1.0, 1.0)
+
+
+def test_a_paired_difference_counts_only_the_queries_that_changed():
+    baseline = [1, 5, None, 2, 1, 30] * 4
+    same = real_photos.paired_difference(baseline, baseline, 1)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    better = [1, 1, None, 2, 1, 30] * 4  # one query in six moves to the first place
+    moved = real_photos.paired_difference(better, baseline, 1)
+    assert moved["difference"] == pytest.approx(1 / 6)
+    assert 0.0 < moved["low"] < moved["difference"] < moved["high"]
+    with pytest.raises(ValueError, match="same queries"):
+        real_photos.paired_difference(better[:3], baseline, 1)
+
+
 def test_both_tables_come_out_of_the_real_pipeline(photos, tmp_path):
     types = real_photos.type_results("default", photos, 2, tmp_path, epochs=None)
     assert 0.0 <= types["accuracy"] <= 1.0 and len(types["fold_accuracy"]) == 2
@@ -65,3 +86,6 @@ def test_both_tables_come_out_of_the_real_pipeline(photos, tmp_path):
     assert found["queries"] == 2 and found["catalog_products"] == len(distractors) + 2
     assert found["recall@1"] <= found["recall@5"] <= found["recall@10"] <= 1.0
     assert found["recall@10"] == 1.0  # a tiny catalog: the gallery product is in the top 10
+    assert len(found["ranks"]) == 2 and found["recall@10_95"] == (1.0, 1.0)
+    low, high = found["recall@1_95"]
+    assert low <= found["recall@1"] <= high
