@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N",
                    help="server processes on the port (default: one per core, at most 4). One "
                    "process keeps at most about 1.6 cores busy (Python's lock); more answer more "
-                   "shoppers at once. Each loads its own copy of the models and the index (a "
-                   "few hundred MB) and its model runs get the cores / N")
+                   "shoppers at once. Each loads its own copy of the models and the index "
+                   "(about 150 MB for 2,000 products) and runs its models on cores / N threads "
+                   "($JEWELREC_MODEL_THREADS overrides)")
     _group_variants_arg(p)
     _model_args(p)
     _backend_args(p)
