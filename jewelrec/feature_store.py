@@ -20,6 +20,8 @@ import functools
 import hashlib
 import logging
 import os
+import re
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,6 +45,12 @@ WRITE_CHUNK = 512  # records kept in memory before they are written as one chunk
 MAX_CHUNKS = 64  # beyond this many chunk files, they are merged into one
 STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to no running writer
 KEY_BYTES = 16
+# A catalog photo needs about two records (the frozen head's whole photo at 224 px, the
+# embedder's framed piece at 320): a store holding many more per photo mostly keeps photos the
+# catalog no longer has, and is started afresh rather than left to grow with every season's
+# products (each record is 15 KB: 2,000 photos' worth is 60 MB).
+MAX_RECORDS_PER_IMAGE = 4
+MIN_RECORDS_KEPT = 4096
 
 
 @functools.cache
@@ -154,6 +162,14 @@ class FeatureStore:
             if self._buffer:
                 self._write_buffer()
 
+    def clear(self) -> None:
+        """Forget every record: the chunk files go (a reader of this store in another process
+        then computes its features again, as for a damaged chunk)."""
+        with self._lock:
+            for path in self._chunks():
+                path.unlink(missing_ok=True)
+            self._where, self._loaded, self._buffer = {}, None, {}
+
     def _write_buffer(self) -> None:
         fresh, self._buffer = self._buffer, {}
         if self._unwritable:
@@ -212,6 +228,33 @@ def store_for_home(home: Home, features_tag: str = "") -> FeatureStore:
     return FeatureStore(home.cache_dir / FOLDER / name, shape=(len(POOLINGS), FEATURE_DIM))
 
 
+def keep_bounded(home: Home, store: FeatureStore) -> None:
+    """Keep the home's feature stores from growing without end: the stores of other backbone
+    weights (an upgrade changed them: never read again) are removed, and this one is started
+    afresh when it holds more than MAX_RECORDS_PER_IMAGE records per catalog photo (the
+    catalog's photos are then computed again once, as on the first `train`)."""
+    from jewelrec.catalog.store import CatalogStore
+    from jewelrec.models.backbone import BACKBONE
+
+    stale = re.compile(rf"{re.escape(BACKBONE)}-(?!{backbone_fingerprint()})[0-9a-f]{{16}}.*")
+    folder = home.cache_dir / FOLDER
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.is_dir() and stale.fullmatch(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info("removed the feature cache of other backbone weights: %s", entry.name)
+    try:
+        with CatalogStore.open(home, read_only=True) as catalog:
+            images = sum(len(set(p.images)) for p in catalog.all_products())
+    except Exception as exc:  # noqa: BLE001 - no catalog to size it by: leave it as it is
+        log.debug("feature cache not sized: %s", exc)
+        return
+    records = len(store)
+    if records > max(MIN_RECORDS_KEPT, MAX_RECORDS_PER_IMAGE * images):
+        log.info("feature cache: %d records for %d catalog photos, most of them for photos "
+                 "the catalog no longer has; starting it afresh", records, images)
+        store.clear()
+
+
 @contextmanager
 def attached_to_home(home: Home, backbone: Backbone) -> Iterator[FeatureStore]:
     """While the block runs, `backbone` (the one this home was opened with) reads and adds to
@@ -219,6 +262,7 @@ def attached_to_home(home: Home, backbone: Backbone) -> Iterator[FeatureStore]:
     an error or Ctrl-C. Train and index use it; queries do not (a shopper's photo is never in
     it)."""
     previous, store = backbone.store, store_for_home(home, backbone.features_tag)
+    keep_bounded(home, store)
     backbone.store = store
     try:
         yield store

@@ -113,6 +113,49 @@ def test_pooled_reads_the_store_and_runs_only_what_it_lacks(tmp_path, monkeypatc
 
 
 @pytest.fixture
+def catalog_home(tiny_catalog, tmp_path) -> Home:
+    home = Home(tmp_path / "home").ensure()
+    ingest(tiny_catalog / "catalog.csv", home, progress=False)
+    return home
+
+
+def _catalog_images(home: Home) -> int:
+    return sum(len(set(p.images)) for p in CatalogStore.open(home).all_products())
+
+
+def test_stores_of_other_weights_go_and_other_cpu_kinds_stay(catalog_home):
+    folder = catalog_home.cache_dir / feature_store.FOLDER
+    current = f"{backbone.BACKBONE}-{feature_store.backbone_fingerprint()}"
+    other_weights = f"{backbone.BACKBONE}-{'0' * 16}-int8-some-recipe"
+    kept = [current + "-int8-the-other-cpu-kind", current, "efficientnet-lite1-notes"]
+    for name in [other_weights, *kept]:
+        store = FeatureStore(folder / name)
+        store.put_many(_records(2))
+        store.flush()
+    feature_store.keep_bounded(catalog_home, FeatureStore(folder / current))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
+
+
+def test_a_store_grown_far_past_the_catalog_starts_afresh(catalog_home, monkeypatch):
+    monkeypatch.setattr(feature_store, "MIN_RECORDS_KEPT", 0)
+    monkeypatch.setattr(feature_store, "WRITE_CHUNK", 4)
+    images = _catalog_images(catalog_home)
+    folder = catalog_home.cache_dir / feature_store.FOLDER / "store"
+    store = FeatureStore(folder)
+    store.put_many(_records(feature_store.MAX_RECORDS_PER_IMAGE * images))
+    store.flush()
+    feature_store.keep_bounded(catalog_home, store)  # at the bound: kept
+    assert len(FeatureStore(folder)) == feature_store.MAX_RECORDS_PER_IMAGE * images
+    store.put_many(_records(1, seed=9))
+    store.flush()
+    feature_store.keep_bounded(catalog_home, store)  # past it: started afresh
+    assert len(store) == 0 and not _chunks(folder) and len(FeatureStore(folder)) == 0
+    store.put_many(_records(3, seed=5))  # and still a working store
+    store.flush()
+    assert len(FeatureStore(folder)) == 3
+
+
+@pytest.fixture
 def fresh_backbone(monkeypatch) -> list[int]:
     """The images any backbone runs through the network during the test (train and index each
     open the home with a new backbone, whose in-memory cache starts empty)."""
