@@ -209,6 +209,55 @@ def test_prune_removes_only_products_no_longer_listed(tmp_path: Path, home: Home
     assert image_files(home) >= set(kept.images)  # managed images are never deleted
 
 
+def test_a_quote_never_closed_is_an_error_and_prunes_nothing(tmp_path: Path, home: Home) -> None:
+    """One stray quote makes the csv module read the rest of the file as one field; with
+    --prune that silently removed every product after it."""
+    folder = tmp_path / "shop"
+    ingest(catalog(folder, range(5)), home, progress=False)
+    fingerprint = CatalogStore.open(home).fingerprint()
+    path = catalog(folder, range(5))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace("Piece 1", '"Piece 1')  # row 3 (p001) opens a quote
+    path.write_text("".join(lines))
+    with pytest.raises(CatalogError, match=r"row 3 opens a quoted field .* never closed"):
+        ingest(path, home, prune=True, progress=False)
+    assert CatalogStore.open(home).fingerprint() == fingerprint
+
+    # quoted fields over several lines, and a last line without a newline, still read whole
+    rows = [row(i, folder, title=f"Piece {i}\nsecond line, with a comma") for i in range(5)]
+    path = write_csv(folder / "catalog.csv", rows)
+    path.write_text(path.read_text().rstrip("\r\n"))
+    summary = ingest(path, home, prune=True, progress=False)
+    assert summary.ok and (summary.updated, summary.removed) == (5, 0)
+    assert CatalogStore.open(home).get("p004").title == "Piece 4 second line, with a comma"
+
+
+def test_prune_removes_nothing_when_a_rejected_row_has_no_readable_id(
+    tmp_path: Path, home: Home
+) -> None:
+    folder = tmp_path / "shop"
+    lines = [json.dumps({**row(i, folder), "price": 10 + i}) for i in range(4)]
+    path = folder / "catalog.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ingest(path, home, progress=False)
+    lines[1] = lines[1][:-1]  # p001's line loses its closing brace: its id cannot be read
+    lines.pop()  # p003 is no longer listed
+    path.write_text("\n".join(lines) + "\n")
+
+    summary = ingest(path, home, prune=True, progress=False)
+    assert summary.removed == 0 and [r.row for r in summary.rejected] == [2]
+    assert CatalogStore.open(home).ids() == ["p000", "p001", "p002", "p003"]
+    assert "row 2 could not be read as far as an id" in summary.prune_withheld
+    assert "--prune removed nothing" in summary.describe()
+    assert summary.to_dict()["prune_withheld"] == summary.prune_withheld
+
+    lines[1] = json.dumps({**row(1, folder), "price": 11})  # fixed: now prune removes p003
+    path.write_text("\n".join(lines) + "\n")
+    summary = ingest(path, home, prune=True, progress=False)
+    assert summary.removed == 1 and summary.prune_withheld is None
+    assert CatalogStore.open(home).ids() == ["p000", "p001", "p002"]
+
+
 def test_strict_changes_nothing_when_a_row_is_rejected(tmp_path: Path, home: Home) -> None:
     folder = tmp_path / "shop"
     ingest(catalog(folder, range(3)), home, progress=False)

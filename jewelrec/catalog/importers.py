@@ -53,6 +53,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -104,6 +105,8 @@ MAX_TAG_CHARS = 200
 # MAX_FIELD_CHARS the row is rejected; beyond this the file is not read.
 CSV_PARSE_LIMIT = 16 * 1024 * 1024
 MAX_JSONL_LINE_CHARS = CSV_PARSE_LIMIT
+# Fed to the CSV reader after the file's last line (see read_csv); no catalog holds it
+END_OF_FILE = "\x1ejewelrec: end of the catalog file\x1e"
 TEXT_FIELDS = ("id", "title", "type", "currency", "brand", "url", "metal", "stone")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -209,8 +212,12 @@ def read_csv(path: Path) -> Iterator[RawRow]:
     next_row = 2  # the spreadsheet row being read, for an error that ends the file
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
+            # A line after the last one: read as a row of its own, the file ended outside any
+            # quotes; inside a field, a quote was never closed and swallowed the rest of the
+            # file (the csv module accepts that silently, and --prune would then remove every
+            # product the swallowed rows listed)
+            reader = csv.DictReader(chain(fh, [END_OF_FILE + "\n"]))
+            if not reader.fieldnames or reader.fieldnames == [END_OF_FILE]:
                 raise CatalogError(f"{path} is empty: expected a header row such as "
                                    f"{','.join(REQUIRED_FIELDS)}")
             header = [(name or "").strip().lower() for name in reader.fieldnames]
@@ -228,6 +235,13 @@ def read_csv(path: Path) -> Iterator[RawRow]:
                 )
             reader.fieldnames = header
             for number, record in enumerate(reader, start=2):
+                if any(END_OF_FILE in value for value in _texts(record)):
+                    if record.get(header[0]) == END_OF_FILE:
+                        return  # the marker's own row: the file ended outside any quotes
+                    raise CatalogError(
+                        f"{path}: row {number} opens a quoted field (\") that is never "
+                        "closed, so everything after it would be read as part of that field; "
+                        "close or remove the stray quote")
                 record.pop(None, None)  # values beyond the header's columns
                 yield RawRow(number, record)
                 next_row = number + 1
@@ -237,6 +251,15 @@ def read_csv(path: Path) -> Iterator[RawRow]:
         raise CatalogError(f"{path} is not valid CSV (row {next_row}): {exc}") from exc
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _texts(record: dict[Any, Any]) -> Iterator[str]:
+    """Every text a csv.DictReader record holds (values beyond the header come as a list)."""
+    for value in record.values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            yield from value
 
 
 def read_jsonl(path: Path) -> Iterator[RawRow]:

@@ -20,7 +20,9 @@ Rules:
   the CLI exits 1).
 - A catalog with no valid row (every row rejected, or none at all) changes nothing, not even
   with prune=True: summary.error says why, summary.committed is False and the CLI exits 1.
-- prune=True removes products whose ids the file no longer lists. Managed image files are never
+- prune=True removes products whose ids the file no longer lists, unless a row was rejected
+  before its id could be read (a JSON line that does not parse, a blank id): then it removes
+  nothing and summary.prune_withheld says why. Managed image files are never
   deleted by ingest: a running server or an older index version may still be using them.
 - Re-ingesting an unchanged catalog writes nothing (every product counts as unchanged);
   images already seen (same file path, size and modification time, or same URL) are not read,
@@ -114,6 +116,7 @@ class IngestSummary:
     seconds: StageSeconds = field(default_factory=StageSeconds)
     skipped: dict[str, int] = field(default_factory=dict)  # drafts etc., by reason (shop feeds)
     hygiene: HygieneFindings | None = None  # placeholders and shared photos (catalog/hygiene.py)
+    prune_withheld: str | None = None  # why --prune removed nothing although asked to
 
     @property
     def ok(self) -> bool:
@@ -134,6 +137,7 @@ class IngestSummary:
             "seconds": {k: round(v, 3) for k, v in asdict(self.seconds).items()},
             "skipped": dict(self.skipped),
             "hygiene": self.hygiene.to_dict() if self.hygiene else None,
+            "prune_withheld": self.prune_withheld,
         }
 
     def describe(self) -> str:
@@ -150,6 +154,8 @@ class IngestSummary:
                 head += f"\n  skipped as the shop withholds them: {reasons}"
             if self.hygiene and self.hygiene.describe():
                 head += "\n" + self.hygiene.describe()
+            if self.prune_withheld:
+                head += f"\n  --prune removed nothing: {self.prune_withheld}"
         else:
             head = (f"strict: {len(self.rejected)} rows of {self.catalog} rejected, "
                     "nothing was changed")
@@ -222,8 +228,10 @@ def ingest(
                 return _nothing_valid(summary)
 
             start = time.perf_counter()
+            if prune and parsed.unidentified_rows:
+                summary.prune_withheld = _prune_withheld(parsed.unidentified_rows)
             _write(store, home, products, parsed.listed_ids, images, summary,
-                   strict=strict, prune=prune,
+                   strict=strict, prune=prune and not summary.prune_withheld,
                    hygiene={"placeholder_min": placeholder_min, "keep": keep_duplicates})
             seconds.writing = time.perf_counter() - start
             return summary
@@ -240,6 +248,9 @@ class ParsedCatalog:
     rejected: list[Rejection]
     listed_ids: set[str]  # every id the file names, rejected rows included (for prune)
     skipped: dict[str, int] = field(default_factory=dict)  # withheld by the shop, by reason
+    # rows rejected before their id could be read (a JSON line that does not parse, a blank
+    # id): whichever products they describe are unknown, so prune must not remove any
+    unidentified_rows: list[int] = field(default_factory=list)
 
 
 def read_rows(
@@ -253,6 +264,7 @@ def read_rows(
     rejected: list[Rejection] = []
     listed: set[str] = set()
     skipped: dict[str, int] = {}
+    unidentified: list[int] = []
     for raw in raw_rows:
         if raw.skipped:
             skipped[raw.skipped] = skipped.get(raw.skipped, 0) + 1
@@ -265,6 +277,8 @@ def read_rows(
         result = raw.problem or validate_fields(raw.fields, raw.row)
         if isinstance(result, str):
             rejected.append(Rejection(raw.row, shown_id and shown_id[:SHOWN_ID_CHARS], result))
+            if not shown_id:
+                unidentified.append(raw.row)
             continue
         first = accepted.setdefault(result.id, result)
         if first is not result and not first.same_fields(result):
@@ -272,7 +286,14 @@ def read_rows(
                 raw.row, result.id,
                 f"duplicate id {result.id!r}: row {first.row} has this id with different fields",
             ))
-    return ParsedCatalog(fmt, list(accepted.values()), rejected, listed, skipped)
+    return ParsedCatalog(fmt, list(accepted.values()), rejected, listed, skipped, unidentified)
+
+
+def _prune_withheld(rows: list[int]) -> str:
+    """Why prune removes nothing when rows were rejected before their ids could be read."""
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return (f"row{'s' if len(rows) > 1 else ''} {shown} could not be read as far as an id, so "
+            "the products the file still lists are not known; fix the rows and ingest again")
 
 
 def _nothing_valid(summary: IngestSummary) -> IngestSummary:
