@@ -210,11 +210,13 @@ def format_pieces(rec) -> str:
 
 def format_results(results) -> list[str]:
     """One line per result (score, price, title, brand, link), for recommend and search."""
+    from jewelrec.catalog.importers import shown_text  # stores ingested before it was applied
+
     if not results:
         return ["  no products match the filters"]
     return [
-        f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  {r.title[:48]:<48} "
-        f"{(r.brand or '')[:18]:<18} {r.url}"
+        f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  "
+        f"{shown_text(r.title)[:48]:<48} {shown_text(r.brand or '')[:18]:<18} {r.url}"
         for i, r in enumerate(results, 1)
     ]
 

@@ -127,6 +127,24 @@ def test_a_valid_row_is_normalised() -> None:
     assert row.tags == ("a", "b", "c") and row.image_refs == ("x.jpg", "y.jpg")
 
 
+def test_control_and_bidi_characters_never_reach_what_people_read() -> None:
+    """A title with terminal escapes (ESC, BEL) would restyle or retitle the shop's terminal
+    when a command prints it; a right-to-left override would make it read as another title."""
+    row = validate_fields(
+        {**GOOD, "title": "Hoop \x1b[31mred\x1b[0m \x1b]0;pwned\x07 \u202eesrever",
+         "brand": "Aure\x1b[2Jlia", "metal": "Gold\x00", "tags": "a\x1b|\u2066b\u2069"},
+        2,
+    )
+    assert isinstance(row, CatalogRow)
+    shown = [row.title, row.brand, row.metal, *row.tags]
+    assert not any(ch in text for text in shown for ch in "\x1b\x07\x00\u202e\u2066\u2069")
+    assert row.title == "Hoop [31mred [0m ]0;pwned esrever" and row.brand == "Aure [2Jlia"
+    assert row.metal == "gold" and row.tags == ("a", "b")
+    # the rest of Unicode is kept: accents, other scripts, emoji sequences with a joiner
+    row = validate_fields({**GOOD, "title": "Créole مُذهّب 👩\u200d👩 hoop"}, 3)
+    assert isinstance(row, CatalogRow) and row.title == "Créole مُذهّب 👩\u200d👩 hoop"
+
+
 def test_currency_defaults_to_usd_and_must_look_like_iso_4217() -> None:
     assert validate_fields({**GOOD, "currency": ""}, 2).currency == "USD"
     assert "bad currency" in validate_fields({**GOOD, "currency": "EURO"}, 2)
@@ -353,3 +371,16 @@ def test_overlong_fields_are_rejected_not_truncated(changes: dict, reason: str) 
 
 def test_the_longest_allowed_title_is_kept_whole() -> None:
     assert validate_fields({**GOOD, "title": "t" * 500}, 2).title == "t" * 500
+
+
+def test_printed_results_neutralise_control_characters_of_older_stores() -> None:
+    """A store ingested before the text was cleaned may still hold escapes: the CLI's result
+    lines must not hand them to the terminal."""
+    from jewelrec.commands import format_results
+    from jewelrec.recommend import Result
+
+    stored = Result(id="e1", title="Esc \x1b[31mRED\x1b]0;pwned\x07", type="ring",
+                    brand="B\x1b[2J", price=10.0, currency="USD",
+                    url="https://shop.example/e1", image="a.jpg", score=0.9)
+    (line,) = format_results([stored])
+    assert "\x1b" not in line and "\x07" not in line and "Esc  [31mRED ]0;pwned" in line

@@ -109,6 +109,8 @@ MAX_JSONL_LINE_CHARS = CSV_PARSE_LIMIT
 END_OF_FILE = "\x1ejewelrec: end of the catalog file\x1e"
 TEXT_FIELDS = ("id", "title", "type", "currency", "brand", "url", "metal", "stone")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc)
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
 class RawRow(NamedTuple):
@@ -401,16 +403,17 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
     return CatalogRow(
         row=row,
         id=text["id"],
-        title=" ".join(text["title"].split()),
+        title=" ".join(shown_text(text["title"]).split()),
         type=_normalise_words(text["type"]),
         price=price,
         currency=currency,
         url=text["url"],
         image_refs=tuple(dict.fromkeys(image_refs)),
-        brand=text["brand"] or None,
+        brand=shown_text(text["brand"]).strip() or None,
         metal=_normalise_words(text["metal"]) or None,
         stone=_normalise_words(text["stone"]) or None,
-        tags=tuple(dict.fromkeys(_split(fields.get("tags"), "|,"))),
+        tags=tuple(dict.fromkeys(t for t in (shown_text(tag).strip()
+                                             for tag in _split(fields.get("tags"), "|,")) if t)),
     )
 
 
@@ -536,7 +539,14 @@ def _split(value: Any, separators: str) -> list[str]:
 
 
 def _normalise_words(value: str | None) -> str:
-    return " ".join((value or "").lower().split())
+    return " ".join(shown_text(value or "").lower().split())
+
+
+def shown_text(text: str) -> str:
+    """Catalog text as people will see it: control characters (ESC, BEL, ...: a title that
+    restyles or retitles a shop's terminal) become spaces, and the bidirectional embeddings,
+    overrides and isolates that reorder how a line reads (a title disguised as another) go."""
+    return _CONTROL.sub(" ", text.translate(_BIDI_CONTROLS))
 
 
 def _is_number(value: Any) -> bool:
