@@ -31,3 +31,14 @@ def test_index_on_milvus_and_recommend_like_exact(tiny_home, tiny_catalog, tmp_p
         assert abs(a["score"] - b["score"]) < 1e-4
     # the exact backend can still be asked for explicitly
     assert recommend("--max-price", "400", "--backend", "exact")["results"] == exact["results"]
+
+
+def test_asking_milvus_for_an_index_built_exact_says_how_to_build_it(tiny_home, tiny_catalog,
+                                                                       capsys):
+    photo = str(sorted((tiny_catalog / "queries").glob("*.jpg"))[0])
+    code = main(["recommend", photo, "--home", str(tiny_home), "--backend", "milvus",
+                 "--milvus-uri", "http://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "built for the exact backend" in err and "jewelrec index --backend milvus" in err
+    assert "KeyError" not in err and "unexpected" not in err

@@ -25,12 +25,16 @@ def open_index(
     if backend == "exact":
         return ExactIndex.load(versions.version_dir(home, version)), meta
     if backend == "milvus":
+        from jewelrec.errors import NotReadyError
         from jewelrec.search.milvus import MilvusIndex
 
+        if not meta.get("milvus_collection"):  # built with the exact backend: nothing in Milvus
+            raise NotReadyError(
+                f"the index was built for the {meta.get('backend', 'exact')} backend, so Milvus "
+                "holds no collection for it: run `jewelrec index --backend milvus "
+                "--milvus-uri URI` first, or leave out --backend")
         uri = milvus_uri or meta.get("milvus_uri")
         if not uri:
-            from jewelrec.errors import NotReadyError
-
             raise NotReadyError("the milvus backend needs --milvus-uri (none recorded in the home)")
         return MilvusIndex.connect(uri, meta["milvus_collection"]), meta
     raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
