@@ -182,7 +182,7 @@ def run_recommend(args: argparse.Namespace) -> int:
 def format_table(rec) -> str:
     searched = ", ".join(rec.searched_types) if rec.searched_types else "all types"
     lines = [
-        f"{rec.photo}: {rec.type} ({rec.type_confidence:.0%}); searched {searched}",
+        f"{rec.photo}: {rec.type} ({percent(rec.type_confidence)}); searched {searched}",
     ]
     if len(rec.pieces) > 1:
         lines.append(f"  {format_pieces(rec)}")
@@ -191,16 +191,27 @@ def format_table(rec) -> str:
     if not rec.recognised:
         lines.append("  this doesn't look like jewelry from this shop; closest pieces anyway:")
     if not rec.type_decided:
-        options = " or ".join(f"{a.type} ({a.probability:.0%})" for a in rec.type_alternatives)
+        options = " or ".join(f"{a.type} ({percent(a.probability)})" for a in rec.type_alternatives)
         lines.append(f"  not sure of the type: {options}? (--type to choose)")
     return "\n".join([*lines, *format_results(rec.results)])
+
+
+def percent(probability: float) -> str:
+    """A probability as a whole percentage that never overstates: 0.9996 is ">99%" (an unsure
+    answer at "100%" reads as a contradiction), 0.004 is "<1%"."""
+    shown = round(100 * probability)
+    if shown >= 100 and probability < 1:
+        return ">99%"
+    if shown <= 0 < probability:
+        return "<1%"
+    return f"{shown}%"
 
 
 def format_pieces(rec) -> str:
     """Which of the photo's pieces the answer searched, and the others (--piece I)."""
     def said(i: int) -> str:
         p = rec.pieces[i]
-        return f"{i}: {p.type} ({p.confidence:.0%}) at {','.join(str(v) for v in p.box)}"
+        return f"{i}: {p.type} ({percent(p.confidence)}) at {','.join(str(v) for v in p.box)}"
 
     others = "; ".join(said(i) for i in range(len(rec.pieces)) if i != rec.piece)
     searched = "your --crop" if rec.piece is None else f"piece {said(rec.piece)}"

@@ -676,7 +676,13 @@ class Recommender:
         filters = filters or Filters()
         threshold = float(getattr(snap.classifier, "decision_threshold", self.confidence_threshold))
         fixed = [type] if type else sorted(filters.types) if filters.types else None
-        decided = fixed is not None or confidence >= threshold
+        # A photo unlike anything in the catalog (a blank frame, no jewelry) is never decided:
+        # whatever type the head picks for it means nothing, however sure it sounds (a shop of
+        # one type has nothing to choose between)
+        sure = confidence >= threshold
+        recognised = (self._recognised(snap, vector, [], recognition)
+                      if fixed is None and sure and len(classes) > 1 else None)
+        decided = fixed is not None or (sure and recognised is not False)
         if decided:
             searched = fixed or [predicted]
             results = self._search(snap, vector, k, filters.with_types(searched),
@@ -690,8 +696,10 @@ class Recommender:
         if known.type is None and decided and len(searched) == 1:  # fixed, or sure enough
             known = replace(known, type=searched[0])
         results = self._explain(snap, results, known)
+        if recognised is None:
+            recognised = self._recognised(snap, vector, results, recognition)
         return Recommendation(
-            recognised=self._recognised(snap, vector, results, recognition),
+            recognised=recognised,
             photo=None,
             type=predicted,
             type_confidence=round(confidence, 6),

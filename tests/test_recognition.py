@@ -87,6 +87,9 @@ def test_blank_frames_and_everyday_photos_are_not_recognised(recommender, name):
     assert answer.recognised is False, name
     assert len(answer.results) == 3  # the closest pieces come anyway
     assert answer.to_dict()["recognised"] is False
+    # whatever type the head picks for it, however sure, is not a decision
+    assert answer.type_decided is False and answer.type_alternatives, name
+    assert recommender.recommend(not_jewelry()[name], k=3, type="ring").type_decided is True
 
 
 def test_shopper_photos_of_catalog_pieces_are_recognised(recommender, tiny_catalog):

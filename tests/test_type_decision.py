@@ -127,3 +127,10 @@ def test_the_html_page_says_what_it_is_unsure_of(store, tmp_path):
     page = out.read_text()
     assert "Not sure of the type: ring (60%) or bracelet (35%) or necklace (5%)" in page
     assert "searched ring, bracelet." in page
+
+
+def test_percentages_never_overstate_an_unsure_answer():
+    from jewelrec.commands import percent
+
+    assert [percent(p) for p in (0.9996, 1.0, 0.6, 0.004, 0.0, 0.005)] == [
+        ">99%", "100%", "60%", "<1%", "0%", "<1%"]

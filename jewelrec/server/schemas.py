@@ -117,8 +117,9 @@ class Recommendation(BaseModel):
     )
     type_decided: bool = Field(
         True,
-        description="false: the classifier is not sure of the type (and the request fixed none); "
-        "the results span the likely types and a person can choose one of type_alternatives",
+        description="false: the classifier is not sure of the type, or the photo is not "
+        "recognised (and the request fixed none); the results span the likely types and a "
+        "person can choose one of type_alternatives",
     )
     type_alternatives: list[TypeAlternative] = Field(
         default_factory=list,

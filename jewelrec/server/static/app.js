@@ -376,9 +376,9 @@ function showPieces(answer) {
     button.style.top = `${(50 * (y0 + y1)) / size.height}%`;
     const searched = answer.piece === i;
     button.setAttribute("aria-pressed", searched ? "true" : "false");
-    const percent = Math.round(100 * (piece.confidence || 0));
+    const percent = percentSure(piece.confidence);
     button.setAttribute("aria-label",
-      `Piece ${i + 1} of ${pieces.length}: ${withArticle(piece.type)} (${percent}% sure)` +
+      `Piece ${i + 1} of ${pieces.length}: ${withArticle(piece.type)} (${percent} sure)` +
       (searched ? ", shown below" : `: search ${plural(piece.type)} like it`));
     const label = document.createElement("span");
     label.className = "hotspot-label";
@@ -581,6 +581,16 @@ async function request(url, options) {
   }
 }
 
+// A probability as a whole percentage that never overstates: 0.9996 is ">99%" (an unsure
+// answer "100% sure" reads as a contradiction), 0.004 is "<1%".
+function percentSure(probability) {
+  const p = probability || 0;
+  const shown = Math.round(100 * p);
+  if (shown >= 100 && p < 1) return ">99%";
+  if (shown <= 0 && p > 0) return "<1%";
+  return `${shown}%`;
+}
+
 function render(answer) {
   el.welcome.hidden = true;
   el.empty.hidden = true;
@@ -589,13 +599,13 @@ function render(answer) {
     showCrop(answer.crop, state.crop !== null);
     showPieces(answer);
     if (answer.type) {
-      const percent = Math.round(100 * (answer.type_confidence || 0));
+      const percent = percentSure(answer.type_confidence);
       const unsure = !state.type && answer.type_decided === false;
       const count = (answer.pieces || []).length;
       el.detected.replaceChildren(
         "Looks like ",
         Object.assign(document.createElement("strong"), { textContent: answer.type }),
-        ` · ${percent}% sure`,
+        ` · ${percent} sure`,
         unsure ? ", so the likely types are shown" : "",
         count > 1 ? ` · ${count} pieces in your photo: pick one on it to search that one` : "",
       );
