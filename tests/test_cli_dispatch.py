@@ -33,3 +33,16 @@ def test_the_command_modules_do_not_import_the_cli():
     code = ("import sys, jewelrec.commands, jewelrec.demo; "
             "sys.exit('jewelrec.cli' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_an_unknown_model_name_is_refused_with_the_names_there_are(tmp_path, capsys):
+    """Not advice to index with a model that does not exist."""
+    import pytest
+
+    for argv in (["recommend", "x.jpg", "--embedder", "foo"], ["index", "--embedder", "foo"],
+                 ["train", "--classifier", "bar"]):
+        with pytest.raises(SystemExit) as stopped:
+            main([*argv, "--home", str(tmp_path / "home")])
+        err = capsys.readouterr().err
+        assert stopped.value.code == EXIT_USAGE and "invalid choice" in err, argv
+        assert "efficientnet" in err and "jewelrec index --embedder" not in err
