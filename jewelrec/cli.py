@@ -86,7 +86,8 @@ def _filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     parser.add_argument("--min-price", type=float, metavar="P", help="lowest price to show")
     parser.add_argument("--max-price", type=float, metavar="P", help="highest price to show")
-    parser.add_argument("--type", help="search only this type (default: the detected type)")
+    parser.add_argument("--type", help="search only this type (as the catalog names it, in any "
+                        "case), or 'any': every type (default: the detected type)")
     parser.add_argument("--brand", action="append", help="only this brand (repeatable)")
     parser.add_argument("--metal", action="append", help="only this metal (repeatable)")
 

@@ -146,12 +146,12 @@ def run_recommend(args: argparse.Namespace) -> int:
         home, embedder=args.embedder, classifier=args.classifier, backend=args.backend,
         milvus_uri=args.milvus_uri,
     )
-    if args.type and args.type not in recommender.classifier.classes:
-        known = ", ".join(recommender.classifier.classes)
-        raise JewelrecError(f"unknown type {args.type!r}; the catalog has: {known}")
+    types = chosen_types_of(args, recommender.classifier.classes)
+    if types is not None:  # one type, or "any": every type (the detected one otherwise)
+        filters = filters.with_types(types)
     outcomes = []
     failed = 0
-    options = dict(k=args.k, filters=filters, type=args.type, prefer_brand=args.prefer_brand,
+    options = dict(k=args.k, filters=filters, prefer_brand=args.prefer_brand,
                    group_variants=args.group_variants, text=args.words)
     for photo in args.photos:
         try:
@@ -219,6 +219,16 @@ def format_pieces(rec) -> str:
             "(--piece I, --all-pieces)")
 
 
+def chosen_types_of(args: argparse.Namespace, known) -> list[str] | None:
+    """The types `--type` names (None: not given), or a clear error for one the catalog lacks."""
+    from jewelrec.search.filters import chosen_types
+
+    try:
+        return chosen_types(args.type, known)
+    except ValueError as exc:
+        raise JewelrecError(f"--type: {exc}") from exc
+
+
 def format_results(results) -> list[str]:
     """One line per result (score, price, title, brand, link), for recommend and search."""
     from jewelrec.catalog.importers import shown_text  # stores ingested before it was applied
@@ -239,11 +249,9 @@ def run_search(args: argparse.Namespace) -> int:
         raise JewelrecError("-k must be between 1 and 1000")
     filters = filters_from_args(args)
     searcher = TextSearcher.open(home_of(args))
-    if args.type:
-        known = searcher.store.types()
-        if args.type not in known:
-            raise JewelrecError(f"unknown type {args.type!r}; the catalog has: {', '.join(known)}")
-        filters = filters.with_types([args.type])
+    types = chosen_types_of(args, searcher.store.types())
+    if types is not None:
+        filters = filters.with_types(types)
     try:
         answer = searcher.search(" ".join(args.query), k=args.k, filters=filters,
                                  prefer_brand_name=args.prefer_brand,

@@ -46,3 +46,18 @@ def test_an_unknown_model_name_is_refused_with_the_names_there_are(tmp_path, cap
         err = capsys.readouterr().err
         assert stopped.value.code == EXIT_USAGE and "invalid choice" in err, argv
         assert "efficientnet" in err and "jewelrec index --embedder" not in err
+
+
+def test_a_type_is_read_as_the_catalog_stores_types_and_any_means_every_type():
+    from jewelrec.search.filters import chosen_types
+
+    known = ["ring", "rose ring", "necklace"]
+    assert chosen_types(None, known) is None and chosen_types("  ", known) is None
+    assert chosen_types("RING", known) == ["ring"]
+    assert chosen_types(" Rose  Ring ", known) == ["rose ring"]
+    assert chosen_types("Any", known) == ["necklace", "ring", "rose ring"]
+    import pytest
+
+    with pytest.raises(ValueError, match=r"unknown type 'spoon': use one of necklace, ring, "
+                                         r"rose ring \(or 'any'\)"):
+        chosen_types("spoon", known)

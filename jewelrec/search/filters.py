@@ -92,3 +92,23 @@ def _as_set(value: Iterable[str] | str | None) -> frozenset[str]:
     if isinstance(value, str):
         value = [v for v in value.split(",")]
     return frozenset(v.strip() for v in value if v and v.strip())
+
+
+ANY_TYPE = "any"  # a shopper's `type`: every type instead of the detected one
+
+
+def chosen_types(asked: str | None, known: Iterable[str]) -> list[str] | None:
+    """The types a shopper's `type` names among the `known` ones: None when it names none (the
+    detected type then), every known type for "any", else the one named, read as the catalog
+    stores types (lower case, single spaces: "Rose  Ring" is "rose ring"). ValueError with the
+    choices for a type the catalog does not have."""
+    wanted = " ".join((asked or "").lower().split())
+    if not wanted:
+        return None
+    known = sorted(set(known))
+    if wanted == ANY_TYPE:
+        return known
+    if wanted in known:
+        return [wanted]
+    raise ValueError(f"unknown type {asked.strip()!r}: use one of {', '.join(known)} "
+                     f"(or {ANY_TYPE!r})")

@@ -49,7 +49,7 @@ from jewelrec.imaging.io import (
 )
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
-from jewelrec.search.filters import Filters
+from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types
 from jewelrec.server import embed, inference, schemas
 from jewelrec.server.params import FilterParams, filter_params
 from jewelrec.text.photo_words import WordsError
@@ -62,7 +62,6 @@ STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD_BYTES = 10_000_000
 MULTIPART_SLACK_BYTES = 64 * 1024  # form fields and multipart boundaries around the photo
 RELOAD_INTERVAL_S = 2.0
-ANY_TYPE = "any"  # `type=any` searches every type instead of the detected one
 MAX_K = 100
 EXAMPLES_PER_PAGE = 8
 # What an upload may be: exactly the formats the image loader reads, named as people know them.
@@ -288,21 +287,17 @@ async def _filters(shop: Shop, asked: FilterParams) -> Filters:
         raise _unprocessable(
             f"min_price ({min_price:g}) is above max_price ({max_price:g}): swap or widen them"
         )
-    types: list[str] = []
-    type = (asked.type or "").strip()
-    if type:
-        known = sorted(set((await shop.facets()).types) | set(shop.recommender.classifier.classes))
-        if type == ANY_TYPE:
-            types = known
-        elif type in known:
-            types = [type]
-        else:
-            raise _unprocessable(
-                f"unknown type {type!r}: use one of {', '.join(known)} (or {ANY_TYPE!r})"
-            )
+    types: list[str] | None = None
+    if (asked.type or "").strip():
+        known = set((await shop.facets()).types) | set(shop.recommender.classifier.classes)
+        try:
+            types = chosen_types(asked.type, known)
+        except ValueError as exc:
+            raise _unprocessable(str(exc)) from exc
     try:
         return Filters.build(
-            min_price=min_price, max_price=max_price, types=types, brands=asked.brands or [],
+            min_price=min_price, max_price=max_price, types=types or [],
+            brands=asked.brands or [],
             metals=asked.metals or [],
         )
     except ValueError as exc:
