@@ -46,6 +46,22 @@ def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> No
     assert rows[1].problem is None
 
 
+def test_a_row_with_more_values_than_columns_is_rejected(tmp_path: Path) -> None:
+    """An unquoted comma shifts every later value: the last ones would be dropped silently."""
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "id,title,type,price,url,image,tags\n"
+        "a,Hoop,earring,1,https://x.example/a,a.jpg,gold,hoop\n"  # tags "gold,hoop" unquoted
+        "b,Band,ring,2,https://x.example/b,b.jpg,plain,\n",  # a trailing comma: nothing extra
+        encoding="utf-8",
+    )
+    first, second = rows_of(path)
+    assert first.problem == ("8 values where the header names 7 columns (a comma inside a "
+                             "value that is not quoted?); the extra: 'hoop'")
+    assert first.fields["id"] == "a"  # its id still counts as listed (prune keeps it)
+    assert second.problem is None and second.fields["tags"] == "plain"
+
+
 def test_jsonl_rows_are_line_numbers_and_a_broken_line_is_one_rejection(tmp_path: Path) -> None:
     path = tmp_path / "catalog.jsonl"
     path.write_text(

@@ -244,8 +244,14 @@ def read_csv(path: Path) -> Iterator[RawRow]:
                         f"{path}: row {number} opens a quoted field (\") that is never "
                         "closed, so everything after it would be read as part of that field; "
                         "close or remove the stray quote")
-                record.pop(None, None)  # values beyond the header's columns
-                yield RawRow(number, record)
+                extra = [v for v in record.pop(None, None) or [] if v.strip()]
+                if extra:  # values beyond the header's columns: the fields have shifted
+                    yield RawRow(number, record, (
+                        f"{len(header) + len(extra)} values where the header names "
+                        f"{len(header)} columns (a comma inside a value that is not quoted?); "
+                        f"the extra: {_shown(', '.join(extra))}"))
+                else:  # empty values beyond the header (a trailing comma) are nothing
+                    yield RawRow(number, record)
                 next_row = number + 1
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
