@@ -164,6 +164,9 @@ class Home:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = resolve_home(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise JewelrecError(f"the data home {self.root} is a file, not a folder: name a "
+                                "folder with --home (or $JEWELREC_HOME)")
 
     @property
     def catalog_db(self) -> Path:

@@ -61,3 +61,12 @@ def test_a_type_is_read_as_the_catalog_stores_types_and_any_means_every_type():
     with pytest.raises(ValueError, match=r"unknown type 'spoon': use one of necklace, ring, "
                                          r"rose ring \(or 'any'\)"):
         chosen_types("spoon", known)
+
+
+def test_a_home_that_is_a_file_is_one_clear_line(tmp_path, capsys):
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("x")
+    for argv in (["index"], ["ingest", str(afile)], ["search", "ring"]):
+        assert main([*argv, "--home", str(afile)]) == EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is a file, not a folder" in err, err

@@ -84,6 +84,17 @@ def test_folder_is_not_an_image(tmp_path: Path):
         load_image(tmp_path)
 
 
+def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path: Path):
+    """A FIFO would block the reader forever; /dev/zero reported itself as 0 bytes."""
+    import os
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ImageError, match="not a regular file"):
+            load_image(path)
+
+
 def test_not_an_image():
     with pytest.raises(ImageError, match="not an image"):
         load_image(b"name,price\nring,10\n")

@@ -247,6 +247,8 @@ def _existing_file(path: Path, name: str) -> Path:
         raise ImageError(f"{name} cannot be opened: {_reason(exc)}") from exc
     if path.is_dir():
         raise ImageError(f"{name} is a folder, not an image")
+    if not path.is_file():  # reading a pipe could wait forever, a device never end
+        raise ImageError(f"{name} is not a regular file (a device or a pipe), not an image")
     if size == 0:
         raise ImageError(f"{name} is empty (0 bytes)")
     return path
