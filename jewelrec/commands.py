@@ -132,6 +132,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     if args.k < 1 or args.k > 1000:
         raise JewelrecError("-k must be between 1 and 1000")
     filters = filters_from_args(args)
+    html = output_file(args.html, "--html") if args.html else None
     try:
         crop = Box.parse(args.crop) if args.crop else None
     except ValueError as exc:
@@ -173,10 +174,18 @@ def run_recommend(args: argparse.Namespace) -> int:
                        else recs[0].to_dict())
         else:
             print("\n".join(format_table(rec) for rec in recs))
-    if args.html:
-        render_page(home, Path(args.html), outcomes)
+    if html:
+        render_page(home, html, outcomes)
         print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_FAILED if failed else 0
+
+
+def output_file(path: str, option: str) -> Path:
+    """The file an option names for output, refused before any work when it is a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise JewelrecError(f"{option} {path} is a folder: name the file to write")
+    return out
 
 
 def format_table(rec) -> str:
@@ -294,12 +303,13 @@ def run_report(args: argparse.Namespace) -> int:
     if not 0 <= args.examples <= 50:
         raise JewelrecError("--examples must be between 0 and 50")
     home = home_of(args)
+    out = output_file(args.out, "--out") if args.out else home.root / "report.html"
     photos = [Path(p) for p in args.photo or []]
     for photo in photos:
         if not photo.is_file():
             raise JewelrecError(f"--photo {photo}: no such file")
     summary = build_report(
-        home, Path(args.out) if args.out else home.root / "report.html", photos=photos,
+        home, out, photos=photos,
         examples=args.examples, progress=not args.no_progress and not args.json,
     )
     if args.json:

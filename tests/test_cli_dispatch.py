@@ -70,3 +70,12 @@ def test_a_home_that_is_a_file_is_one_clear_line(tmp_path, capsys):
         assert main([*argv, "--home", str(afile)]) == EXIT_USAGE, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is a file, not a folder" in err, err
+
+
+def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for argv in (["report", "--out", str(folder)], ["recommend", "x.jpg", "--html", str(folder)]):
+        assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert f"{folder} is a folder: name the file to write" in err, err
