@@ -248,6 +248,9 @@ def test_page_script_never_writes_html():
         ({"crop": "10,10,5,5"}, "crop"),
         ({"crop": "-1,0,5,5"}, "crop"),
         ({"crop": "5000,5000,6000,6000"}, "crop"),
+        ({"type": "r" * 201}, "type"),
+        ({"brand": ["b" * 201]}, "brand"),
+        ({"metal": ["gold"] * 51}, "metal"),
     ],
 )
 def test_invalid_filters_are_422_with_a_message(client, tiny_query_photo, fields, mentions):
@@ -260,7 +263,7 @@ def test_invalid_filters_are_422_with_a_message(client, tiny_query_photo, fields
 def test_invalid_query_parameters_for_similar_are_422(client, tiny_query_photo):
     first = post_photo(client, tiny_query_photo, k=1).json()["results"][0]
     for params in ({"k": 0}, {"min_price": 9, "max_price": 1}, {"type": "spoon"},
-                   {"max_price": -3}):
+                   {"max_price": -3}, {"brand": "b" * 201}, {"brand": ["b"] * 51}):
         response = client.get(f"/api/products/{first['id']}/similar", params=params)
         assert response.status_code == 422, params
         assert isinstance(response.json()["detail"], str)

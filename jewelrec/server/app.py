@@ -593,9 +593,17 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         for e in exc.errors()
     ]
     sentence = "; ".join(
-        f"{p['loc'][-1] if p['loc'] else 'request'}: {p['msg']}" for p in problems
+        f"{_field_named(e.get('loc', ()))}: {p['msg']}"
+        for e, p in zip(exc.errors(), problems, strict=True)
     )
     return JSONResponse({"detail": sentence or "invalid request", "errors": problems}, 422)
+
+
+def _field_named(loc: tuple | list) -> str:
+    """The field an error is about as a person names it: ("body", "brand", 0) is brand[0]."""
+    names = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                    for part in loc[1:] if part is not None)  # loc[0]: body, query, path
+    return names.lstrip(".") or "request"
 
 
 def _said(msg: str) -> str:

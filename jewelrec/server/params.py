@@ -11,6 +11,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Form, Query
+from pydantic import StringConstraints
+
+# A type, brand or metal is at most as long as the catalog lets one be (catalog/importers.py
+# MAX_LENGTHS); a request names at most this many brands or metals
+MAX_NAME_CHARS = 200
+MAX_NAMES = 50
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,11 @@ def filter_params(
     def filters(
         min_price: Annotated[float | None, kind(ge=0, allow_inf_nan=False)] = None,
         max_price: Annotated[float | None, kind(ge=0, allow_inf_nan=False)] = None,
-        type: Annotated[str | None, kind(description=type_help)] = None,
-        brand: Annotated[list[str] | None, kind(description=brand_help)] = None,
-        metal: Annotated[list[str] | None, kind(description=metal_help)] = None,
+        type: Annotated[str | None, kind(max_length=MAX_NAME_CHARS, description=type_help)] = None,
+        brand: Annotated[list[Name] | None,
+                         kind(max_length=MAX_NAMES, description=brand_help)] = None,
+        metal: Annotated[list[Name] | None,
+                         kind(max_length=MAX_NAMES, description=metal_help)] = None,
     ) -> FilterParams:
         return FilterParams(min_price, max_price, type, brand, metal)
 
