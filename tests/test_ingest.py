@@ -505,3 +505,15 @@ def test_cli_exit_codes_and_json_for_catalogs_that_store_nothing(
     assert code == 0 and report["added"] == 2 and report["error"] is None
     assert [r["row"] for r in report["rejected"]] == [3]
     assert "200,000 characters long" in report["rejected"][0]["reason"]
+
+
+def test_a_catalog_in_several_currencies_is_reported(tmp_path: Path, home: Home) -> None:
+    """Price filters compare the numbers: 100 EUR and 100 USD would fall in one range."""
+    folder = tmp_path / "shop"
+    rows = [row(i, folder, currency=("USD", "USD", "EUR")[i % 3]) for i in range(6)]
+    summary = ingest(write_csv(folder / "catalog.csv", rows), home, progress=False)
+    assert summary.ok and summary.currencies == {"USD": 4, "EUR": 2}
+    assert "prices in 2 currencies (USD 4, EUR 2 products)" in summary.describe()
+    assert summary.to_dict()["currencies"] == {"USD": 4, "EUR": 2}
+    one = ingest(catalog(folder, range(6), name="usd.csv"), home, prune=True, progress=False)
+    assert one.currencies is None and "currencies" not in one.describe()

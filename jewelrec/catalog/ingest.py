@@ -46,6 +46,7 @@ import re
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -117,6 +118,9 @@ class IngestSummary:
     skipped: dict[str, int] = field(default_factory=dict)  # drafts etc., by reason (shop feeds)
     hygiene: HygieneFindings | None = None  # placeholders and shared photos (catalog/hygiene.py)
     prune_withheld: str | None = None  # why --prune removed nothing although asked to
+    # products per currency, when the catalog (as this ingest leaves it) has more than one:
+    # prices are compared as numbers, so a price range would mix them
+    currencies: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,6 +142,7 @@ class IngestSummary:
             "skipped": dict(self.skipped),
             "hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "prune_withheld": self.prune_withheld,
+            "currencies": self.currencies,
         }
 
     def describe(self) -> str:
@@ -156,6 +161,11 @@ class IngestSummary:
                 head += "\n" + self.hygiene.describe()
             if self.prune_withheld:
                 head += f"\n  --prune removed nothing: {self.prune_withheld}"
+            if self.currencies:
+                counts = ", ".join(f"{c} {n}" for c, n in self.currencies.items())
+                head += (f"\n  prices in {len(self.currencies)} currencies ({counts} products): "
+                         "price filters compare the numbers as they are, so keep one currency "
+                         "per home (or convert the prices before ingesting)")
         else:
             head = (f"strict: {len(self.rejected)} rows of {self.catalog} rejected, "
                     "nothing was changed")
@@ -519,6 +529,9 @@ def _write(
     for product_id in removed:
         catalog.pop(product_id, None)
     summary.hygiene = audit(home, catalog.values(), fresh=images.signatures, **(hygiene or {}))
+    currencies = Counter(p.currency for p in catalog.values())
+    if len(currencies) > 1:
+        summary.currencies = dict(currencies.most_common())
     findings = summary.hygiene.to_dict()
     if (not changed and not removed and not to_publish and not new_sources
             and validators == images.validators and findings == store.meta(HYGIENE_KEY)):
