@@ -61,6 +61,13 @@ def test_cors_answers_an_allowed_origin_on_the_widget_route_only(client, product
         "Origin": SHOP, "Access-Control-Request-Method": "GET"})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == SHOP
+    for origin, method, said in ((SHOP, "DELETE", "method"), ("http://evil.example", "GET",
+                                                                "origin")):
+        refused = client.options(similar, headers={
+            "Origin": origin, "Access-Control-Request-Method": method})
+        assert refused.status_code == 400 and refused.headers["content-type"].startswith(
+            "application/json")
+        assert f"its {said} may not call this route" in refused.json()["detail"]
     # Other routes stay same-origin, even for an allowed origin.
     for path in ("/api/facets", f"/api/products/{product_id}", "/healthz"):
         answer = client.get(path, headers={"Origin": SHOP})

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,6 +50,22 @@ def check_origin(origin: str) -> str:
     return cleaned
 
 
+class JsonCORS(CORSMiddleware):
+    """Starlette's CORSMiddleware, whose refused preflight (origin, method or header not
+    allowed) answers JSON with a `detail`, as every other error of the API does, not text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        kept = {k: v for k, v in response.headers.items()
+                if k.lower() not in {"content-length", "content-type"}}
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        return JSONResponse({"detail": f"cross-origin request refused: its {refused} may not "
+                                       "call this route (serve --allow-origin)"},
+                            status_code=400, headers=kept)
+
+
 class WidgetCORS:
     """CORSMiddleware for CORS_PATHS only, and only for `origins` (checked ones: see
     `check_origin`); other paths pass untouched.
@@ -57,7 +74,7 @@ class WidgetCORS:
 
     def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
         self.app = app
-        self.cors = CORSMiddleware(
+        self.cors = JsonCORS(
             app, allow_origins=list(origins), allow_methods=["GET"],
             allow_credentials=False, max_age=600,
         )
