@@ -195,6 +195,19 @@ def test_google_tsv_accepts_header_names_with_spaces(tmp_path: Path) -> None:
     assert (row.type, str(row.price), row.currency) == ("earring", "9.99", "GBP")
 
 
+def test_a_shop_export_with_a_quote_never_closed_is_one_clear_error(tmp_path: Path) -> None:
+    """The csv module would read the rest of the export as one value, products lost unsaid."""
+    options = FeedOptions(shop_url="https://shop.example")
+    for sample in ("shopify_products.csv", "woocommerce_products.csv", "google_feed.tsv"):
+        text = (DATA / sample).read_text(encoding="utf-8").rstrip("\n")
+        head, last = text.rsplit("\n", 1)
+        broken = tmp_path / sample
+        broken.write_text(f'{head}\n"{last}\n', encoding="utf-8")  # the last row opens a quote
+        assert read_rows(DATA / sample, options=options).rows  # the sample itself reads
+        with pytest.raises(CatalogError, match=r"row \d+ opens a quoted field"):
+            read_rows(broken, options=options)
+
+
 # -- detection and --format ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(

@@ -50,10 +50,9 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -214,11 +213,7 @@ def read_csv(path: Path) -> Iterator[RawRow]:
     next_row = 2  # the spreadsheet row being read, for an error that ends the file
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            # A line after the last one: read as a row of its own, the file ended outside any
-            # quotes; inside a field, a quote was never closed and swallowed the rest of the
-            # file (the csv module accepts that silently, and --prune would then remove every
-            # product the swallowed rows listed)
-            reader = csv.DictReader(chain(fh, [END_OF_FILE + "\n"]))
+            reader = csv.DictReader(with_end_marker(fh))
             if not reader.fieldnames or reader.fieldnames == [END_OF_FILE]:
                 raise CatalogError(f"{path} is empty: expected a header row such as "
                                    f"{','.join(REQUIRED_FIELDS)}")
@@ -237,13 +232,8 @@ def read_csv(path: Path) -> Iterator[RawRow]:
                 )
             reader.fieldnames = header
             for number, record in enumerate(reader, start=2):
-                if any(END_OF_FILE in value for value in _texts(record)):
-                    if record.get(header[0]) == END_OF_FILE:
-                        return  # the marker's own row: the file ended outside any quotes
-                    raise CatalogError(
-                        f"{path}: row {number} opens a quoted field (\") that is never "
-                        "closed, so everything after it would be read as part of that field; "
-                        "close or remove the stray quote")
+                if at_end_marker([record.get(header[0]), *_texts(record)], path, number):
+                    return
                 extra = [v for v in record.pop(None, None) or [] if v.strip()]
                 if extra:  # values beyond the header's columns: the fields have shifted
                     yield RawRow(number, record, (
@@ -259,6 +249,27 @@ def read_csv(path: Path) -> Iterator[RawRow]:
         raise CatalogError(f"{path} is not valid CSV (row {next_row}): {exc}") from exc
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def with_end_marker(lines: Iterable[str]) -> Iterator[str]:
+    """A CSV file's `lines`, then END_OF_FILE on a line of its own (see `at_end_marker`)."""
+    yield from lines
+    yield END_OF_FILE + "\n"
+
+
+def at_end_marker(values: Sequence[str | None], path: Path, row: int) -> bool:
+    """Whether a record read from `with_end_marker` lines is the marker's own (`values`: its
+    first value, then every value): the file ended outside any quotes. The marker inside a
+    value means a quote was never closed and swallowed the rest of the file, which the csv
+    module accepts silently (and --prune would then remove every product of the swallowed
+    rows): a CatalogError naming the row that opened it."""
+    if not any(END_OF_FILE in value for value in values[1:] if value):
+        return False
+    if values[0] == END_OF_FILE:
+        return True
+    raise CatalogError(f"{path}: row {row} opens a quoted field (\") that is never closed, so "
+                       "everything after it would be read as part of that field; close or "
+                       "remove the stray quote")
 
 
 def _texts(record: dict[Any, Any]) -> Iterator[str]:

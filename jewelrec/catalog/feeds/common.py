@@ -18,7 +18,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from jewelrec.catalog.feeds.type_rules import TypeRules
-from jewelrec.catalog.importers import METAL_COLOURS
+from jewelrec.catalog.importers import END_OF_FILE, METAL_COLOURS, at_end_marker, with_end_marker
 from jewelrec.errors import CatalogError
 from jewelrec.links import link_problem
 
@@ -123,9 +123,9 @@ def csv_records(
     the header lacks a `required` column (lower case), naming the `kind` of file expected."""
     csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     with open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        reader = csv.reader(with_end_marker(fh), delimiter=delimiter)
         header = next(reader, None)
-        if not header:
+        if not header or header == [END_OF_FILE]:
             raise CatalogError(f"{path} is empty: expected a header row")
         names = [name.strip() for name in header]
         missing = [r for r in required if r not in {" ".join(n.lower().split()) for n in names}]
@@ -133,6 +133,8 @@ def csv_records(
             raise CatalogError(f"{path} is not a {kind}: its header has no "
                                f"{', '.join(repr(m) for m in missing)} column")
         for number, values in enumerate(reader, start=2):
+            if at_end_marker([values[0] if values else None, *values], path, number):
+                return
             if not any(v.strip() for v in values):
                 continue
             pairs = zip(names, values, strict=False)  # short rows: the missing columns are blank
