@@ -347,6 +347,7 @@ class Recommender:
             classifier_fingerprint(home, self._classifier_name) if home else None,
         )
         self._reload_lock = threading.Lock()
+        self._unloadable: str | None = None  # an index version that failed to load: not retried
         self._disagreement_logged: str | None = None  # index version already warned about
         # the server's micro-batching executor; None: each query runs the models itself
         self.inference: Inference | None = None
@@ -821,20 +822,27 @@ class Recommender:
     def reload_if_changed(self) -> bool:
         """Swap in a newly published index as one complete snapshot (new models too when the
         index was built with other embedder files or the classifier was retrained); requests in
-        flight keep the snapshot they started with."""
+        flight keep the snapshot they started with. A version that fails to load (it does not
+        match the models: a retrained embedder) raises once and is not tried again; the next
+        published one is."""
         if self.home is None:
             return False
         version = versions.current_version(self.home)
-        if version is None or version == self.index_version:
+        if version is None or version in {self.index_version, self._unloadable}:
             return False
         with self._reload_lock:
             current = self.snapshot
             if version == current.index_version:
                 return False
-            fresh = load_snapshot(
-                self.home, version, store=current.store, classifier_name=self._classifier_name,
-                backend=self._backend, milvus_uri=self._milvus_uri, previous=current,
-            )
+            try:
+                fresh = load_snapshot(
+                    self.home, version, store=current.store,
+                    classifier_name=self._classifier_name, backend=self._backend,
+                    milvus_uri=self._milvus_uri, previous=current,
+                )
+            except Exception:
+                self._unloadable = version
+                raise
             self.swap(fresh)
             log.info("switched to index %s", version)
             return True

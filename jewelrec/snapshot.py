@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from jewelrec.catalog.store import CatalogStore
+from jewelrec.errors import NotReadyError
 from jewelrec.home import FP32, Home
 from jewelrec.models.attributes import AttributeHeads, load_attributes
 from jewelrec.models.backbone import Backbone
@@ -65,6 +66,22 @@ class Snapshot:
         object.__setattr__(self, "index_meta", MappingProxyType(dict(self.index_meta)))
 
 
+def _check_embedder_matches(home: Home, version: str, name: str, meta: Mapping[str, Any]) -> None:
+    """NotReadyError when the embedder was retrained after the index was built: its vectors
+    and a photo's would no longer compare (after new products, not even in length), and every
+    query would fail. The index is built again with the new embedder; until then the running
+    servers keep the snapshot they have."""
+    from jewelrec.indexing import model_fingerprint
+
+    recorded = meta.get("embedder_fingerprint")
+    folder = model_folder(home.models_dir, "embedder", name)
+    if recorded and meta.get("embedder") == name and folder.is_dir() \
+            and model_fingerprint(folder) != recorded:
+        raise NotReadyError(
+            f"the {name} embedder was retrained after index {version} was built, so the index "
+            f"does not match it: run `jewelrec index --home {home.root}`")
+
+
 def classifier_fingerprint(home: Home, name: str) -> str | None:
     """The classifier's files' fingerprint (None when it has no folder in this home)."""
     from jewelrec.indexing import model_fingerprint
@@ -90,6 +107,7 @@ def load_snapshot(
     `home`, so the models of one snapshot always share one runtime and `previous` is untouched."""
     index, meta = open_index(home, version=version, backend=backend, milvus_uri=milvus_uri)
     name = embedder_name or meta.get("embedder") or home.settings().embedder
+    _check_embedder_matches(home, version, name, meta)
     fingerprint = classifier_fingerprint(home, classifier_name)
     # queries compute as the index's vectors were computed (an index from before the choice
     # existed was float)

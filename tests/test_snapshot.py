@@ -148,6 +148,36 @@ def test_reload_builds_the_whole_snapshot_and_loads_models_only_when_some_change
     with pytest.raises(OSError):
         recommender.reload_if_changed()
     assert recommender.snapshot is served  # nothing half-swapped
+    assert recommender.reload_if_changed() is False  # not tried again every poll...
+    published.update(version="v6", meta={"embedder": "other", "embedder_fingerprint": "e2"})
+    assert recommender.reload_if_changed() is True  # ...but the next version is
+    assert recommender.index_version == "v6"
+
+
+def test_an_embedder_retrained_after_the_index_is_refused_with_what_to_run(
+    tiny_home, tiny_catalog, tmp_path, capsys
+):
+    """After `train` on a grown catalog the embedder's vectors no longer match the index's
+    (not even in length): every query failed with numpy's words, or a 500."""
+    import json
+    import shutil
+
+    from jewelrec.cli import main
+    from jewelrec.errors import NotReadyError
+    from jewelrec.models.base import model_folder
+
+    home = Home(tmp_path / "home")
+    shutil.copytree(tiny_home, home.root, symlinks=True)
+    config = model_folder(home.models_dir, "embedder", "efficientnet") / "config.json"
+    retrained = json.loads(config.read_text())
+    retrained["retrained"] = True  # any change of its weights or config
+    config.write_text(json.dumps(retrained))
+    with pytest.raises(NotReadyError, match=r"embedder was retrained after index .* was built"):
+        Recommender.open(home)
+    photo = sorted((tiny_catalog / "queries").glob("*.jpg"))[0]
+    assert main(["recommend", str(photo), "--home", str(home.root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run `jewelrec index --home" in err
 
 
 def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(

@@ -270,6 +270,8 @@ async def _watch_index(shop: Shop, interval_s: float) -> None:
         try:
             if await anyio.to_thread.run_sync(shop.recommender.reload_if_changed):
                 log.info("now serving index %s", shop.recommender.index_version)
+        except JewelrecError as exc:  # said plainly: what to run is in the message
+            log.error("could not load the new index (%s); still serving the previous one", exc)
         except Exception:
             log.exception("could not load the new index; still serving the previous one")
 
