@@ -207,6 +207,28 @@ class Home:
     def settings_path(self) -> Path:
         return self.root / "settings.json"
 
+    @contextmanager
+    def exclusive(self, job: str, error: type[JewelrecError] = JewelrecError) -> Iterator[None]:
+        """One `job` (ingest, index) on this home at a time: an exclusive lock on
+        home/.<job>.lock (released by the OS even on kill -9); a second one raises `error`
+        at once instead of racing the first (two index runs published in either order)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{job}.lock", "a+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise error(f"another {job} is running on {self.root}; wait for it to "
+                            "finish") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def ensure(self) -> Home:
         for folder in (self.root, self.images_dir, self.models_dir, self.index_dir):
             folder.mkdir(parents=True, exist_ok=True)

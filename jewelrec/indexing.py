@@ -295,7 +295,19 @@ def build_index(
     milvus_uri: str | None = None,
     progress: bool = True,
 ) -> IndexReport:
-    """Embed the catalog and publish a new index version; the old one serves until then."""
+    """Embed the catalog and publish a new index version; the old one serves until then. One
+    index run per home at a time: a second is refused, so an older catalog's index can never
+    be published over a newer one."""
+    home.require_catalog()
+    with home.exclusive("index"):
+        return _build_index(home, embedder=embedder, backend=backend, milvus_uri=milvus_uri,
+                            progress=progress)
+
+
+def _build_index(
+    home: Home, *, embedder: str | None, backend: str | None, milvus_uri: str | None,
+    progress: bool,
+) -> IndexReport:
     start = time.perf_counter()
     settings = home.settings()
     embedder_name = embedder or settings.embedder

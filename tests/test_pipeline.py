@@ -204,3 +204,22 @@ def test_an_index_build_that_fails_mid_write_publishes_nothing_and_says_why(
     code, out, _ = run(capsys, "recommend", str(photo), "--home", str(seed_home), "--json",
                        "-k", "2")
     assert code == 0 and len(json.loads(out)["results"]) == 2
+
+
+def test_one_index_run_per_home_at_a_time(tiny_home, tmp_path, capsys):
+    """Two runs raced to publish, and the one that started first (an older catalog) could
+    become the current index after the newer one."""
+    import shutil
+
+    fcntl = pytest.importorskip("fcntl")
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    current = (home / "index" / "CURRENT").read_text()
+    with open(home / ".index.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert main(["index", "--home", str(home), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "another index is running on" in err and err.count("\n") == 1
+        assert (home / "index" / "CURRENT").read_text() == current  # nothing published
+    assert main(["index", "--home", str(home), "--no-progress"]) == 0
+    assert (home / "index" / "CURRENT").read_text() != current

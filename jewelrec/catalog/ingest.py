@@ -70,7 +70,7 @@ from jewelrec.imaging.io import image_to_png_bytes, load_image, sniff_image_type
 from jewelrec.links import is_http_ref
 
 STAGING_DIR = ".ingest-staging"
-LOCK_FILE = ".ingest.lock"
+LOCK_FILE = ".ingest.lock"  # what home.exclusive("ingest") locks
 MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
 FETCH_WORKERS = 8  # concurrent image downloads: enough to hide latency, polite to one CDN
 VALIDATORS_KEY = "image_validators"  # store meta: URL -> [ETag, Last-Modified]
@@ -215,7 +215,7 @@ def ingest(
         return _nothing_valid(summary)
 
     home.root.mkdir(parents=True, exist_ok=True)
-    with _ingest_lock(home), _staging_folder(home) as staging:
+    with home.exclusive("ingest", CatalogError), _staging_folder(home) as staging:
         store = CatalogStore.open(home)
         try:
             start = time.perf_counter()
@@ -558,27 +558,6 @@ def _write(
 
 
 # -- one ingest per home ---------------------------------------------------------------------
-
-@contextmanager
-def _ingest_lock(home: Home) -> Iterator[None]:
-    """An exclusive lock on home/.ingest.lock (released by the OS even on kill -9)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, SQLite still serialises the writes
-        yield
-        return
-    with open(home.root / LOCK_FILE, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CatalogError(
-                f"another ingest is running on {home.root}; wait for it to finish"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
 
 @contextmanager
 def _staging_folder(home: Home) -> Iterator[Path]:
