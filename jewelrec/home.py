@@ -95,6 +95,37 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def replaced_folder(target: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `target`; on success it takes `target`'s place whole,
+    so a model's weights, config and graphs are never a mix of two trainings (a `train` killed
+    while saving left new weights beside the old graph, and queries used the mix). What a
+    killed run left behind goes the next time; a run killed between the two renames leaves
+    the previous folder to be put back."""
+    parent, name = target.parent, target.name
+    old = parent / f".{name}.old.part"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        for stale in parent.glob(f".{name}.*.part"):
+            shutil.rmtree(stale, ignore_errors=True)
+        fresh = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent))
+        os.chmod(fresh, 0o777 & ~current_umask())
+    except OSError as exc:
+        raise storage_error("write", target, exc) from exc
+    try:
+        yield fresh
+        if target.exists():
+            os.replace(target, old)
+        os.replace(fresh, target)
+    except OSError as exc:
+        raise storage_error("write", target, exc) from exc
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def current_umask() -> int:
     """The process umask, read without changing it (Linux reports it in /proc); 0o022 where
     it cannot be read, the usual default."""

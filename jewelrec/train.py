@@ -21,7 +21,7 @@ from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
 from jewelrec.errors import JewelrecError
 from jewelrec.feature_store import attached_to_home
-from jewelrec.home import Home, atomic_write_json
+from jewelrec.home import Home, atomic_write_json, replaced_folder
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.models.attributes import (
@@ -151,25 +151,26 @@ def train_home(
             report = model.fit(images, data.labels, epochs=epochs, seed=seed, progress=progress,
                                **gallery)
         folder = model_folder(home.models_dir, kind, names[kind])
-        model.save(folder)
-        if report.train_loss:
-            plot_loss_curves(report, folder / "loss.png", title=f"{kind}: {names[kind]}")
-        seconds = time.perf_counter() - start
-        atomic_write_json(
-            folder / "training.json",
-            {
-                "training_data_fingerprint": data.fingerprint,
-                "images": len(images),
-                "epochs": epochs,
-                "seed": seed,
-                "seconds": round(seconds, 2),
-                "train_loss": report.train_loss,
-                "val_loss": report.val_loss,
-                "val_accuracy": report.val_accuracy,
-                "notes": report.notes,
-                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
+        with replaced_folder(folder) as fresh:  # the whole model, or the previous one whole
+            model.save(fresh)
+            if report.train_loss:
+                plot_loss_curves(report, fresh / "loss.png", title=f"{kind}: {names[kind]}")
+            seconds = time.perf_counter() - start
+            atomic_write_json(
+                fresh / "training.json",
+                {
+                    "training_data_fingerprint": data.fingerprint,
+                    "images": len(images),
+                    "epochs": epochs,
+                    "seed": seed,
+                    "seconds": round(seconds, 2),
+                    "train_loss": report.train_loss,
+                    "val_loss": report.val_loss,
+                    "val_accuracy": report.val_accuracy,
+                    "notes": report.notes,
+                    "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
         trained.append(TrainedModel(kind, names[kind], folder, seconds, report))
     if "classifier" in kinds:
         trained += train_attributes(home, data, seed=seed, progress=progress,
@@ -223,13 +224,14 @@ def train_attributes(
     if heads is None:
         shutil.rmtree(folder, ignore_errors=True)
         return []
-    heads.save(folder)
-    seconds = time.perf_counter() - start
-    atomic_write_json(folder / "training.json", {
-        "training_data_fingerprint": data.fingerprint, "images": len(data.photos), "seed": seed,
-        "seconds": round(seconds, 2), "notes": notes,
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    with replaced_folder(folder) as fresh:
+        heads.save(fresh)
+        seconds = time.perf_counter() - start
+        atomic_write_json(fresh / "training.json", {
+            "training_data_fingerprint": data.fingerprint, "images": len(data.photos),
+            "seed": seed, "seconds": round(seconds, 2), "notes": notes,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
     return [TrainedModel(KIND, NAME, folder, seconds, FitReport(notes=notes))]
 
 

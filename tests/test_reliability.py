@@ -357,3 +357,40 @@ def test_a_milvus_that_cannot_start_fails_in_ci_and_skips_elsewhere(monkeypatch,
     monkeypatch.setattr(milvus_server.importlib.util, "find_spec", lambda name: object())
     with pytest.raises(outcome, match="did not start"):
         next(milvus_server.milvus_uri_fixture())
+
+
+def test_a_model_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    """`train` killed while saving left new weights beside the old ONNX graph, and queries
+    used the mix: now a model is written into a folder of its own that takes the old one's
+    place in one rename."""
+    from jewelrec.home import replaced_folder
+
+    target = tmp_path / "models" / "classifier-x"
+    target.mkdir(parents=True)
+    (target / "weights.safetensors").write_text("old weights")
+    (target / "graph.onnx").write_text("old graph")
+
+    with pytest.raises(RuntimeError), replaced_folder(target) as fresh:
+        (fresh / "weights.safetensors").write_text("new weights")
+        raise RuntimeError("killed while saving")  # the graph never came
+    assert (target / "weights.safetensors").read_text() == "old weights"
+    assert (target / "graph.onnx").read_text() == "old graph"
+
+    with replaced_folder(target) as fresh:
+        (fresh / "weights.safetensors").write_text("new weights")
+        (fresh / "graph.onnx").write_text("new graph")
+        assert (target / "weights.safetensors").read_text() == "old weights"  # until the end
+    assert sorted(p.name for p in target.iterdir()) == ["graph.onnx", "weights.safetensors"]
+    assert (target / "graph.onnx").read_text() == "new graph"
+    assert [p.name for p in target.parent.iterdir()] == ["classifier-x"]  # nothing left over
+    assert (target.stat().st_mode & 0o777) == 0o777 & ~current_umask()
+
+    # a run killed between its two renames (only the old folder, set aside) and one killed
+    # before the end (a half-written new folder): the next run puts back and cleans up
+    os.replace(target, target.parent / ".classifier-x.old.part")
+    (target.parent / ".classifier-x.abc123.part").mkdir()
+    with replaced_folder(target) as fresh:
+        assert (target / "graph.onnx").read_text() == "new graph"  # put back first
+        (fresh / "weights.safetensors").write_text("third")
+    assert [p.name for p in target.parent.iterdir()] == ["classifier-x"]
+    assert [p.name for p in target.iterdir()] == ["weights.safetensors"]
