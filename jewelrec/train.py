@@ -124,6 +124,11 @@ def train_home(
     backbone computes (int8 or fp32; default what the home records), recorded for `index`."""
     from jewelrec.models.training import plot_loss_curves
 
+    # refused before anything loads: epochs 0 saved an untrained model over a trained one
+    if epochs is not None and epochs < 1:
+        raise JewelrecError(f"--epochs must be at least 1, got {epochs}")
+    if not 0 <= seed < 2**32:
+        raise JewelrecError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     home.require_catalog()
     settings = home.settings()
     names = {

@@ -79,3 +79,12 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, ca
         assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
         err = capsys.readouterr().err
         assert f"{folder} is a folder: name the file to write" in err, err
+
+
+def test_training_options_that_would_save_an_untrained_model_are_refused(tmp_path, capsys):
+    for option, value, said in (("--epochs", "0", "--epochs must be at least 1"),
+                                ("--epochs", "-3", "--epochs must be at least 1"),
+                                ("--seed", "-1", "--seed must be between 0 and 4294967295")):
+        assert main(["train", "--home", str(tmp_path / "home"), option, value]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
