@@ -394,3 +394,22 @@ def test_a_model_folder_is_replaced_whole_or_not_at_all(tmp_path):
         (fresh / "weights.safetensors").write_text("third")
     assert [p.name for p in target.parent.iterdir()] == ["classifier-x"]
     assert [p.name for p in target.iterdir()] == ["weights.safetensors"]
+
+
+@pytest.mark.parametrize("damaged", ["vectors.npy", "rows.json", "meta.json", "recognition.npy"])
+def test_a_damaged_index_file_says_to_build_the_index_again(tiny_home, tiny_catalog, tmp_path,
+                                                            capsys, damaged):
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    version = (home / "index" / "CURRENT").read_text()
+    path = home / "index" / version / damaged
+    assert path.exists(), sorted(p.name for p in path.parent.iterdir())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short
+    photo = str(sorted((tiny_catalog / "queries").glob("*.jpg"))[0])
+    assert main(["recommend", photo, "--home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert f"index {version} in {home} is damaged" in err and err.count("\n") == 1, err
+    assert "run `jewelrec index --home" in err and "unexpected" not in err
+    assert main(["index", "--home", str(home), "--no-progress"]) == 0  # which mends it
+    capsys.readouterr()
+    assert main(["recommend", photo, "--home", str(home)]) == 0

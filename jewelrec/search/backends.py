@@ -23,7 +23,9 @@ def open_index(
     meta = versions.read_meta(home, version)
     backend = backend or meta.get("backend", "exact")
     if backend == "exact":
-        return ExactIndex.load(versions.version_dir(home, version)), meta
+        folder = versions.version_dir(home, version)
+        with versions.damaged_as_not_ready(home, folder.name):
+            return ExactIndex.load(folder), meta
     if backend == "milvus":
         from jewelrec.errors import NotReadyError
         from jewelrec.search.milvus import MilvusIndex

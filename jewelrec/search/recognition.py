@@ -162,7 +162,8 @@ def load_reference(home: Home, version: str, meta: Mapping[str, Any]) -> np.ndar
     embedding space)."""
     if (meta.get("recognition") or {}).get("space") != "backbone":
         return None
-    return np.load(versions.version_dir(home, version) / REFERENCE_FILE, allow_pickle=False)
+    with versions.damaged_as_not_ready(home, version):
+        return np.load(versions.version_dir(home, version) / REFERENCE_FILE, allow_pickle=False)
 
 
 def best_similarity(reference: np.ndarray, features: np.ndarray) -> float | None:

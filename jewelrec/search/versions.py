@@ -119,7 +119,24 @@ def version_dir(home: Home, version: str | None = None) -> Path:
 
 
 def read_meta(home: Home, version: str | None = None) -> dict[str, Any]:
-    return json.loads((version_dir(home, version) / "meta.json").read_text())
+    folder = version_dir(home, version)
+    with damaged_as_not_ready(home, folder.name):
+        meta = json.loads((folder / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json is not an object")
+        return meta
+
+
+@contextmanager
+def damaged_as_not_ready(home: Home, version: str) -> Iterator[None]:
+    """Reading index `version`'s files: one damaged (cut short, not JSON, missing) is a
+    NotReadyError that says to build the index again, not numpy's or json's own words."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        raise NotReadyError(f"index {version} in {home.root} is damaged ({reason}): run "
+                            f"`jewelrec index --home {home.root}` to build it again") from exc
 
 
 def _remove_stale(home: Home, keep: str) -> None:
