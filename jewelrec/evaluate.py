@@ -137,6 +137,12 @@ def evaluate_home(
     names = [image for _, image in fit_views + query_views]
     vectors = embed_images(home, embed_model, names, cache=cache, auto_crop=auto_crop,
                            progress=progress)
+    # an image that could not be read (embed_images warned) is left out, as `index` does
+    fit_views = [(p, image) for p, image in fit_views if image in vectors]
+    query_views = [(p, image) for p, image in query_views if image in vectors]
+    report.queries = len(query_views)
+    if not query_views or not fit_views:
+        return report
     index = ExactIndex(len(next(iter(vectors.values()))))
     index.upsert(index_rows(fit_views), np.stack([vectors[image] for _, image in fit_views]))
     recommender = Recommender(store, embed_model, type_model, index, home=home,

@@ -8,6 +8,7 @@ records the training-data fingerprint, seed and epochs.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import JewelrecError
+from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json, replaced_folder
 from jewelrec.imaging.focus import focus_on_piece
@@ -40,6 +41,8 @@ from jewelrec.models.base import (
     new_classifier,
     new_embedder,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,16 +92,28 @@ def load_training_images(
     store = CatalogStore.open(home)
     fit_views, _ = split_views(store.all_products())
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))  # placeholders, shared photos
+    if fit_views and all((p.id, name) in flagged for p, name in fit_views):
+        raise NotReadyError(
+            f"every photo of the catalog in {home.root} is a placeholder or a photo shared by "
+            "several products, which ingest leaves out: give products photos of their own, or "
+            "ingest again with --keep-duplicates")
     fit_views = [(p, name) for p, name in fit_views if (p.id, name) not in flagged]
     if not fit_views:
         raise home.empty_catalog()
     pieces, photos, labels, products = [], [], [], []
     for product, name in tqdm(fit_views, desc="loading images", unit="img", disable=not progress):
-        image = load_image(home.image_path(name))
+        try:
+            image = load_image(home.image_path(name))
+        except ImageError as exc:  # one bad file must not cost the whole training, as in index
+            log.warning("skipping image %s: %s", name, exc)
+            continue
         photos.append(image)
         pieces.append(focus_on_piece(image, auto=auto_crop)[0])
         labels.append(product.type)
         products.append(product)
+    if not photos:
+        raise NotReadyError(f"none of the catalog's photos in {home.root} could be read: run "
+                            "`jewelrec ingest` with the catalog again to store them anew")
     return TrainingImages(pieces, photos, labels, store.fingerprint(),
                           [p.id for p in products], product_attributes(products))
 

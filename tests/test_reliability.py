@@ -413,3 +413,46 @@ def test_a_damaged_index_file_says_to_build_the_index_again(tiny_home, tiny_cata
     assert main(["index", "--home", str(home), "--no-progress"]) == 0  # which mends it
     capsys.readouterr()
     assert main(["recommend", photo, "--home", str(home)]) == 0
+
+
+def test_a_missing_image_file_is_left_out_by_train_evaluate_and_report(tiny_home, tmp_path,
+                                                                       capsys, caplog):
+    """index skipped it with a warning; evaluate and report failed with a KeyError and train
+    stopped on it."""
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    shutil.rmtree(home / "cache", ignore_errors=True)  # every image read again
+    store = CatalogStore.open(Home(home))
+    lost = store.all_products()[0].images  # one product's every view
+    store.close()
+    for name in lost:
+        (home / "images" / name).unlink()
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", "--home", str(home), "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out)
+        assert main(["report", "--home", str(home), "--out", str(tmp_path / "r.html"),
+                     "--examples", "2", "--no-progress"]) == 0
+        assert main(["train", "--home", str(home), "--epochs", "1", "--no-progress"]) == 0
+    assert evaluated["queries"] > 0
+    assert any(f"skipping image {lost[0]}" in r.getMessage() for r in caplog.records)
+    assert "unexpected" not in capsys.readouterr().err
+
+
+def test_a_catalog_of_placeholders_only_says_so_instead_of_empty(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "same.png")
+    rows = ["id,title,type,price,url,image"] + [
+        f"p{i},Piece {i},{('ring', 'earring')[i % 2]},{10 + i},https://shop.example/p{i},same.png"
+        for i in range(6)]
+    (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
+    home = str(tmp_path / "home")
+    assert main(["ingest", str(folder / "catalog.csv"), "--home", home, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--home", home, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "every photo of the catalog" in err and "--keep-duplicates" in err, err
+    assert "is empty" not in err
