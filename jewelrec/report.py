@@ -386,11 +386,11 @@ def map_section(home: Home, points: int) -> Section:
     from jewelrec.search.index import ExactIndex
 
     index = ExactIndex.load(versions.version_dir(home))
-    if len(index) < 3:
-        return Section("map", "Map of the catalog", _na("fewer than 3 indexed images"))
     first: dict[str, int] = {}
     for i, row in enumerate(index.rows):
         first.setdefault(row.product_id, i)  # one point per product: its first indexed view
+    if len(first) < 3:  # a plane needs three points (one product's many photos are one)
+        return Section("map", "Map of the catalog", _na("fewer than 3 indexed products"))
     rows = np.array(sorted(first.values()))
     rng = np.random.default_rng(0)
     if len(rows) > points:

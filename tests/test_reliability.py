@@ -456,3 +456,24 @@ def test_a_catalog_of_placeholders_only_says_so_instead_of_empty(tmp_path, capsy
     err = capsys.readouterr().err
     assert "every photo of the catalog" in err and "--keep-duplicates" in err, err
     assert "is empty" not in err
+
+
+def test_the_report_map_of_a_one_product_catalog_is_not_available_not_a_crash(tiny_home,
+                                                                               tmp_path):
+    """One product with several photos passed the "3 indexed images" check, and the 2-D
+    projection of its single point failed with an IndexError."""
+    from jewelrec.report import map_section
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    rows_file = home / "index" / (home / "index" / "CURRENT").read_text() / "rows.json"
+    rows = json.loads(rows_file.read_text())
+    for row in rows:
+        row["product_id"] = rows[0]["product_id"]
+    rows_file.write_text(json.dumps(rows))
+    section = map_section(Home(home), points=50)
+    assert "fewer than 3 indexed products" in section.body
+    for n, row in enumerate(rows):  # three products: a map
+        row["product_id"] = f"p{n % 3}"
+    rows_file.write_text(json.dumps(rows))
+    assert "<img" in map_section(Home(home), points=50).body
