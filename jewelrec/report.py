@@ -344,6 +344,7 @@ def examples_section(
     queries: list[tuple[str, Any, str | None]] = [(str(p), p, None) for p in photos]
     if not queries:  # held-out views, one per type in turn: their right answer is known
         _, held_out = split_views(products)
+        recommender = _held_out_of_index(home, recommender, {image for _, image in held_out})
         by_type: dict[str, list] = {}
         for product, image in held_out:
             by_type.setdefault(product.type, []).append((product, image))
@@ -377,6 +378,22 @@ def examples_section(
     return Section("examples", "Example queries", (
         "<p>Each row: the photo asked with (outlined), then the results in order "
         "(price, similarity).</p>" + "".join(parts)))
+
+
+def _held_out_of_index(home: Home, recommender: Any, images: set[str]) -> Any:
+    """`recommender` over the published index less `images`, as `evaluate` holds its query
+    views out: a held-out view asked with must find its product's other photos, not itself at
+    similarity 1.00 (the published index holds every view)."""
+    from jewelrec.recommend import Recommender
+    from jewelrec.search import versions
+    from jewelrec.search.index import ExactIndex
+
+    published = ExactIndex.load(versions.version_dir(home))
+    keep = [i for i, row in enumerate(published.rows) if row.image not in images]
+    index = ExactIndex(published.vectors.shape[1])
+    index.upsert([published.rows[i] for i in keep], published.vectors[keep])
+    return Recommender(recommender.store, recommender.embedder, recommender.classifier, index,
+                       home=home, auto_crop=home.settings().auto_crop)
 
 
 def map_section(home: Home, points: int) -> Section:

@@ -64,6 +64,8 @@ def test_every_section_self_contained(report, capsys):
     assert len(plots) >= PLOTS
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     assert "same product" in text  # a held-out view found its own product among the results
+    # ...through the product's other photo: the view itself is held out of the index there
+    assert "· 1.00</span> <span class='hit'>same product" not in text
     assert "recall@5" in text and "classifier precision" in text
 
 
