@@ -245,7 +245,7 @@ def format_results(results) -> list[str]:
     if not results:
         return ["  no products match the filters"]
     return [
-        f"  {i:>2}. {r.score:5.3f}  {r.price:>10,.2f} {r.currency}  "
+        f"  {i:>2}. {r.score:6.3f}  {r.price:>10,.2f} {r.currency}  "
         f"{shown_text(r.title)[:48]:<48} {shown_text(r.brand or '')[:18]:<18} {r.url}"
         for i, r in enumerate(results, 1)
     ]

@@ -80,6 +80,10 @@ class EvaluationReport:
         def fmt(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f}"
 
+        if not self.queries:
+            return (f"embedder {self.embedder}, classifier {self.classifier}: nothing to measure "
+                    "with: every product has one photo (or its others could not be read), and "
+                    "evaluate asks with a product's second photo, held out of its index")
         lines = [
             f"embedder {self.embedder}, classifier {self.classifier}, {self.queries} queries",
             f"type accuracy        {fmt(self.type_accuracy)}",

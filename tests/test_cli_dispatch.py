@@ -88,3 +88,10 @@ def test_training_options_that_would_save_an_untrained_model_are_refused(tmp_pat
         assert main(["train", "--home", str(tmp_path / "home"), option, value]) == EXIT_USAGE
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
+
+
+def test_an_evaluation_with_nothing_to_ask_with_says_why():
+    from jewelrec.evaluate import EvaluationReport
+
+    said = EvaluationReport("efficientnet", "efficientnet-tuned", 0, None).describe()
+    assert "every product has one photo" in said and "n/a" not in said
