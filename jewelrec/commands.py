@@ -48,7 +48,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     try:
         summary = ingest(
             args.catalog if is_http_ref(args.catalog) else Path(args.catalog),
-            home_of(args).ensure(), strict=args.strict, prune=args.prune,
+            home_of(args), strict=args.strict, prune=args.prune,
             fetch_images=args.fetch_images, allow_private_urls=args.allow_private_urls,
             progress=not args.no_progress and not args.json, format=args.format,
             feed_options=options, fetch_workers=args.fetch_workers,

@@ -95,3 +95,10 @@ def test_an_evaluation_with_nothing_to_ask_with_says_why():
 
     said = EvaluationReport("efficientnet", "efficientnet-tuned", 0, None).describe()
     assert "every product has one photo" in said and "n/a" not in said
+
+
+def test_a_catalog_that_cannot_be_read_leaves_no_empty_home(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["ingest", str(tmp_path / "missing.csv"), "--home", str(home)]) != 0
+    assert "catalog file not found" in capsys.readouterr().err
+    assert not home.exists()

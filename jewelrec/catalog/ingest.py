@@ -214,7 +214,7 @@ def ingest(
     if not parsed.rows:  # nothing valid: never create, prune or even lock a home for it
         return _nothing_valid(summary)
 
-    home.root.mkdir(parents=True, exist_ok=True)
+    home.ensure()  # only now: a catalog that cannot be read leaves no empty home behind
     with home.exclusive("ingest", CatalogError), _staging_folder(home) as staging:
         store = CatalogStore.open(home)
         try:
