@@ -118,7 +118,8 @@ class SeedCNNClassifier:
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise JewelrecError(
-                f"training a type classifier needs photos of at least two types, got {classes}"
+                f"the seed-cnn classifier needs photos of at least two types, got {classes}; "
+                "the default classifier (train without --classifier) serves a shop of one type"
             )
         set_seed(seed)
         index = {label: i for i, label in enumerate(classes)}
