@@ -571,3 +571,12 @@ def test_new_index_is_picked_up_without_restart(tiny_home, tiny_catalog, tmp_pat
         assert answer["results"][0]["title"] == SCRIPT_TITLE
         facets = client.get("/api/facets").json()
         assert facets["price_min"] == pytest.approx(1.5)  # caches follow the index version
+
+
+def test_two_photos_in_one_request_are_refused_not_guessed(client, tiny_query_photo):
+    two = [("photo", ("a.jpg", tiny_query_photo, "image/jpeg")),
+           ("photo", ("b.png", png_bytes(), "image/png"))]
+    response = client.post("/api/recommend", files=two, data={"k": "2"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "2 photos were sent: send one photo per request"
+    assert post_photo(client, tiny_query_photo, k=2).status_code == 200

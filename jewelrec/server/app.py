@@ -441,6 +441,7 @@ async def healthz(shop: ShopDep) -> schemas.Health:
     "/api/recommend", response_model=schemas.Recommendation, responses=ERRORS, tags=["search"]
 )
 async def recommend(
+    request: Request,
     shop: ShopDep,
     photo: Annotated[UploadFile, File(description=f"the shopper's photo ({ACCEPTED_FORMATS})")],
     asked: PhotoFilters,
@@ -460,6 +461,9 @@ async def recommend(
 ) -> schemas.Recommendation:
     """The photo's type and the k most similar products that pass the filters; the pieces of
     jewelry found in the photo, and which of them was searched."""
+    sent = len((await request.form()).getlist("photo"))  # the form FastAPI already parsed
+    if sent > 1:  # which one to search is a guess: FastAPI takes the last silently
+        raise _unprocessable(f"{sent} photos were sent: send one photo per request")
     filters = await _filters(shop, asked)
     box = _parse_crop(crop)
     data = await _read_photo(shop, photo)
