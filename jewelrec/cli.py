@@ -59,19 +59,24 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    from jewelrec.models.base import CLASSIFIERS, EMBEDDERS  # names only: no model is imported
+    from jewelrec.models.base import CLASSIFIERS  # names only: no model is imported
 
-    parser.add_argument(
-        "--embedder", choices=list(EMBEDDERS), metavar="EMBEDDER",
-        help=f"embedder name: {', '.join(EMBEDDERS)} (default: efficientnet; "
-        "-gap: the first wave's global average pool, kept as a baseline; -adapted: the "
-        "network's last block trained on the catalog, see --adapt-seconds)")
+    _embedder_arg(parser, "efficientnet; -gap: the first wave's global average pool, kept as "
+                  "a baseline; -adapted: the network's last block trained on the catalog, see "
+                  "--adapt-seconds")
     parser.add_argument(
         "--classifier", choices=list(CLASSIFIERS), metavar="CLASSIFIER",
         help=f"type classifier name: {', '.join(CLASSIFIERS)} "
         "(default: efficientnet-tuned, EfficientNet-Lite1's last two stages fine-tuned for "
         "the type on the catalog, typing each photo whole and zoomed in; `demo` uses "
         "efficientnet-head)")
+
+
+def _embedder_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    from jewelrec.models.base import EMBEDDERS  # names only: no model is imported
+
+    parser.add_argument("--embedder", choices=list(EMBEDDERS), metavar="EMBEDDER",
+                        help=f"embedder name: {', '.join(EMBEDDERS)} (default: {default})")
 
 
 def _backend_args(parser: argparse.ArgumentParser) -> None:
@@ -208,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "complete.")
     p.set_defaults(run=commands.run_index)
     _home_arg(p)
-    from jewelrec.models.base import EMBEDDERS  # names only: no model is imported
-
-    p.add_argument("--embedder", choices=list(EMBEDDERS), metavar="EMBEDDER",
-                   help=f"embedder name: {', '.join(EMBEDDERS)} (default: what the home "
-                   "records)")
+    _embedder_arg(p, "what the home records")
     _backend_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

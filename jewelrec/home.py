@@ -123,7 +123,8 @@ def replaced_folder(target: Path) -> Iterator[Path]:
         raise storage_error("write", target, exc) from exc
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():  # else the second rename failed: the old folder is all there is
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def current_umask() -> int:
