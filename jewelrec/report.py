@@ -388,7 +388,9 @@ def _held_out_of_index(home: Home, recommender: Any, images: set[str]) -> Any:
     from jewelrec.search import versions
     from jewelrec.search.index import ExactIndex
 
-    published = ExactIndex.load(versions.version_dir(home))
+    published = recommender.index  # the exact index it already loaded, else (Milvus) the files
+    if not isinstance(published, ExactIndex):
+        published = ExactIndex.load(versions.version_dir(home, recommender.index_version))
     keep = [i for i, row in enumerate(published.rows) if row.image not in images]
     index = ExactIndex(published.vectors.shape[1])
     index.upsert([published.rows[i] for i in keep], published.vectors[keep])

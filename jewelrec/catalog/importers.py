@@ -232,7 +232,7 @@ def read_csv(path: Path) -> Iterator[RawRow]:
                 )
             reader.fieldnames = header
             for number, record in enumerate(reader, start=2):
-                if at_end_marker([record.get(header[0]), *_texts(record)], path, number):
+                if at_end_marker(list(_texts(record)), path, number):
                     return
                 extra = [v for v in record.pop(None, None) or [] if v.strip()]
                 if extra:  # values beyond the header's columns: the fields have shifted
@@ -257,15 +257,15 @@ def with_end_marker(lines: Iterable[str]) -> Iterator[str]:
     yield END_OF_FILE + "\n"
 
 
-def at_end_marker(values: Sequence[str | None], path: Path, row: int) -> bool:
-    """Whether a record read from `with_end_marker` lines is the marker's own (`values`: its
-    first value, then every value): the file ended outside any quotes. The marker inside a
+def at_end_marker(values: Sequence[str], path: Path, row: int) -> bool:
+    """Whether a record read from `with_end_marker` lines (`values`: its texts, in column
+    order) is the marker's own row: the file ended outside any quotes. The marker inside a
     value means a quote was never closed and swallowed the rest of the file, which the csv
     module accepts silently (and --prune would then remove every product of the swallowed
     rows): a CatalogError naming the row that opened it."""
-    if not any(END_OF_FILE in value for value in values[1:] if value):
+    if not any(END_OF_FILE in value for value in values):
         return False
-    if values[0] == END_OF_FILE:
+    if list(values) == [END_OF_FILE]:
         return True
     raise CatalogError(f"{path}: row {row} opens a quoted field (\") that is never closed, so "
                        "everything after it would be read as part of that field; close or "
@@ -273,7 +273,8 @@ def at_end_marker(values: Sequence[str | None], path: Path, row: int) -> bool:
 
 
 def _texts(record: dict[Any, Any]) -> Iterator[str]:
-    """Every text a csv.DictReader record holds (values beyond the header come as a list)."""
+    """Every text a csv.DictReader record holds, in column order (the marker's own row: only
+    its first column; values beyond the header come as a list)."""
     for value in record.values():
         if isinstance(value, str):
             yield value

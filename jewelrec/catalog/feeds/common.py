@@ -133,7 +133,7 @@ def csv_records(
             raise CatalogError(f"{path} is not a {kind}: its header has no "
                                f"{', '.join(repr(m) for m in missing)} column")
         for number, values in enumerate(reader, start=2):
-            if at_end_marker([values[0] if values else None, *values], path, number):
+            if at_end_marker(values, path, number):
                 return
             if not any(v.strip() for v in values):
                 continue
