@@ -250,9 +250,9 @@ def test_more_like_this_with_a_broken_catalog_image_names_no_server_path(tiny_ho
 
 
 # -- price words -----------------------------------------------------------------------------
-@pytest.mark.parametrize("words", ["under 1e309", "under 1.000.000,00", "under 5k"])
+@pytest.mark.parametrize("words", ["under 1e309", "under 1.2.3", "under 5k"])
 def test_a_price_the_parser_cannot_read_is_not_misread(client, tiny_query_photo, words):
-    """'under 1e309' read as 'under 1', '1.000.000,00' as 1, '5k' as 5: every result filtered
+    """'under 1e309' read as 'under 1', '1.2.3' as 1, '5k' as 5: every result filtered
     away, and the answer said so as if asked."""
     from jewelrec.text.query import Vocabulary, parse_query
 

@@ -179,6 +179,16 @@ def test_good_prices_parse_exactly(price: object) -> None:
     assert parse_price(price) == Decimal(str(price))
 
 
+@pytest.mark.parametrize(("text", "amount"), [
+    ("1,299.00", "1299.00"), ("1,299", "1299"), ("12,345,678.5", "12345678.5"),
+    ("1.299,00", "1299.00"), ("1.299.000", "1299000"), ("19,99", "19.99"),
+    ("1 299,00", "1299.00"), ("1\u202f299.50", "1299.50"), (" 1,299.00 ", "1299.00"),
+])
+def test_prices_with_thousands_separators_or_a_decimal_comma_parse(text: str, amount: str) -> None:
+    """Spreadsheet exports write "1,299.00" or "1.299,00": rejecting the row lost the product."""
+    assert parse_price(text) == Decimal(amount)
+
+
 @pytest.mark.parametrize(
     ("price", "reason"),
     [
@@ -188,7 +198,8 @@ def test_good_prices_parse_exactly(price: object) -> None:
         ("inf", "bad price"),
         ("-Infinity", "bad price"),
         ("$12", "bad price"),
-        ("12,50", "bad price"),
+        ("1,2,3", "bad price"),
+        ("1,2345.6", "bad price"),
         ("abc", "bad price"),
         ("1e400", "bad price"),
         (True, "bad price"),

@@ -144,6 +144,8 @@ def vocabulary() -> Vocabulary:
                                           "types": ("earring",)}, 80.0),
     ("Lumen & Co rubies less than 1,250.50", {"brands": ("Lumen & Co",),
                                               "stones": ("ruby",)}, 1250.5),
+    ("gold rings under 1.250,50 euros", {"metals": ("gold",), "types": ("ring",)}, 1250.5),
+    ("gold rings under 19,99", {"metals": ("gold",), "types": ("ring",)}, 19.99),
     ("silver pendants under 90 and under 60", {"metals": ("silver",), "tags": ("pendant",)},
      60.0),
     ("a sparkly platinum anklet", {}, None),  # nothing this catalog has: no filter

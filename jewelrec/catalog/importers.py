@@ -56,6 +56,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from jewelrec.catalog.prices import plain_amount
 from jewelrec.errors import CatalogError
 from jewelrec.links import link_problem
 
@@ -436,13 +437,14 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
 
 
 def parse_price(value: Any) -> Decimal | str:
-    """A Decimal >= 0, or a rejection reason. Floats from JSON are taken at their decimal repr."""
+    """A Decimal >= 0, or a rejection reason. Floats from JSON are taken at their decimal repr;
+    text may group thousands and use a decimal comma ("1,299.00", "1.299,00", "19,99")."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         return f"bad price {_shown(value)}: expected a number such as 19.99"
     if isinstance(value, float):
         value = repr(value)
     try:
-        price = Decimal(str(value).strip())
+        price = Decimal(plain_amount(str(value)))
     except InvalidOperation:
         return f"bad price {_shown(value)}: expected a number such as 19.99"
     if not price.is_finite():

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jewelrec.catalog.feeds.type_rules import DEFAULT_WORDS as TYPE_WORDS
+from jewelrec.catalog.prices import plain_amount
 
 MAX_QUERY_CHARS = 500
 # Facets whose values words may name, in the order a phrase naming several is read.
@@ -33,10 +34,12 @@ STOPWORDS = frozenset(
     "a an and or the with in of for to on by my me i some any that is it its".split()
 )
 
-# longest first; a number running on into letters or more digits ("1e309", "5k",
-# "1.000.000,00") is no price this parser can read: left as words, never misread as 1 or 5.
+# longest first, in the notations `plain_amount` reads ("1,299.50", "1.299,50", "19,99"); a
+# number running on into letters or more digits ("1e309", "5k", "1.2.3") is no price this
+# parser can read: left as words, never misread as 1 or 5.
 # A minus sign ("-5", "$-5", "-$5") is read so that the phrase can be named as not understood.
-_NUMBER = (r"([-−]\s*)?[$€£]?\s*([-−]\s*)?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)\s*"
+_NUMBER = (r"([-−]\s*)?[$€£]?\s*([-−]\s*)?"
+           r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:\.\d{3})+,\d+|\d+(?:[.,]\d+)?)\s*"
            r"(?:dollars?|euros?|bucks|usd|eur|gbp|\$|€|£)?(?!\w|[.,]\d)")
 _MAX_PRICE = re.compile(
     r"(?:\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s+"
@@ -190,6 +193,5 @@ def _take_prices(text: str, pattern: re.Pattern,
 
 def _price(sign: str | None, sign_after_currency: str | None, digits: str) -> float:
     """'1,250.50' -> 1250.5 and '12,5' -> 12.5; negative when a minus sign was written."""
-    thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", digits)
-    value = float(digits.replace(",", "") if thousands else digits.replace(",", "."))
+    value = float(plain_amount(digits))
     return -value if sign or sign_after_currency else value

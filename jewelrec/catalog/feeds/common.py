@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from jewelrec.catalog.feeds.type_rules import TypeRules
 from jewelrec.catalog.importers import END_OF_FILE, METAL_COLOURS, at_end_marker, with_end_marker
+from jewelrec.catalog.prices import plain_amount
 from jewelrec.errors import CatalogError
 from jewelrec.links import link_problem
 
@@ -84,7 +85,7 @@ def lowest_price(texts: list[str | None]) -> str | None:
         if not text:
             continue
         try:
-            value = Decimal(text)
+            value = Decimal(plain_amount(text))
         except InvalidOperation:
             return text
         if value.is_finite():
