@@ -197,6 +197,7 @@ def format_table(rec) -> str:
         lines.append(f"  {format_pieces(rec)}")
     if rec.applied is not None:
         lines.append(f"  your words: {format_applied(rec.applied)}")
+        lines += [f"  note: {note}" for note in rec.applied.get("notes", [])]
     if not rec.recognised:
         lines.append("  this doesn't look like jewelry from this shop; closest pieces anyway:")
     if not rec.type_decided:
@@ -238,12 +239,12 @@ def chosen_types_of(args: argparse.Namespace, known) -> list[str] | None:
         raise JewelrecError(f"--type: {exc}") from exc
 
 
-def format_results(results) -> list[str]:
+def format_results(results, empty: str = "no products match the filters") -> list[str]:
     """One line per result (score, price, title, brand, link), for recommend and search."""
     from jewelrec.catalog.importers import shown_text  # stores ingested before it was applied
 
     if not results:
-        return ["  no products match the filters"]
+        return [f"  {empty}"]
     return [
         f"  {i:>2}. {r.score:6.3f}  {r.price:>10,.2f} {r.currency}  "
         f"{shown_text(r.title)[:48]:<48} {shown_text(r.brand or '')[:18]:<18} {r.url}"
@@ -273,13 +274,17 @@ def run_search(args: argparse.Namespace) -> int:
     said = format_applied(answer.applied)
     print(f"{answer.query}: filters from the words: {said}; ranked by "
           f"{' + '.join(answer.ranked_by)}")
-    print("\n".join(format_results(answer.results)))
+    for note in answer.applied.get("notes", []):
+        print(f"  note: {note}")
+    print("\n".join(format_results(answer.results, "no product matches these words and filters")))
     return 0
 
 
 def format_applied(applied: dict) -> str:
-    """The filters a query's words applied, as one line ("metals ['silver']"; "none")."""
-    given = {key: value for key, value in applied.items() if value not in (None, [])}
+    """The filters a query's words applied, as one line ("metals ['silver']"; "none"); its
+    notes are the caller's to print, a line each."""
+    given = {key: value for key, value in applied.items()
+             if value not in (None, []) and key != "notes"}
     return ", ".join(f"{key} {value}" for key, value in given.items()) or "none"
 
 

@@ -22,7 +22,7 @@ from jewelrec.errors import NotReadyError
 from jewelrec.home import Home
 from jewelrec.search.filters import Filters
 from jewelrec.search.prefer import PHOTO_BRAND_BONUS, prefer_brand
-from jewelrec.search.versions import version_dir
+from jewelrec.search.versions import current_version, version_dir
 from jewelrec.server.app import create_app
 from jewelrec.text.fusion import reciprocal_rank_fusion
 from jewelrec.text.minilm import MiniLM
@@ -396,6 +396,22 @@ def test_cli_search(tiny_home, capsys):
     assert main(["search", "   ", "--home", str(tiny_home)]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["search", "rings", "--type", "tiara", "--home", str(tiny_home)]) == 2
+
+
+def test_damaged_title_vectors_are_named_not_taken_for_no_match(tiny_home, tmp_path, capsys):
+    """With its title vectors unreadable, a search whose words no title has found nothing and
+    said "no products match the filters" although no filter was applied."""
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    vectors = version_dir(home, current_version(home)) / "text_vectors.npy"
+    assert vectors.exists()
+    vectors.write_bytes(b"not an array")
+    assert main(["search", "zzqx", "--home", str(home.root)]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by words\n" in out and "no readable title vectors" in out
+    assert "no product matches these words and filters" in out and "the filters\n" not in out
+    answer = TextSearcher.open(home).search("zzqx")
+    assert not answer.results and "run `jewelrec index`" in answer.applied["notes"][0]
+    assert not TextSearcher.open(tiny_home).search("zzqx").applied["notes"]  # intact: no note
 
 
 def test_cli_recommend_prefer_brand(tiny_home, tiny_catalog, capsys):

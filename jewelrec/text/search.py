@@ -122,6 +122,11 @@ class TextSearcher:
             allowed = None if where == "1" else self.store.ids_where(where, params)
             vector = self.encoder().embed([parsed.text])[0]
             rankings.append(state.vectors.nearest(vector, want, allowed))
+        elif parsed.free_terms and version is not None:
+            # said, so that "no product matches" is not taken for the catalog's last word
+            applied["notes"].append(
+                f"{' '.join(parsed.free_terms)!r} matched by spelling only: this index has "
+                "no readable title vectors (run `jewelrec index` to rebuild them)")
         if not rankings:  # only a price phrase: every product in range, cheapest first
             ranked_by.append("price")
             rankings.append(self.store.ids_where(where, params, order="price")[:want])

@@ -86,9 +86,10 @@ class TitleVectors:
         try:
             ids = tuple(json.loads(ids_path.read_text()))
             matrix = np.load(vectors_path, allow_pickle=False).astype(np.float32, copy=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # numpy's "pickled data" advice is no fix here
+            reason = exc if isinstance(exc, OSError) else "damaged"
             log.warning("cannot read the title vectors in %s (%s): ranking by words alone",
-                        folder, exc)
+                        folder, reason)
             return None
         if matrix.ndim != 2 or len(ids) != len(matrix):
             log.warning("the title vectors in %s do not match their ids: ignored", folder)
