@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="time budget for fine-tuning a network's last stages for the type "
                    "(classifier efficientnet-tuned: its views, trainings and held-out "
-                   "passes together; default 720: `train` of 2,100 photos in about 14 "
-                   "minutes on 2 cores; 0: the frozen head alone)")
+                   "passes together, the photos sampled when a large catalog's do not fit; "
+                   "default 720: `train` of 2,100 photos in about 14 minutes on 2 cores; 0: "
+                   "the frozen head alone)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="how the network computes: int8 (a pass in about 0.64x the time on a "
                    "CPU with VNNI, float's time without; same quality measured on real "

@@ -170,6 +170,60 @@ def test_the_budget_counts_the_views_too(monkeypatch):
     assert tuned.notes["tune_stopped_by"] == "time budget"
 
 
+def test_a_short_budget_samples_the_photos_learned_from(monkeypatch):
+    """`train --tune-seconds 60` on 600 photos took 104 s: the views of every photo alone took
+    68 s. The photos learned from are now sampled so their views fit the budget's share."""
+    from jewelrec.models import type_tuning
+
+    monkeypatch.setattr(type_tuning, "MIN_IMAGES", 6)
+    monkeypatch.setattr(type_tuning, "_photo_seconds", lambda *args: 0.1)  # as if timed
+    images, labels = _photos(30)
+    settings = TuneSettings(views=0, epochs=2, batch=4, seconds=2.0)  # 0.45 x 2 s: 9 photos
+    tuned = tune_type_network(images, labels, settings=settings, crop_fraction=1.0, size=64,
+                              progress=False)
+    assert tuned.notes["tune_images"] == 9
+    monkeypatch.setattr(type_tuning, "_photo_seconds", lambda *args: 100.0)  # the floor
+    tuned = tune_type_network(images, labels, settings=settings, crop_fraction=1.0, size=64,
+                              progress=False)
+    assert tuned.notes["tune_images"] == 6
+    roomy = replace(settings, seconds=1000.0)  # everything fits: every photo, as before
+    monkeypatch.setattr(type_tuning, "_photo_seconds", lambda *args: 0.1)
+    tuned = tune_type_network(images, labels, settings=roomy, crop_fraction=1.0, size=64,
+                              progress=False)
+    assert tuned.notes["tune_images"] == 30
+
+
+def test_held_out_photos_are_sampled_alike_only_when_they_do_not_fit():
+    from jewelrec.models.type_tuning import MIN_HELDOUT, _held_within
+
+    rng = np.random.default_rng(0)
+    splits = [(np.arange(0, 600), np.arange(600, 1000)), (np.arange(400, 1000), np.arange(400))]
+    assert _held_within(splits, 0.01, 8.0, rng) is splits  # 800 x 0.01 s fit in 8 s
+    sampled = _held_within(splits, 0.01, 4.0, rng)  # half of them fit
+    assert [len(held) for _, held in sampled] == [200, 200]
+    for (train, held), (kept_train, kept) in zip(splits, sampled, strict=True):
+        assert kept_train is train and set(kept) <= set(held) and list(kept) == sorted(kept)
+    floor = _held_within(splits, 0.01, 0.01, rng)
+    assert [len(held) for _, held in floor] == [MIN_HELDOUT, MIN_HELDOUT]
+    assert _held_within([], 1.0, 0.0, rng) == []
+
+
+def test_the_classifier_calibrates_on_the_held_out_photos_typed(monkeypatch):
+    """Held-out photos sampled by the tuning (typing them costs a second view here, the zoomed
+    one): the temperature and threshold are fitted on those alone, never on the zero logits of
+    photos that were not typed."""
+    from jewelrec.models import type_tuning
+
+    monkeypatch.setattr(type_tuning, "MIN_HELDOUT", 3)
+    monkeypatch.setattr(type_tuning, "HELDOUT_SHARE", 1e-9)  # nothing fits: the floor
+    images, labels = _photos(24)
+    model = classifier_class("efficientnet-tuned")(replace(TUNED_HEAD, tune_seconds=4.0))
+    model.min_images = 12
+    report = model.fit(images, labels, progress=False)
+    assert report.notes["tune_heldout_photos"] == 3 * report.notes["calibration_folds"] > 0
+    assert report.notes["heldout_photos"] == report.notes["tune_heldout_photos"]
+
+
 def test_without_budget_or_types_it_is_the_frozen_head():
     images, labels = _photos(12)
     net = Backbone()  # one network for both: exported once

@@ -174,13 +174,14 @@ class Trunk:
 
 def trunk_views(images: Sequence[np.ndarray], *, views: int, blocks: int, crop_fraction: float,
                 size: int, seed: int, progress: bool, desc: str,
-                architecture: str = BACKBONE) -> tuple[np.ndarray, np.ndarray]:
+                architecture: str = BACKBONE,
+                trunk: Trunk | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Outputs of the frozen trunk (blocks 0..blocks-1 of `architecture`), float16: of every
     photo as framed (N, ...) and of `views` augmented views of each (N, views, ...); what a
-    trained tail starts from, computed once."""
+    trained tail starts from, computed once. `trunk`: that graph, when the caller has it."""
     from tqdm import tqdm
 
-    trunk = Trunk(size, blocks, architecture)
+    trunk = trunk or Trunk(size, blocks, architecture)
     rng = np.random.default_rng(seed)
     clean, augmented = [], []
     bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress)

@@ -532,6 +532,7 @@ class EfficientNetTunedHeadClassifier(EfficientNetHeadClassifier):
                                np.ones(dim, np.float32), normalise=False)
         self._bind_tuned(None, tuned.arrays)  # to a file by `save`
         notes: dict = {**frozen_report.notes, **tuned.notes, "calibration_folds": len(splits)}
+        splits = tuned.splits  # their held-out photos sampled when all did not fit the budget
         if tuned.heldout_logits is not None:
             held = np.concatenate([rows for _, rows in splits])  # the held-out styles
             views = tuned.heldout_logits[:, held]  # (V, N, K): each view the network types on

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -35,7 +35,15 @@ from jewelrec.models.backbone import (
 )
 
 MAX_IMAGES = 3000  # a seeded sample this large teaches the stage as well as a bigger catalog
+# Shares of the budget the fixed-cost passes may take; past them the photos are sampled, so a
+# large catalog or a short budget still ends near the budget and leaves the trainings time
+# (2,168 photos in 720 s: views 34%, held-out passes 11%, nothing sampled).
+VIEWS_SHARE = 0.45  # the trunk outputs of the photos learned from and their augmented views
+HELDOUT_SHARE = 0.2  # typing the calibration folds' held-out photos
+MIN_IMAGES = 100  # learned from, however short the budget (a tuning on fewer is no tuning)
+MIN_HELDOUT = 50  # held-out photos a calibration fold keeps, however short the budget
 TRUNK_BATCH = 16
+PROBE_IMAGES = TRUNK_BATCH  # photos timed (clean and views) to size the sample
 PREDICT_BATCH = 128
 
 
@@ -78,17 +86,20 @@ class Tuned:
     # (V, N, K) out-of-fold logits of the photos in each of the V views asked for, if any
     heldout_logits: np.ndarray | None
     notes: dict[str, float | str]
+    # the (train, held) splits the logits are of: the caller's, their held-out photos sampled
+    # when typing all of them would not fit the budget
+    splits: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 class _Views:
     """Trunk outputs of every photo (N, ...) and of its augmented views (N, views, ...), float16."""
 
     def __init__(self, images: Sequence[np.ndarray], settings: TuneSettings, crop_fraction: float,
-                 size: int, seed: int, progress: bool) -> None:
+                 size: int, seed: int, progress: bool, trunk: Trunk | None = None) -> None:
         self.clean, self.views = trunk_views(
             images, views=settings.views, blocks=settings.first_block,
             crop_fraction=crop_fraction, size=size, seed=seed, progress=progress,
-            desc="type head: views", architecture=settings.architecture)
+            desc="type head: views", architecture=settings.architecture, trunk=trunk)
 
 
 class _Stage:
@@ -199,21 +210,35 @@ def tune_type_network(
     classes = sorted(set(labels))
     y_all = np.searchsorted(classes, np.asarray(labels))
     rng = np.random.default_rng(seed)
-    keep = np.arange(len(images))
-    if len(keep) > MAX_IMAGES:  # the calibration splits index the photos: sample within them
-        keep = np.sort(rng.choice(len(keep), MAX_IMAGES, replace=False))
     started = time.perf_counter()
-    views = _Views([images[i] for i in keep], settings, crop_fraction, size, seed, progress)
+    trunks: dict[int, Trunk] = {size: Trunk(size, settings.first_block, settings.architecture)}
+    photo_seconds = _photo_seconds(images, settings, crop_fraction, size, trunks[size])
+    fits = int(VIEWS_SHARE * settings.seconds / photo_seconds)
+    keep = np.arange(len(images))
+    learned = min(len(keep), MAX_IMAGES, max(MIN_IMAGES, fits))
+    if len(keep) > learned:  # the calibration splits index the photos: sample within them
+        keep = np.sort(rng.choice(len(keep), learned, replace=False))
+    views_started = time.perf_counter()
+    views = _Views([images[i] for i in keep], settings, crop_fraction, size, seed, progress,
+                   trunk=trunks[size])
     position = np.full(len(images), -1)
     position[keep] = np.arange(len(keep))
     y = y_all[keep]
-    notes: dict[str, float | str] = {"tune_images": len(keep),
-                                     "tune_views_seconds": round(time.perf_counter() - started, 1)}
-    splits = splits or []
+    notes: dict[str, float | str] = {
+        "tune_images": len(keep),
+        "tune_views_seconds": round(time.perf_counter() - views_started, 1),
+        "tune_setup_seconds": round(views_started - started, 1),  # the graph and the probe
+    }
+    pass_seconds = (time.perf_counter() - views_started) / max(1, len(keep) * (settings.views + 1))
+    # a held-out photo costs its other views, and the trained one where it was not learned from
+    held_photo_seconds = (heldout_pass_seconds(pass_seconds, 1, heldout_views,
+                                               (size, crop_fraction))
+                          + pass_seconds * (1 - len(keep) / len(images)))
+    splits = _held_within(list(splits or []), held_photo_seconds,
+                          HELDOUT_SHARE * settings.seconds, rng)
+    notes["tune_heldout_photos"] = sum(len(held) for _, held in splits)
     work = [len(train) for train, _ in splits] + [len(images)]
-    pass_seconds = notes["tune_views_seconds"] / max(1, len(keep) * (settings.views + 1))
-    heldout_seconds = [heldout_pass_seconds(pass_seconds, len(held), heldout_views,
-                                            (size, crop_fraction)) for _, held in splits]
+    heldout_seconds = [held_photo_seconds * len(held) for _, held in splits]
 
     def share(f: int) -> float:
         """Training f's part of the budget left, less the held-out passes still to come (a
@@ -226,7 +251,6 @@ def tune_type_network(
     heldout = None
     if splits:
         heldout = np.zeros((len(heldout_views), len(images), len(classes)), np.float32)
-        trunks: dict[int, Trunk] = {}  # one graph per size the held-out views need
         for f, (train, held) in enumerate(splits):
             rows = position[train][position[train] >= 0]
             stage, fold_notes = _train(views, rows, y, len(classes), settings, share(f),
@@ -245,7 +269,35 @@ def tune_type_network(
     prefixes = tail_prefixes(settings.first_block, len(stage.network._blocks))
     return Tuned(tail_arrays(stage.network, prefixes),
                  stage.linear.weight.detach().numpy().copy(),
-                 stage.linear.bias.detach().numpy().copy(), heldout, notes)
+                 stage.linear.bias.detach().numpy().copy(), heldout, notes, splits)
+
+
+def _photo_seconds(images: Sequence[np.ndarray], settings: TuneSettings, crop_fraction: float,
+                   size: int, trunk: Trunk) -> float:
+    """What one photo's trunk outputs (as framed and its augmented views) cost here, timed on
+    the first few photos after a warm-up run (the first run of a graph is slower)."""
+    probe = list(images[:PROBE_IMAGES])
+    trunk.run(preprocess(probe[0], crop_fraction, size)[None])
+    start = time.perf_counter()
+    trunk_views(probe, views=settings.views, blocks=settings.first_block,
+                crop_fraction=crop_fraction, size=size, seed=0, progress=False, desc="",
+                architecture=settings.architecture, trunk=trunk)
+    return max(time.perf_counter() - start, 1e-6) / len(probe)
+
+
+def _held_within(splits: list[tuple[np.ndarray, np.ndarray]], photo_seconds: float,
+                 seconds: float, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The splits with each fold's held-out photos sampled alike (MIN_HELDOUT at least) when
+    typing all of them would take more than `seconds`; unchanged otherwise."""
+    total = sum(len(held) for _, held in splits)
+    if not total or total * photo_seconds <= seconds:
+        return splits
+    share = seconds / (total * photo_seconds)
+    sampled = []
+    for train, held in splits:
+        n = min(len(held), max(MIN_HELDOUT, int(share * len(held))))
+        sampled.append((train, np.sort(rng.choice(np.asarray(held), n, replace=False))))
+    return sampled
 
 
 def heldout_pass_seconds(pass_seconds: float, photos: int, views: Sequence[tuple[int, float]],
