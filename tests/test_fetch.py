@@ -74,6 +74,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(301)
             self.send_header("Location", "/loop")
             self.end_headers()
+        elif path == "/accented":  # a redirect to a name as WordPress keeps it, sent as UTF-8
+            self.send_response(302)
+            self.send_header("Location", "/img/bagué.png".encode().decode("latin-1"))
+            self.end_headers()
+        elif path == "/trickle":  # a whole image promised, 100 bytes every 0.1 s
+            body = png_bytes(path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for start in range(0, len(body), 100):
+                self.wfile.write(body[start:start + 100])
+                self.wfile.flush()
+                time.sleep(0.1)
         else:
             self.send_error(404)
 
@@ -165,6 +178,26 @@ def test_size_limit_stops_large_downloads(image_host: ImageHost) -> None:
 def test_slow_servers_time_out(image_host: ImageHost) -> None:
     with pytest.raises(FetchError, match="timed out"):
         fetch_image(f"{image_host.base}/slow", allow_private=True, timeout=0.3)
+
+
+def test_urls_with_accented_names_are_fetched_percent_encoded(image_host: ImageHost) -> None:
+    """'bagué.jpg' (WordPress keeps accented names) crashed the whole ingest with a
+    UnicodeEncodeError; now it is requested as a browser does, in a link and in a redirect."""
+    assert fetch_image(f"{image_host.base}/img/bagué.png?taille=moyenne",
+                       allow_private=True) == png_bytes("/img/bagu%C3%A9.png")
+    assert image_host.requests[-1] == "/img/bagu%C3%A9.png?taille=moyenne"
+    assert fetch_image(f"{image_host.base}/accented", allow_private=True) == png_bytes(
+        "/img/bagu%C3%A9.png")
+    assert image_host.requests[-1] == "/img/bagu%C3%A9.png"
+
+
+def test_a_trickling_server_is_cut_off_at_the_total_time_limit(image_host: ImageHost) -> None:
+    """Each read waited for a whole 64 KiB chunk, so the deadline was only checked between
+    chunks: a server sending 100 bytes a second held an ingest worker for 93 s, not 30."""
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="took too long"):
+        fetch_image(f"{image_host.base}/trickle", allow_private=True, timeout=0.2)
+    assert time.monotonic() - start < 0.2 * fetch.TOTAL_TIME_FACTOR + 0.5
 
 
 def test_http_errors_and_unknown_hosts_are_reported(image_host: ImageHost) -> None:

@@ -14,6 +14,8 @@ metadata service (169.254.169.254), a database on localhost, or a file of endles
   TOTAL_TIME_FACTOR times that (a server trickling bytes cannot hold the ingest forever);
 - at most `max_bytes`, read in chunks: a larger Content-Length is refused before reading, and
   a body that grows past the limit is cut off at once;
+- a URL or redirect with non-ASCII characters (WordPress keeps "bagué.jpg") is requested
+  percent-encoded, as a browser would;
 - environment proxies are not used (a proxy would connect on our behalf to addresses we could
   not check).
 """
@@ -27,7 +29,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from jewelrec.errors import ImageError
 from jewelrec.links import link_problem
@@ -109,7 +111,7 @@ def fetch_conditional(
             if answer.status != 200:
                 raise FetchError(f"HTTP {answer.status} for {current}")
             return Fetched(answer.body, answer.etag, answer.last_modified)
-        current = urljoin(current, answer.location)
+        current = urljoin(current, _location_text(answer.location))
     raise FetchError(f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
@@ -172,7 +174,7 @@ def _get_once(
     port = parts.port or (443 if scheme == "https" else 80)
     addresses = resolve_checked(host, port, allow_private=allow_private)
     connection = _open_connection(scheme, host, port, addresses, timeout)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = request_target(parts.path, parts.query)
     try:
         connection.request("GET", target, headers={
             "User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers,
@@ -185,7 +187,7 @@ def _get_once(
             return _Answer(response.status, location)
         if response.status != 200:
             return _Answer(response.status)
-        body = _read_limited(response, url, max_bytes, deadline)
+        body = _read_limited(response, connection, url, max_bytes, timeout, deadline)
         return _Answer(200, None, body, _header(response, "ETag"),
                        _header(response, "Last-Modified"))
     except FetchError:
@@ -196,6 +198,8 @@ def _get_once(
         raise FetchError(f"TLS error fetching {url}: {exc.reason or exc}") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise FetchError(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+    except (UnicodeError, ValueError) as exc:  # a header or URL http.client cannot send
+        raise FetchError(f"could not fetch {url}: {exc}") from exc
     finally:
         connection.close()
 
@@ -208,9 +212,29 @@ def _header(response: http.client.HTTPResponse, name: str) -> str | None:
     return value
 
 
+def request_target(path: str, query: str) -> str:
+    """The path and query as sent: characters a request line cannot carry (non-ASCII, spaces)
+    percent-encoded as UTF-8, escapes already there kept."""
+    reserved = "/%:@!$&'()*+,;=-._~"
+    target = quote(path or "/", safe=reserved)
+    return target + (f"?{quote(query, safe=reserved + '?')}" if query else "")
+
+
+def _location_text(location: str) -> str:
+    """A Location header as its sender meant it: http.client reads header bytes as Latin-1, so
+    a server sending UTF-8 ("/img/bagué.jpg") is read back as UTF-8 where that decodes."""
+    try:
+        return location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return location
+
+
 def _read_limited(
-    response: http.client.HTTPResponse, url: str, max_bytes: int, deadline: float
+    response: http.client.HTTPResponse, connection: http.client.HTTPConnection, url: str,
+    max_bytes: int, timeout: float, deadline: float,
 ) -> bytes:
+    """The body, in what each read brings (`read1`: a trickling server cannot make one read
+    wait for a whole chunk), every read allowed only the time left before the deadline."""
     length = response.getheader("Content-Length")
     if length and length.strip().isdigit() and int(length) > max_bytes:
         raise FetchError(f"{url} is {int(length):,} bytes, over the "
@@ -218,9 +242,17 @@ def _read_limited(
     chunks: list[bytes] = []
     total = 0
     while True:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise FetchError(f"download of {url} took too long")
-        chunk = response.read(CHUNK)
+        if connection.sock is not None:
+            connection.sock.settimeout(min(timeout, left))
+        try:
+            chunk = response.read1(CHUNK)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise FetchError(f"download of {url} took too long") from None
+            raise
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
