@@ -165,13 +165,22 @@ def test_woocommerce_sample_merges_variations_and_skips_drafts() -> None:
     assert "'Uncategorized'" in rejected["111"]
 
 
-def test_older_exports_without_status_and_hidden_products_are_skipped(tmp_path: Path) -> None:
+def test_unpublished_and_hidden_products_are_skipped(tmp_path: Path) -> None:
+    """Older exports have no Status; an active product not published on the online store has
+    no product page there (it was stored, and its link answered 404)."""
     shopify = tmp_path / "shopify.csv"
     shopify.write_text(
         "Handle,Title,Vendor,Type,Published,Variant Price,Image Src\n"
         "hidden-ring,Hidden ring,Orbit,Rings,false,10.00,https://cdn.example/a.jpg\n"
         "shown-ring,Shown ring,Orbit,Rings,true,12.00,https://cdn.example/b.jpg\n")
     parsed = read_rows(shopify, options=SHOP)
+    assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
+    with_status = tmp_path / "shopify-status.csv"
+    with_status.write_text(
+        "Handle,Title,Vendor,Type,Published,Status,Variant Price,Image Src\n"
+        "pos-ring,In-store ring,Orbit,Rings,FALSE,active,10.00,https://cdn.example/a.jpg\n"
+        "shown-ring,Shown ring,Orbit,Rings,TRUE,active,12.00,https://cdn.example/b.jpg\n")
+    parsed = read_rows(with_status, options=SHOP)
     assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
     woo = tmp_path / "woo.csv"
     woo.write_text(
@@ -193,6 +202,79 @@ def test_google_tsv_accepts_header_names_with_spaces(tmp_path: Path) -> None:
     assert parsed.format == "google"
     row = by_id(parsed)["s1"]
     assert (row.type, str(row.price), row.currency) == ("earring", "9.99", "GBP")
+
+
+GOOGLE_RSS = ('<?xml version="1.0"?>\n<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">'
+              '<channel>{items}</channel></rss>\n')
+
+
+def google_item(item_id: str, **extra: str) -> str:
+    fields = {"id": item_id, "title": f"Ring {item_id}", "link": f"https://s.example/{item_id}",
+              "image_link": f"https://cdn.example/{item_id}.jpg", "price": "200.00 USD",
+              "product_type": "Rings", **extra}
+    return "<item>" + "".join(f"<g:{k}>{v}</g:{k}>" for k, v in fields.items()) + "</item>"
+
+
+def test_google_feeds_as_shops_write_them(tmp_path: Path) -> None:
+    """Prices with spaced thousands, sales outside their dates, comma-separated extra images
+    (a comma inside a CDN link kept), and Atom's rel="self" link: each once lost a product or
+    stored a wrong price or link."""
+    feed = tmp_path / "feed.xml"
+    feed.write_text(GOOGLE_RSS.format(items="".join([
+        google_item("fr", price="1\u00a0299,00 EUR"),
+        google_item("ended", sale_price="20.00 USD",
+                    sale_price_effective_date="2020-01-01T00:00-0800/2020-01-31T23:59-0800"),
+        google_item("ahead", sale_price="20.00 USD",
+                    sale_price_effective_date="2099-01-01T00:00Z/2099-02-01T00:00Z"),
+        google_item("on", sale_price="20.00 USD",
+                    sale_price_effective_date="2020-01-01T00:00Z/2099-02-01T00:00Z"),
+        google_item("more", additional_image_link="https://cdn.example/w_400,h_400/a.jpg,"
+                    "https://cdn.example/b.jpg"),
+    ])), encoding="utf-8")
+    rows = by_id(read_rows(feed))
+    assert (str(rows["fr"].price), rows["fr"].currency) == ("1299.00", "EUR")
+    prices = {key: str(rows[key].price) for key in ("ended", "ahead", "on")}
+    assert prices == {"ended": "200.00", "ahead": "200.00", "on": "20.00"}
+    assert rows["more"].image_refs == ("https://cdn.example/more.jpg",
+                                       "https://cdn.example/w_400,h_400/a.jpg",
+                                       "https://cdn.example/b.jpg")
+    atom = tmp_path / "atom.xml"
+    atom.write_text(
+        '<?xml version="1.0"?>\n<feed xmlns="http://www.w3.org/2005/Atom" '
+        'xmlns:g="http://base.google.com/ns/1.0"><entry><g:id>a3</g:id><title>Ring</title>'
+        '<link rel="self" href="https://s.example/api/a3.xml"/>'
+        '<link rel="alternate" href="https://s.example/p/a3"/>'
+        '<g:image_link>https://cdn.example/a3.jpg</g:image_link><g:price>9.99 USD</g:price>'
+        '<g:product_type>Rings</g:product_type></entry></feed>\n', encoding="utf-8")
+    assert by_id(read_rows(atom))["a3"].url == "https://s.example/p/a3"
+
+
+def test_a_google_feed_saved_as_csv_is_read_with_its_commas(tmp_path: Path) -> None:
+    """A feed downloaded from Google Sheets as CSV was detected as Google and then read as TSV:
+    'its header has no id column'."""
+    feed = tmp_path / "feed.csv"
+    feed.write_text("id,title,link,image_link,price,product_type\n"
+                    'c1,"Ring, gold",https://s.example/c1,https://cdn.example/c1.jpg,'
+                    '"1,299.00 USD",Rings\n')
+    parsed = read_rows(feed)
+    row = by_id(parsed)["c1"]
+    assert parsed.format == "google" and (row.title, str(row.price)) == ("Ring, gold", "1299.00")
+
+
+def test_a_woocommerce_sale_counts_only_within_its_dates(tmp_path: Path) -> None:
+    woo = tmp_path / "woo.csv"
+    woo.write_text(
+        "ID,Type,Name,Published,Date sale price starts,Date sale price ends,Sale price,"
+        "Regular price,Categories,Images,Permalink\n"
+        "1,simple,Later,1,2099-01-01 00:00:00,,10.00,100.00,Rings,https://c.example/1.jpg,"
+        "https://w.example/1\n"
+        "2,simple,Over,1,2020-01-01,2020-01-31,10.00,100.00,Rings,https://c.example/2.jpg,"
+        "https://w.example/2\n"
+        "3,simple,Now,1,2020-01-01,,10.00,100.00,Rings,https://c.example/3.jpg,"
+        "https://w.example/3\n"
+        "4,simple,Plain,1,,,10.00,100.00,Rings,https://c.example/4.jpg,https://w.example/4\n")
+    prices = {key: str(row.price) for key, row in by_id(read_rows(woo)).items()}
+    assert prices == {"1": "100.00", "2": "100.00", "3": "10.00", "4": "10.00"}
 
 
 def test_a_shop_export_with_a_quote_never_closed_is_one_clear_error(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
@@ -25,8 +26,10 @@ from jewelrec.links import link_problem
 
 # A field larger than this in a shop export is not product data (csv's default is 128 kB).
 MAX_CSV_FIELD = 4 * 1024 * 1024
+# the amount may hold spaces between its digits ("1 299,00 EUR": a French shop's thousands)
 _MONEY = re.compile(
-    r"^\s*(?:(?P<cur1>[A-Za-z]{3})\s+)?(?P<amount>[^\sA-Za-z]+)\s*(?P<cur2>[A-Za-z]{3})?\s*$"
+    r"^\s*(?:(?P<cur1>[A-Za-z]{3})\s+)?(?P<amount>[^\sA-Za-z](?:[^A-Za-z]*[^\sA-Za-z])?)\s*"
+    r"(?P<cur2>[A-Za-z]{3})?\s*$"
 )
 
 
@@ -77,6 +80,34 @@ def metal_of(*values: str | None) -> str | None:
     return None
 
 
+def sale_in_effect(starts: str | None, ends: str | None, now: datetime | None = None) -> bool:
+    """Whether a sale price applies now: before its start or after its end (a sale scheduled
+    ahead, or one that ran out) the shopper pays the regular price. A date given alone
+    ("2025-01-31") covers that whole day; a date that cannot be read does not stop the sale.
+    Dates without a zone are the shop's local time, compared with this machine's."""
+    def moment(text: str | None, end: bool) -> datetime | None:
+        text = (text or "").strip()
+        try:
+            when = datetime.fromisoformat(text) if text else None
+        except ValueError:
+            return None
+        if when is not None and end and len(text) == 10:  # a bare date: the end of that day
+            when += timedelta(days=1)
+        return when
+
+    for when, end in ((moment(starts, False), False), (moment(ends, True), True)):
+        if when is None:
+            continue
+        current = now or datetime.now(when.tzinfo or None)
+        if when.tzinfo is None and current.tzinfo is not None:
+            current = current.replace(tzinfo=None)
+        elif when.tzinfo is not None and current.tzinfo is None:
+            current = current.astimezone()
+        if (current >= when) if end else (current < when):
+            return False
+    return True
+
+
 def lowest_price(texts: list[str | None]) -> str | None:
     """The cheapest of several price texts (a product's variants: its "from" price). A text
     that is not a number is returned as it is, so validation rejects the row naming it."""
@@ -95,6 +126,15 @@ def lowest_price(texts: list[str | None]) -> str | None:
 
 def split_list(text: str | None, separator: str = ",") -> list[str]:
     return [part.strip() for part in (text or "").split(separator) if part.strip()]
+
+
+_NEXT_LINK = re.compile(r",\s*(?=https?://)", re.IGNORECASE)
+
+
+def split_links(text: str | None) -> list[str]:
+    """Comma-separated links, split only where the next one starts: a comma inside a link
+    ("https://cdn.example/w_400,h_400/ring.jpg") stays in it."""
+    return [part.strip() for part in _NEXT_LINK.split(text or "") if part.strip()]
 
 
 def path_part(text: str) -> str:
@@ -117,11 +157,17 @@ def open_text(path: Path) -> Iterator[IO[str]]:
 
 
 def csv_records(
-    path: Path, delimiter: str = ",", *, required: tuple[str, ...] = (), kind: str = "CSV"
+    path: Path, delimiter: str | None = None, *, required: tuple[str, ...] = (),
+    kind: str = "CSV",
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """(row number as a spreadsheet shows it, {header: value}) for each record of a CSV/TSV
     file; header names are kept as written but stripped, values stripped. CatalogError when
-    the header lacks a `required` column (lower case), naming the `kind` of file expected."""
+    the header lacks a `required` column (lower case), naming the `kind` of file expected.
+    `delimiter`: the header's (`header_of`) unless given: a Google feed downloaded from Sheets
+    as CSV, a Shopify export saved as TSV."""
+    if delimiter is None:
+        found = header_of(path)
+        delimiter = found[0] if found else ","
     csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     with open_text(path) as fh:
         reader = csv.reader(with_end_marker(fh), delimiter=delimiter)

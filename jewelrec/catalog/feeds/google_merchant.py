@@ -2,8 +2,9 @@
 tab-separated text feed with the same attribute names.
 
 Mapping (attribute -> field): id -> id; title -> title; link -> url; image_link then every
-additional_image_link -> images (XML: repeated elements; TSV: comma-separated); sale_price when
-present, else price ("19.99 USD": amount and currency) -> price, currency; brand -> brand;
+additional_image_link -> images (repeated elements, or comma-separated links); sale_price when
+present and within its sale_price_effective_date, else price ("19.99 USD": amount and
+currency) -> price, currency; brand -> brand;
 color, else material, when it names a metal colour -> metal; product_type, then
 google_product_category (text or taxonomy id) -> type by the type rules; item_group_id -> the
 tag `group:<id>` (variants of one design stay separate products and can be grouped by it).
@@ -25,7 +26,14 @@ from xml.sax.saxutils import escape
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from jewelrec.catalog.feeds.common import FeedOptions, csv_records, metal_of, money, split_list
+from jewelrec.catalog.feeds.common import (
+    FeedOptions,
+    csv_records,
+    metal_of,
+    money,
+    sale_in_effect,
+    split_links,
+)
 from jewelrec.catalog.feeds.type_rules import TypeDecision
 from jewelrec.catalog.importers import RawRow
 from jewelrec.errors import CatalogError
@@ -65,7 +73,8 @@ def map_google_item(values: Values, options: FeedOptions) -> tuple[dict[str, Any
     amount, currency = money(first("price"))
     sale_amount, sale_currency = money(first("sale_price"))
     problem = None
-    if sale_amount is not None:
+    starts, _, ends = (first("sale_price_effective_date") or "").partition("/")
+    if sale_amount is not None and sale_in_effect(starts, ends):
         if sale_currency and currency and sale_currency != currency:
             problem = f"sale_price is in {sale_currency} but price in {currency}"
         amount, currency = sale_amount, sale_currency or currency
@@ -138,9 +147,12 @@ def _xml_values(item: Any) -> Values:
             continue
         text = (child.text or "").strip()
         if local == "link" and not text:
+            if child.get("rel", "alternate") != "alternate":
+                continue  # Atom's rel="self" / "edit": the feed's own entry, not the product page
             text = (child.get("href") or "").strip()  # Atom: <link href="..."/>
         if text:
-            target.setdefault(local, []).append(text)
+            values = split_links(text) if local == "additional_image_link" else [text]
+            target.setdefault(local, []).extend(values)
     return lambda name: google.get(name) or plain.get(name) or []
 
 
@@ -156,14 +168,13 @@ def _split_tag(tag: Any) -> tuple[str | None, str]:
 # -- TSV ---------------------------------------------------------------------------------------
 
 def _read_tsv(path: Path, options: FeedOptions) -> Iterator[RawRow]:
-    for number, record in csv_records(path, delimiter="\t", required=("id",),
-                                      kind="Google Merchant text feed"):
+    for number, record in csv_records(path, required=("id",), kind="Google Merchant text feed"):
         keyed: dict[str, str] = {_key(name): value for name, value in record.items()}
 
         def values(name: str, keyed: dict[str, str] = keyed) -> list[str]:
             value = keyed.get(name) or ""
             if name == "additional_image_link":
-                return split_list(value)
+                return split_links(value)
             return [value] if value else []
 
         fields, problem = map_google_item(values, options)

@@ -94,7 +94,8 @@ def _row(product: _Product, options: FeedOptions) -> RawRow:
     status = (first.get("status") or "").lower()
     if status in SKIPPED_STATUSES:
         return RawRow(product.row, {"id": product.handle}, skipped=status)
-    if not status and (first.get("published") or "").lower() == "false":
+    if (first.get("published") or "").lower() == "false":  # active, but not on the online
+        # store (sold in person or on another channel): its product page is not found
         return RawRow(product.row, {"id": product.handle}, skipped="unpublished")
     images = [src for _, _, src in sorted(product.images)]
     images += [src for src in product.variant_images if src not in images]

@@ -5,8 +5,8 @@ One row per product, plus one row per variation of a variable product (`Type` va
 
 - ID (else SKU) -> id; Name -> title; link: a `Permalink`/`URL` column when the export has
   one, else `<--shop-url>/?p=<ID>` (WordPress redirects it to the product page).
-- price: `Sale price` when set, else `Regular price`; a variable product takes its cheapest
-  enabled variation's. currency: `--currency` (the export states none; default USD).
+- price: `Sale price` when set and within its `Date sale price starts`/`ends`, else
+  `Regular price`; a variable product takes its cheapest enabled variation's. currency: `--currency` (the export states none; default USD).
 - images: `Images`, comma-separated URLs, the first being the main image.
 - type: `Categories` ("Jewellery > Rings, Sale": comma-separated paths that must agree) by the
   type rules. brand: `Brands`, else an attribute named Brand (Marke, Marque, Marca).
@@ -29,6 +29,7 @@ from jewelrec.catalog.feeds.common import (
     lowest_price,
     metal_of,
     path_part,
+    sale_in_effect,
     split_list,
 )
 from jewelrec.catalog.feeds.type_rules import TypeDecision
@@ -119,7 +120,13 @@ def _kinds(record: dict[str, str]) -> set[str]:
 
 
 def _price(record: dict[str, str]) -> str | None:
-    return record.get("sale price") or record.get("regular price") or None
+    """The sale price while its dates allow (scheduled sales are exported ahead), else the
+    regular price."""
+    sale = record.get("sale price")
+    if sale and sale_in_effect(record.get("date sale price starts"),
+                               record.get("date sale price ends")):
+        return sale
+    return record.get("regular price") or None
 
 
 def _attributes(record: dict[str, str]) -> list[tuple[str, list[str]]]:
