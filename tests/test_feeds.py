@@ -467,6 +467,12 @@ def test_a_feed_url_and_its_images_are_fetched_once(tmp_path: Path, shop_site) -
     fetched_again = {p: n - before.get(p, 0) for p, n in counts.items() if n != before.get(p, 0)}
     assert fetched_again == {"/feed.xml": 1}  # the feed itself, and no image
 
+    (site / "login.html").write_text("<html><body>Sign in</body></html>")
+    with pytest.raises(CatalogError) as refused:  # a feed address answering a login page
+        ingest(f"{base}/login.html", home, allow_private_urls=True, progress=False)
+    assert f"{base}/login.html" in str(refused.value) and "jewelrec-feed-" not in str(
+        refused.value)  # named by its address, not by the temporary copy that is gone
+
 
 def test_cli_ingests_a_feed_with_format_types_and_json(tmp_path: Path, capsys) -> None:
     code = main(["ingest", str(DATA / "woocommerce_products.csv"), "--home", str(tmp_path / "h"),

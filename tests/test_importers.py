@@ -46,6 +46,23 @@ def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> No
     assert rows[1].problem is None
 
 
+def test_a_european_spreadsheet_csv_with_semicolons_and_decimal_commas(tmp_path: Path) -> None:
+    """Excel in most of Europe saves CSV with ';' between values and prices as "19,99": it
+    was 'not a product CSV' although its header named every column."""
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "\ufeffid;title;type;price;url;image\r\n"
+        "a;Bague, or;ring;1.299,00;https://x.example/a;a.jpg\r\n"
+        "b;Ohrringe;earring;19,99;https://x.example/b;b.jpg\r\n",
+        encoding="utf-8",
+    )
+    rows = rows_of(path)
+    assert [(r.fields["title"], r.fields["price"]) for r in rows] == [
+        ("Bague, or", "1.299,00"), ("Ohrringe", "19,99")]
+    assert [parse_price(r.fields["price"]) for r in rows] == [Decimal("1299.00"),
+                                                              Decimal("19.99")]
+
+
 def test_a_row_with_more_values_than_columns_is_rejected(tmp_path: Path) -> None:
     """An unquoted comma shifts every later value: the last ones would be dropped silently."""
     path = tmp_path / "catalog.csv"

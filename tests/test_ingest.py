@@ -330,11 +330,14 @@ def test_image_paths_must_stay_inside_the_catalog_folder(tmp_path: Path, home: H
 def test_remote_images_need_fetch_images(tmp_path: Path, home: Home) -> None:
     folder = tmp_path / "shop"
     path = write_csv(folder / "catalog.csv", [
-        row(1, folder, image="https://img.example.com/a.jpg"), row(2, folder)])
+        row(1, folder, image="https://img.example.com/a.jpg"), row(2, folder),
+        row(3, folder, image="//cdn.example.com/b.jpg")])  # protocol-relative: https
     summary = ingest(path, home, progress=False)
     assert summary.added == 1
-    (rejection,) = summary.rejected
-    assert rejection.reason.startswith("remote image: rerun with --fetch-images")
+    reasons = {r.id: r.reason for r in summary.rejected}
+    assert reasons["p001"].startswith("remote image: rerun with --fetch-images")
+    assert reasons["p003"] == ("remote image: rerun with --fetch-images "
+                               "(https://cdn.example.com/b.jpg)")
 
 
 def test_one_ingest_per_home_at_a_time(tmp_path: Path, home: Home) -> None:

@@ -207,6 +207,13 @@ def read_catalog(
     )
 
 
+def delimiter_of(header_line: str) -> str:
+    """What separates a file's values, read from its header line: ',' unless tabs or
+    semicolons (a European spreadsheet's CSV, whose prices have decimal commas) are more."""
+    counts = {mark: header_line.count(mark) for mark in (",", "\t", ";")}
+    return max(counts, key=lambda mark: (counts[mark], mark == ","))
+
+
 def read_csv(path: Path) -> Iterator[RawRow]:
     # The csv module keeps this limit process-wide; only ever raised, to a fixed bound.
     if csv.field_size_limit() < CSV_PARSE_LIMIT:
@@ -214,7 +221,9 @@ def read_csv(path: Path) -> Iterator[RawRow]:
     next_row = 2  # the spreadsheet row being read, for an error that ends the file
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(with_end_marker(fh))
+            delimiter = delimiter_of(fh.readline(64 * 1024))
+            fh.seek(0)
+            reader = csv.DictReader(with_end_marker(fh), delimiter=delimiter)
             if not reader.fieldnames or reader.fieldnames == [END_OF_FILE]:
                 raise CatalogError(f"{path} is empty: expected a header row such as "
                                    f"{','.join(REQUIRED_FIELDS)}")

@@ -399,6 +399,8 @@ class ImageStager:
         return result
 
     def _resolve(self, ref: str) -> str:
+        if ref.startswith("//"):  # protocol-relative, as shop pages write CDN links
+            ref = f"https:{ref}"
         if is_http_ref(ref):
             return self._remote(ref)
         if _OTHER_SCHEME.match(ref):

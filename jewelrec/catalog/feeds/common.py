@@ -19,7 +19,13 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from jewelrec.catalog.feeds.type_rules import TypeRules
-from jewelrec.catalog.importers import END_OF_FILE, METAL_COLOURS, at_end_marker, with_end_marker
+from jewelrec.catalog.importers import (
+    END_OF_FILE,
+    METAL_COLOURS,
+    at_end_marker,
+    delimiter_of,
+    with_end_marker,
+)
 from jewelrec.catalog.prices import plain_amount
 from jewelrec.errors import CatalogError
 from jewelrec.links import link_problem
@@ -198,7 +204,7 @@ def header_of(path: Path) -> tuple[str, list[str]] | None:
         return None
     if not first.strip() or first.lstrip().startswith(("<", "{", "[")):
         return None
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    delimiter = delimiter_of(first)
     try:
         row = next(csv.reader([first], delimiter=delimiter), [])
     except csv.Error:

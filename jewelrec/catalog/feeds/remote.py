@@ -39,4 +39,7 @@ def local_catalog(
     with tempfile.TemporaryDirectory(prefix="jewelrec-feed-") as folder:
         path = Path(folder) / name
         path.write_bytes(data)
-        yield path
+        try:
+            yield path
+        except CatalogError as exc:  # named by the address the operator gave, not a gone copy
+            raise CatalogError(str(exc).replace(str(path), source)) from exc.__cause__

@@ -6,7 +6,8 @@ One row per product, plus one row per variation of a variable product (`Type` va
 - ID (else SKU) -> id; Name -> title; link: a `Permalink`/`URL` column when the export has
   one, else `<--shop-url>/?p=<ID>` (WordPress redirects it to the product page).
 - price: `Sale price` when set and within its `Date sale price starts`/`ends`, else
-  `Regular price`; a variable product takes its cheapest enabled variation's. currency: `--currency` (the export states none; default USD).
+  `Regular price`; a variable product takes its cheapest enabled variation's. currency:
+  `--currency` (the export states none; default USD).
 - images: `Images`, comma-separated URLs, the first being the main image.
 - type: `Categories` ("Jewellery > Rings, Sale": comma-separated paths that must agree) by the
   type rules. brand: `Brands`, else an attribute named Brand (Marke, Marque, Marca).
