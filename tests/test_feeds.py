@@ -277,6 +277,14 @@ def test_a_woocommerce_sale_counts_only_within_its_dates(tmp_path: Path) -> None
     assert prices == {"1": "100.00", "2": "100.00", "3": "10.00", "4": "10.00"}
 
 
+def test_a_woocommerce_row_without_an_id_says_why_it_has_no_link(tmp_path: Path) -> None:
+    woo = tmp_path / "woo.csv"
+    woo.write_text("ID,Type,SKU,Name,Published,Regular price,Categories,Images\n"
+                   ",simple,RING-1,Ring,1,10.00,Rings,https://c.example/1.jpg\n")
+    (reason,) = reasons(read_rows(woo, options=SHOP)).values()
+    assert reason.startswith("no product link: the row has no ID")
+
+
 def test_a_shop_export_with_a_quote_never_closed_is_one_clear_error(tmp_path: Path) -> None:
     """The csv module would read the rest of the export as one value, products lost unsaid."""
     options = FeedOptions(shop_url="https://shop.example")

@@ -113,6 +113,9 @@ def _row(
     if not isinstance(decided, TypeDecision):
         return RawRow(number, fields, decided)
     fields["type"] = str(decided)
+    if not link:  # the link is built from the ID: a row with a SKU alone has none
+        return RawRow(number, fields, "no product link: the row has no ID to build "
+                      "<shop-url>/?p=<ID> from, and the export no Permalink column")
     return RawRow(number, fields)
 
 
