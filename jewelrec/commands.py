@@ -13,15 +13,15 @@ from jewelrec.errors import CatalogError, JewelrecError
 def run_synth(args: argparse.Namespace) -> int:
     from jewelrec.catalog.synthetic import (
         check_products,
+        check_seed,
         check_sets,
         generate_catalog,
         generate_sets,
     )
 
-    if args.products < 1 or args.views < 1:
-        raise JewelrecError("--products and --views must be at least 1")
     # before check_sets, which lists the products by type
     check_products(args.products, args.views, args.query_photos)
+    check_seed(args.seed)
     if args.sets < 0:
         raise JewelrecError("--sets cannot be negative")
     if args.sets:  # refused before the catalog is drawn, not after

@@ -80,7 +80,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from jewelrec.report import build_report
     from jewelrec.train import train_home
 
-    home = home_of(args).ensure()
+    home = home_of(args)
+    _check_arguments(args, home)  # all of them, before the home changes at all
+    home.ensure()
     # The demo's types are drawn shapes the frozen head already tells apart; fine-tuning for
     # real shops' photos (the default classifier) would add about ten minutes here.
     settings = home.update_settings(embedder=args.embedder,
@@ -132,6 +134,41 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\nserving the shop page at http://{args.host}:{args.port}/  (Ctrl-C stops)")
     serve_afresh(home, args.host, args.port)
     return 0
+
+
+def _check_arguments(args: argparse.Namespace, home: Home) -> None:
+    """Refuse what would fail later (a bad --epochs after the catalog was replaced, a bad
+    --port after minutes of training) and a home that holds a shop's own catalog, which the
+    demo's ingest would prune to the demo's products."""
+    from jewelrec.catalog.synthetic import check_products, check_seed
+    from jewelrec.errors import JewelrecError
+
+    check_products(args.products, args.views)
+    check_seed(args.seed)
+    if args.epochs is not None and args.epochs < 1:
+        raise JewelrecError(f"--epochs must be at least 1, got {args.epochs}")
+    if not args.no_serve and not 0 <= args.port <= 65535:
+        raise JewelrecError(f"--port {args.port}: expected 0 to 65535")
+    last = _last_ingest(home)
+    source = Path(str((last or {}).get("catalog")))  # as given then: relative to that run's cwd
+    if last and (source.parent.name, source.name) != ("demo-catalog", "catalog.csv"):
+        raise JewelrecError(
+            f"{home.root} holds a shop's catalog (last ingested from {last.get('catalog')}): the "
+            "demo would replace it with drawn products; give the demo a --home of its own")
+
+
+def _last_ingest(home: Home) -> dict | None:
+    """What the home's last ingest recorded (its catalog's source), None for a new home."""
+    from jewelrec.catalog.store import CatalogStore
+
+    if not home.catalog_db.exists():
+        return None
+    store = CatalogStore.open(home)
+    try:
+        last = store.meta("last_ingest")
+    finally:
+        store.close()
+    return last if isinstance(last, dict) else None
 
 
 def serve_command(home: Home, host: str, port: int) -> list[str]:

@@ -102,3 +102,31 @@ def test_a_catalog_that_cannot_be_read_leaves_no_empty_home(tmp_path, capsys):
     assert main(["ingest", str(tmp_path / "missing.csv"), "--home", str(home)]) != 0
     assert "catalog file not found" in capsys.readouterr().err
     assert not home.exists()
+
+
+def test_demo_refuses_bad_arguments_before_it_changes_the_home(tmp_path, capsys):
+    """`demo --epochs 0` replaced the home's catalog with the demo's and rewrote its settings,
+    then refused the epochs; `--port 99999` was refused only after the whole pipeline."""
+    home = tmp_path / "home"
+    for option, value, said in (("--epochs", "0", "--epochs must be at least 1"),
+                                ("--products", "0", "--products and --views must be at least 1"),
+                                ("--views", "50", "at most 20 photos of each product"),
+                                ("--seed", "-1", "--seed must be between 0 and"),
+                                ("--port", "99999", "--port 99999: expected 0 to 65535")):
+        assert main(["demo", "--home", str(home), option, value]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+        assert not home.exists()
+    assert main(["synth", "--out", str(tmp_path / "s"), "--seed", "-5"]) == EXIT_USAGE
+    assert "--seed must be between 0 and" in capsys.readouterr().err
+
+
+def test_demo_will_not_replace_a_shops_catalog(tmp_path, tiny_home, capsys):
+    import shutil
+
+    home = shutil.copytree(tiny_home, tmp_path / "shop")
+    settings = (home / "settings.json").read_text()
+    assert main(["demo", "--home", str(home), "--no-serve", "--products", "5"]) == EXIT_USAGE
+    assert "holds a shop's catalog" in capsys.readouterr().err
+    assert (home / "settings.json").read_text() == settings
+    assert not (home / "demo-catalog").exists()

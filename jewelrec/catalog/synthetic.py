@@ -663,8 +663,12 @@ def check_sets(sets: int, products: int, seed: int = 0) -> dict[str, list[Produc
 
 
 def check_products(products: int, views: int = 1, query_photos: int = 0) -> None:
-    """Refuse a catalog too large to be meant (products, views of each, shopper photos) before
-    anything is listed or drawn."""
+    """Refuse a catalog empty or too large to be meant (products, views of each, shopper
+    photos) before anything is listed or drawn."""
+    if products < 1 or views < 1:
+        raise JewelrecError("--products and --views must be at least 1")
+    if query_photos < 0:
+        raise JewelrecError("--query-photos cannot be negative")
     if products > MAX_PRODUCTS:
         raise JewelrecError(f"--products {products:,}: at most {MAX_PRODUCTS:,} products are "
                             "drawn at a time")
@@ -674,6 +678,12 @@ def check_products(products: int, views: int = 1, query_photos: int = 0) -> None
     if query_photos > MAX_QUERY_PHOTOS:
         raise JewelrecError(f"--query-photos {query_photos:,}: at most {MAX_QUERY_PHOTOS:,} "
                             "shopper photos are drawn at a time")
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed numpy's generators cannot take, before anything is drawn."""
+    if not 0 <= seed < 2**32:
+        raise JewelrecError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
 
 
 def set_name(number: int) -> str:
@@ -808,11 +818,8 @@ def generate_catalog(
     also queries/qNNNN.jpg: fresh photos of random catalog products (a pose, backdrop and light
     no catalog view has) and queries/queries.csv (file, product_id, type, metal).
     """
-    if products < 1 or views < 1:
-        raise JewelrecError("a synthetic catalog needs at least 1 product and 1 view")
     check_products(products, views, query_photos)
-    if query_photos < 0:
-        raise JewelrecError("query_photos cannot be negative")
+    check_seed(seed)
     if not 32 <= image_size <= 2048:
         raise JewelrecError("image_size must be between 32 and 2048 pixels")
     out_dir = Path(out_dir)
