@@ -793,24 +793,27 @@ class Recommender:
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
         group_variants: bool = False,
     ) -> list[Result]:
-        """Search, dropping hits whose product the store no longer has (logged, never shown)
+        """Search, dropping hits whose product the store no longer has or no longer passes the
+        filters with (a price or type changed since the index copied it; logged, never shown)
         and, with `group_variants`, all but the best of each variant group; more hits are asked
         for while that leaves fewer than k and the index has more."""
         want = k * variants.CANDIDATES_PER_RESULT if group_variants else k
         while True:
             hits = snap.index.search(vector, want, filters)
             products = snap.store.get_many([h.product_id for h in hits])
-            missing = [h.product_id for h in hits if h.product_id not in products]
+            missing = [h.product_id for h in hits if h.product_id not in products
+                       or not filters.admits(products[h.product_id])]
             if missing and self._disagreement_logged != snap.index_version:
                 # once per index version: a prune while serving would otherwise log every query
                 self._disagreement_logged = snap.index_version
                 log.warning("index %s and catalog disagree; dropped products no longer in the "
-                            "catalog (first: %s); re-run `jewelrec index`", snap.index_version,
-                            ", ".join(missing[:5]))
+                            "catalog or no longer passing the filters (first: %s); re-run "
+                            "`jewelrec index`", snap.index_version, ", ".join(missing[:5]))
+            dropped = set(missing)
             results = [
                 Result.from_product(products[h.product_id], h.image, h.score)
                 for h in hits
-                if h.product_id in products
+                if h.product_id not in dropped
             ]
             if group_variants:
                 results = variants.one_per_group(results, products)

@@ -33,6 +33,7 @@ from jewelrec.errors import CatalogError, StorageError
 from jewelrec.home import Home, atomic_write_bytes, current_umask
 from jewelrec.recommend import Recommender
 from jewelrec.search import versions
+from jewelrec.search.filters import Filters
 from jewelrec.search.index import ExactIndex, IndexRow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,6 +336,27 @@ def test_a_pruned_catalog_is_logged_once_per_index_version_not_per_request(tmp_p
     warnings = [r for r in caplog.records if "disagree" in r.getMessage()]
     assert len(warnings) == 2
     assert "v1" in warnings[0].getMessage() and "v2" in warnings[1].getMessage()
+
+
+def test_a_price_or_type_changed_since_the_index_still_obeys_the_filters(tmp_path):
+    """Re-ingested without `index`: the index filtered on its old copy (B at 10.0, a ring) and
+    the answer showed B as the catalog has it now, a 5,000.00 bracelet under 'rings up to 100'."""
+    home = small_store(tmp_path / "home", ids=("A", "C"))
+    with CatalogStore.open(home) as store, store.transaction() as tx:
+        tx.upsert(replace(product("B", "bracelet"), price=5000.0))
+    index = ExactIndex(3)
+    index.upsert([IndexRow(p, f"{p}.png", "ring", 10.0) for p in "ABC"], np.eye(3))
+    recommender = Recommender(
+        CatalogStore.open(home), SimpleNamespace(), SimpleNamespace(classes=["ring"]), index,
+        home=home, index_version="v1",
+    )
+    ask = Filters.build(max_price=100.0, types=["ring"])
+    answer = recommender.rank(np.array([0.0, 1.0, 0.0]), np.array([1.0]), k=2, filters=ask)
+    assert sorted(r.id for r in answer.results) == ["A", "C"]  # k still, from further down
+    # the index still has B as a ring: asked for bracelets it cannot find it until re-indexed,
+    # asked for rings it must not show it
+    rings = recommender.rank(np.array([0.0, 1.0, 0.0]), np.array([1.0]), k=3, type="ring")
+    assert sorted(r.id for r in rings.results) == ["A", "C"]
 
 
 def test_a_crop_at_the_left_edge_is_read_as_a_value_not_an_option(tmp_path, capsys):

@@ -161,6 +161,8 @@ class IngestSummary:
                 head += "\n" + self.hygiene.describe()
             if self.prune_withheld:
                 head += f"\n  --prune removed nothing: {self.prune_withheld}"
+            if self.added or self.updated or self.removed:
+                head += "\n  searches see these changes after `jewelrec index`"
             if self.currencies:
                 counts = ", ".join(f"{c} {n}" for c, n in self.currencies.items())
                 head += (f"\n  prices in {len(self.currencies)} currencies ({counts} products): "

@@ -7,8 +7,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jewelrec.catalog.schema import Product
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,17 @@ class Filters:
         if self.exclude_ids:
             keep &= ~np.isin(product_id, list(self.exclude_ids))
         return keep
+
+
+    def admits(self, product: Product) -> bool:
+        """Whether a product as the catalog holds it now passes (`mask`'s rules on one row): an
+        index built before the catalog changed filters on the prices and types it copied."""
+        def one(value: Any) -> np.ndarray:
+            return np.array([value], dtype=object)
+
+        return bool(self.mask(price=np.array([product.price], dtype=float),
+                              type_=one(product.type), brand=one(product.brand),
+                              metal=one(product.metal), product_id=one(product.id))[0])
 
 
 def _as_set(value: Iterable[str] | str | None) -> frozenset[str]:
