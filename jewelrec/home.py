@@ -52,9 +52,15 @@ class Settings:
             if not (isinstance(value, expected) or (key == "milvus_uri" and value is None)):
                 raise JewelrecError(f"{source}: {key!r} should be a {expected.__name__}, "
                                     f"not {value!r}: fix or remove it")
-        if values["precision"] not in PRECISIONS:
-            raise JewelrecError(f"{source}: 'precision' should be one of {', '.join(PRECISIONS)}"
-                                f", not {values['precision']!r}: fix or remove it")
+        from jewelrec.models.base import CLASSIFIERS, EMBEDDERS  # names only: no model loads
+        from jewelrec.search.backends import BACKENDS
+
+        named = {"precision": PRECISIONS, "embedder": sorted(EMBEDDERS),
+                 "classifier": sorted(CLASSIFIERS), "backend": BACKENDS}
+        for key, choices in named.items():  # a name no command knows fails every later query
+            if key in values and values[key] not in choices:
+                raise JewelrecError(f"{source}: {key!r} should be one of {', '.join(choices)}"
+                                    f", not {values[key]!r}: fix or remove it")
         return cls(**values)
 
 

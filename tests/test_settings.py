@@ -30,7 +30,11 @@ def test_unknown_keys_from_a_newer_version_are_ignored(tmp_path):
     assert home.settings().embedder == "efficientnet-gap"
 
 
-@pytest.mark.parametrize("text", ['{"auto_crop": "yes"}', '{"embedder": 3}', "[1]", "{broken"])
+@pytest.mark.parametrize("text", ['{"auto_crop": "yes"}', '{"embedder": 3}', "[1]", "{broken",
+                                  # names no command knows: index published a 'nonsense' backend
+                                  # and every query after it was an unexpected ValueError
+                                  '{"backend": "nonsense"}', '{"embedder": "clip"}',
+                                  '{"classifier": "resnet"}', '{"precision": "int4"}'])
 def test_a_broken_settings_file_is_named(tmp_path, text):
     home = Home(tmp_path / "home").ensure()
     home.settings_path.write_text(text)
