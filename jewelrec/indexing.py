@@ -277,8 +277,15 @@ def embed_images(
     if cache is not None and fresh:
         cache.commit(uncommitted)
         cache.save()
-    # Unreadable images (skipped while reading) have no vector.
-    return {n: (fresh[n] if n in fresh else known[n]) for n in names if n in fresh or n in known}
+    # Unreadable images (skipped while reading) have no vector, nor do files deleted since
+    # their vector was cached (the index would list them, `evaluate` would fail on them).
+    cached = [n for n in dict.fromkeys(names) if n not in fresh and n in known]
+    gone = {n for n in cached if not home.image_path(n).is_file()}
+    if gone:
+        log.warning("left out %d images whose files are gone (first: %s)", len(gone),
+                    ", ".join(sorted(gone)[:3]))
+    return {n: (fresh[n] if n in fresh else known[n]) for n in names
+            if n in fresh or (n in known and n not in gone)}
 
 
 def index_rows(views: Sequence[View]) -> list[IndexRow]:

@@ -150,3 +150,25 @@ def test_index_removes_the_embeddings_of_a_model_it_no_longer_has(tiny_home, tmp
     report = build_index(copy, progress=False)
     assert report.embedded == 0  # the current model's cache served every image
     assert sorted(p.name for p in folder.iterdir()) == current
+
+
+def test_an_image_file_deleted_after_its_vector_was_cached_is_left_out(tiny_home, tmp_path):
+    """Its cached vector kept it in the index (shown to shoppers, a broken image) and
+    `evaluate` failed on it: gone files are left out like unreadable ones."""
+    import shutil
+
+    from jewelrec.catalog.store import CatalogStore
+    from jewelrec.evaluate import evaluate_home
+    from jewelrec.indexing import build_index
+    from jewelrec.search import versions
+
+    copy = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    store = CatalogStore.open(copy)
+    product = next(p for p in store.all_products() if len(p.images) > 1)
+    store.close()
+    copy.image_path(product.images[-1]).unlink()
+    report = build_index(copy, progress=False)
+    assert report.embedded == 0  # the rest from the cache
+    rows = (versions.version_dir(copy) / "rows.json").read_text()
+    assert product.images[-1] not in rows and product.images[0] in rows
+    evaluate_home(copy, progress=False)  # no "image file ... does not exist"
