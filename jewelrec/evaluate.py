@@ -8,6 +8,7 @@ None ("n/a"), not as failures.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
 from jewelrec.recommend import Recommender, typing_view
 from jewelrec.search.index import ExactIndex
+
+log = logging.getLogger(__name__)
 
 RECALL_AT = (1, 5, 10)
 PRECISION_AT = 10
@@ -192,8 +195,12 @@ def evaluate_home(
         accuracy = _attribute_accuracy(home, heads, query_views, auto_crop, progress)
         report.metal_accuracy, report.stone_accuracy = accuracy.get("metal"), accuracy.get("stone")
     report.median_latency_ms = _median_latency(home, recommender, query_views)
-    report.confusion_png = str(_plot_confusion(home, report))
-    atomic_write_json(home.reports_dir / "evaluation.json", report.to_dict())
+    try:  # the numbers are the answer; a read-only home only loses their saved copies
+        report.confusion_png = str(_plot_confusion(home, report))
+        atomic_write_json(home.reports_dir / "evaluation.json", report.to_dict())
+    except OSError as exc:  # StorageError from the JSON, the OS's own from the figure
+        report.confusion_png = None
+        log.warning("the evaluation's files were not saved in %s: %s", home.reports_dir, exc)
     return report
 
 

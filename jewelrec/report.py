@@ -33,7 +33,7 @@ from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
-from jewelrec.errors import JewelrecError
+from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.evaluate import RECALL_AT, EvaluationReport, evaluate_home
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import load_image
@@ -216,16 +216,29 @@ def hygiene_section(home: Home, store: CatalogStore) -> Section:
     return Section("hygiene", "Catalog hygiene", "".join(parts))
 
 
+def training_record(path: Path) -> dict | None:
+    """A model's training.json as a dict, None when it is damaged (not JSON, not an object):
+    the report names it rather than stopping."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def training_section(home: Home) -> Section:
     records = sorted(home.models_dir.glob("*/training.json")) if home.models_dir.exists() else []
     if not records:
-        return Section("training", "Training", _na(
-            f"no trained model: run `jewelrec train --home {home.root}`"))
+        raise NotReadyError(f"no trained model: run `jewelrec train --home {home.root}`")
     parts = []
     for record in records:
         folder = record.parent
-        data = json.loads(record.read_text())
         parts.append(f"<h3>{esc(folder.name)}</h3>")
+        data = training_record(record)
+        if data is None:
+            parts.append(_na(f"its training record is damaged: run `jewelrec train --home "
+                             f"{home.root}` again"))
+            continue
         notes = {k: v for k, v in (data.get("notes") or {}).items()
                  if isinstance(v, int | float | str) and k not in data}
         rows = [["images", data.get("images")], ["epochs", data.get("epochs")],
@@ -258,8 +271,7 @@ def _curves_figure(data: dict[str, Any]):
 
 def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> Section:
     if evaluation is None or evaluation.type_accuracy is None:
-        return Section("evaluation", "Quality on held-out views", _na(
-            why or "no held-out views: every product has one photo"))
+        raise NotReadyError(why or "no held-out views: every product has one photo")
     classes = evaluation.confusion_classes
     matrix = np.array(evaluation.confusion)
     figure = _figure(0.7 * len(classes) + 2.5, 0.7 * len(classes) + 2)
@@ -312,14 +324,15 @@ def confidence_section(
     name = home.settings().classifier
     record = model_folder(home.models_dir, "classifier", name) / "training.json"
     curve, source = [], ""
-    if record.is_file():
-        curve = (json.loads(record.read_text()).get("notes") or {}).get("selective_curve") or []
+    notes = (training_record(record) or {}).get("notes") if record.is_file() else None
+    if isinstance(notes, dict) and isinstance(notes.get("selective_curve"), list):
+        curve = notes["selective_curve"]
         source = f"out-of-fold predictions of {name} at training"
     if not curve and evaluation is not None:
         curve, source = evaluation.selective_curve, "held-out views of the evaluation"
     if not curve:
-        return Section("confidence", "Confidence and accuracy", _na(
-            "no confidence curve: train the classifier and evaluate the home first"))
+        raise NotReadyError("no confidence curve: train the classifier and evaluate the home "
+                            "first")
     coverage = [p["coverage"] for p in curve]
     figure = _figure(6.5, 3.6)
     ax = figure.add_subplot(1, 1, 1)
@@ -404,7 +417,11 @@ def map_section(home: Home, points: int) -> Section:
     from jewelrec.search import versions
     from jewelrec.search.index import ExactIndex
 
-    index = ExactIndex.load(versions.version_dir(home))
+    version = versions.current_version(home)
+    if version is None:
+        raise NotReadyError(f"no index yet: run `jewelrec index --home {home.root}`")
+    with versions.damaged_as_not_ready(home, version):
+        index = ExactIndex.load(versions.version_dir(home, version))
     first: dict[str, int] = {}
     for i, row in enumerate(index.rows):
         first.setdefault(row.product_id, i)  # one point per product: its first indexed view

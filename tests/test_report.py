@@ -97,6 +97,41 @@ def test_catalog_only_home_says_what_to_run(tiny_catalog, tmp_path):
     assert {"examples", "map"} <= set(summary.unavailable)
 
 
+def test_damaged_files_cost_their_section_not_the_report(tiny_home, tmp_path):
+    """A truncated rows.json or a training.json that is not an object stopped the whole report
+    with an unexpected JSONDecodeError / AttributeError."""
+    import shutil
+
+    from jewelrec.search import versions
+
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    rows = versions.version_dir(home) / "rows.json"
+    rows.write_bytes(rows.read_bytes()[:10])
+    record = next(home.models_dir.glob("classifier-*/training.json"))
+    record.write_text("[]")
+    summary = build_report(home, tmp_path / "report.html", evaluation=None)
+    text = summary.path.read_text(encoding="utf-8")
+    assert Page(text).sections == SECTIONS
+    said = summary.unavailable["map"]
+    assert "damaged" in said and "jewelrec index" in said
+    assert "its training record is damaged" in text
+
+
+def test_an_evaluation_that_cannot_save_its_files_still_answers(tiny_home, monkeypatch):
+    """On a read-only home `evaluate` computed everything, then failed on saving its figure and
+    printed no number."""
+    import errno
+
+    from jewelrec import evaluate
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(evaluate, "_plot_confusion", read_only)
+    report = evaluate.evaluate_home(Home(tiny_home), progress=False)
+    assert report.type_accuracy is not None and report.confusion_png is None
+
+
 def test_no_catalog_is_a_clear_error(tmp_path, capsys):
     assert main(["report", "--home", str(tmp_path / "empty"), "--out",
                  str(tmp_path / "r.html")]) != 0
