@@ -72,10 +72,13 @@ def _check_embedder_matches(home: Home, version: str, name: str, meta: Mapping[s
     query would fail. The index is built again with the new embedder; until then the running
     servers keep the snapshot they have."""
     from jewelrec.indexing import model_fingerprint
+    from jewelrec.models.weights import CONFIG_FILE, WEIGHTS_FILE
 
     recorded = meta.get("embedder_fingerprint")
     folder = model_folder(home.models_dir, "embedder", name)
-    if recorded and meta.get("embedder") == name and folder.is_dir() \
+    # a folder missing its files is no retrained model: loading it says to train
+    complete = all((folder / part).is_file() for part in (CONFIG_FILE, WEIGHTS_FILE))
+    if recorded and meta.get("embedder") == name and complete \
             and model_fingerprint(folder) != recorded:
         raise NotReadyError(
             f"the {name} embedder was retrained after index {version} was built, so the index "

@@ -178,6 +178,12 @@ def test_an_embedder_retrained_after_the_index_is_refused_with_what_to_run(
     assert main(["recommend", str(photo), "--home", str(home.root)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run `jewelrec index --home" in err
+    # a model folder missing its files was never retrained: training is what it needs (the
+    # index would only answer "run train", and the two messages sent the operator in a circle)
+    (config.parent / "weights.safetensors").unlink()
+    assert main(["recommend", str(photo), "--home", str(home.root)]) == 2
+    err = capsys.readouterr().err
+    assert "was retrained after" not in err and "jewelrec train" in err
 
 
 def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
