@@ -181,10 +181,15 @@ def run_recommend(args: argparse.Namespace) -> int:
 
 
 def output_file(path: str, option: str) -> Path:
-    """The file an option names for output, refused before any work when it is a folder."""
+    """The page an option names for output, refused before any work when it is a folder or
+    a file that is no page (`--html photo.jpg` replaced the photo it was asked about;
+    `--html home/catalog.sqlite` the catalog)."""
     out = Path(path)
     if out.is_dir():
         raise JewelrecError(f"{option} {path} is a folder: name the file to write")
+    if out.exists() and out.suffix.lower() not in {".html", ".htm"}:
+        raise JewelrecError(f"{option} {path} exists and is not an HTML page: name a .html file "
+                            "(or remove that file first)")
     return out
 
 

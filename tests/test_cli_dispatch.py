@@ -79,6 +79,12 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, ca
         assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
         err = capsys.readouterr().err
         assert f"{folder} is a folder: name the file to write" in err, err
+    photo = tmp_path / "photo.jpg"  # `--html photo.jpg` replaced the photo with a page
+    photo.write_bytes(b"\xff\xd8 a shopper's photo")
+    for argv in (["report", "--out", str(photo)], ["recommend", str(photo), "--html", str(photo)]):
+        assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
+        assert "exists and is not an HTML page" in capsys.readouterr().err
+    assert photo.read_bytes() == b"\xff\xd8 a shopper's photo"
 
 
 def test_training_options_that_would_save_an_untrained_model_are_refused(tmp_path, capsys):
