@@ -363,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`| head`): nothing is wrong with the home
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that exit's flush of stdout fails no more
+        return 128 + 13  # as a program killed by SIGPIPE, what shells report for `yes | head`
     except OSError as exc:  # a disk or permission problem no stage put into words: name it
         if os.environ.get("JEWELREC_DEBUG"):
             raise

@@ -136,3 +136,14 @@ def test_demo_will_not_replace_a_shops_catalog(tmp_path, tiny_home, capsys):
     assert "holds a shop's catalog" in capsys.readouterr().err
     assert (home / "settings.json").read_text() == settings
     assert not (home / "demo-catalog").exists()
+
+
+def test_a_reader_that_stops_early_is_not_blamed_on_the_home(tmp_path):
+    """`jewelrec search ring | head -1` said "cannot use <home>: Broken pipe"."""
+    code = ("import sys\nimport jewelrec.commands as c\n"
+            "def stopped(args):\n    print('first line', flush=True)\n    raise BrokenPipeError\n"
+            "c.run_search = stopped\nfrom jewelrec.cli import main\n"
+            f"sys.exit(main(['search', 'ring', '--home', {str(tmp_path)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 141 and done.stderr == "", done.stderr
