@@ -61,15 +61,15 @@ def _home_arg(parser: argparse.ArgumentParser) -> None:
 def _model_args(parser: argparse.ArgumentParser) -> None:
     from jewelrec.models.base import CLASSIFIERS  # names only: no model is imported
 
-    _embedder_arg(parser, "efficientnet; -gap: the first wave's global average pool, kept as "
-                  "a baseline; -adapted: the network's last block trained on the catalog, see "
-                  "--adapt-seconds")
+    _embedder_arg(parser, "what the home records, a new home efficientnet; -gap: the first "
+                  "wave's global average pool, kept as a baseline; -adapted: the network's last "
+                  "block trained on the catalog, see --adapt-seconds")
     parser.add_argument(
         "--classifier", choices=list(CLASSIFIERS), metavar="CLASSIFIER",
         help=f"type classifier name: {', '.join(CLASSIFIERS)} "
-        "(default: efficientnet-tuned, EfficientNet-Lite1's last two stages fine-tuned for "
-        "the type on the catalog, typing each photo whole and zoomed in; `demo` uses "
-        "efficientnet-head)")
+        "(default: what the home records, a new home efficientnet-tuned, EfficientNet-Lite1's "
+        "last two stages fine-tuned for the type on the catalog, typing each photo whole and "
+        "zoomed in; `demo` uses efficientnet-head)")
 
 
 def _embedder_arg(parser: argparse.ArgumentParser, default: str) -> None:
@@ -87,12 +87,12 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--milvus-uri", metavar="URI", help="Milvus server, e.g. http://host:19530")
 
 
-def _filter_args(parser: argparse.ArgumentParser) -> None:
+def _filter_args(parser: argparse.ArgumentParser, type_default: str) -> None:
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     parser.add_argument("--min-price", type=float, metavar="P", help="lowest price to show")
     parser.add_argument("--max-price", type=float, metavar="P", help="highest price to show")
     parser.add_argument("--type", help="search only this type (as the catalog names it, in any "
-                        "case), or 'any': every type (default: the detected type)")
+                        f"case), or 'any': every type (default: {type_default})")
     parser.add_argument("--brand", action="append", help="only this brand (repeatable)")
     parser.add_argument("--metal", action="append", help="only this metal (repeatable)")
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.run_recommend)
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
     _home_arg(p)
-    _filter_args(p)
+    _filter_args(p, "the detected type")
     p.add_argument("--crop", metavar="X0,Y0,X1,Y1",
                    help="search only this box of the photo (pixels, e.g. --crop=10,20,300,260)")
     pieces = p.add_mutually_exclusive_group()
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.run_search)
     p.add_argument("query", nargs="+", metavar="WORDS", help='e.g. "rose gold hoop earrings"')
     _home_arg(p)
-    _filter_args(p)
+    _filter_args(p, "the type the words name, else every type")
     _prefer_brand_arg(p)
     _group_variants_arg(p)
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
