@@ -11,6 +11,7 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import image_to_jpeg_bytes, load_image, resize_short_side
@@ -115,7 +116,9 @@ def render_page(
             "<div class='grid'>"
         )
         for r in outcome.results:
-            src = os.path.relpath(home.image_path(r.image), out.parent.resolve())
+            # a relative URL: a '#' or '%' in the home's path is a character, not a fragment
+            src = quote(Path(os.path.relpath(home.image_path(r.image),
+                                             out.parent.resolve())).as_posix())
             link = safe_link(r.url)
             buy = (
                 f"<a href='{esc(link)}' target='_blank' rel='noopener noreferrer'>buy</a>"

@@ -147,3 +147,23 @@ def test_a_reader_that_stops_early_is_not_blamed_on_the_home(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 141 and done.stderr == "", done.stderr
+
+
+def test_the_results_page_finds_its_images_from_a_home_whose_path_has_hash_or_percent(
+        tiny_home, tiny_query_photo, tmp_path):
+    """The page's image links were the plain relative path: a browser read '#1' as a fragment
+    and '%20' as a space, and showed no image."""
+    import re
+    import shutil
+    from urllib.parse import unquote
+
+    home = shutil.copytree(tiny_home, tmp_path / "shop#1%20x")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(tiny_query_photo)
+    page = tmp_path / "out" / "results.html"
+    assert main(["recommend", str(photo), "--home", str(home), "-k", "2",
+                 "--html", str(page)]) == 0
+    sources = [s for s in re.findall(r"src='([^']+)'", page.read_text())
+               if not s.startswith("data:")]
+    assert sources and all("#" not in s for s in sources)
+    assert all((page.parent / unquote(s)).is_file() for s in sources)
