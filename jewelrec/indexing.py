@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -294,6 +295,23 @@ def index_rows(views: Sequence[View]) -> list[IndexRow]:
     ]
 
 
+@contextmanager
+def _dropped_unless_published(remote: Any, home: Home, building: Path) -> Iterator[None]:
+    """A build's Milvus collection, dropped when the build fails or is interrupted before its
+    version is published: no version names it, so nothing would ever drop it later."""
+    try:
+        yield
+    except BaseException:
+        if versions.current_version(home) == building.name.removeprefix(".building-"):
+            raise  # published (retiring older versions failed after): the pointer names it
+        try:
+            remote.drop()
+        except Exception as exc:  # noqa: BLE001 - the build's own error is the one to report
+            log.warning("could not drop the unpublished Milvus collection %s: %s",
+                        remote.collection, exc)
+        raise
+
+
 def build_index(
     home: Home,
     *,
@@ -397,10 +415,13 @@ def _build_index(
 
             collection = f"jewelrec_{building.name.removeprefix('.building-').replace('-', '_')}"
             remote = MilvusIndex(milvus_uri, collection=collection, dim=matrix.shape[1])
-            remote.upsert(rows, matrix)
-            remote.flush()  # durable and indexed before the pointer moves to it
-            meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
-        version = versions.publish(home, building, meta)
+            with _dropped_unless_published(remote, home, building):
+                remote.upsert(rows, matrix)
+                remote.flush()  # durable and indexed before the pointer moves to it
+                meta.update(milvus_uri=milvus_uri, milvus_collection=collection)
+                version = versions.publish(home, building, meta)
+        else:
+            version = versions.publish(home, building, meta)
     stages.write += time.perf_counter() - write_start
     home.update_settings(embedder=embedder_name, backend=backend, milvus_uri=milvus_uri)
     prune_stale_embeddings(home, embedder_name, fingerprint)

@@ -42,3 +42,38 @@ def test_asking_milvus_for_an_index_built_exact_says_how_to_build_it(tiny_home, 
     assert code == 2 and err.count("\n") == 1, err
     assert "built for the exact backend" in err and "jewelrec index --backend milvus" in err
     assert "KeyError" not in err and "unexpected" not in err
+
+
+def test_an_interrupted_milvus_build_drops_the_collection_it_made(tiny_home, tmp_path,
+                                                                   monkeypatch):
+    """Ctrl-C between creating a build's collection and publishing its version left the
+    collection in Milvus for ever: no version named it, so nothing dropped it later."""
+    import pytest
+
+    from jewelrec.home import Home
+    from jewelrec.indexing import build_index
+    from jewelrec.search import milvus, versions
+
+    made: list = []
+
+    class Collection:  # what index asks of a Milvus collection, no server needed
+        def __init__(self, uri, *, collection, dim):
+            self.collection, self.dropped = collection, False
+            made.append(self)
+
+        def upsert(self, rows, matrix):
+            pass
+
+        def flush(self):
+            raise KeyboardInterrupt  # the operator's Ctrl-C while Milvus builds its index
+
+        def drop(self):
+            self.dropped = True
+
+    monkeypatch.setattr(milvus, "MilvusIndex", Collection)
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    before = versions.current_version(home)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(home, backend="milvus", milvus_uri="http://127.0.0.1:1", progress=False)
+    assert [c.dropped for c in made] == [True]
+    assert versions.current_version(home) == before  # the exact index still serves
