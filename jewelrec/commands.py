@@ -120,8 +120,9 @@ def filters_from_args(args: argparse.Namespace):
             min_price=args.min_price, max_price=args.max_price, brands=args.brand,
             metals=args.metal,
         )
-    except ValueError as exc:
-        raise JewelrecError(str(exc)) from exc
+    except ValueError as exc:  # said with the options' names, as the shopper typed them
+        said = str(exc).replace("min_price", "--min-price").replace("max_price", "--max-price")
+        raise JewelrecError(said) from exc
 
 
 def run_recommend(args: argparse.Namespace) -> int:
@@ -132,7 +133,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     if args.k < 1 or args.k > 1000:
         raise JewelrecError("-k must be between 1 and 1000")
     filters = filters_from_args(args)
-    html = output_file(args.html, "--html") if args.html else None
+    html = output_file(args.html, "--html") if args.html is not None else None
     try:
         crop = Box.parse(args.crop) if args.crop else None
     except ValueError as exc:
@@ -184,6 +185,8 @@ def output_file(path: str, option: str) -> Path:
     """The page an option names for output, refused before any work when it is a folder or
     a file that is no page (`--html photo.jpg` replaced the photo it was asked about;
     `--html home/catalog.sqlite` the catalog)."""
+    if not path.strip():  # `--html ""` from a script whose variable was empty
+        raise JewelrecError(f"{option} names no file: give the path of the page to write")
     out = Path(path)
     if out.is_dir():
         raise JewelrecError(f"{option} {path} is a folder: name the file to write")
@@ -313,7 +316,7 @@ def run_report(args: argparse.Namespace) -> int:
     if not 0 <= args.examples <= 50:
         raise JewelrecError("--examples must be between 0 and 50")
     home = home_of(args)
-    out = output_file(args.out, "--out") if args.out else home.root / "report.html"
+    out = output_file(args.out, "--out") if args.out is not None else home.root / "report.html"
     photos = [Path(p) for p in args.photo or []]
     for photo in photos:
         if not photo.is_file():

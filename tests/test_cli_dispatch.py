@@ -85,6 +85,9 @@ def test_an_output_file_that_is_a_folder_is_refused_before_any_work(tmp_path, ca
         assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
         assert "exists and is not an HTML page" in capsys.readouterr().err
     assert photo.read_bytes() == b"\xff\xd8 a shopper's photo"
+    for argv in (["report", "--out", ""], ["recommend", str(photo), "--html", " "]):
+        assert main([*argv, "--home", str(tmp_path / "no-home")]) == EXIT_USAGE, argv
+        assert "names no file" in capsys.readouterr().err
 
 
 def test_training_options_that_would_save_an_untrained_model_are_refused(tmp_path, capsys):
