@@ -319,6 +319,8 @@ def run_report(args: argparse.Namespace) -> int:
     out = output_file(args.out, "--out") if args.out is not None else home.root / "report.html"
     photos = [Path(p) for p in args.photo or []]
     for photo in photos:
+        if photo.is_dir():
+            raise JewelrecError(f"--photo {photo} is a folder: name a photo file")
         if not photo.is_file():
             raise JewelrecError(f"--photo {photo}: no such file")
     summary = build_report(

@@ -161,6 +161,6 @@ def _load(models_dir: Path, kind: str, name: str, cls: type, backbone: Backbone 
     if not folder.exists():
         raise NotReadyError(
             f"no trained {kind} {name!r} in {models_dir.parent}: "
-            f"run `jewelrec train --home {models_dir.parent}` first"
+            f"run `jewelrec train --home {models_dir.parent} --{kind} {name}` first"
         )
     return cls.load(folder, **_runtime(cls, backbone))
