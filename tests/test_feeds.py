@@ -277,6 +277,17 @@ def test_a_woocommerce_sale_counts_only_within_its_dates(tmp_path: Path) -> None
     assert prices == {"1": "100.00", "2": "100.00", "3": "10.00", "4": "10.00"}
 
 
+def test_a_variable_product_with_every_variation_disabled_is_skipped(tmp_path: Path) -> None:
+    """Its disabled variations' prices were taken: a product nobody can buy was recommended."""
+    woo = tmp_path / "woo.csv"
+    woo.write_text("ID,Type,SKU,Parent,Name,Published,Regular price,Categories,Images,Permalink\n"
+                   "5,variable,V,,Ring,1,,Rings,https://c.example/5.jpg,https://w.example/5\n"
+                   "6,variation,V-S,id:5,Ring S,0,10.00,,,\n"
+                   "7,variation,V-M,id:5,Ring M,0,12.00,,,\n")
+    parsed = read_rows(woo)
+    assert not parsed.rows and parsed.skipped == {"no enabled variation": 1}
+
+
 def test_a_woocommerce_row_without_an_id_says_why_it_has_no_link(tmp_path: Path) -> None:
     woo = tmp_path / "woo.csv"
     woo.write_text("ID,Type,SKU,Name,Published,Regular price,Categories,Images\n"

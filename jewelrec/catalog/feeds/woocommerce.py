@@ -12,8 +12,9 @@ One row per product, plus one row per variation of a variable product (`Type` va
 - type: `Categories` ("Jewellery > Rings, Sale": comma-separated paths that must agree) by the
   type rules. brand: `Brands`, else an attribute named Brand (Marke, Marque, Marca).
   metal: an attribute named Metal/Material/Color whose value names a metal colour.
-- `Published` -1 (draft) or 0 (private), `Visibility in catalog` hidden, and grouped products
-  (containers of other products) are skipped and counted. A variation whose parent is not in
+- `Published` -1 (draft) or 0 (private), `Visibility in catalog` hidden, grouped products
+  (containers of other products) and variable products whose every variation is disabled are
+  skipped and counted. A variation whose parent is not in
   the file is rejected.
 Row number: the spreadsheet row.
 """
@@ -90,7 +91,9 @@ def _row(
     price = _price(record)
     if "variable" in kinds and variations:
         enabled = [v for v in variations if v.get("published", "1").strip() in {"", "1"}]
-        price = lowest_price([_price(v) for v in enabled or variations]) or price
+        if not enabled:  # every variation switched off: nothing of it can be bought
+            return RawRow(number, identity, skipped="no enabled variation")
+        price = lowest_price([_price(v) for v in enabled]) or price
     link = record.get("permalink") or record.get("url")
     if not link and record.get("id"):
         link = options.product_link("WooCommerce", f"/?p={path_part(record['id'])}")
