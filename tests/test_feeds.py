@@ -168,20 +168,14 @@ def test_woocommerce_sample_merges_variations_and_skips_drafts() -> None:
 def test_unpublished_and_hidden_products_are_skipped(tmp_path: Path) -> None:
     """Older exports have no Status; an active product not published on the online store has
     no product page there (it was stored, and its link answered 404)."""
-    shopify = tmp_path / "shopify.csv"
-    shopify.write_text(
-        "Handle,Title,Vendor,Type,Published,Variant Price,Image Src\n"
-        "hidden-ring,Hidden ring,Orbit,Rings,false,10.00,https://cdn.example/a.jpg\n"
-        "shown-ring,Shown ring,Orbit,Rings,true,12.00,https://cdn.example/b.jpg\n")
-    parsed = read_rows(shopify, options=SHOP)
-    assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
-    with_status = tmp_path / "shopify-status.csv"
-    with_status.write_text(
-        "Handle,Title,Vendor,Type,Published,Status,Variant Price,Image Src\n"
-        "pos-ring,In-store ring,Orbit,Rings,FALSE,active,10.00,https://cdn.example/a.jpg\n"
-        "shown-ring,Shown ring,Orbit,Rings,TRUE,active,12.00,https://cdn.example/b.jpg\n")
-    parsed = read_rows(with_status, options=SHOP)
-    assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
+    for status, hidden, shown in (("", "false", "true"), (",active", "FALSE", "TRUE")):
+        shopify = tmp_path / f"shopify{status}.csv"
+        shopify.write_text(
+            f"Handle,Title,Vendor,Type,Variant Price,Image Src,Published{status and ',Status'}\n"
+            f"hidden-ring,Hidden,Orbit,Rings,10.00,https://cdn.example/a.jpg,{hidden}{status}\n"
+            f"shown-ring,Shown,Orbit,Rings,12.00,https://cdn.example/b.jpg,{shown}{status}\n")
+        parsed = read_rows(shopify, options=SHOP)
+        assert sorted(by_id(parsed)) == ["shown-ring"] and parsed.skipped == {"unpublished": 1}
     woo = tmp_path / "woo.csv"
     woo.write_text(
         "ID,Type,SKU,Name,Published,Visibility in catalog,Regular price,Categories,Images,"
