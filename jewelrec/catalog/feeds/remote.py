@@ -42,4 +42,4 @@ def local_catalog(
         try:
             yield path
         except CatalogError as exc:  # named by the address the operator gave, not a gone copy
-            raise CatalogError(str(exc).replace(str(path), source)) from exc.__cause__
+            raise CatalogError(str(exc).replace(str(path), source)) from exc

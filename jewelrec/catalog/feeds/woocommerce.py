@@ -14,8 +14,7 @@ One row per product, plus one row per variation of a variable product (`Type` va
   metal: an attribute named Metal/Material/Color whose value names a metal colour.
 - `Published` -1 (draft) or 0 (private), `Visibility in catalog` hidden, grouped products
   (containers of other products) and variable products whose every variation is disabled are
-  skipped and counted. A variation whose parent is not in
-  the file is rejected.
+  skipped and counted. A variation whose parent is not in the file is rejected.
 Row number: the spreadsheet row.
 """
 
