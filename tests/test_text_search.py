@@ -411,6 +411,9 @@ def test_damaged_title_vectors_are_named_not_taken_for_no_match(tiny_home, tmp_p
     assert "no product matches these words and filters" in out and "the filters\n" not in out
     answer = TextSearcher.open(home).search("zzqx")
     assert not answer.results and "run `jewelrec index`" in answer.applied["notes"][0]
+    shutil.rmtree(vectors.parent)  # the version's folder gone: words alone still search
+    assert "no readable title vectors" in TextSearcher.open(home).search("zzqx").applied[
+        "notes"][0]
     assert not TextSearcher.open(tiny_home).search("zzqx").applied["notes"]  # intact: no note
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jewelrec.catalog.store import CatalogStore
+from jewelrec.errors import NotReadyError
 from jewelrec.home import Home
 from jewelrec.recommend import Result
 from jewelrec.search import variants, versions
@@ -170,7 +171,10 @@ class TextSearcher:
             return state
         vectors = None
         if version is not None and self.home is not None:
-            vectors = TitleVectors.load(versions.version_dir(self.home, version))
+            try:  # words alone still search when the index's folder is gone or half-written
+                vectors = TitleVectors.load(versions.version_dir(self.home, version))
+            except NotReadyError as exc:
+                log.warning("no title vectors: %s", exc)
         if not self.store.has_text_index():
             raise ValueError(
                 f"the catalog store {self.store.path} has no text index yet: run `jewelrec "
