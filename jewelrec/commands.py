@@ -6,14 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from jewelrec.console import EXIT_FAILED, home_of, print_json
+from jewelrec.console import EXIT_FAILED, check_seed, home_of, print_json
 from jewelrec.errors import CatalogError, JewelrecError
 
 
 def run_synth(args: argparse.Namespace) -> int:
     from jewelrec.catalog.synthetic import (
         check_products,
-        check_seed,
         check_sets,
         generate_catalog,
         generate_sets,

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from jewelrec.errors import JewelrecError
 from jewelrec.home import Home
 
 EXIT_FAILED = 1  # the command ran but something it was asked to do failed (a photo, --strict)
 EXIT_USAGE = 2  # the command could not run (missing step, bad input)
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a --seed numpy's generators cannot take (train, synth, demo), before any work."""
+    if not 0 <= seed < 2**32:
+        raise JewelrecError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
 
 
 def home_of(args: argparse.Namespace) -> Home:

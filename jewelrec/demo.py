@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from jewelrec.console import home_of
+from jewelrec.console import check_seed, home_of
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.search import versions
 
@@ -140,7 +140,7 @@ def _check_arguments(args: argparse.Namespace, home: Home) -> None:
     """Refuse what would fail later (a bad --epochs after the catalog was replaced, a bad
     --port after minutes of training) and a home that holds a shop's own catalog, which the
     demo's ingest would prune to the demo's products."""
-    from jewelrec.catalog.synthetic import check_products, check_seed
+    from jewelrec.catalog.synthetic import check_products
     from jewelrec.errors import JewelrecError
 
     check_products(args.products, args.views)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
+from jewelrec.console import check_seed
 from jewelrec.errors import ImageError, JewelrecError, NotReadyError
 from jewelrec.feature_store import attached_to_home
 from jewelrec.home import Home, atomic_write_json, replaced_folder
@@ -142,8 +143,7 @@ def train_home(
     # refused before anything loads: epochs 0 saved an untrained model over a trained one
     if epochs is not None and epochs < 1:
         raise JewelrecError(f"--epochs must be at least 1, got {epochs}")
-    if not 0 <= seed < 2**32:
-        raise JewelrecError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
+    check_seed(seed)
     home.require_catalog()
     settings = home.settings()
     names = {

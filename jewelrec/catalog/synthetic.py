@@ -40,6 +40,7 @@ from jewelrec.catalog.drawing import (
     resample,
     teardrop_points,
 )
+from jewelrec.console import check_seed
 from jewelrec.errors import JewelrecError
 from jewelrec.home import atomic_write_bytes
 
@@ -678,12 +679,6 @@ def check_products(products: int, views: int = 1, query_photos: int = 0) -> None
     if query_photos > MAX_QUERY_PHOTOS:
         raise JewelrecError(f"--query-photos {query_photos:,}: at most {MAX_QUERY_PHOTOS:,} "
                             "shopper photos are drawn at a time")
-
-
-def check_seed(seed: int) -> None:
-    """Refuse a seed numpy's generators cannot take, before anything is drawn."""
-    if not 0 <= seed < 2**32:
-        raise JewelrecError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
 
 
 def set_name(number: int) -> str:
