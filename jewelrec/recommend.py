@@ -342,6 +342,9 @@ class Recommender:
         self._backend = backend
         self._milvus_uri = milvus_uri
         self._classifier_name = classifier_name or getattr(classifier, "name", "")
+        # a server opened without naming a classifier types with the one the home records, at
+        # each reload too: a restarted worker reads the home's, and must not answer otherwise
+        self._classifier_from_home = False
         self._snapshot = Snapshot(
             store, embedder, classifier, index, index_version, index_meta or {},
             classifier_fingerprint(home, self._classifier_name) if home else None,
@@ -437,6 +440,7 @@ class Recommender:
             home=home, backend=backend, milvus_uri=milvus_uri,
             auto_crop=settings.auto_crop, classifier_name=classifier_name,
         )
+        recommender._classifier_from_home = classifier is None
         recommender.swap(snapshot)
         return recommender
 
@@ -838,14 +842,17 @@ class Recommender:
             if version == current.index_version:
                 return False
             try:
+                name = (self.home.settings().classifier if self._classifier_from_home
+                        else self._classifier_name)
                 fresh = load_snapshot(
                     self.home, version, store=current.store,
-                    classifier_name=self._classifier_name, backend=self._backend,
+                    classifier_name=name, backend=self._backend,
                     milvus_uri=self._milvus_uri, previous=current,
                 )
             except Exception:
                 self._unloadable = version
                 raise
+            self._classifier_name = name
             self.swap(fresh)
             log.info("switched to index %s", version)
             return True

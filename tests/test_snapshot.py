@@ -230,3 +230,23 @@ def test_each_home_and_each_reload_with_new_models_gets_its_own_backbone(
     same = load_snapshot(other, versions.current_version(other), store=captured.store,
                          classifier_name=classifier, previous=fresh)
     assert same.backbone is fresh.backbone and same.embedder is fresh.embedder  # nothing new
+
+
+def test_a_reload_types_with_the_classifier_the_home_now_records(tiny_home, tmp_path):
+    """A server kept its start-up classifier across reloads, while a worker its supervisor
+    restarted read the home's: two answers to one photo under one index version."""
+    import shutil
+
+    from jewelrec.indexing import build_index
+    from jewelrec.train import train_home
+
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    recommender = Recommender.open(home)
+    other = "efficientnet-head" if home.settings().classifier != "efficientnet-head" else "seed-cnn"
+    train_home(home, classifier=other, kinds=("classifier",), epochs=1, progress=False)
+    home.update_settings(classifier=other)
+    build_index(home, progress=False)
+    assert recommender.reload_if_changed()
+    assert type(recommender.snapshot.classifier) is type(Recommender.open(home).classifier)
+    named = Recommender.open(home, classifier=other)  # asked for: kept, whatever the home says
+    assert named._classifier_from_home is False
