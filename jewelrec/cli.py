@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="photo and text queries in the server at once, running or waiting; one "
                    "more is answered at once with 503 and Retry-After: 1 (default 64; per "
-                   "process with --workers)")
+                   "process with --workers). An upload counts once its photo has arrived; as "
+                   "many may be arriving at once, each within 30 s (else 408)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="server processes on the port (default: one per core, at most 4). One "
                    "process keeps at most about 1.6 cores busy (Python's lock); more answer more "

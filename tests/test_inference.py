@@ -267,3 +267,59 @@ def test_two_workers_run_two_batches_at_once_and_close_cleanly():
     assert executor.infer(snap, "late") == "ok late"  # closed: the caller's own thread
     with pytest.raises(ValueError, match="workers"):
         InferenceExecutor(run=run, workers=0)
+
+
+def test_uploads_still_arriving_do_not_hold_the_queue(monkeypatch):
+    """Four clients that sent an upload's headers and then nothing held `--max-queue 4`: every
+    query, searches without a body too, got 503 for as long as they stayed connected."""
+    import anyio
+    from starlette.responses import JSONResponse
+
+    from jewelrec.server import inference
+
+    bodies: list[bytes] = []
+
+    async def app(scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        bodies.append(body)
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    monkeypatch.setattr(inference, "BODY_SECONDS", 0.5)
+    limit = inference.QueueLimit(app, max_queue=1, paths=lambda path: True)
+    upload = {"type": "http", "path": "/api/recommend", "method": "POST", "headers": []}
+    statuses: dict[str, int] = {}
+
+    def answered(name):
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses[name] = message["status"]
+        return send
+
+    def arriving(*chunks: bytes):
+        messages = iter([{"type": "http.request", "body": chunk,
+                          "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)])
+
+        async def receive():
+            return next(messages)
+        return receive
+
+    async def never():  # the headers came, the body never does
+        await anyio.sleep_forever()
+
+    async def day():
+        async with anyio.create_task_group() as group:
+            group.start_soon(limit, upload, never, answered("idle"))
+            await anyio.sleep(0.05)
+            await limit({**upload, "method": "GET", "path": "/api/search"}, arriving(b""),
+                        answered("search"))
+            await limit(upload, arriving(b"x"), answered("second upload"))  # its pool is full
+        await limit(upload, arriving(b"ab", b"cd"), answered("upload"))
+
+    anyio.run(day)
+    assert statuses == {"search": 200, "second upload": 503, "idle": 408, "upload": 200}
+    assert bodies == [b"", b"abcd"]  # the app got each body whole, as sent

@@ -693,13 +693,14 @@ def create_app(
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(InternalErrors),
-            Middleware(inference.QueueLimit, max_queue=max_queue, paths=QUEUED_PATHS.match),
             Middleware(embed.WidgetCORS, origins=[embed.check_origin(o) for o in allow_origins]),
             Middleware(
                 BodySizeLimit,
                 max_bytes=max_upload_bytes + MULTIPART_SLACK_BYTES,
                 message=_too_large(max_upload_bytes),
             ),
+            # inside the size limit: it reads a query's body whole before queueing it
+            Middleware(inference.QueueLimit, max_queue=max_queue, paths=QUEUED_PATHS.match),
         ],
         exception_handlers={
             RequestValidationError: _validation_error,

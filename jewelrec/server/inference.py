@@ -27,8 +27,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import anyio
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jewelrec.recommend import PhotoInference, PreparedPhoto, infer
 from jewelrec.snapshot import Snapshot
@@ -41,6 +43,8 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_WORKERS = 2  # batches in flight at once: one's Python work overlaps the other's model run
 RETRY_AFTER_S = 1
 BUSY_MESSAGE = "the server is busy: please try again in a second"
+BODY_SECONDS = 30.0  # a photo's upload must arrive within this (a phone on a slow line: ~1 MB)
+SLOW_BODY_MESSAGE = f"the request's body did not arrive within {BODY_SECONDS:g} s: try again"
 
 InferFn = Callable[[Snapshot, Sequence[PreparedPhoto]], list[PhotoInference]]
 
@@ -161,7 +165,13 @@ def pin_blas_threads(threads: int = 1) -> None:
 class QueueLimit:
     """ASGI middleware: at most `max_queue` requests on `paths` (the CPU-bound queries) in the
     server at once, running or waiting; one more is answered at once with 503 and
-    `Retry-After: 1` instead of waiting until its client times out."""
+    `Retry-After: 1` instead of waiting until its client times out.
+
+    A request counts once its whole body has arrived: uploads still arriving (a slow phone,
+    or a client that sends headers and then nothing) held the queue's places before, so that
+    every query, searches without any body too, was refused for as long as they stayed open.
+    Bodies arrive in a pool of their own (`max_queue` at once, each within BODY_SECONDS, else
+    408), read inside the body size limit (BodySizeLimit), then handed to the app unchanged."""
 
     def __init__(self, app: ASGIApp, max_queue: int, paths: Callable[[str], bool]) -> None:
         if max_queue < 1:
@@ -169,17 +179,62 @@ class QueueLimit:
         self.app = app
         self.max_queue = max_queue
         self.paths = paths
-        self.in_flight = 0  # only the event loop's thread changes it
+        self.in_flight = 0  # only the event loop's thread changes these two
+        self.arriving = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.paths(scope["path"]):
             return await self.app(scope, receive, send)
+        if scope.get("method") not in {"GET", "HEAD"}:  # a body to wait for: an upload
+            if self.arriving >= self.max_queue:
+                return await _busy(scope, receive, send)
+            receive = await self._arrived(scope, receive, send)
+            if receive is None:
+                return  # answered: too large, or too slow to arrive
         if self.in_flight >= self.max_queue:
-            response = JSONResponse({"detail": BUSY_MESSAGE}, status_code=503,
-                                    headers={"Retry-After": str(RETRY_AFTER_S)})
-            return await response(scope, receive, send)
+            return await _busy(scope, receive, send)
         self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _arrived(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The request's whole body, as a receive that hands it on; None when the body could
+        not be taken (over the size limit: 413; not there within BODY_SECONDS: 408), then
+        answered here."""
+        self.arriving += 1
+        try:
+            return await _whole_body(receive)
+        except HTTPException as exc:  # the size limit, raised by the receive it wraps
+            response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        except TimeoutError:
+            response = JSONResponse({"detail": SLOW_BODY_MESSAGE}, status_code=408)
+        finally:
+            self.arriving -= 1
+        await response(scope, receive, send)
+        return None
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"detail": BUSY_MESSAGE}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    await response(scope, receive, send)
+
+
+async def _whole_body(receive: Receive) -> Receive:
+    """Read the request's body now (within BODY_SECONDS); a receive that hands it on as it
+    came, then whatever the connection says next (a disconnect)."""
+    messages: list[Message] = []
+    with anyio.fail_after(BODY_SECONDS):
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+    waiting = iter(messages)
+
+    async def replayed() -> Message:
+        return next(waiting, None) or await receive()
+
+    return replayed
