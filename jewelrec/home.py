@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -288,6 +288,12 @@ class Home:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.settings_path, asdict(updated))
         return updated
+
+    def shown_image(self, images: Sequence[str]) -> str | None:
+        """A product's first image whose file is there (its main one unless that was deleted:
+        its page, a text search's result and "more like this" show that one), else the main."""
+        present = next((name for name in images if self.image_path(name).is_file()), None)
+        return present or (images[0] if images else None)
 
     def image_path(self, relative: str) -> Path:
         """Resolve a managed image name, refusing anything that escapes images/."""

@@ -780,7 +780,8 @@ class Recommender:
             filters.metals,
             filters.exclude_ids | {product_id},
         )
-        image_path = self.home.image_path(product.image) if self.home else Path(product.image)
+        image_path = (self.home.image_path(self.home.shown_image(product.images)) if self.home
+                      else Path(product.image))
         # a catalog image: framed as the index framed it, no pieces looked for
         prepared = self.prepare(image_path, pieces=False)
         recommendation = self._infer_and_answer(

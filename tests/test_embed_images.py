@@ -154,21 +154,31 @@ def test_index_removes_the_embeddings_of_a_model_it_no_longer_has(tiny_home, tmp
 
 def test_an_image_file_deleted_after_its_vector_was_cached_is_left_out(tiny_home, tmp_path):
     """Its cached vector kept it in the index (shown to shoppers, a broken image) and
-    `evaluate` failed on it: gone files are left out like unreadable ones."""
+    `evaluate` failed on it: gone files are left out like unreadable ones, and where the
+    product is shown (a text search's result, "more like this", which was a 503 for good) its
+    other photo stands in."""
     import shutil
 
     from jewelrec.catalog.store import CatalogStore
     from jewelrec.evaluate import evaluate_home
     from jewelrec.indexing import build_index
+    from jewelrec.recommend import Recommender
     from jewelrec.search import versions
+    from jewelrec.text.search import TextSearcher
 
     copy = Home(shutil.copytree(tiny_home, tmp_path / "home"))
     store = CatalogStore.open(copy)
     product = next(p for p in store.all_products() if len(p.images) > 1)
     store.close()
-    copy.image_path(product.images[-1]).unlink()
+    main, other = product.images[0], product.images[1]
+    copy.image_path(main).unlink()
     report = build_index(copy, progress=False)
     assert report.embedded == 0  # the rest from the cache
     rows = (versions.version_dir(copy) / "rows.json").read_text()
-    assert product.images[-1] not in rows and product.images[0] in rows
+    assert main not in rows and other in rows
     evaluate_home(copy, progress=False)  # no "image file ... does not exist"
+    assert copy.shown_image(product.images) == other
+    found = TextSearcher.open(copy).search(product.title, k=50).results
+    assert [r.image for r in found if r.id == product.id] == [other]
+    similar = Recommender.open(copy).similar_to_product(product.id, k=2)
+    assert similar.results and product.id not in [r.id for r in similar.results]

@@ -254,10 +254,12 @@ def _examples(recommender: Recommender, count: int = EXAMPLES_PER_PAGE) -> list[
     spread = [products[:: max(1, len(products) // per_type)][:per_type]
               for products in by_type.values()]
     chosen = [p for p in chain.from_iterable(zip_longest(*spread)) if p is not None]
+    home = recommender.home
+    shown = {p.id: home.shown_image(p.images) if home else p.image for p in chosen[:count]}
     return [
         schemas.Example(
-            id=p.id, title=p.title, type=p.type, image=p.image,
-            image_url=schemas.image_url(p.image),
+            id=p.id, title=p.title, type=p.type, image=shown[p.id],
+            image_url=schemas.image_url(shown[p.id]),
         )
         for p in chosen[:count]
     ]

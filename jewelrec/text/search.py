@@ -140,7 +140,8 @@ class TextSearcher:
                     if pid not in seen]
             fused += [(pid, 0.0) for pid in rest[: want - len(fused)]]
         products = self.store.get_many(pid for pid, _ in fused)
-        results = [Result.from_product(products[pid], products[pid].image, score)
+        shown = self.home.shown_image if self.home is not None else (lambda images: images[0])
+        results = [Result.from_product(products[pid], shown(products[pid].images), score)
                    for pid, score in fused if pid in products and products[pid].images]
         results = prefer_brand(results, prefer_brand_name, TEXT_BRAND_BONUS)
         if group_variants:
