@@ -580,3 +580,24 @@ def test_two_photos_in_one_request_are_refused_not_guessed(client, tiny_query_ph
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == "2 photos were sent: send one photo per request"
     assert post_photo(client, tiny_query_photo, k=2).status_code == 200
+
+
+def test_facets_and_examples_follow_an_ingest_before_the_next_index(tiny_home, tmp_path):
+    """They were cached per index version: after `ingest --prune` the page offered a removed
+    product as an example and the old price range until the next `index`."""
+    from dataclasses import replace
+
+    from jewelrec.catalog.store import CatalogStore
+
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    with TestClient(create_app(home, reload_interval_s=3600)) as client:
+        before = client.get("/api/facets").json()
+        examples = client.get("/api/examples").json()
+        gone = examples[0]["id"]
+        with CatalogStore.open(home) as store, store.transaction() as tx:
+            tx.delete([gone])
+            cheapest = min(store.all_products(), key=lambda p: p.price)
+            tx.upsert(replace(cheapest, price=0.5))
+        assert gone not in [e["id"] for e in client.get("/api/examples").json()]
+        after = client.get("/api/facets").json()
+        assert after["price_min"] == 0.5 != before["price_min"]

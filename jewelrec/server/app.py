@@ -186,7 +186,7 @@ class Shop:
         self.ranking: dict[str, Any] = {"group_variants": True} if group_variants else {}
         self.max_upload_bytes = max_upload_bytes
         self.limiter = anyio.CapacityLimiter(workers)
-        self._cache: dict[str, tuple[str | None, Any]] = {}
+        self._cache: dict[str, tuple[tuple[str | None, int], Any]] = {}
         self._text: TextSearcher | None = None
 
     @property
@@ -216,8 +216,10 @@ class Shop:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
 
     async def cached(self, key: str, compute: Callable[[], T]) -> T:
-        """`compute()` once per index version: the catalog changes only with a new index."""
-        version = self.recommender.index_version
+        """`compute()` once per index version and catalog change (an ingest between two
+        indexes: the price range and examples must not offer what was removed)."""
+        version = (self.recommender.index_version,
+                   await self.compute(self.recommender.store.data_version))
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
