@@ -132,6 +132,9 @@ def test_min_price_brand_and_metal_filters(client, tiny_query_photo, facets):
     answer = post_photo(client, tiny_query_photo, k=20, type="any", metal=[metal]).json()
     assert answer["results"]
     assert all(store.get(r["id"]).metal == metal for r in answer["results"])
+    shouted = post_photo(client, tiny_query_photo, k=20, type="any",  # as a shopper types it
+                         metal=[f" {metal.upper()} "]).json()
+    assert [r["id"] for r in shouted["results"]] == [r["id"] for r in answer["results"]]
 
 
 def test_type_can_be_chosen_or_opened_to_every_type(client, tiny_query_photo, facets):

@@ -54,7 +54,8 @@ class Filters:
             max_price=max_price,
             types=_as_set(types),
             brands=_as_set(brands),
-            metals=_as_set(metals),
+            # the catalog keeps metals in lower case ("rose gold"): "Silver" finds silver
+            metals=frozenset(" ".join(m.lower().split()) for m in _as_set(metals)),
             exclude_ids=frozenset(exclude_ids or ()),
         )
 
