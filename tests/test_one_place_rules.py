@@ -193,6 +193,9 @@ class _Store:
         return {"types": ["ring"], "brands": [], "metals": [], "price_min": 10.0,
                 "price_max": 10.0, "currency": "USD"}
 
+    def data_version(self) -> int:  # the catalog never changes under this test
+        return 1
+
 
 class _Recommender:
     home = None
