@@ -357,6 +357,13 @@ class Recommender:
         self._text: TextSearcher | None = None
         self._text_lock = threading.Lock()
 
+    @property
+    def refused_version(self) -> str | None:
+        """The newest published index version that failed to load (None: none did, or a later
+        one loaded since): /healthz shows it, so an operator sees the server is behind."""
+        refused, serving = self._unloadable, self.index_version
+        return refused if refused and (serving is None or refused > serving) else None
+
     # -- the current snapshot (read-only views for the CLI, benchmarks and tests) -------------
     @property
     def snapshot(self) -> Snapshot:

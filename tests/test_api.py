@@ -60,7 +60,7 @@ def test_healthz_reports_products_and_index_version(client):
     answer = client.get("/healthz").json()
     assert answer["status"] == "ok"
     assert answer["products"] > 0
-    assert answer["index_version"]
+    assert answer["index_version"] and answer["index_refused"] is None
 
 
 def test_recommend_has_the_cli_json_shape_plus_what_the_page_needs(client, tiny_query_photo):

@@ -148,10 +148,11 @@ def test_reload_builds_the_whole_snapshot_and_loads_models_only_when_some_change
     with pytest.raises(OSError):
         recommender.reload_if_changed()
     assert recommender.snapshot is served  # nothing half-swapped
+    assert recommender.refused_version == "v5"  # /healthz says the server is behind
     assert recommender.reload_if_changed() is False  # not tried again every poll...
     published.update(version="v6", meta={"embedder": "other", "embedder_fingerprint": "e2"})
     assert recommender.reload_if_changed() is True  # ...but the next version is
-    assert recommender.index_version == "v6"
+    assert recommender.index_version == "v6" and recommender.refused_version is None
 
 
 def test_an_embedder_retrained_after_the_index_is_refused_with_what_to_run(

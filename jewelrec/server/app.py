@@ -438,7 +438,8 @@ def page() -> FileResponse:
 @router.get("/healthz", response_model=schemas.Health, tags=["service"])
 async def healthz(shop: ShopDep) -> schemas.Health:
     count = await shop.lookup(shop.recommender.store.count)
-    return schemas.Health(products=count, index_version=shop.recommender.index_version)
+    return schemas.Health(products=count, index_version=shop.recommender.index_version,
+                          index_refused=getattr(shop.recommender, "refused_version", None))
 
 
 @router.post(

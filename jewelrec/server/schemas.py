@@ -237,6 +237,9 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     products: int
     index_version: str | None
+    index_refused: str | None = Field(
+        None, description="a newer published index this server could not load (its log says "
+        "why): it answers from index_version until one loads")
 
 
 class ErrorMessage(BaseModel):
