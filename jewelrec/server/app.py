@@ -416,6 +416,9 @@ WORDS_HELP = (
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorMessage} for code in (400, 404, 413, 415, 422, 500)
 }
+ERRORS[408] = {"model": schemas.ErrorMessage,
+               "description": f"an upload's body did not arrive within "
+                              f"{inference.BODY_SECONDS:g} s (server/inference.py)"}
 ERRORS[503] = {
     "model": schemas.ErrorMessage,
     "description": "not ready yet, or busy (more queries waiting than `serve --max-queue`): "
