@@ -239,8 +239,14 @@ def test_more_like_this_with_a_broken_catalog_image_names_no_server_path(tiny_ho
     shutil.copytree(tiny_home, home.root)
     product = next(iter(CatalogStore.open(home, read_only=True).all_products()))
     image = home.image_path(product.image)
+    others = [home.image_path(name) for name in product.images[1:]]
+
+    def gone() -> None:  # every photo of it (one still there would stand in: Home.shown_image)
+        for path in (image, *others):
+            path.unlink()
+
     with TestClient(create_app(home.root), raise_server_exceptions=False) as client:
-        for damage in (lambda: image.write_bytes(b"not a jpeg"), image.unlink):
+        for damage in (lambda: image.write_bytes(b"not a jpeg"), gone):
             damage()
             answer = client.get(f"/api/products/{product.id}/similar", params={"q": "in silver"})
             assert answer.status_code == 503, answer.text
