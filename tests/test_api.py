@@ -135,6 +135,16 @@ def test_min_price_brand_and_metal_filters(client, tiny_query_photo, facets):
     shouted = post_photo(client, tiny_query_photo, k=20, type="any",  # as a shopper types it
                          metal=[f" {metal.upper()} "]).json()
     assert [r["id"] for r in shouted["results"]] == [r["id"] for r in answer["results"]]
+    # a brand in another case is the catalog's; one the catalog lacks is named, not an empty
+    # answer that says nothing (metal=plutonium, brand=aurelia found nothing, with a 200)
+    lower = post_photo(client, tiny_query_photo, k=20, type="any", brand=[brand.lower()]).json()
+    assert lower["results"] and {r["brand"] for r in lower["results"]} == {brand}
+    for field, value in (("metal", "plutonium"), ("brand", "No Such House")):
+        refused = post_photo(client, tiny_query_photo, k=5, **{field: [value]})
+        assert refused.status_code == 422
+        assert f"unknown {field} {value!r}: use one of" in refused.json()["detail"]
+        searched = client.get("/api/search", params={"q": "ring", field: value})
+        assert searched.status_code == 422
 
 
 def test_type_can_be_chosen_or_opened_to_every_type(client, tiny_query_photo, facets):

@@ -110,6 +110,7 @@ def _as_set(value: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in value if v and v.strip())
 
 
+MAX_LISTED = 20  # catalog values an error lists (a shop may have hundreds of brands)
 ANY_TYPE = "any"  # a shopper's `type`: every type instead of the detected one
 
 
@@ -128,3 +129,20 @@ def chosen_types(asked: str | None, known: Iterable[str]) -> list[str] | None:
         return [wanted]
     raise ValueError(f"unknown type {asked.strip()!r}: use one of {', '.join(known)} "
                      f"(or {ANY_TYPE!r})")
+
+
+def chosen_values(kind: str, asked: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The brands or metals asked for, as the catalog writes them ("northstone" is its
+    "Northstone"); ValueError naming some of the catalog's values for one it does not have:
+    a filter that matches nothing would otherwise answer an empty page without saying why."""
+    spelled = {" ".join(value.lower().split()): value for value in known}
+    chosen = []
+    for value in asked:
+        key = " ".join(value.lower().split())
+        if key not in spelled:
+            shown = sorted(spelled.values())
+            listed = ", ".join(shown[:MAX_LISTED]) + (", ..." if len(shown) > MAX_LISTED else "")
+            raise ValueError(f"unknown {kind} {value.strip()!r}: use one of {listed}")
+        chosen.append(spelled[key])
+    return chosen
+

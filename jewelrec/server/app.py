@@ -49,7 +49,7 @@ from jewelrec.imaging.io import (
 )
 from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
-from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types
+from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types, chosen_values
 from jewelrec.server import embed, inference, schemas
 from jewelrec.server.params import FilterParams, filter_params
 from jewelrec.text.photo_words import WordsError
@@ -301,10 +301,11 @@ async def _filters(shop: Shop, asked: FilterParams) -> Filters:
         except ValueError as exc:
             raise _unprocessable(str(exc)) from exc
     try:
+        facets = await shop.facets() if asked.brands or asked.metals else None
         return Filters.build(
             min_price=min_price, max_price=max_price, types=types or [],
-            brands=asked.brands or [],
-            metals=asked.metals or [],
+            brands=chosen_values("brand", asked.brands or [], facets.brands if facets else []),
+            metals=chosen_values("metal", asked.metals or [], facets.metals if facets else []),
         )
     except ValueError as exc:
         raise _unprocessable(str(exc)) from exc
