@@ -150,6 +150,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     types = chosen_types_of(args, recommender.classifier.classes)
     if types is not None:  # one type, or "any": every type (the detected one otherwise)
         filters = filters.with_types(types)
+    filters = spelled_as_catalog(filters, recommender.store)
     outcomes = []
     failed = 0
     options = dict(k=args.k, filters=filters, prefer_brand=args.prefer_brand,
@@ -236,6 +237,28 @@ def format_pieces(rec) -> str:
             "(--piece I, --all-pieces)")
 
 
+def spelled_as_catalog(filters, store):
+    """`--brand` / `--metal` as the catalog writes them ("northstone" is its "Northstone"), or
+    a clear error for one it lacks: as the API reads them (search/filters.chosen_values)."""
+    from dataclasses import replace
+
+    from jewelrec.search.filters import chosen_values
+
+    if not (filters.brands or filters.metals):
+        return filters
+    facets = store.facets()
+    try:
+        return replace(
+            filters,
+            brands=frozenset(chosen_values("brand", filters.brands, facets.get("brands") or [])),
+            metals=frozenset(chosen_values("metal", filters.metals, facets.get("metals") or [])),
+        )
+    except ValueError as exc:
+        said = str(exc).replace("unknown brand", "--brand: unknown brand").replace(
+            "unknown metal", "--metal: unknown metal")
+        raise JewelrecError(said) from exc
+
+
 def chosen_types_of(args: argparse.Namespace, known) -> list[str] | None:
     """The types `--type` names (None: not given), or a clear error for one the catalog lacks."""
     from jewelrec.search.filters import chosen_types
@@ -269,6 +292,7 @@ def run_search(args: argparse.Namespace) -> int:
     types = chosen_types_of(args, searcher.store.types())
     if types is not None:
         filters = filters.with_types(types)
+    filters = spelled_as_catalog(filters, searcher.store)
     try:
         answer = searcher.search(" ".join(args.query), k=args.k, filters=filters,
                                  prefer_brand_name=args.prefer_brand,

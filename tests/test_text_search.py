@@ -396,6 +396,13 @@ def test_cli_search(tiny_home, capsys):
     assert main(["search", "   ", "--home", str(tiny_home)]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["search", "rings", "--type", "tiara", "--home", str(tiny_home)]) == 2
+    brand = CatalogStore.open(Home(tiny_home)).facets()["brands"][0]  # asked in another case
+    assert main(["search", "jewelry", "--brand", brand.swapcase(), "--home", str(tiny_home),
+                 "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["results"]
+    assert found and {r["brand"] for r in found} == {brand}
+    assert main(["search", "rings", "--metal", "plutonium", "--home", str(tiny_home)]) == 2
+    assert "--metal: unknown metal 'plutonium': use one of" in capsys.readouterr().err
 
 
 def test_damaged_title_vectors_are_named_not_taken_for_no_match(tiny_home, tmp_path, capsys):
