@@ -59,7 +59,10 @@ def test_two_processes_answer_on_one_port_and_stop_together(
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(trust_env=False, timeout=60) as client:
             deadline = time.monotonic() + START_TIMEOUT_S
-            while len(server_processes(server.pid)) < 2 or not _healthy(client, url):
+            # ready: both workers up with their models loaded (one answering /healthz while
+            # the other still loads was a race), within START_TIMEOUT_S
+            while (len(server_processes(server.pid)) < 2 or not _healthy(client, url)
+                   or not all(_holds_models(w) for w in server_processes(server.pid))):
                 assert server.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, f"not ready in time:\n{log.read_text()}"
                 time.sleep(0.3)
@@ -75,8 +78,8 @@ def test_two_processes_answer_on_one_port_and_stop_together(
         config = json.loads(environment_of(workers[0])[processes.CONFIG_VARIABLE])
         assert Path(config["home"]) == Path(tiny_home).resolve()
         # the home was checked in a process of its own: only the workers hold the models
-        assert all("onnxruntime" in Path(f"/proc/{w}/maps").read_text() for w in workers)
-        assert "onnxruntime" not in Path(f"/proc/{server.pid}/maps").read_text()
+        assert all(_holds_models(w) for w in workers)
+        assert not _holds_models(server.pid)
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -189,3 +192,11 @@ def test_the_listening_socket_hands_its_connections_tcp_nodelay() -> None:
 def test_a_bad_address_is_a_clear_error(host, port, message) -> None:
     with pytest.raises(JewelrecError, match=message):
         listening_socket(host, port)
+
+
+def _holds_models(pid: int) -> bool:
+    """Whether process `pid` has onnxruntime loaded (a gone process holds nothing)."""
+    try:
+        return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
