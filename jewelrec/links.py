@@ -23,6 +23,12 @@ def is_http_ref(ref: str) -> bool:
     return scheme.lower() in HTTP_SCHEMES
 
 
+def spaces_encoded(ref: str) -> str:
+    """An http(s) reference with its inner spaces written as %20, as a browser sends them: shop
+    exports carry image names such as "gold ring.jpg"; other references are returned as given."""
+    return ref.replace(" ", "%20") if is_http_ref(ref) else ref
+
+
 def link_problem(url: str) -> str | None:
     """None when `url` is an http(s) link with a host, else why not (a sentence)."""
     if _CONTROL.search(url):

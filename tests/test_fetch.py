@@ -78,6 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "/img/bagué.png".encode().decode("latin-1"))
             self.end_headers()
+        elif path == "/spaced":  # a redirect to a file name with a space, as some CMSs send
+            self.send_response(302)
+            self.send_header("Location", "/img/gold ring.png")
+            self.end_headers()
         elif path == "/trickle":  # a whole image promised, 100 bytes every 0.1 s
             body = png_bytes(path)
             self.send_response(200)
@@ -180,7 +184,9 @@ def test_slow_servers_time_out(image_host: ImageHost) -> None:
         fetch_image(f"{image_host.base}/slow", allow_private=True, timeout=0.3)
 
 
-def test_urls_with_accented_names_are_fetched_percent_encoded(image_host: ImageHost) -> None:
+def test_urls_with_accented_or_spaced_names_are_fetched_percent_encoded(
+    image_host: ImageHost,
+) -> None:
     """'bagué.jpg' (WordPress keeps accented names) crashed the whole ingest with a
     UnicodeEncodeError; now it is requested as a browser does, in a link and in a redirect."""
     assert fetch_image(f"{image_host.base}/img/bagué.png?taille=moyenne",
@@ -189,6 +195,9 @@ def test_urls_with_accented_names_are_fetched_percent_encoded(image_host: ImageH
     assert fetch_image(f"{image_host.base}/accented", allow_private=True) == png_bytes(
         "/img/bagu%C3%A9.png")
     assert image_host.requests[-1] == "/img/bagu%C3%A9.png"
+    assert fetch_image(f"{image_host.base}/spaced", allow_private=True) == png_bytes(
+        "/img/gold%20ring.png")
+    assert image_host.requests[-1] == "/img/gold%20ring.png"
 
 
 def test_a_trickling_server_is_cut_off_at_the_total_time_limit(image_host: ImageHost) -> None:

@@ -232,11 +232,20 @@ def test_bad_prices_are_rejected_with_a_reason(price: object, reason: str) -> No
 @pytest.mark.parametrize(
     "url",
     ["javascript:alert(1)", "ftp://x.example/a", "file:///etc/passwd", "http://",
-     "https:///path", "http://x.example/a b", "data:text/html,hi", "//x.example/a"],
+     "https:///path", "http://x.example/a\tb", "data:text/html,hi", "//x.example/a"],
 )
 def test_links_must_be_http_or_https_with_a_host(url: str) -> None:
     reason = validate_fields({**GOOD, "url": url}, 2)
     assert isinstance(reason, str) and "URL" in reason
+
+
+def test_spaces_inside_links_are_sent_encoded_as_a_browser_would() -> None:
+    row = validate_fields({**GOOD, "url": "https://shop.example/p/gold ring",
+                           "image": "https://cdn.example/img/gold ring 1.jpg|local photo.jpg"}, 2)
+    assert not isinstance(row, str), row
+    assert row.url == "https://shop.example/p/gold%20ring"
+    # a file on disk keeps its name; only web references are encoded
+    assert row.image_refs == ("https://cdn.example/img/gold%20ring%201.jpg", "local photo.jpg")
 
 
 def test_ids_are_text_or_whole_numbers() -> None:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
 from jewelrec.errors import ImageError
-from jewelrec.links import link_problem
+from jewelrec.links import link_problem, spaces_encoded
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -111,7 +111,7 @@ def fetch_conditional(
             if answer.status != 200:
                 raise FetchError(f"HTTP {answer.status} for {current}")
             return Fetched(answer.body, answer.etag, answer.last_modified)
-        current = urljoin(current, _location_text(answer.location))
+        current = spaces_encoded(urljoin(current, _location_text(answer.location)))
     raise FetchError(f"more than {MAX_REDIRECTS} redirects from {url}")
 
 

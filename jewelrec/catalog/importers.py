@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jewelrec.catalog.prices import plain_amount
 from jewelrec.errors import CatalogError
-from jewelrec.links import link_problem
+from jewelrec.links import link_problem, spaces_encoded
 
 if TYPE_CHECKING:
     from jewelrec.catalog.feeds import FeedOptions
@@ -407,7 +407,8 @@ def validate_fields(fields: dict[str, Any], row: int) -> CatalogRow | str:
     if problem:
         return problem
     text = {name: _text(fields.get(name)) for name in TEXT_FIELDS}
-    image_refs = _split(fields.get("image"), "|")
+    text["url"] = spaces_encoded(text["url"])
+    image_refs = [spaces_encoded(ref) for ref in _split(fields.get("image"), "|")]
     present = {**text, "price": _text(fields.get("price")), "image": "|".join(image_refs)}
     missing = [name for name in REQUIRED_FIELDS if not present[name]]
     if missing:
