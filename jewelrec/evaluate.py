@@ -25,7 +25,13 @@ from jewelrec.catalog.views import split_views
 from jewelrec.home import Home, atomic_write_json
 from jewelrec.imaging.focus import focus_on_piece
 from jewelrec.imaging.io import load_image
-from jewelrec.indexing import EmbeddingCache, embed_images, index_rows, model_fingerprint
+from jewelrec.indexing import (
+    EmbeddingCache,
+    embed_images,
+    framing_tag,
+    index_rows,
+    model_fingerprint,
+)
 from jewelrec.models.attributes import NO_STONE, AttributeHeads, load_attributes, product_attributes
 from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
@@ -139,7 +145,7 @@ def evaluate_home(
         home,
         embedder_name,
         model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name)),
-        backbone.features_tag,
+        backbone.features_tag + framing_tag(auto_crop),
     )
     names = [image for _, image in fit_views + query_views]
     vectors = embed_images(home, embed_model, names, cache=cache, auto_crop=auto_crop,

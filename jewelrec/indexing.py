@@ -99,6 +99,12 @@ class IndexReport:
         }
 
 
+def framing_tag(auto_crop: bool) -> str:
+    """What an embedding cache's name adds for photos embedded whole (`auto_crop` off): the
+    vectors of the framed piece and of the whole photo must never be read for each other."""
+    return "" if auto_crop else "-whole"
+
+
 def model_fingerprint(folder: Path) -> str:
     """Identifies a trained model by its weights and config (and VECTORS_VERSION), so caches and
     running servers notice a changed model; retraining that gives the same model keeps its
@@ -351,7 +357,8 @@ def _build_index(
         products = store.all_products()
     model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     fingerprint = model_fingerprint(model_folder(home.models_dir, "embedder", embedder_name))
-    cache = EmbeddingCache(home, embedder_name, fingerprint, backbone.features_tag)
+    cache = EmbeddingCache(home, embedder_name, fingerprint,
+                           backbone.features_tag + framing_tag(settings.auto_crop))
     views = all_views(products)
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
     excluded = sum((p.id, image) in flagged for p, image in views)
@@ -388,6 +395,7 @@ def _build_index(
     meta: dict[str, Any] = {
         "embedder": embedder_name,
         "embedder_fingerprint": fingerprint,
+        "auto_crop": settings.auto_crop,  # queries frame as the photos were framed
         "precision": backbone.precision,  # what queries must compute in (snapshot.py)
         "dim": int(matrix.shape[1]),
         "backend": backend,

@@ -338,7 +338,7 @@ class Recommender:
     ) -> None:
         self.home = home
         self.confidence_threshold = confidence_threshold
-        self.auto_crop = auto_crop
+        self._auto_crop = auto_crop
         self._backend = backend
         self._milvus_uri = milvus_uri
         self._classifier_name = classifier_name or getattr(classifier, "name", "")
@@ -363,6 +363,12 @@ class Recommender:
         one loaded since): /healthz shows it, so an operator sees the server is behind."""
         refused, serving = self._unloadable, self.index_version
         return refused if refused and (serving is None or refused > serving) else None
+
+    @property
+    def auto_crop(self) -> bool:
+        """Whether queries frame the piece: as the serving index's photos were framed (its meta
+        records it), so a home whose setting changed since is still searched consistently."""
+        return bool(self._snapshot.index_meta.get("auto_crop", self._auto_crop))
 
     # -- the current snapshot (read-only views for the CLI, benchmarks and tests) -------------
     @property

@@ -182,3 +182,32 @@ def test_an_image_file_deleted_after_its_vector_was_cached_is_left_out(tiny_home
     assert [r.image for r in found if r.id == product.id] == [other]
     similar = Recommender.open(copy).similar_to_product(product.id, k=2)
     assert similar.results and product.id not in [r.id for r in similar.results]
+
+
+def test_the_whole_photo_and_the_framed_piece_are_cached_apart_and_queries_follow_the_index(
+    tiny_home, tmp_path
+):
+    """With `auto_crop` turned off in settings.json, `index` reused the framed pieces' cached
+    vectors (keyed by image name only), and a server kept framing its queries: now the whole
+    photos' vectors have their own cache and queries frame as the serving index was built."""
+    import shutil
+
+    from jewelrec.indexing import build_index
+    from jewelrec.recommend import Recommender
+    from jewelrec.search import versions
+
+    copy = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    framed_server = Recommender.open(copy)
+    assert framed_server.auto_crop
+    folder = copy.cache_dir / "embeddings"
+    framed = {p.name for p in folder.iterdir()}
+    copy.update_settings(auto_crop=False)
+    report = build_index(copy, progress=False)
+    assert report.embedded > 0  # nothing read from the framed pieces' cache
+    whole = {p.name for p in folder.iterdir()} - framed
+    assert whole and all(name.endswith("-whole") for name in whole), whole
+    assert versions.read_meta(copy, versions.current_version(copy))["auto_crop"] is False
+    framed_server.reload_if_changed()  # a server started before now frames as the index did
+    assert not framed_server.auto_crop
+    copy.update_settings(auto_crop=True)  # changed back, no index yet: still as indexed
+    assert not Recommender.open(copy).auto_crop

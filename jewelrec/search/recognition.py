@@ -128,7 +128,7 @@ def measure_catalog(
     `embedder_id` names the embedder's files, for the feature cache."""
     if getattr(embedder, "recognition_features", None) is None:
         return recognition_meta(vectors, product_ids), None
-    from jewelrec.indexing import EmbeddingCache, embed_images
+    from jewelrec.indexing import EmbeddingCache, embed_images, framing_tag
 
     picked = reference_sample(product_ids)
     wanted = [names[i] for i in picked]
@@ -141,7 +141,8 @@ def measure_catalog(
             return recognition_features(embedder, images)  # the network's: no mask needed
 
     found = embed_images(
-        home, Features(), wanted, cache=EmbeddingCache(home, "recognition", embedder_id),
+        home, Features(), wanted, cache=EmbeddingCache(home, "recognition", embedder_id,
+                                                         framing_tag(auto_crop)),
         auto_crop=auto_crop, progress=progress,
     )
     kept = [i for i in picked if names[i] in found]
