@@ -289,11 +289,16 @@ class Home:
         atomic_write_json(self.settings_path, asdict(updated))
         return updated
 
+    def shown_images(self, images: Sequence[str]) -> list[str]:
+        """A product's images whose file is there (deleted since ingest: left out, so nothing
+        shows a broken picture), or its main one alone when none is."""
+        present = [name for name in images if self.image_path(name).is_file()]
+        return present or list(images[:1])
+
     def shown_image(self, images: Sequence[str]) -> str | None:
         """A product's first image whose file is there (its main one unless that was deleted:
         its page, a text search's result and "more like this" show that one), else the main."""
-        present = next((name for name in images if self.image_path(name).is_file()), None)
-        return present or (images[0] if images else None)
+        return next(iter(self.shown_images(images)), None)
 
     def image_path(self, relative: str) -> Path:
         """Resolve a managed image name, refusing anything that escapes images/."""

@@ -182,6 +182,17 @@ def test_an_image_file_deleted_after_its_vector_was_cached_is_left_out(tiny_home
     assert [r.image for r in found if r.id == product.id] == [other]
     similar = Recommender.open(copy).similar_to_product(product.id, k=2)
     assert similar.results and product.id not in [r.id for r in similar.results]
+    # the product's API page lists only the photos it can serve (a broken link before)
+    from fastapi.testclient import TestClient
+
+    from jewelrec.server.app import create_app
+    from jewelrec.server.schemas import image_url
+
+    with TestClient(create_app(copy.root)) as client:
+        shown = client.get(f"/api/products/{product.id}").json()
+        assert shown["images"] == [n for n in product.images if n != main]
+        assert shown["image_url"] == image_url(other)
+        assert all(client.get(url).status_code == 200 for url in shown["image_urls"])
 
 
 def test_the_whole_photo_and_the_framed_piece_are_cached_apart_and_queries_follow_the_index(

@@ -380,11 +380,13 @@ def _result(result: dict[str, Any]) -> schemas.Result:
     return schemas.Result(**result, image_url=schemas.image_url(result["image"]))
 
 
-def _product(p: Product) -> schemas.Product:
-    """A catalog product (`Product.to_dict`), and where this server serves its images."""
+def _product(p: Product, home: Home | None) -> schemas.Product:
+    """A catalog product (`Product.to_dict`), and where this server serves its images: those
+    whose file is there (`Home.shown_images`; a deleted one would be a broken link)."""
+    images = home.shown_images(p.images) if home else list(p.images)
     return schemas.Product(
-        **p.to_dict(), image_url=schemas.image_url(p.image),
-        image_urls=[schemas.image_url(name) for name in p.images],
+        **{**p.to_dict(), "images": images}, image_url=schemas.image_url(images[0]),
+        image_urls=[schemas.image_url(name) for name in images],
     )
 
 
@@ -504,10 +506,17 @@ async def recommend(
     tags=["catalog"],
 )
 async def product(shop: ShopDep, product_id: str) -> schemas.Product:
-    found = await shop.lookup(shop.recommender.store.get, product_id)
+    recommender = shop.recommender
+    found = await shop.lookup(_found_product, recommender, product_id)
     if found is None:
         raise HTTPException(status_code=404, detail=f"no product with id {product_id!r}")
-    return _product(found)
+    return found
+
+
+def _found_product(recommender: Recommender, product_id: str) -> schemas.Product | None:
+    """The product as the API shows it, or None; its files are looked at, so off the loop."""
+    found = recommender.store.get(product_id)
+    return _product(found, recommender.home) if found is not None else None
 
 
 @router.get(
