@@ -40,7 +40,7 @@ from jewelrec.home import Home, atomic_path
 from jewelrec.imaging.focus import frame_piece
 from jewelrec.imaging.io import load_image
 from jewelrec.models.backbone import Backbone
-from jewelrec.models.base import Embedder, load_embedder, model_folder
+from jewelrec.models.base import Embedder, load_classifier, load_embedder, model_folder
 from jewelrec.search import versions
 from jewelrec.search.index import ExactIndex, IndexRow
 from jewelrec.search.recognition import measure_catalog, save_reference
@@ -350,6 +350,9 @@ def _build_index(
     if not products:
         raise home.empty_catalog()
     backbone = Backbone.for_home(home, share_cores=True)  # its workers overlap their runs
+    # queries type the photo first: an index published without a loadable type head would
+    # be refused by every server (minutes of embedding for nothing), so say so before any work
+    load_classifier(home.models_dir, settings.classifier, backbone=backbone)
     # attributes the catalog lacks, read from the photos first: index rows carry the metal
     filled = fill_missing_attributes(home, store, products, backbone=backbone,
                                      auto_crop=settings.auto_crop, progress=progress)

@@ -223,3 +223,24 @@ def test_one_index_run_per_home_at_a_time(tiny_home, tmp_path, capsys):
         assert (home / "index" / "CURRENT").read_text() == current  # nothing published
     assert main(["index", "--home", str(home), "--no-progress"]) == 0
     assert (home / "index" / "CURRENT").read_text() != current
+
+
+@pytest.mark.parametrize("lost", ["weights.safetensors", None])
+def test_index_without_a_type_head_is_refused_before_any_work(tiny_home, tmp_path, capsys, lost):
+    """The index was embedded and published, then every server refused it (queries type the
+    photo first): now `index` says to train, and the serving index stays."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    current = (home / "index" / "CURRENT").read_text()
+    classifier = json.loads((home / "settings.json").read_text())["classifier"]
+    folder = home / "models" / f"classifier-{classifier}"
+    if lost:
+        (folder / lost).unlink()
+    else:
+        shutil.rmtree(folder)
+    assert main(["index", "--home", str(home), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "jewelrec train" in err and "Traceback" not in err
+    assert (home / "index" / "CURRENT").read_text() == current
