@@ -315,7 +315,7 @@ def format_applied(applied: dict) -> str:
     """The filters a query's words applied, as one line ("metals ['silver']"; "none"); its
     notes are the caller's to print, a line each."""
     given = {key: value for key, value in applied.items()
-             if value not in (None, []) and key != "notes"}
+             if value not in (None, [], {}) and key != "notes"}
     return ", ".join(f"{key} {value}" for key, value in given.items()) or "none"
 
 

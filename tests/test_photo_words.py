@@ -99,6 +99,10 @@ def test_more_like_this_in_silver_and_a_stone_word(recommender):
     assert with_stone.applied["stones"] == [stone]
     assert with_stone.results and all(products[r.id].stone == stone
                                       for r in with_stone.results)
+    # a stone ruled out is left out of the visual answer
+    without = recommender.similar_to_product(gold.id, k=8, text=f"without {stone}")
+    assert without.applied["excluded"] == {"stones": [stone]}
+    assert without.results and all(products[r.id].stone != stone for r in without.results)
     # a type word overrides the product's own type
     necklaces = recommender.similar_to_product(gold.id, k=3, text="like this but a necklace")
     assert necklaces.searched_types == ["necklace"]
@@ -116,7 +120,7 @@ def test_words_no_filter_takes_re_rank_the_visual_candidates(recommender):
     visual = recommender.recommend(photo, k=12)
     worded = recommender.recommend(photo, k=12, text="like this but petite")
     assert "petite" not in FILLER and worded.ranked_by == ["photo", "title vectors"]
-    assert all(v == [] for k, v in worded.applied.items() if k not in ("max_price",
+    assert all(v in ([], {}) for k, v in worded.applied.items() if k not in ("max_price",
                                                                           "min_price"))
     scores = {r.id: r.score for r in visual.results}
     # reported scores stay visual cosines; only the order changes

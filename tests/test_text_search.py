@@ -169,6 +169,50 @@ def test_price_phrases_and_what_is_left_to_rank_by(vocabulary):
     assert parse_query("rings <= 45", vocabulary).max_price == 45.0
 
 
+@pytest.mark.parametrize(("query", "bounds"), [
+    ("rings not more than 200", (None, 200.0)),  # was read as "more than 200": a floor
+    ("rings no less than 1000", (1000.0, None)),  # was a ceiling
+    ("earrings nothing over 100", (None, 100.0)),
+    ("earrings under 1 299,00", (None, 1299.0)),  # space-grouped thousands: was 1.0
+    ("ring under 1 000", (None, 1000.0)),
+    ("silver earrings 50-100", (50.0, 100.0)),  # ranges without "between": were ignored
+    ("silver earrings $50 to $100", (50.0, 100.0)),
+    ("necklace 100 to 200", (100.0, 200.0)),
+    ("rings from 5 to 10", (5.0, 10.0)),
+    ("rings under 100 in silver", (None, 100.0)),
+    ("size 6-7 ring", (None, None)),  # sizes, not prices
+    ("16-18 inch necklace", (None, None)),
+    ("necklace under 18 inches", (None, None)),
+    ("over 2 ct diamond ring", (None, None)),
+])
+def test_price_phrases_as_shoppers_write_them(vocabulary, query, bounds):
+    parsed = parse_query(query, vocabulary)
+    assert (parsed.min_price, parsed.max_price) == bounds
+
+
+@pytest.mark.parametrize(("query", "facets", "excluded"), [
+    ("silver ring without rubies", {"metals": ("silver",), "types": ("ring",)},
+     {"stones": ("ruby",)}),
+    ("gold necklace no pearls", {"metals": ("gold",), "types": ("necklace",)},
+     {"stones": ("pearl",)}),
+    ("ring but not silver", {"types": ("ring",)}, {"metals": ("silver",)}),
+    ("earrings not in rose gold", {"types": ("earring",)}, {"metals": ("rose gold",)}),
+    ("neither gold nor silver rings", {"types": ("ring",)}, {"metals": ("gold", "silver")}),
+    ("no rubies or emeralds", {}, {"stones": ("ruby", "emerald")}),
+    ("pearl free necklace", {"types": ("necklace",)}, {"stones": ("pearl",)}),
+    ("no idea, a gold ring", {"metals": ("gold",), "types": ("ring",)}, {}),
+])
+def test_values_named_after_a_negation_are_ruled_out_not_chosen(
+    vocabulary, query, facets, excluded
+):
+    """"without diamonds" filtered to diamonds only: the negation was not read."""
+    parsed = parse_query(query, vocabulary)
+    assert dict(parsed.facets) == facets
+    assert dict(parsed.excluded) == excluded
+    ruled_out = {w for values in excluded.values() for v in values for w in v.split()}
+    assert not ruled_out & set(parsed.terms)  # nor ranked by the words that name them
+
+
 def test_synonyms_only_name_values_the_catalog_has():
     no_rose = Vocabulary.build({**CATALOG_WORDS, "metals": ["gold", "silver"], "tags": []})
     parsed = parse_query("pink gold circle pendant", no_rose)
@@ -300,6 +344,14 @@ def test_search_applies_the_words_as_filters(searcher, products):
     worded = searcher.search(f"{metal} {noun} that sparkle", k=5)  # a word no filter takes
     assert worded.ranked_by == ["words", "title vectors"]
     assert {r.id for r in worded.results} <= want and worded.applied == answer.applied
+
+
+def test_search_leaves_out_what_the_words_rule_out(searcher, products):
+    metal = next(p.metal for p in products if p.metal)
+    answer = searcher.search(f"jewelry not {metal}", k=50)
+    assert answer.applied["excluded"] == {"metals": [metal]}
+    assert answer.results and all(r.metal != metal for r in answer.results)
+    assert len(answer.results) == min(50, sum(p.metal != metal for p in products))
 
 
 def test_search_price_phrase_and_caller_filters(searcher, products):

@@ -177,6 +177,10 @@ class AppliedFilters(BaseModel):
         default_factory=list,
         description="price phrases read but not understood ('under -5': a price below 0), "
         "so no filter was taken from them")
+    excluded: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="values the words ruled out, by facet ('without diamonds' -> "
+        "{'stones': ['diamond']}): products holding them are left out")
 
 
 class TextSearch(BaseModel):

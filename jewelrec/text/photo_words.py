@@ -4,8 +4,9 @@ The shopper's words are read by the text parser (text/query.py) against this cat
 Words naming a type, metal, stone, brand or tag, and a price phrase, become filters; they
 override what the photo alone would choose (its detected type; its own metal, which a photo
 query never filters by), while the caller's explicit filters still win, as in text search.
-Stones and tags, which the vector index does not hold, become the ids lacking them, excluded
-before ranking: filters stay before ranking, so k results come whenever k products pass.
+Stones and tags, which the vector index does not hold, and the values the words rule out
+("without pearls"), become the ids to leave out, excluded before ranking: filters stay before
+ranking, so k results come whenever k products pass.
 
 The words no filter took ("thinner chain") re-rank the visual candidates: RERANK_POOL of them by
 cosine + TEXT_WEIGHT x the cosine between the words' MiniLM vector and the product's title
@@ -76,8 +77,9 @@ def read_words(
         raise
     except ValueError as exc:
         raise WordsError(str(exc)) from exc
-    if parsed.values("stones") or parsed.values("tags"):
-        where, params = sql_condition(Filters(), parsed)  # the stone / tag conditions alone
+    if parsed.values("stones") or parsed.values("tags") or parsed.excluded:
+        # the stone / tag conditions and what the words ruled out, alone
+        where, params = sql_condition(Filters(), parsed)
         keep = set(searcher.store.ids_where(where, params))
         lacking = {pid for pid in searcher.store.ids() if pid not in keep}
         merged = replace(merged, exclude_ids=merged.exclude_ids | lacking)

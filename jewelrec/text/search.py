@@ -208,11 +208,16 @@ def combine(explicit: Filters, parsed: ParsedQuery) -> tuple[Filters, dict[str, 
     if parsed.min_price is not None and (min_price is None or parsed.min_price > min_price):
         min_price = applied["min_price"] = parsed.min_price
     applied["notes"] = list(parsed.notes)
+    # what the words ruled out ("without pearls"): `sql_condition` keeps those products out
+    applied["excluded"] = {facet: list(values) for facet, values in parsed.excluded.items()}
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ValueError(f"no price is both at least {min_price:g} and at most {max_price:g}")
     merged = Filters(min_price, max_price, chosen["types"], chosen["brands"], chosen["metals"],
                      explicit.exclude_ids)
     return merged, applied
+
+
+EXCLUDABLE_COLUMNS = {"types": "type", "metals": "metal", "stones": "stone", "brands": "brand"}
 
 
 def sql_condition(filters: Filters, parsed: ParsedQuery) -> tuple[str, list[Any]]:
@@ -241,6 +246,15 @@ def sql_condition(filters: Filters, parsed: ParsedQuery) -> tuple[str, list[Any]
         parts.append(f"EXISTS (SELECT 1 FROM json_each(p.tags) WHERE value IN "
                      f"({','.join('?' * len(tags))}))")
         params.extend(tags)
+    for facet, values in parsed.excluded.items():  # a product without the value passes
+        values = sorted(values)
+        marks = ",".join("?" * len(values))
+        if facet == "tags":
+            parts.append(f"NOT EXISTS (SELECT 1 FROM json_each(p.tags) WHERE value IN ({marks}))")
+        else:
+            column = f"p.{EXCLUDABLE_COLUMNS[facet]}"
+            parts.append(f"({column} IS NULL OR {column} NOT IN ({marks}))")
+        params.extend(values)
     if filters.exclude_ids:
         ids = sorted(filters.exclude_ids)
         parts.append(f"p.id NOT IN ({','.join('?' * len(ids))})")

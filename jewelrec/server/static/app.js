@@ -732,6 +732,10 @@ function showApplied(applied) {
     for (const key of ["types", "metals", "stones", "brands", "tags"]) {
       parts.push(...(applied[key] || []));
     }
+    // what the words ruled out ("without diamonds"), said as such
+    for (const values of Object.values(applied.excluded || {})) {
+      parts.push(...values.map((value) => `not ${value}`));
+    }
     const currency = state.facets.currency;
     const price = describePrice(applied.min_price ?? null, applied.max_price ?? null, currency);
     if (price) parts.push(price);
