@@ -108,12 +108,13 @@ class TypeAlternative:
 
 
 def type_alternatives(classes: Sequence[str], probabilities: np.ndarray) -> list[TypeAlternative]:
-    """The few types worth offering a person: most likely first, at most three, each >= 5%."""
+    """The few types worth offering a person: most likely first, the top two always (a question
+    needs a choice: "Is this a ring or a bracelet?"), a third when it has >= 5%."""
     order = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
     return [
         TypeAlternative(classes[i], round(float(probabilities[i]), 6))
-        for i in order[:MAX_ALTERNATIVES]
-        if probabilities[i] >= MIN_ALTERNATIVE_PROBABILITY
+        for rank, i in enumerate(order[:MAX_ALTERNATIVES])
+        if rank < 2 or probabilities[i] >= MIN_ALTERNATIVE_PROBABILITY
     ]
 
 

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from jewelrec.errors import NotReadyError
 from jewelrec.models.backbone import Backbone
 from jewelrec.models.heads import (
+    MAX_DECISION_THRESHOLD,
     UNDECIDED,
     EfficientNetHeadClassifier,
     HeadSettings,
@@ -22,6 +23,7 @@ from jewelrec.models.heads import (
     fit_temperature,
     head_probabilities,
     heldout_answers_note,
+    saved_threshold,
     threshold_for,
     wilson_lower_bound,
 )
@@ -146,6 +148,12 @@ def test_decision_threshold_keeps_the_confident_answers_right():
     assert decision_threshold(probabilities, np.array([1, 1, 1, 1, 1]), z=0) == UNDECIDED
     # by default the share must hold at its lower bound: two right answers prove little
     assert decision_threshold(probabilities, truth, target=0.95) == UNDECIDED
+    # every held-out answer right at a saturated 1.0: a query at 0.999997 is still decided
+    saturated = np.array([[1.0, 0.0]] * 50)
+    assert decision_threshold(saturated, np.zeros(50, int)) == MAX_DECISION_THRESHOLD < 1.0
+    # a head saved before keeps 1.0 in its config: read lowered, "never decide" kept
+    assert saved_threshold(1.0) == MAX_DECISION_THRESHOLD
+    assert saved_threshold(UNDECIDED) == UNDECIDED and saved_threshold(0.7) == 0.7
 
 
 def test_the_threshold_margin_shrinks_as_held_out_photos_grow():

@@ -81,12 +81,15 @@ def test_a_type_the_caller_fixed_is_decided_even_when_the_classifier_is_unsure(s
         assert answer.type == "ring"  # the detected type keeps its meaning
 
 
-def test_alternatives_are_the_top_three_of_at_least_five_percent():
+def test_alternatives_are_the_top_two_and_a_third_of_at_least_five_percent():
     classes = ["a", "b", "c", "d", "e"]
     probabilities = np.array([0.02, 0.5, 0.04, 0.3, 0.14])
     assert [(x.type, x.probability) for x in type_alternatives(classes, probabilities)] == [
         ("b", 0.5), ("d", 0.3), ("e", 0.14)]
-    assert [x.type for x in type_alternatives(classes, np.array([0, 0.97, 0.03, 0, 0]))] == ["b"]
+    # a question offers a choice: the runner-up even when unlikely ("Is this a b?" had one button)
+    assert [x.type for x in type_alternatives(classes, np.array([0, 0.97, 0.03, 0, 0]))] == [
+        "b", "c"]
+    assert [x.type for x in type_alternatives(["ring"], np.array([1.0]))] == ["ring"]
     assert likely_types(classes, probabilities) == pytest.approx({"b": 0.5, "d": 0.3, "e": 0.14})
     assert list(likely_types(classes, np.array([0, 0.92, 0.08, 0, 0]))) == ["b"]
     assert len(likely_types(classes, np.full(5, 0.2))) == 3  # never more than three

@@ -52,6 +52,10 @@ DECIDED_MARGIN_Z = 0.5  # ... at the lower Wilson bound half a standard error do
 # 74.9% at 95.7%, z = 0.5 73.6% at 95.9%, z = 1 70.3% at 95.8%; z picked on four folds for the
 # fifth: 70.5% at 95.8%.
 UNDECIDED = 1.01  # a threshold no probability reaches: never decided alone
+# A threshold the held-out answers would set higher is lowered to this: where every held-out
+# photo was typed right (the demo catalog), the calibrated probabilities saturate at 1.0 and a
+# query at 0.999997 was "not sure", with one type to offer.
+MAX_DECISION_THRESHOLD = 0.99
 MIN_KEPT_SHARE = 0.15  # a style-cluster fold must train on this share of every type at least
 SELECTIVE_POINTS = 10  # points of the accuracy/coverage curve kept in the training notes
 
@@ -263,10 +267,21 @@ def threshold_for(confidence: np.ndarray, right: np.ndarray,
                   target: float = DECIDED_ACCURACY, z: float = DECIDED_MARGIN_Z) -> float:
     """The lowest confidence from which the answers (ranked as `ranked_answers` gives them) stay
     right at least `target` of the time, by the lower Wilson bound `z` standard errors down (0:
-    the observed share); UNDECIDED when even the most confident fall short."""
+    the observed share), at most MAX_DECISION_THRESHOLD; UNDECIDED when even the most confident
+    fall short."""
     accuracy = wilson_lower_bound(np.cumsum(right), np.arange(1, len(right) + 1), z)
     meets = np.flatnonzero(accuracy >= target)
-    return float(confidence[meets.max()]) if len(meets) else UNDECIDED
+    if not len(meets):
+        return UNDECIDED
+    return min(float(confidence[meets.max()]), MAX_DECISION_THRESHOLD)
+
+
+def saved_threshold(value: object) -> float:
+    """A threshold as a saved head holds it, lowered to MAX_DECISION_THRESHOLD as `threshold_for`
+    now sets it (heads trained before kept 1.0, a shop never retrained would keep its "not sure
+    at 0.999997"); UNDECIDED stays."""
+    threshold = float(value)  # type: ignore[arg-type]
+    return threshold if threshold >= UNDECIDED else min(threshold, MAX_DECISION_THRESHOLD)
 
 
 def heldout_answers_note(probabilities: np.ndarray, y: np.ndarray) -> dict[str, list]:
@@ -446,7 +461,7 @@ class EfficientNetHeadClassifier:
         try:
             arrays = {k: state[k] for k in ("coef", "intercept", "mean", "scale")}
             head = Head(list(config["classes"]), temperature=float(config["temperature"]),
-                        decision_threshold=float(config.get("decision_threshold", 0.5)),
+                        decision_threshold=saved_threshold(config.get("decision_threshold", 0.5)),
                         **arrays)
             settings = HeadSettings(**config.get("settings", {}))
             model = cls(settings, backbone=backbone)
