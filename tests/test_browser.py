@@ -269,6 +269,25 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     assert "silver" in page.inner_text("#applied")
     assert page.is_hidden("#applied-notes")
 
+    # words that rule a value out are said as such, and nothing of it comes
+    with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
+        page.fill("#query", "jewelry not silver")
+        page.press("#query", "Enter")
+    assert sent.value.json()["applied"]["excluded"] == {"metals": ["silver"]}
+    wait_until_idle(page)
+    assert "not silver" in page.inner_text("#applied")
+    assert card_metals(page) and "silver" not in card_metals(page)
+
+    # words nothing matches: said so, with no offer to "search every type" (it was searched;
+    # the page offered it, and the click dropped the words' filters)
+    with page.expect_response(lambda r: "/api/search?" in r.url):
+        page.fill("#query", "silver under 0.01")
+        page.press("#query", "Enter")
+    page.wait_for_selector("#empty:not([hidden])")
+    said = page.inner_text("#empty-text")
+    assert said.startswith("Nothing in the catalog matches") and "silver" in said
+    assert page.is_hidden("#widen")
+
     # words the server read but could not use are said under the results, as text: the
     # server's own note, and one with markup slipped into the answer, which must stay text
     hostile = '<img src="x" id="pwned">'

@@ -165,6 +165,18 @@ def test_the_api_takes_words_with_a_photo_and_with_more_like_this(demo_like_home
                              params={"k": 3, "q": "in silver"}).json()
         assert similar["applied"]["metals"] == ["silver"]
         assert similar["results"] and all(r["metal"] == "silver" for r in similar["results"])
+        # "All types" with words naming a type: the words' type, not every type
+        for route in ("recommend", "similar"):
+            if route == "recommend":
+                worded = client.post("/api/recommend", data={"k": "3", "type": "any",
+                                                             "q": "but a necklace"},
+                                     files={"photo": ("r.jpg", photo.read_bytes(), "image/jpeg")})
+            else:
+                worded = client.get(f"/api/products/{gold.id}/similar",
+                                    params={"k": 3, "type": "any", "q": "a necklace"})
+            body = worded.json()
+            assert body["applied"]["types"] == ["necklace"], route
+            assert body["results"] and {r["type"] for r in body["results"]} == {"necklace"}
         bad = client.get(f"/api/products/{gold.id}/similar", params={"q": "under 5 over 50"})
         assert bad.status_code == 422 and "price" in bad.json()["detail"]
         long = client.post("/api/recommend", files={"photo": ("r.jpg", photo.read_bytes(),

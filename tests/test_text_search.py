@@ -368,6 +368,10 @@ def test_search_price_phrase_and_caller_filters(searcher, products):
     fixed = searcher.search("necklaces rings earrings bracelets", k=5,
                             filters=Filters.build(types=[type_]))
     assert fixed.applied["types"] == [] and {r.type for r in fixed.results} == {type_}
+    # every type (the page's "All types") fixes nothing: the words' type is searched
+    every = Filters.build(types=sorted({p.type for p in products}))
+    worded = searcher.search(f"{type_}s", k=5, filters=every)
+    assert worded.applied["types"] == [type_] and {r.type for r in worded.results} == {type_}
 
 
 def test_search_prefer_brand_and_bad_queries(searcher):

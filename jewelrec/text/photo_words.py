@@ -71,8 +71,9 @@ def read_words(
     if len(query) > MAX_QUERY_CHARS:
         raise WordsError(f"the words are longer than {MAX_QUERY_CHARS} characters")
     try:
-        parsed = parse_query(query, searcher.vocabulary(index_version))
-        merged, applied = combine(filters or Filters(), parsed)
+        vocabulary = searcher.vocabulary(index_version)
+        parsed = parse_query(query, vocabulary)
+        merged, applied = combine(filters or Filters(), parsed, vocabulary.catalog_values("types"))
     except WordsError:
         raise
     except ValueError as exc:

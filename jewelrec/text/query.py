@@ -122,6 +122,10 @@ class Vocabulary:
                     add(synonyms, words_of(word), facet, by_words[facet][target])
         return cls(exact, synonyms)
 
+    def catalog_values(self, facet: str) -> frozenset[str]:
+        """The catalog's own values of `facet` (those words can name)."""
+        return frozenset(value for f, value in self.exact.values() if f == facet)
+
     def lookup(self, words: Sequence[str]) -> tuple[str, str] | None:
         """The facet and value a phrase names (its last word also read as a singular): the
         catalog's own values first, then synonyms ("pendants" is the tag pendant where the

@@ -107,7 +107,8 @@ class TextSearcher:
             version = versions.current_version(self.home)
         state = self._catalog_state(version)
         parsed = parse_query(query, state.vocabulary)
-        merged, applied = combine(filters or Filters(), parsed)
+        merged, applied = combine(filters or Filters(), parsed,
+                                  state.vocabulary.catalog_values("types"))
         where, params = sql_condition(merged, parsed)
         want = max(CANDIDATES, 3 * k) * (variants.CANDIDATES_PER_RESULT if group_variants else 1)
         ranked_by: list[str] = []
@@ -186,19 +187,24 @@ class TextSearcher:
         return state
 
 
-def combine(explicit: Filters, parsed: ParsedQuery) -> tuple[Filters, dict[str, Any]]:
+def combine(explicit: Filters, parsed: ParsedQuery,
+            every_type: frozenset[str] = frozenset()) -> tuple[Filters, dict[str, Any]]:
     """The caller's filters with the query's words added, and what the words applied. A facet
-    the caller fixed is the caller's (its words are not applied); prices take the tighter."""
+    the caller fixed is the caller's (its words are not applied); prices take the tighter.
+    Types covering `every_type` (the catalog's: a shopper's "any") fix nothing: "All types"
+    with "but a necklace" searches necklaces."""
     applied: dict[str, Any] = {f: [] for f in ("types", "metals", "stones", "brands", "tags")}
-    fixed = {"types": explicit.types, "metals": explicit.metals, "brands": explicit.brands}
+    any_type = bool(every_type) and explicit.types >= every_type
+    fixed = {"types": frozenset() if any_type else explicit.types, "metals": explicit.metals,
+             "brands": explicit.brands}
     chosen: dict[str, frozenset[str]] = {}
     for facet in ("types", "metals", "brands"):
         words = parsed.values(facet)
-        if fixed[facet] or not words:
-            chosen[facet] = fixed[facet]
-        else:
+        if words and not fixed[facet]:
             chosen[facet] = frozenset(words)
             applied[facet] = list(words)
+        else:
+            chosen[facet] = getattr(explicit, facet)  # the caller's ("any" included)
     applied["stones"] = list(parsed.values("stones"))
     applied["tags"] = list(parsed.values("tags"))
     max_price, min_price = explicit.max_price, explicit.min_price

@@ -166,7 +166,8 @@ function describePrice(min, max, currency) {
   return "";
 }
 
-function showEmpty(searchedType) {
+function showEmpty(searchedType, applied) {
+  const worded = appliedParts(applied);
   const min = numberOrNull(el.minPrice);
   const max = numberOrNull(el.maxPrice);
   const things = plural(searchedType);
@@ -191,13 +192,20 @@ function showEmpty(searchedType) {
       el.brand.value = "";
       el.metal.value = "";
     };
+  } else if (state.mode === "text" && (!state.type || state.type === ANY)) {
+    // the words chose the filters: every type was searched already, there is nothing to widen
+    const filtered = worded.length ? ` (${worded.join(", ")})` : "";
+    text = `Nothing in the catalog matches “${state.query}”${filtered}. Try other words?`;
+    label = null;
   } else {
-    text = `No ${things} in the catalog. Search every type?`;
+    const filtered = worded.length ? ` with ${worded.join(", ")}` : " in the catalog";
+    text = `No ${things}${filtered}. Search every type?`;
     label = "Search every type";
     action = () => selectType(ANY, true);
   }
   el.emptyText.textContent = text;
-  el.widen.textContent = label;
+  el.widen.hidden = label === null;
+  el.widen.textContent = label || "";
   el.widen.onclick = () => {
     action();
     search();
@@ -619,7 +627,7 @@ function render(answer) {
 
   el.results.replaceChildren(...answer.results.map(card));
   if (answer.results.length === 0) {
-    showEmpty(shownType);
+    showEmpty(shownType, answer.applied);
     return;
   }
   const things = plural(shownType);
@@ -725,21 +733,26 @@ function sameInChips(group, result) {
   group.hidden = metals.length === 0;
 }
 
-// What the words applied as filters (the answer's `applied`), in one line, and its notes.
-function showApplied(applied) {
+// The filters the words applied (the answer's `applied`), as short phrases.
+function appliedParts(applied) {
   const parts = [];
-  if (applied) {
-    for (const key of ["types", "metals", "stones", "brands", "tags"]) {
-      parts.push(...(applied[key] || []));
-    }
-    // what the words ruled out ("without diamonds"), said as such
-    for (const values of Object.values(applied.excluded || {})) {
-      parts.push(...values.map((value) => `not ${value}`));
-    }
-    const currency = state.facets.currency;
-    const price = describePrice(applied.min_price ?? null, applied.max_price ?? null, currency);
-    if (price) parts.push(price);
+  if (!applied) return parts;
+  for (const key of ["types", "metals", "stones", "brands", "tags"]) {
+    parts.push(...(applied[key] || []));
   }
+  // what the words ruled out ("without diamonds"), said as such
+  for (const values of Object.values(applied.excluded || {})) {
+    parts.push(...values.map((value) => `not ${value}`));
+  }
+  const currency = state.facets.currency;
+  const price = describePrice(applied.min_price ?? null, applied.max_price ?? null, currency);
+  if (price) parts.push(price);
+  return parts;
+}
+
+// What the words applied as filters, in one line, and its notes.
+function showApplied(applied) {
+  const parts = appliedParts(applied);
   el.applied.textContent = parts.length ? `Your words filtered: ${parts.join(", ")}` : "";
   el.applied.hidden = parts.length === 0;
   // Words the server read but could not use ("under -5"): said, one line each, as text (they
