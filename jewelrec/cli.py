@@ -87,10 +87,24 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--milvus-uri", metavar="URI", help="Milvus server, e.g. http://host:19530")
 
 
+def price_amount(text: str) -> float:
+    """A price bound as shops write it ("199.99", "199,99", "1,299", "1 299,00"), for argparse;
+    the same reading as catalog prices (catalog/prices.py)."""
+    from jewelrec.catalog.prices import plain_amount
+
+    try:
+        return float(plain_amount(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a price (write it as 199.99 or 199,99)") from None
+
+
 def _filter_args(parser: argparse.ArgumentParser, type_default: str) -> None:
     parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    parser.add_argument("--min-price", type=float, metavar="P", help="lowest price to show")
-    parser.add_argument("--max-price", type=float, metavar="P", help="highest price to show")
+    parser.add_argument("--min-price", type=price_amount, metavar="P",
+                        help="lowest price to show")
+    parser.add_argument("--max-price", type=price_amount, metavar="P",
+                        help="highest price to show")
     parser.add_argument("--type", help="search only this type (as the catalog names it, in any "
                         f"case), or 'any': every type (default: {type_default})")
     parser.add_argument("--brand", action="append", help="only this brand (repeatable)")

@@ -459,6 +459,16 @@ def test_cli_search(tiny_home, capsys):
     assert found and {r["brand"] for r in found} == {brand}
     assert main(["search", "rings", "--metal", "plutonium", "--home", str(tiny_home)]) == 2
     assert "--metal: unknown metal 'plutonium': use one of" in capsys.readouterr().err
+    # a price bound as shops write it (argparse refused "199,99")
+    cap = sorted(p.price for p in CatalogStore.open(Home(tiny_home)).all_products())[5]
+    written = f"{cap:.2f}".replace(".", ",")
+    assert main(["search", "jewelry", "--max-price", written, "--home", str(tiny_home),
+                 "--json"]) == 0
+    cheap = json.loads(capsys.readouterr().out)["results"]
+    assert cheap and all(r["price"] <= round(cap, 2) for r in cheap)
+    with pytest.raises(SystemExit):
+        main(["search", "jewelry", "--max-price", "cheap", "--home", str(tiny_home)])
+    assert "'cheap' is not a price" in capsys.readouterr().err
 
 
 def test_damaged_title_vectors_are_named_not_taken_for_no_match(tiny_home, tmp_path, capsys):
