@@ -151,6 +151,9 @@ def vocabulary() -> Vocabulary:
     ("a sparkly platinum anklet", {}, None),  # nothing this catalog has: no filter
     ("NORTHSTONE Bracelets", {"brands": ("Northstone",), "types": ("bracelet",)}, None),
     ("gold or silver rings", {"metals": ("gold", "silver"), "types": ("ring",)}, None),
+    ("Lumen and Co rings", {"brands": ("Lumen & Co",), "types": ("ring",)}, None),
+    ("white gold rings", {"types": ("ring",)}, None),  # not yellow gold: no such metal here
+    ("14k white gold or silver rings", {"metals": ("silver",), "types": ("ring",)}, None),
 ])
 def test_words_naming_catalog_values_become_filters(vocabulary, query, facets, max_price):
     parsed = parse_query(query, vocabulary)

@@ -33,6 +33,12 @@ METAL_SYNONYMS = {
     "rosegold": "rose gold", "rose golden": "rose gold",
 }
 TAG_SYNONYMS = {"circle": "hoop", "circles": "hoop", "creole": "hoop", "creoles": "hoop"}
+# Metals named with a word of another but of another colour ("white gold" looks like silver):
+# where the catalog lacks them they are left as words to rank by, never read as the metal their
+# last word names. (A warm gold such as "pink gold" still reads as gold where rose gold is not
+# sold: the nearest colour the shop has.)
+OTHER_METALS = frozenset({"white gold", "black gold", "black silver", "oxidised silver",
+                          "oxidized silver"})
 STOPWORDS = frozenset(
     "a an and or but the with in of for to on by my me i some any that is it its".split()
 )
@@ -111,6 +117,8 @@ class Vocabulary:
         for facet in FACETS:  # a facet earlier in FACETS wins a phrase naming several
             for value in catalog[facet]:
                 add(exact, words_of(value), facet, value)
+                if "&" in value:  # "Lumen and Co" names the brand "Lumen & Co"
+                    add(synonyms, words_of(value.replace("&", " and ")), facet, value)
         by_words = {f: {" ".join(words_of(v)): v for v in catalog[f]} for f in FACETS}
         for type_, words in TYPE_WORDS.items():
             if type_ in by_words["types"]:
@@ -185,6 +193,9 @@ def parse_query(query: str, vocabulary: Vocabulary) -> ParsedQuery:
     chained: int | None = None  # end of a negated value an "or" may extend ("no X or Y")
     i = 0
     while i < len(words):
+        if " ".join(words[i:i + 2]) in OTHER_METALS and vocabulary.lookup(words[i:i + 2]) is None:
+            i += 2  # a metal this catalog does not have: words to rank by, not its last word
+            continue
         for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
             hit = vocabulary.lookup(words[i:i + n])
             if hit is not None and not (n == 1 and words[i] in STOPWORDS):
