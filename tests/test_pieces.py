@@ -239,3 +239,21 @@ def test_synth_sets_refuses_a_catalog_without_the_types(tmp_path):
                  "--sets", "1", "--no-progress"])
     assert code == EXIT_USAGE
     assert not (tmp_path / "d" / "sets" / "sets.json").exists()
+
+
+@pytest.mark.parametrize("level", [200, 120])
+def test_a_blank_photo_is_one_piece_the_whole_frame(classifier, level, monkeypatch):
+    """A uniform light-grey frame gave three "pieces" on the demo home (the activation maps of
+    a blank image are the network's padding): they are not consulted, the photo is one piece."""
+    from jewelrec.models import pieces
+
+    def no_maps(*args, **kwargs):
+        raise AssertionError("activation maps computed for a blank photo")
+
+    monkeypatch.setattr(pieces, "class_maps", no_maps)
+    blank = np.full((300, 300, 3), level, np.uint8)
+    found = find_pieces(blank, classifier)
+    assert [p.box for p in found] == [(0, 0, 300, 300)]
+    with pytest.raises(AssertionError, match="activation maps"):  # a busy photo: read again
+        find_pieces(np.random.default_rng(0).integers(0, 255, (300, 300, 3), np.uint8),
+                    classifier)

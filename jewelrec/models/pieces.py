@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PIECES", "Piece", "find_pieces", "iou", "query_view"]
 
 MAX_PIECES = 4
+# A photo whose every channel varies less than this (in 0-255 levels) shows nothing: a blank
+# frame. Its activation maps are the network's padding, which gave three "pieces" at 100%.
+FLAT_STD = 2.0
 
 
 def find_pieces(
@@ -84,7 +87,8 @@ def find_pieces(
         objects, missed = with_edges(objects, edges, img)
     else:
         objects = edge_objects(edges, img)
-        cams = class_maps(img, classifier, classes, backbone)
+        flat = float(img.reshape(-1, img.shape[-1]).std(axis=0).max()) < FLAT_STD
+        cams = None if flat else class_maps(img, classifier, classes, backbone)
     candidates = object_candidates(objects, missed, img, framed=clean) if objects else []
     if not clean:
         regions = cam_candidates(cams, classes, w, h) if cams is not None else []
