@@ -93,6 +93,23 @@ def test_a_bad_allow_origin_is_one_clear_error(origin: str, capsys) -> None:
 
 def test_check_origin_normalises() -> None:
     assert check_origin(" HTTPS://Shop.Example:8443/ ") == "https://shop.example:8443"
+    # written as browsers send Origin (they compare exactly): no default port, punycode host;
+    # kept as typed, these never matched and the widget stayed empty without a word
+    assert check_origin("https://shop.example:443") == "https://shop.example"
+    assert check_origin("http://shop.example:80") == "http://shop.example"
+    assert check_origin("http://shop.example:443") == "http://shop.example:443"
+    assert check_origin("https://bijoux-é.example") == "https://xn--bijoux--hya.example"
+    assert check_origin("http://[::1]:8080") == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize(("origin", "said"), [
+    ("https://*.shop.example", "wildcards are not supported"),
+    ("https://shop.example:99999", "expected an origin"),
+    ("https://user@shop.example", "expected an origin"),
+])
+def test_an_origin_that_could_never_match_is_refused(origin: str, said: str) -> None:
+    with pytest.raises(Exception, match=said):
+        check_origin(origin)
 
 
 # -- /docs offline -------------------------------------------------------------------------------

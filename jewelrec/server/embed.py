@@ -15,6 +15,7 @@ import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -40,14 +41,35 @@ router = APIRouter()
 
 
 def check_origin(origin: str) -> str:
-    """An origin as browsers send it ("https://shop.example:8443"), or JewelrecError."""
+    """An origin as browsers send it in `Origin`, or JewelrecError. Browsers compare exactly and
+    never write a default port or a non-ASCII host, so "https://shop.example:443" is kept as
+    "https://shop.example" and "https://bijoux-é.example" in its punycode (IDNA) form; a
+    wildcard could never match and is refused."""
     cleaned = origin.strip().rstrip("/").lower()
+    refused = JewelrecError(f"--allow-origin {origin!r}: expected an origin such as "
+                            "https://shop.example (scheme and host, optional port, no path)")
     if not _ORIGIN.match(cleaned):
-        raise JewelrecError(
-            f"--allow-origin {origin!r}: expected an origin such as https://shop.example "
-            "(scheme and host, optional port, no path)"
-        )
-    return cleaned
+        raise refused
+    parts = urlsplit(cleaned)
+    try:
+        port = parts.port
+    except ValueError:  # no number, or out of range
+        raise refused from None
+    host = parts.hostname or ""
+    if "*" in host:
+        raise JewelrecError(f"--allow-origin {origin!r}: wildcards are not supported; name "
+                            "each site (repeat --allow-origin)")
+    if not host or parts.username is not None:
+        raise refused
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise JewelrecError(f"--allow-origin {origin!r}: the host cannot be written "
+                                f"in ASCII ({exc})") from None
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 class JsonCORS(CORSMiddleware):
