@@ -151,6 +151,7 @@ class StubEmbedder:
 @pytest.fixture
 def stub_models(monkeypatch, tmp_path):
     monkeypatch.setattr(indexing, "load_embedder", lambda models_dir, name, **kw: StubEmbedder())
+    monkeypatch.setattr(indexing, "load_classifier", lambda models_dir, name, **kw: object())
     monkeypatch.setattr(indexing, "model_fingerprint", lambda folder: "stub")
 
 
