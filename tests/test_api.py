@@ -404,12 +404,33 @@ def test_announced_oversize_body_is_refused_before_it_is_read(client):
         "/images/..%5C..%5Ccatalog.sqlite",
         "/images/",
         "/images/no-such-image.jpg",
+        "/images/" + "a" * 300 + ".jpg",  # longer than a file name may be: was a 500
+        "/images/" + "ab/" * 2000 + "a.jpg",
     ],
 )
 def test_images_outside_the_image_folder_are_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert b"SQLite" not in response.content and b"root:" not in response.content
+
+
+def test_a_browsers_current_copy_is_answered_304(client):
+    """Every file but /static/ was sent whole again once its cache time ran out (Starlette's
+    FileResponse weighs no validators): images, widget.js, the page."""
+    image_url = client.get("/api/examples").json()[0]["image_url"]
+    for path in (image_url, "/widget.js", "/", "/docs"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.content, path
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        again = client.get(path, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b"", path
+        assert again.headers["etag"] == etag
+        assert client.get(path, headers={"If-None-Match": f'W/{etag}, "other"'}).status_code == 304
+        assert client.get(path, headers={"If-Modified-Since": modified}).status_code == 304
+        assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+        assert client.get(path, headers={"If-Modified-Since": "not a date"}).status_code == 200
+    # catalog images are named by their content's hash: they never change
+    assert "immutable" in client.get(image_url).headers["cache-control"]
 
 
 def test_head_requests_answer_like_get_without_a_body(client):

@@ -32,7 +32,7 @@ from fastapi import (
     UploadFile,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +51,7 @@ from jewelrec.imaging.segment import Box
 from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types, chosen_values
 from jewelrec.server import embed, inference, schemas
+from jewelrec.server.files import IMMUTABLE, file_answer
 from jewelrec.server.params import FilterParams, filter_params
 from jewelrec.text.photo_words import WordsError
 from jewelrec.text.query import MAX_QUERY_CHARS
@@ -436,8 +437,8 @@ router = APIRouter()
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+def page(request: Request) -> Response:
+    return file_answer(request, STATIC_DIR / "index.html", cache_control="no-cache")
 
 
 @router.head("/healthz", include_in_schema=False)  # uptime checkers often ask with HEAD
@@ -599,15 +600,16 @@ async def examples(shop: ShopDep) -> list[schemas.Example]:
 
 
 @router.api_route("/images/{name:path}", methods=["GET", "HEAD"], include_in_schema=False)
-def image(shop: ShopDep, name: str) -> FileResponse:
-    """Managed catalog images, and nothing else: names that leave images/ are 404s."""
+def image(shop: ShopDep, name: str, request: Request) -> Response:
+    """Managed catalog images, and nothing else: names that leave images/ are 404s, and so are
+    names no file system takes (too long: an OSError was a 500 with a traceback logged)."""
     try:
         path = shop.home.image_path(name)
-    except ValueError:
-        path = None
-    if path is None or not path.is_file():
-        raise HTTPException(status_code=404, detail="no such image")
-    return FileResponse(path, headers={"cache-control": "public, max-age=86400"})
+        if path.is_file():
+            return file_answer(request, path, cache_control=IMMUTABLE)
+    except (ValueError, OSError):  # outside images/, gone meanwhile, a name the OS refuses
+        pass
+    raise HTTPException(status_code=404, detail="no such image")
 
 
 # -- error handlers ----------------------------------------------------------------------

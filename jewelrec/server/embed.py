@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jewelrec.errors import JewelrecError
+from jewelrec.server.files import file_answer
 
 STATIC_DIR = Path(__file__).with_name("static")
 # The routes a widget on another origin calls: GET /api/products/{id}/similar.
@@ -110,28 +111,24 @@ class WidgetCORS:
 
 
 @router.api_route("/widget.js", methods=["GET", "HEAD"], include_in_schema=False)
-def widget() -> FileResponse:
+def widget(request: Request) -> Response:
     """The product-page widget (see static/widget.js for the snippet)."""
-    return FileResponse(
-        STATIC_DIR / "widget.js", media_type="text/javascript",
-        headers={"cache-control": "public, max-age=3600"},
-    )
+    return file_answer(request, STATIC_DIR / "widget.js", media_type="text/javascript",
+                       cache_control="public, max-age=3600")
 
 
 @router.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
-def docs() -> FileResponse:
+def docs(request: Request) -> Response:
     """Swagger UI for /openapi.json, every file from this server."""
-    return FileResponse(STATIC_DIR / "docs.html", headers={"cache-control": "no-cache"})
+    return file_answer(request, STATIC_DIR / "docs.html", cache_control="no-cache")
 
 
 @router.api_route("/docs/assets/{name}", methods=["GET", "HEAD"], include_in_schema=False)
-def docs_asset(name: str) -> FileResponse:
+def docs_asset(name: str, request: Request) -> Response:
     if name not in DOCS_ASSETS:
         raise HTTPException(status_code=404, detail="no such file")
-    return FileResponse(
-        swagger_ui_folder() / name, media_type=DOCS_ASSETS[name],
-        headers={"cache-control": "public, max-age=86400"},
-    )
+    return file_answer(request, swagger_ui_folder() / name, media_type=DOCS_ASSETS[name],
+                       cache_control="public, max-age=86400")
 
 
 def swagger_ui_folder() -> Path:
