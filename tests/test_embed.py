@@ -7,6 +7,7 @@ and check that the widget renders there, and renders nothing on an origin not al
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import socket
 import threading
@@ -255,6 +256,34 @@ def test_widget_renders_on_an_allowed_origin_and_not_on_another(
     page.wait_for_function(
         "() => [...document.querySelectorAll('#similar img')]"
         ".every(i => i.complete && i.naturalWidth > 0)")
+
+    # an element a theme adds later is filled as it appears (it never was); a busy server's
+    # 503 is asked again after its Retry-After
+    other_id = json.dumps(cards[0]["id"])
+    busy = {"left": 1}
+
+    def once_busy(route):
+        if busy["left"]:
+            busy["left"] -= 1
+            route.fulfill(status=503, headers={"Retry-After": "0",
+                                               "Access-Control-Allow-Origin": origins["shop"]},
+                          json={"detail": "busy"})
+        else:
+            route.continue_()
+
+    page.route("**/api/products/*/similar?k=2", once_busy)
+    page.evaluate(f"""() => {{ const late = document.createElement('div'); late.id = 'late';
+        late.dataset.jewelrecSimilar = {other_id}; late.dataset.k = '2';
+        document.body.appendChild(late); }}""")
+    page.wait_for_selector("#late .jewelrec-card")
+    assert len(page.query_selector_all("#late .jewelrec-card")) == 2 and busy["left"] == 0
+    # a new product in the same slot (a shop's client-side navigation) is filled again
+    page.evaluate(f"() => {{ document.querySelector('#similar').dataset.jewelrecSimilar = "
+                  f"{other_id}; }}")
+    page.wait_for_function(f"""() => {{ const el = document.querySelector('#similar');
+        return el.dataset.jewelrecFor === {other_id} && el.dataset.jewelrecState === 'shown'; }}""")
+    shown = page.eval_on_selector_all("#similar .jewelrec-card", "cs => cs.map(c => c.dataset.id)")
+    assert shown and json.loads(other_id) not in shown
     assert errors == []
 
     other = context.new_page()

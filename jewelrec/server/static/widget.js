@@ -9,7 +9,12 @@
    --allow-origin https://shop.example); otherwise the browser withholds the answer and the
    element stays empty. Catalog text is set with textContent, never parsed as HTML; links are
    followed only when they are http(s). No inline styles: the strip uses the classes
-   jewelrec-strip, jewelrec-card, jewelrec-title, jewelrec-price, which the shop can style. */
+   jewelrec-strip, jewelrec-card, jewelrec-title, jewelrec-price, which the shop can style.
+
+   Elements added later (a theme that renders in the browser, a quick-view pop-up, infinite
+   scroll) are filled as they appear, and one whose product id changes is filled again;
+   window.jewelrec.fill() fills what is there now. A busy server's 503 is retried after its
+   Retry-After (twice at most), and a request that takes over 15 s is given up. */
 (function () {
   "use strict";
 
@@ -21,6 +26,9 @@
   var base = scriptUrl.origin;
   var DEFAULT_K = 8;
   var MAX_K = 50;
+  var TIMEOUT_MS = 15000;
+  var RETRIES = 2; // after a 503: the server's queue is full
+  var MAX_WAIT_S = 10; // the longest Retry-After honoured
 
   function httpLink(text) {
     try {
@@ -85,24 +93,57 @@
     element.setAttribute("data-jewelrec-state", "shown");
   }
 
+  function ask(url, triesLeft) {
+    var controller = window.AbortController ? new AbortController() : null;
+    var timer = controller ? setTimeout(function () { controller.abort(); }, TIMEOUT_MS) : null;
+    var options = { mode: "cors", credentials: "omit" };
+    if (controller) {
+      options.signal = controller.signal;
+    }
+    return fetch(url, options).then(function (response) {
+      clearTimeout(timer);
+      if (response.status === 503 && triesLeft > 0) {
+        var wait = parseInt(response.headers.get("Retry-After") || "", 10);
+        wait = isFinite(wait) && wait >= 0 ? Math.min(wait, MAX_WAIT_S) : 1;
+        return later(wait).then(function () { return ask(url, triesLeft - 1); });
+      }
+      if (!response.ok) {
+        throw new Error("HTTP " + response.status);
+      }
+      return response.json();
+    }, function (error) {
+      clearTimeout(timer);
+      if (error && error.name === "AbortError") {
+        throw new Error("no answer within " + TIMEOUT_MS / 1000 + " s");
+      }
+      throw error; // a refused origin looks like a dropped connection: not retried
+    });
+  }
+
+  function later(seconds) {
+    return new Promise(function (resolve) { setTimeout(resolve, seconds * 1000); });
+  }
+
   function fill(element) {
     var id = (element.getAttribute("data-jewelrec-similar") || "").trim();
     if (!id || element.getAttribute("data-jewelrec-state")) {
       return;
     }
     element.setAttribute("data-jewelrec-state", "loading");
+    element.setAttribute("data-jewelrec-for", id);
     var k = parseInt(element.getAttribute("data-k") || "", 10);
     k = isFinite(k) && k > 0 ? Math.min(k, MAX_K) : DEFAULT_K;
     var url = base + "/api/products/" + encodeURIComponent(id) + "/similar?k=" + k;
-    fetch(url, { mode: "cors", credentials: "omit" })
-      .then(function (response) {
-        if (!response.ok) {
-          throw new Error("HTTP " + response.status);
+    ask(url, RETRIES)
+      .then(function (answer) {
+        if (element.getAttribute("data-jewelrec-for") === id) { // not changed meanwhile
+          render(element, answer);
         }
-        return response.json();
       })
-      .then(function (answer) { render(element, answer); })
       .catch(function (error) {
+        if (element.getAttribute("data-jewelrec-for") !== id) {
+          return;
+        }
         element.setAttribute("data-jewelrec-state", "failed");
         if (window.console) {
           window.console.warn("jewelrec widget: no similar pieces for " + id + ": " + error);
@@ -111,12 +152,36 @@
   }
 
   function fillAll() {
-    document.querySelectorAll("[data-jewelrec-similar]").forEach(fill);
+    document.querySelectorAll("[data-jewelrec-similar]").forEach(function (element) {
+      var id = (element.getAttribute("data-jewelrec-similar") || "").trim();
+      if (element.getAttribute("data-jewelrec-for") !== id) { // a new product in the same slot
+        element.removeAttribute("data-jewelrec-state");
+      }
+      fill(element);
+    });
   }
 
+  function watch() {
+    if (!window.MutationObserver) {
+      return;
+    }
+    var pending = false;
+    new MutationObserver(function () {
+      if (!pending) { // one pass for a burst of changes
+        pending = true;
+        setTimeout(function () { pending = false; fillAll(); }, 0);
+      }
+    }).observe(document.documentElement, {
+      childList: true, subtree: true, attributes: true, attributeFilter: ["data-jewelrec-similar"]
+    });
+  }
+
+  window.jewelrec = window.jewelrec || {};
+  window.jewelrec.fill = fillAll;
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", fillAll);
+    document.addEventListener("DOMContentLoaded", function () { fillAll(); watch(); });
   } else {
     fillAll();
+    watch();
   }
 })();
