@@ -283,9 +283,22 @@ def test_invalid_query_parameters_for_similar_are_422(client, tiny_query_photo):
 
 
 def test_missing_photo_is_422(client):
-    response = client.post("/api/recommend", data={"k": "3"})
+    response = client.post("/api/recommend", data={"k": "3"},
+                           files={"note": ("note.txt", b"no photo here", "text/plain")})
     assert response.status_code == 422
     assert "photo" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("sent", [
+    {"content": b"\xff\xd8\xff raw jpeg", "headers": {"content-type": "image/jpeg"}},
+    {"json": {"photo": "aGVsbG8="}},
+    {"data": {"k": "3"}},  # a urlencoded form can carry no file
+])
+def test_a_photo_not_sent_as_multipart_is_415_saying_how(client, sent):
+    """A front-end developer posting the raw photo was told "photo: Field required"."""
+    response = client.post("/api/recommend", **sent)
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

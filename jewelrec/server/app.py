@@ -614,6 +614,12 @@ def image(shop: ShopDep, name: str, request: Request) -> Response:
 
 # -- error handlers ----------------------------------------------------------------------
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if request.method == "POST" and not request.headers.get("content-type", "").lower(
+    ).startswith("multipart/form-data"):  # a raw photo or JSON: "photo: Field required" misled
+        return JSONResponse({"detail": "send the photo as multipart/form-data, in a field "
+                             "named 'photo' (other fields beside it), not as the request body "
+                             f"({request.headers.get('content-type') or 'no content type'})"},
+                            415)
     problems = [
         {"loc": [str(part) for part in e.get("loc", ())], "msg": _said(e.get("msg", "invalid"))}
         for e in exc.errors()
