@@ -792,7 +792,7 @@ class Recommender:
             filters.types or frozenset({product.type}),
             filters.brands,
             filters.metals,
-            filters.exclude_ids | {product_id},
+            filters.exclude_ids | {product.id},  # as stored (asked maybe in other accents)
         )
         image_path = (self.home.image_path(self.home.shown_image(product.images)) if self.home
                       else Path(product.image))
@@ -805,7 +805,7 @@ class Recommender:
             group_variants=group_variants,
         )
         recommendation = self._with_words(snap, recommendation, words, k, None)
-        recommendation.photo = product_id
+        recommendation.photo = product.id
         return recommendation
 
     def _search(

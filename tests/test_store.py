@@ -65,6 +65,21 @@ def test_get_many_keeps_the_order_asked_and_skips_unknown_ids(store: CatalogStor
     assert len(many) == 1200 and many["p1199"] == product(1199)
 
 
+def test_an_id_is_found_in_either_unicode_form_of_its_accents(store: CatalogStore) -> None:
+    """A catalog exported on macOS keeps "é" as e + U+0301; the shop's page asks with "é": the
+    widget stayed empty with a 404 naming an id that looked the same."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "Ré-ü 2")
+    fill(store, [product(1, id=decomposed)])
+    composed = unicodedata.normalize("NFC", decomposed)
+    assert composed != decomposed
+    for asked in (composed, decomposed):
+        found = store.get(asked)
+        assert found is not None and found.id == decomposed
+    assert store.get("Re-u 2") is None
+
+
 def test_facets_describe_what_can_be_filtered(store: CatalogStore) -> None:
     fill(store, [product(1), product(2), product(3, currency="EUR", price=5.5),
                  product(4, currency="EUR"), product(5, currency="EUR")])

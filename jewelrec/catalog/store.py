@@ -34,6 +34,7 @@ import json
 import os
 import sqlite3
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -149,9 +150,17 @@ class CatalogStore:
         return [_to_product(row) for row in rows]
 
     def get(self, product_id: str) -> Product | None:
-        rows = self._query(f"SELECT {self._product_columns()} FROM products WHERE id = ?",
-                           (product_id,))
-        return _to_product(rows[0]) if rows else None
+        """The product with this id, as stored or in the other Unicode form of its accents: a
+        catalog exported on macOS keeps "é" as e + a combining accent (NFD) while a shop's page
+        writes it as one character (NFC), and both look alike in every error message."""
+        forms = dict.fromkeys([product_id, unicodedata.normalize("NFC", product_id),
+                               unicodedata.normalize("NFD", product_id)])
+        for form in forms:
+            rows = self._query(f"SELECT {self._product_columns()} FROM products WHERE id = ?",
+                               (form,))
+            if rows:
+                return _to_product(rows[0])
+        return None
 
     def get_many(self, ids: Iterable[str]) -> dict[str, Product]:
         """The products among `ids` that exist, keyed by id, in the order asked."""
