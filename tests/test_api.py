@@ -443,7 +443,14 @@ def test_a_browsers_current_copy_is_answered_304(client):
         assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
         assert client.get(path, headers={"If-Modified-Since": "not a date"}).status_code == 200
     # catalog images are named by their content's hash: they never change
-    assert "immutable" in client.get(image_url).headers["cache-control"]
+    whole = client.get(image_url)
+    assert "immutable" in whole.headers["cache-control"]
+    # a range it cannot read is ignored (RFC 9110): the whole file, not a 400 in plain text
+    for unreadable in ("items=0-5", "bytes=5-2", "bytes"):
+        answer = client.get(image_url, headers={"Range": unreadable})
+        assert answer.status_code == 200 and answer.content == whole.content, unreadable
+    part = client.get(image_url, headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole.content[:10]
 
 
 def test_head_requests_answer_like_get_without_a_body(client):

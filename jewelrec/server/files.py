@@ -14,17 +14,31 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse, Response
 from starlette.requests import Request
+from starlette.responses import MalformedRangeHeader
 
 # A catalog image's name is its content's SHA-256 (catalog/ingest.py): it never changes.
 IMMUTABLE = "public, max-age=31536000, immutable"
 _VALIDATORS = ("etag", "last-modified", "cache-control")
 
 
+class _File(FileResponse):
+    """A FileResponse that sends the whole file for a Range it cannot read (another unit, an
+    end before its start), as RFC 9110 (14.2) has a server do, instead of a 400 in plain text
+    (the one error of this server that was not JSON); an unsatisfiable range is still a 416."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no range: the whole file
+
+
 def file_answer(request: Request, path: Path, *, cache_control: str,
                 media_type: str | None = None) -> Response:
     """`path` (a file the caller checked) with its validators, or an empty 304 when the
     browser's copy is current. OSError when the file went away meanwhile."""
-    answer = FileResponse(path, media_type=media_type, stat_result=path.stat(),
+    answer = _File(path, media_type=media_type, stat_result=path.stat(),
                           headers={"cache-control": cache_control})
     if not_modified(request.headers, answer.headers):
         return Response(status_code=304,
