@@ -91,7 +91,8 @@ class EvaluationReport:
 
         if not self.queries:
             return (f"embedder {self.embedder}, classifier {self.classifier}: nothing to measure "
-                    "with: every product has one photo (or its others could not be read), and "
+                    "with: every product has one photo of its own (its others could not be read, "
+                    "or ingest flagged them as placeholders or shared photos), and "
                     "evaluate asks with a product's second photo, held out of its index")
         lines = [
             f"embedder {self.embedder}, classifier {self.classifier}, {self.queries} queries",
@@ -128,11 +129,9 @@ def evaluate_home(
     auto_crop = settings.auto_crop
     home.require_catalog()
     store = CatalogStore.open(home)
-    fit_views, query_views = split_views(store.all_products())
     # as in the served index: placeholders and shared photos flagged at ingest are left out
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))
-    fit_views = [(p, image) for p, image in fit_views if (p.id, image) not in flagged]
-    query_views = [(p, image) for p, image in query_views if (p.id, image) not in flagged]
+    fit_views, query_views = split_views(store.all_products(), flagged)
     backbone = Backbone.for_home(home, share_cores=True)  # embed_images' workers overlap runs
     embed_model = load_embedder(home.models_dir, embedder_name, backbone=backbone)
     type_model = load_classifier(home.models_dir, classifier_name, backbone=backbone)

@@ -356,7 +356,8 @@ def examples_section(
     recommender = Recommender.open(home)
     queries: list[tuple[str, Any, str | None]] = [(str(p), p, None) for p in photos]
     if not queries:  # held-out views, one per type in turn: their right answer is known
-        _, held_out = split_views(products)
+        _, held_out = split_views(
+            products, hygiene.excluded_views(recommender.store.meta(hygiene.META_KEY)))
         recommender = _held_out_of_index(home, recommender, {image for _, image in held_out})
         by_type: dict[str, list] = {}
         for product, image in held_out:

@@ -91,14 +91,14 @@ def load_training_images(
     """Every non-held-out view, framed both ways, with labels and the data fingerprint."""
     home.require_catalog()
     store = CatalogStore.open(home)
-    fit_views, _ = split_views(store.all_products())
+    products = store.all_products()
     flagged = hygiene.excluded_views(store.meta(hygiene.META_KEY))  # placeholders, shared photos
-    if fit_views and all((p.id, name) in flagged for p, name in fit_views):
+    fit_views, _ = split_views(products, flagged)
+    if not fit_views and any(p.images for p in products):
         raise NotReadyError(
             f"every photo of the catalog in {home.root} is a placeholder or a photo shared by "
             "several products, which ingest leaves out: give products photos of their own, or "
             "ingest again with --keep-duplicates")
-    fit_views = [(p, name) for p, name in fit_views if (p.id, name) not in flagged]
     if not fit_views:
         raise home.empty_catalog()
     pieces, photos, labels, products = [], [], [], []

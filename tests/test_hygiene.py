@@ -294,3 +294,29 @@ def test_catalog_of_placeholders_only_says_so_at_index(tmp_path, stub_models):
     assert len(summary.hygiene.excluded) == 5
     with pytest.raises(NotReadyError, match="keep-duplicates"):
         indexing.build_index(home, progress=False)
+
+
+def test_a_placeholder_first_in_a_gallery_leaves_the_real_photo_to_train_on(tmp_path):
+    """[placeholder, own photo]: the own photo was held out for evaluation and the placeholder
+    dropped, so the product (here: the shop's only earring) was never trained on and every
+    earring photo came back as a ring."""
+    from jewelrec.catalog.synthetic import generate_catalog
+    from jewelrec.train import load_training_images
+
+    folder = tmp_path / "catalog"
+    generate_catalog(folder, products=8, views=2, seed=3, progress=False)
+    coming_soon(folder / "images" / "soon.png")
+    with open(folder / "catalog.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    for row in rows:  # every gallery opens with the shop's "coming soon" card
+        row["image"] = "images/soon.png|" + row["image"].split("|")[0]
+    with open(folder / "catalog.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    home = Home(tmp_path / "home")
+    summary = ingest(folder / "catalog.csv", home, progress=False)
+    assert len(summary.hygiene.excluded) == len(rows)
+    training = load_training_images(home, progress=False)
+    assert sorted(training.products) == sorted(row["id"] for row in rows)
