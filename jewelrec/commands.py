@@ -108,6 +108,11 @@ def run_index(args: argparse.Namespace) -> int:
         if report.excluded:
             print(f"left out {report.excluded} placeholder or shared-photo views flagged at "
                   "ingest (ingest --keep-duplicates keeps them)")
+        if report.types_not_learnt:
+            print(f"warning: the type classifier was trained before the catalog had "
+                  f"{', '.join(report.types_not_learnt)}: photos of them are typed as something "
+                  f"else and those pieces are not found by photo; run `jewelrec train --home "
+                  f"{home_of(args).root}` and `jewelrec index` again", file=sys.stderr)
     return 0
 
 

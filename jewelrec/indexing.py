@@ -83,6 +83,9 @@ class IndexReport:
     excluded: int = 0  # views left out as placeholders or shared photos (catalog/hygiene.py)
     # products whose metal / stone the attribute heads predicted (jewelrec/fill_attributes.py)
     predicted: dict[str, int] = field(default_factory=dict)
+    # catalog types the type head was not trained on: their photos are typed as something
+    # else, so those products are never found by photo until `jewelrec train` runs again
+    types_not_learnt: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,7 +99,15 @@ class IndexReport:
             "stages": {k: round(v, 3) for k, v in vars(self.stages).items()},
             "excluded": self.excluded,
             "predicted_attributes": self.predicted,
+            "types_not_learnt": self.types_not_learnt,
         }
+
+
+def types_not_learnt(classifier: Any, rows: Sequence[IndexRow]) -> list[str]:
+    """The indexed types the type head cannot answer (a type added since `train`), named so
+    the operator retrains: a query types its photo first, and those products never come."""
+    learnt = set(getattr(classifier, "classes", []) or [])
+    return sorted({row.type for row in rows} - learnt)
 
 
 def framing_tag(auto_crop: bool) -> str:
@@ -352,7 +363,7 @@ def _build_index(
     backbone = Backbone.for_home(home, share_cores=True)  # its workers overlap their runs
     # queries type the photo first: an index published without a loadable type head would
     # be refused by every server (minutes of embedding for nothing), so say so before any work
-    load_classifier(home.models_dir, settings.classifier, backbone=backbone)
+    classifier = load_classifier(home.models_dir, settings.classifier, backbone=backbone)
     # attributes the catalog lacks, read from the photos first: index rows carry the metal
     filled = fill_missing_attributes(home, store, products, backbone=backbone,
                                      auto_crop=settings.auto_crop, progress=progress)
@@ -403,6 +414,7 @@ def _build_index(
         "dim": int(matrix.shape[1]),
         "backend": backend,
         "rows": len(rows),
+        "types": sorted({row.type for row in rows}),  # what a decided type may be searched in
         "products": len(products),
         "hygiene_excluded": excluded,
         "predicted_attributes": filled.predicted,
@@ -447,4 +459,5 @@ def _build_index(
         stages=stages,
         excluded=excluded,
         predicted=filled.predicted,
+        types_not_learnt=types_not_learnt(classifier, rows),
     )

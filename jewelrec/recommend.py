@@ -130,6 +130,20 @@ def likely_types(classes: Sequence[str], probabilities: np.ndarray) -> dict[str,
     return chosen
 
 
+def within_types(classes: Sequence[str], probabilities: np.ndarray,
+                 held: Sequence[str] | None) -> np.ndarray:
+    """The probabilities of the `held` types only, renormalised (all of them when none is
+    held, or `held` is not known): an undecided search spans what the index holds."""
+    if not held:
+        return probabilities
+    inside = np.array([c in set(held) for c in classes])
+    if not inside.any():
+        return probabilities
+    kept = np.where(inside, probabilities, 0.0)
+    total = kept.sum()
+    return kept / total if total > 0 else inside / inside.sum()
+
+
 @dataclass(frozen=True)
 class PreparedPhoto:
     """A query photo loaded, with what the caller asked of its framing (no model run yet): the
@@ -698,7 +712,10 @@ class Recommender:
         # A photo unlike anything in the catalog (a blank frame, no jewelry) is never decided:
         # whatever type the head picks for it means nothing, however sure it sounds (a shop of
         # one type has nothing to choose between)
-        sure = confidence >= threshold
+        # a type the index holds no piece of (the catalog dropped it since `train`) is no
+        # answer to search by, however sure: the likely types among those it holds are
+        held = snap.index_meta.get("types")
+        sure = confidence >= threshold and (not held or predicted in held)
         recognised = (self._recognised(snap, vector, [], recognition)
                       if fixed is None and sure and len(classes) > 1 else None)
         decided = fixed is not None or (sure and recognised is not False)
@@ -707,7 +724,7 @@ class Recommender:
             results = self._search(snap, vector, k, filters.with_types(searched),
                                    group_variants)
         else:
-            likely = likely_types(classes, probabilities)
+            likely = likely_types(classes, within_types(classes, probabilities, held))
             searched = list(likely)
             results = self._search_likely_types(snap, vector, k, filters, likely,
                                                 group_variants)

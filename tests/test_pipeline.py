@@ -244,3 +244,46 @@ def test_index_without_a_type_head_is_refused_before_any_work(tiny_home, tmp_pat
     err = capsys.readouterr().err
     assert "jewelrec train" in err and "Traceback" not in err
     assert (home / "index" / "CURRENT").read_text() == current
+
+
+def test_a_type_the_catalog_drops_or_gains_after_train_is_said_and_searched_around(
+    tiny_home, tiny_catalog, tmp_path, capsys
+):
+    """A type dropped since `train`: its photos were still decided as it and answered with
+    nothing ("no products match the filters"); a type added: never found by photo, and
+    neither ingest nor index said to train."""
+    import csv
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    with open(tiny_catalog / "catalog.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    dropped = rows[0]["type"]
+    kept = [row for row in rows if row["type"] != dropped]
+    smaller = tiny_catalog / f"without-{dropped}.csv"
+    with open(smaller, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept)
+    code, out, _ = run(capsys, "ingest", str(smaller), "--home", str(home), "--prune")
+    assert code == 0 and f"no longer sold: {dropped}" in out and "jewelrec train" in out
+    assert run(capsys, "index", "--home", str(home), "--no-progress")[0] == 0
+    photo = str(tiny_catalog / rows[0]["image"].split("|")[0])  # a photo of the dropped type
+    code, out, _ = run(capsys, "recommend", photo, "--home", str(home), "--json", "-k", "3")
+    answer = json.loads(out)
+    assert code == 0 and answer["results"], answer
+    assert answer["type_decided"] is False
+    assert {r["type"] for r in answer["results"]} <= {row["type"] for row in kept}
+
+    # the type comes back, but as a new name the head never learnt: index says to train
+    renamed = [{**row, "type": "anklet"} if row["type"] == dropped else row for row in rows]
+    with open(smaller, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(renamed)
+    code, out, _ = run(capsys, "ingest", str(smaller), "--home", str(home), "--json")
+    assert json.loads(out)["types_added"] == ["anklet"]
+    code, out, err = run(capsys, "index", "--home", str(home), "--no-progress")
+    assert code == 0 and "trained before the catalog had anklet" in err

@@ -121,6 +121,10 @@ class IngestSummary:
     # products per currency, when the catalog (as this ingest leaves it) has more than one:
     # prices are compared as numbers, so a price range would mix them
     currencies: dict[str, int] | None = None
+    # types the catalog gained or lost with this ingest: the type head knows the old ones only,
+    # so `train` must run before `index` (a new type's photos would be typed as another)
+    types_added: list[str] = field(default_factory=list)
+    types_removed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -143,6 +147,8 @@ class IngestSummary:
             "hygiene": self.hygiene.to_dict() if self.hygiene else None,
             "prune_withheld": self.prune_withheld,
             "currencies": self.currencies,
+            "types_added": self.types_added,
+            "types_removed": self.types_removed,
         }
 
     def describe(self) -> str:
@@ -161,7 +167,14 @@ class IngestSummary:
                 head += "\n" + self.hygiene.describe()
             if self.prune_withheld:
                 head += f"\n  --prune removed nothing: {self.prune_withheld}"
-            if self.added or self.updated or self.removed:
+            if self.types_added or self.types_removed:
+                changed = "; ".join(part for part in (
+                    f"new: {', '.join(self.types_added)}" if self.types_added else "",
+                    f"no longer sold: {', '.join(self.types_removed)}"
+                    if self.types_removed else "") if part)
+                head += (f"\n  the catalog's types changed ({changed}): run `jewelrec train`, "
+                         "then `jewelrec index`, for searches to see them")
+            elif self.added or self.updated or self.removed:
                 head += "\n  searches see these changes after `jewelrec index`"
             if self.currencies:
                 counts = ", ".join(f"{c} {n}" for c, n in self.currencies.items())
@@ -242,9 +255,14 @@ def ingest(
             start = time.perf_counter()
             if prune and parsed.unidentified_rows:
                 summary.prune_withheld = _prune_withheld(parsed.unidentified_rows)
+            types_before = set(store.types())
             _write(store, home, products, parsed.listed_ids, images, summary,
                    strict=strict, prune=prune and not summary.prune_withheld,
                    hygiene={"placeholder_min": placeholder_min, "keep": keep_duplicates})
+            types_after = set(store.types())
+            if types_before:  # a first ingest has no type head to outgrow
+                summary.types_added = sorted(types_after - types_before)
+                summary.types_removed = sorted(types_before - types_after)
             seconds.writing = time.perf_counter() - start
             return summary
         finally:
