@@ -191,6 +191,17 @@ def test_a_changed_catalog_updates_the_changed_rows(tmp_path: Path, home: Home) 
     assert store.count() == 6
 
 
+def test_a_plural_written_beside_its_singular_is_one_type(tmp_path: Path, home: Home) -> None:
+    """"Rings" beside "ring" were two types: a search for rings found a third of them and
+    every ring photo asked "ring (79%) or rings (19%)?"."""
+    folder = tmp_path / "shop"
+    rows = [row(i, folder, type=("Rings", "Ring", "Earrings")[i % 3]) for i in range(6)]
+    summary = ingest(write_csv(folder / "catalog.csv", rows), home, progress=False)
+    assert summary.types_merged == {"rings": "ring"}
+    assert "'rings' as 'ring'" in summary.describe()
+    assert CatalogStore.open(home).types() == ["earrings", "ring"]  # no "earring": kept as is
+
+
 def test_prune_removes_only_products_no_longer_listed(tmp_path: Path, home: Home) -> None:
     folder = tmp_path / "shop"
     ingest(catalog(folder, range(5)), home, progress=False)

@@ -50,7 +50,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,8 @@ class IngestSummary:
     # so `train` must run before `index` (a new type's photos would be typed as another)
     types_added: list[str] = field(default_factory=list)
     types_removed: list[str] = field(default_factory=list)
+    # a plural written beside its singular ("rings" and "ring"): one type, the singular's
+    types_merged: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -149,6 +151,7 @@ class IngestSummary:
             "currencies": self.currencies,
             "types_added": self.types_added,
             "types_removed": self.types_removed,
+            "types_merged": self.types_merged,
         }
 
     def describe(self) -> str:
@@ -167,6 +170,9 @@ class IngestSummary:
                 head += "\n" + self.hygiene.describe()
             if self.prune_withheld:
                 head += f"\n  --prune removed nothing: {self.prune_withheld}"
+            if self.types_merged:
+                merged = ", ".join(f"{a!r} as {b!r}" for a, b in self.types_merged.items())
+                head += f"\n  types written two ways were read as one: {merged}"
             if self.types_added or self.types_removed:
                 changed = "; ".join(part for part in (
                     f"new: {', '.join(self.types_added)}" if self.types_added else "",
@@ -234,6 +240,7 @@ def ingest(
         store = CatalogStore.open(home)
         try:
             start = time.perf_counter()
+            summary.types_merged = one_spelling_per_type(parsed, store.types())
             images = ImageStager(
                 home, catalog_path.resolve().parent, staging, store.image_sources(),
                 fetch_images=fetch_images, allow_private_urls=allow_private_urls,
@@ -270,6 +277,20 @@ def ingest(
 
 
 # -- stage 1: rows ---------------------------------------------------------------------------
+
+def one_spelling_per_type(parsed: ParsedCatalog, stored_types: list[str]) -> dict[str, str]:
+    """Rows whose type is the plural of another type of the catalog ("rings" beside "ring")
+    take the singular, so one kind of piece is one type to train, filter and search by (two
+    were asked about: "ring (79%) or rings (19%)?"). Returns {plural: singular} applied."""
+    from jewelrec.text.query import singular  # the shopper's words read plurals the same way
+
+    types = {row.type for row in parsed.rows} | set(stored_types)
+    merged = {t: singular(t) for t in types if singular(t) in types}
+    if merged:
+        parsed.rows = [replace(row, type=merged.get(row.type, row.type)) for row in parsed.rows]
+    return {plural: merged[plural] for plural in sorted(merged)}
+
+
 
 @dataclass
 class ParsedCatalog:
