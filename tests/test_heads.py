@@ -102,6 +102,19 @@ def test_two_types_work_too(photos, features):
     assert head_probabilities(head, features[keep]).shape == (keep.sum(), 2)
 
 
+def test_a_type_with_one_photo_leaves_the_others_calibrated(photos, features):
+    """A one-photo type just added turned calibration off for the whole catalog (temperature 1,
+    threshold 0.5: answers "decided" at 50%): the lone photo now always trains."""
+    labels = np.array(photos[1])
+    common = sorted(set(labels))[:2]
+    keep = np.flatnonzero(np.isin(labels, common))
+    lone = np.flatnonzero(~np.isin(labels, common))[:1]
+    rows = np.concatenate([keep, lone])
+    head, notes = fit_head(features[rows], labels[rows], HeadSettings(calibration="stratified"))
+    assert len(head.classes) == 3 and "heldout_accuracy" in notes
+    assert head.temperature != 1.0 and head.decision_threshold != 0.5
+
+
 def test_temperature_recovers_a_known_one():
     rng = np.random.default_rng(0)
     logits = rng.normal(scale=4.0, size=(4000, 3))

@@ -204,7 +204,8 @@ def fit_head(
             part = Head(classes, *_logistic_regression(
                 (x[train] - mean) / scale, y[train], len(classes), settings.c), mean, scale)
             oof[held] = part.logits(features[held])
-        notes.update(calibrate(head, oof, y))
+        typed = np.sort(np.concatenate([held for _, held in splits]))  # lone photos: never held
+        notes.update(calibrate(head, oof[typed], y[typed]))
     notes.update(temperature=head.temperature, decision_threshold=head.decision_threshold)
     return head, notes
 
@@ -228,7 +229,10 @@ def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int,
     from sklearn.model_selection import GroupKFold, StratifiedKFold
 
     wanted = folds
-    folds = min(wanted, int(np.bincount(y).min()))
+    counts = np.bincount(y)
+    # a type with one photo (just added to the catalog) always trains; the others calibrate
+    # (it turned calibration off for the whole catalog: every answer "decided" at 50%)
+    folds = min(wanted, int(counts[counts >= 2].min())) if (counts >= 2).any() else 0
     if folds < 2:
         return []
     if how == "clusters" and len(y) >= 10 * wanted:
@@ -241,7 +245,11 @@ def _calibration_splits(x: np.ndarray, y: np.ndarray, how: str, seed: int,
                 return splits
             # the styles ARE the types (one studio, one look per type, like the demo catalog):
             # holding a style out would hold a type out, so random folds are the honest ones
-    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    common = np.flatnonzero(counts[y] >= 2)
+    lone = np.flatnonzero(counts[y] < 2)
+    return [(np.sort(np.concatenate([common[train], lone])), common[held]) for train, held
+            in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x[common],
+                                                                              y[common])]
 
 
 def _keeps_every_class(y: np.ndarray, train: np.ndarray) -> bool:
