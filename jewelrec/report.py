@@ -331,6 +331,10 @@ def confidence_section(
     if not curve and evaluation is not None:
         curve, source = evaluation.selective_curve, "held-out views of the evaluation"
     if not curve:
+        if record.is_file() and evaluation is not None:  # both ran: nothing to hold out
+            raise NotReadyError(
+                "no confidence curve: the catalog has too few photos per type to hold any "
+                "out at training, and no product has a second photo for evaluate to ask with")
         raise NotReadyError("no confidence curve: train the classifier and evaluate the home "
                             "first")
     coverage = [p["coverage"] for p in curve]

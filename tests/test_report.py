@@ -200,3 +200,22 @@ def test_training_section_shows_loss_curves_and_notes(tmp_path):
 
     Image.new("RGB", (40, 30), "white").save(folder / "loss.png")
     assert "data:image/png;base64," in training_section(home).body
+
+
+def test_no_confidence_curve_says_why_when_train_and_evaluate_both_ran(tmp_path: Path) -> None:
+    """Five one-photo products, trained and evaluated: the report said to train and evaluate
+    first, which had been done; what lacks is photos to hold out."""
+    from jewelrec.errors import NotReadyError
+    from jewelrec.evaluate import EvaluationReport
+    from jewelrec.home import Home
+    from jewelrec.models.base import model_folder
+    from jewelrec.report import confidence_section
+
+    home = Home(tmp_path / "home").ensure()
+    folder = model_folder(home.models_dir, "classifier", home.settings().classifier)
+    folder.mkdir(parents=True)
+    (folder / "training.json").write_text(json.dumps({"notes": {"c": 10.0}}))
+    with pytest.raises(NotReadyError, match="too few photos per type"):
+        confidence_section(home, EvaluationReport("efficientnet", "head", 0, None))
+    with pytest.raises(NotReadyError, match="train the classifier and evaluate"):
+        confidence_section(home, None)
