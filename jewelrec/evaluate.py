@@ -35,7 +35,7 @@ from jewelrec.indexing import (
 from jewelrec.models.attributes import NO_STONE, AttributeHeads, load_attributes, product_attributes
 from jewelrec.models.backbone import Backbone
 from jewelrec.models.base import load_classifier, load_embedder, model_folder
-from jewelrec.recommend import Recommender, typing_view
+from jewelrec.recommend import Recommender, small_piece, type_probabilities, typing_view
 from jewelrec.search.index import ExactIndex
 
 log = logging.getLogger(__name__)
@@ -251,17 +251,19 @@ def _per_type(
 
 
 def _classify(home, model, views, auto_crop: bool, progress: bool) -> np.ndarray:
+    """Each view typed as a query photo is (recommend.typing_view, small pieces twice)."""
     rows = []
-    batch: list[np.ndarray] = []
+    batch: list[tuple[np.ndarray, np.ndarray | None]] = []
     for _, image in tqdm(views, desc="classifying", unit="img", disable=not progress):
         photo = load_image(home.image_path(image))
-        focused = focus_on_piece(photo, auto=auto_crop)[0]
-        batch.append(typing_view(model, photo, None, focused))
+        focused, box = focus_on_piece(photo, auto=auto_crop)
+        batch.append((typing_view(model, photo, None, focused),
+                      focused if small_piece(model, photo, None, box) else None))
         if len(batch) == 32:
-            rows.append(model.predict_proba(batch))
+            rows.append(type_probabilities(model, batch))
             batch = []
     if batch:
-        rows.append(model.predict_proba(batch))
+        rows.append(type_probabilities(model, batch))
     return np.concatenate(rows)
 
 

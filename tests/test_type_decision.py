@@ -137,3 +137,33 @@ def test_percentages_never_overstate_an_unsure_answer():
 
     assert [percent(p) for p in (0.9996, 1.0, 0.6, 0.004, 0.0, 0.005)] == [
         ">99%", "100%", "60%", "<1%", "0%", "<1%"]
+
+
+class ByBrightness:
+    """A whole-photo head that says "earring" for a mostly light photo, "ring" otherwise: the
+    small piece on a wide light backdrop is an "earring" until its framed crop is seen."""
+
+    classes = ["earring", "ring"]
+    whole_photo = True
+
+    def predict_proba(self, images):
+        light = np.array([float(np.mean(image) > 150) for image in images])
+        return np.stack([light, 1 - light], axis=1)
+
+
+def test_a_small_piece_on_a_plain_backdrop_is_typed_on_its_crop_too():
+    """A ring shot from afar (a tenth of the photo) was typed on the whole photo alone."""
+    from jewelrec.imaging.segment import Box
+    from jewelrec.recommend import SMALL_PIECE_SHARE, small_piece, type_probabilities
+
+    head = ByBrightness()
+    photo = np.full((300, 300, 3), 240, np.uint8)
+    photo[120:180, 120:180] = 40  # the piece: dark, a small share of the frame
+    box = Box(110, 110, 190, 190)
+    crop = photo[110:190, 110:190]
+    assert box.area < SMALL_PIECE_SHARE * 300 * 300 and small_piece(head, photo, None, box)
+    assert not small_piece(head, photo, box, box)  # the caller's crop: typed as it is
+    assert not small_piece(head, photo, None, None)  # no piece framed: the whole photo
+    assert not small_piece(head, photo, None, Box(0, 0, 280, 280))  # it fills the frame
+    both = type_probabilities(head, [(photo, crop), (photo, None)])
+    np.testing.assert_allclose(both, [[0.5, 0.5], [1.0, 0.0]])  # the mean, then as before
