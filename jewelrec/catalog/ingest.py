@@ -291,7 +291,6 @@ def one_spelling_per_type(parsed: ParsedCatalog, stored_types: list[str]) -> dic
     return {plural: merged[plural] for plural in sorted(merged)}
 
 
-
 @dataclass
 class ParsedCatalog:
     format: str

@@ -39,7 +39,7 @@ def file_answer(request: Request, path: Path, *, cache_control: str,
     """`path` (a file the caller checked) with its validators, or an empty 304 when the
     browser's copy is current. OSError when the file went away meanwhile."""
     answer = _File(path, media_type=media_type, stat_result=path.stat(),
-                          headers={"cache-control": cache_control})
+                   headers={"cache-control": cache_control})
     if not_modified(request.headers, answer.headers):
         return Response(status_code=304,
                         headers={k: answer.headers[k] for k in _VALIDATORS if k in answer.headers})
