@@ -87,6 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
             curve = t.folder / "loss.png"
             extra = f", loss curve {curve}" if curve.exists() else ""
             print(f"trained {t.kind} {t.name} in {t.seconds:.1f}s -> {t.folder}{extra}")
+            for warning in t.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -54,12 +54,26 @@ class TrainedModel:
     seconds: float
     report: FitReport
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the operator should know of this training (said by `train`, in its --json)."""
+        held, classes = self.report.notes.get("heldout_accuracy"), self.report.notes.get("classes")
+        if (self.kind == "classifier" and isinstance(held, float) and isinstance(classes, int)
+                and classes > 1 and held < 1 / classes):
+            return [f"the type classifier typed {held:.0%} of the photos it held out by style "
+                    "right, no better than chance: its answers will rarely be decided alone "
+                    "(every answer near even odds). The held-out styles were unlike the rest "
+                    "(one look per type?) or tuning had too little time: train again with a "
+                    "larger --tune-seconds, or `--classifier efficientnet-head`"]
+        return []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "name": self.name,
             "folder": str(self.folder),
             "seconds": round(self.seconds, 2),
+            "warnings": self.warnings,
             "final_train_loss": self.report.train_loss[-1] if self.report.train_loss else None,
             "final_val_loss": self.report.val_loss[-1] if self.report.val_loss else None,
             "final_val_accuracy": (

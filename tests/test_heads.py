@@ -232,3 +232,19 @@ def test_when_the_styles_are_the_types_calibration_falls_back_to_random_folds():
     x = rng.normal(size=(5, 8))[y] * 20 + rng.normal(size=(150, 8))
     for train, held in _calibration_splits(x, y, "clusters", seed=0):
         assert set(y[train]) == set(range(5)) and len(set(y[held])) > 1
+
+
+def test_train_warns_when_the_held_out_styles_were_typed_no_better_than_chance(tmp_path):
+    """A starved tuning budget on a shop with one look per type: held-out accuracy 0.043, every
+    answer near even odds and never decided, and `train` said nothing."""
+    from jewelrec.models.base import FitReport
+    from jewelrec.train import TrainedModel
+
+    def trained(accuracy: float, classes: int = 2, kind: str = "classifier") -> TrainedModel:
+        notes = {"heldout_accuracy": accuracy, "classes": classes}
+        return TrainedModel(kind, "efficientnet-tuned", tmp_path, 1.0, FitReport(notes=notes))
+
+    assert "no better than chance" in trained(0.043).warnings[0]
+    assert "warnings" in trained(0.043).to_dict()
+    assert trained(0.9).warnings == [] and trained(0.3, classes=4).warnings == []
+    assert trained(0.043, kind="embedder").warnings == []

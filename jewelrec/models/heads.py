@@ -196,7 +196,7 @@ def fit_head(
         mean, scale = x.mean(0), x.std(0) + 1e-6
     head = Head(classes, *_logistic_regression((x - mean) / scale, y, len(classes), settings.c),
                 mean, scale)
-    notes: dict = {"c": settings.c, "calibration": settings.calibration}
+    notes: dict = {"c": settings.c, "calibration": settings.calibration, "classes": len(classes)}
     splits = _calibration_splits(x, y, settings.calibration, seed)
     if settings.calibrate and splits:
         oof = np.zeros((len(y), len(classes)), np.float32)
