@@ -22,6 +22,7 @@ from jewelrec.server.app import create_app
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 60_000  # first queries warm the models up on a small shared CPU
+ANY_CHIP = "any"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -344,3 +345,68 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     assert all(f"{target} as you asked" in r for r in reasons)
     assert not page.is_visible("#error")
     assert errors == []
+
+
+def test_a_failed_search_keeps_the_answer_retries_a_busy_server_and_new_words_pick_the_type(
+    page, server_url, tiny_query_photo
+):
+    """An error emptied the results with no way to retry; a 503 was never asked again; a type
+    chip chosen for the last search silently won over new words naming another type."""
+    page.goto(server_url + "/")
+    page.wait_for_selector("#type-chips input")
+    page.set_input_files("#photo-input", files=[
+        {"name": "mine.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}])
+    page.wait_for_selector("#results .card")
+    wait_until_idle(page)
+    before = shown_ids(page)
+
+    calls = {"n": 0}
+
+    def broken_then_fine(route):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            route.fulfill(status=500, json={"detail": "internal error"})
+        else:
+            route.continue_()
+
+    page.route("**/api/recommend", broken_then_fine)
+    page.select_option("#k", "6")  # 12 before
+    page.wait_for_selector("#error:not([hidden]) button")
+    wait_until_idle(page)
+    assert shown_ids(page) == before  # the last answer stays under the message
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        page.click("#error button")  # "Try again"
+    wait_until_idle(page)
+    assert page.is_hidden("#error") and len(shown_ids(page)) == 6
+    page.unroute("**/api/recommend", broken_then_fine)
+
+    busy = {"left": 1}
+
+    def busy_once(route):
+        if busy["left"]:
+            busy["left"] -= 1
+            route.fulfill(status=503, headers={"Retry-After": "0"}, json={"detail": "busy"})
+        else:
+            route.continue_()
+
+    page.route("**/api/recommend", busy_once)
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend") and r.ok) as sent:
+        page.select_option("#k", "12")
+    wait_until_idle(page)
+    assert busy["left"] == 0 and page.is_hidden("#error")  # asked again, by itself
+    detected = sent.value.json()["type"]
+    page.unroute("**/api/recommend", busy_once)
+
+    # a chip picked, then words naming another type: the words choose
+    chips = page.eval_on_selector_all("#type-chips input", "cs => cs.map(c => c.value)")
+    other = next(t for t in chips if t not in (ANY_CHIP, detected))
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        page.click(f"label[for='type-{other}']")
+    wait_until_idle(page)
+    words_type = next(t for t in chips if t not in (ANY_CHIP, other))
+    with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
+        page.uncheck("#with-photo")
+        page.fill("#query", f"{words_type}s")
+        page.press("#query", "Enter")
+    assert "type=" not in sent.value.url
+    assert {r["type"] for r in sent.value.json()["results"]} == {words_type}

@@ -65,7 +65,12 @@ const state = {
   facets: { types: [], brands: [], metals: [], currency: "USD" },
   seq: 0,
   controller: null,
+  choice: 0, // bumped by each photo the shopper picks: a late example must not replace it
 };
+
+const TIMEOUT_MS = 30000; // a search unanswered this long is given up, with a way to retry
+const RETRIES = 1; // a 503 (the server's queue is full) is asked again after its Retry-After
+const MAX_WAIT_S = 5;
 
 const ANY = "any";
 const PLURALS = { any: "pieces" };
@@ -133,8 +138,15 @@ function setStatus(text) {
   el.status.textContent = text;
 }
 
-function showError(text) {
-  el.error.textContent = text;
+function showError(text, retry = null) {
+  el.error.replaceChildren(text || "");
+  if (text && retry) {
+    const again = Object.assign(document.createElement("button"), {
+      type: "button", className: "button small", textContent: "Try again",
+    });
+    again.addEventListener("click", () => retry());
+    el.error.append(" ", again);
+  }
   el.error.hidden = !text;
 }
 
@@ -154,7 +166,8 @@ async function errorMessage(response) {
   if (response.status >= 500 && response.status !== 503) {
     return "Something went wrong on our side. Please try again in a moment.";
   }
-  if (typeof detail === "string" && detail) return capitalise(detail);
+  if (typeof detail === "string" && detail) return capitalise(detail.replaceAll("_", " "));
+  if (response.status === 413) return "The photo is too large: please use a smaller one.";
   return `The request failed (${response.status}). Please try again.`;
 }
 
@@ -208,6 +221,7 @@ function showEmpty(searchedType, applied) {
   el.widen.textContent = label || "";
   el.widen.onclick = () => {
     action();
+    el.resultsHeading.focus({ preventScroll: true }); // this notice hides with the answer
     search();
   };
   el.empty.hidden = false;
@@ -299,11 +313,15 @@ async function loadExamples() {
 }
 
 async function useExample(example) {
+  const choice = ++state.choice;
   try {
     const response = await fetch(example.image_url);
     if (!response.ok) throw new Error("missing");
-    await usePhoto(await response.blob(), example.title);
+    const blob = await response.blob();
+    // the shopper picked another example or their own photo meanwhile: theirs stands
+    if (choice === state.choice) await usePhoto(blob, example.title, true);
   } catch {
+    if (choice !== state.choice) return;
     showError("That example photo could not be loaded. Try another, or use your own photo.");
   }
 }
@@ -311,9 +329,11 @@ async function useExample(example) {
 // ---------------------------------------------------------------------------------------------
 // The photo: pick, drop, paste; the searched area
 
-async function usePhoto(blob, name) {
-  if (!blob || !blob.type.startsWith("image/")) {
-    showError("That file is not an image. Choose a JPEG, PNG or WebP photo.");
+async function usePhoto(blob, name, fromExample = false) {
+  if (!fromExample) state.choice += 1; // an example still loading is no longer wanted
+  // a file the browser gives no type (a photo without an extension) is the server's to judge
+  if (!blob || (blob.type && !blob.type.startsWith("image/"))) {
+    showError("That file is not an image. Choose a JPEG, PNG, WebP, GIF, BMP or TIFF photo.");
     return;
   }
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
@@ -370,6 +390,9 @@ function showCrop(box, chosen) {
 function showPieces(answer) {
   const pieces = answer.pieces || [];
   const size = photoSize();
+  // the buttons are drawn anew: a keyboard on one of them stays on the same piece
+  const focused = el.hotspots.contains(document.activeElement)
+    ? document.activeElement.dataset.piece : null;
   el.hotspots.replaceChildren();
   el.hotspots.hidden = pieces.length < 2 || !size.width || !size.height;
   if (el.hotspots.hidden) return;
@@ -394,6 +417,7 @@ function showPieces(answer) {
     button.append(label);
     button.addEventListener("click", () => choosePiece(i));
     el.hotspots.append(button);
+    if (focused === String(i)) button.focus({ preventScroll: true });
   });
 }
 
@@ -421,9 +445,12 @@ function startDrawing() {
     width: Math.abs(a.x - b.x),
     height: Math.abs(a.y - b.y),
   });
+  let least = 8; // px: a smaller box is a click (a tap: a finger is not that precise)
   el.stage.addEventListener("pointerdown", (event) => {
     if (event.button !== 0 || !state.photo || event.target.closest(".hotspot")) return;
-    event.preventDefault();
+    // a finger's swipe is the browser's to scroll with (pointercancel ends the box then)
+    if (event.pointerType !== "touch") event.preventDefault();
+    least = event.pointerType === "touch" ? 32 : 8;
     start = point(event);
     el.stage.setPointerCapture(event.pointerId);
   });
@@ -444,7 +471,7 @@ function startDrawing() {
     const box = boxOf(start, end);
     start = null;
     el.dragBox.hidden = true;
-    if (box.width < 8 || box.height < 8) return; // a click, not a box
+    if (box.width < least || box.height < least) return; // a click, not a box
     const size = photoSize();
     const sx = size.width / end.rect.width;
     const sy = size.height / end.rect.height;
@@ -530,11 +557,10 @@ function filterParams() {
   return params;
 }
 
-function fail(message) {
-  el.results.replaceChildren();
-  showDoubts(null);
+function fail(message, retry = true) {
+  // the last answer stays (dimmed) under the message; "Try again" repeats the search
   el.empty.hidden = true;
-  showError(message);
+  showError(message, retry ? () => search() : null);
   setStatus(""); // the alert above is announced by itself
 }
 
@@ -546,7 +572,8 @@ function search() {
     if (state.controller) state.controller.abort();
     state.seq += 1; // an answer still on its way is stale now
     setLoading(false);
-    fail("The minimum price is above the maximum price. Lower the minimum or raise the maximum.");
+    fail("The minimum price is above the maximum price. Lower the minimum or raise the maximum.",
+      false);
     return Promise.resolve();
   }
   const params = filterParams();
@@ -570,21 +597,40 @@ async function request(url, options) {
   const controller = new AbortController();
   state.controller = controller;
   const seq = ++state.seq;
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, TIMEOUT_MS);
   setLoading(true);
   try {
-    const response = await fetch(url, { ...options, signal: controller.signal });
+    let response = await fetch(url, { ...options, signal: controller.signal });
+    for (let left = RETRIES; response.status === 503 && left > 0; left -= 1) {
+      const wait = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+      await new Promise((done) => setTimeout(done,
+        1000 * (Number.isFinite(wait) && wait >= 0 ? Math.min(wait, MAX_WAIT_S) : 1)));
+      if (seq !== state.seq) return;
+      response = await fetch(url, { ...options, signal: controller.signal });
+    }
     if (seq !== state.seq) return;
     if (!response.ok) {
       const message = await errorMessage(response);
-      if (seq === state.seq) fail(message);
+      // a photo the server cannot read will not be read on a retry either
+      if (seq === state.seq) fail(message, ![413, 415, 422].includes(response.status));
       return;
     }
-    const answer = await response.json();
+    let answer;
+    try {
+      answer = await response.json();
+    } catch {
+      if (seq === state.seq) fail("The shop's server sent an answer this page cannot read.");
+      return;
+    }
     if (seq === state.seq) render(answer);
   } catch (err) {
-    if (err.name === "AbortError" || seq !== state.seq) return;
-    fail("Could not reach the shop's server. Check your connection and try again.");
+    if (seq !== state.seq) return;
+    if (err.name === "AbortError" && !timedOut) return;
+    fail(timedOut ? "The shop's server did not answer in time." :
+      "Could not reach the shop's server. Check your connection and try again.");
   } finally {
+    clearTimeout(timer);
     if (seq === state.seq) setLoading(false);
   }
 }
@@ -608,7 +654,8 @@ function render(answer) {
     showPieces(answer);
     if (answer.type) {
       const percent = percentSure(answer.type_confidence);
-      const unsure = !state.type && answer.type_decided === false;
+      // undecided because the photo is unlike this shop's jewelry: said by the notice below
+      const unsure = !state.type && answer.type_decided === false && answer.recognised !== false;
       const count = (answer.pieces || []).length;
       el.detected.replaceChildren(
         "Looks like ",
@@ -630,14 +677,15 @@ function render(answer) {
     showEmpty(shownType, answer.applied);
     return;
   }
-  const things = plural(shownType);
+  const count = answer.results.length;
+  const things = count === 1 ? (shownType === ANY ? "piece" : shownType) : plural(shownType);
   const what = {
     similar: () => `like “${state.similarTo.title}”`,
     text: () => `for “${state.query}”`,
   }[state.mode]?.() || "like your photo";
   const price = describePrice(numberOrNull(el.minPrice), numberOrNull(el.maxPrice),
     state.facets.currency);
-  setStatus(`${answer.results.length} ${things} ${what}${price ? `, ${price}` : ""}.`);
+  setStatus(`${count} ${things} ${what}${price ? `, ${price}` : ""}.`);
 }
 
 // The answer's doubts: a photo unlike this shop's jewelry, and a type it could not decide,
@@ -661,6 +709,7 @@ function showDoubts(answer) {
     button.setAttribute("aria-label", `It is ${withArticle(type)}: search ${plural(type)}`);
     button.addEventListener("click", () => {
       selectType(type, true);
+      el.resultsHeading.focus({ preventScroll: true }); // the question is gone after this
       search();
     });
     el.typeAnswers.append(button);
@@ -786,10 +835,10 @@ function moreLike(result, words) {
 
 function backToPhotoMode() {
   if (state.mode === "photo") return;
-  if (state.mode === "text") {
-    state.query = null; // the words were a search of their own, not words for the photo
-    el.query.value = "";
-  }
+  // the words were a search of their own, or for another product ("the same in rose gold"):
+  // not words for the shopper's own photo
+  state.query = null;
+  el.query.value = "";
   state.mode = "photo";
   state.similarTo = null;
   el.resultsHeading.textContent = "Similar pieces";
@@ -811,6 +860,7 @@ function wireFilters() {
   });
   el.back.addEventListener("click", () => {
     backToPhotoMode();
+    el.resultsHeading.focus({ preventScroll: true }); // the button hides itself
     search();
   });
 }
@@ -829,6 +879,9 @@ function wireSearchBox() {
       return;
     }
     state.query = words;
+    // the type chip was chosen for the last search: new words choose their own (the chip
+    // silently won over "but a ring" and "gold bracelet")
+    state.type = null;
     if (!withPicture) {
       state.mode = "text";
       state.similarTo = null;
