@@ -23,6 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 60_000  # first queries warm the models up on a small shared CPU
 ANY_CHIP = "any"
+HEIC_START = b"\x00\x00\x00\x18ftypheic"  # an iPhone photo's first bytes: no server reads it
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -410,3 +411,44 @@ def test_a_failed_search_keeps_the_answer_retries_a_busy_server_and_new_words_pi
         page.press("#query", "Enter")
     assert "type=" not in sent.value.url
     assert {r["type"] for r in sent.value.json()["results"]} == {words_type}
+
+
+def test_on_a_phone_a_huge_photo_is_shrunk_and_the_results_come_into_view(
+    page, server_url, tiny_query_photo
+):
+    """A 48 MP phone photo was refused ("larger than 10 MB"); the results lay a screen below
+    the photo with no cue; a photo the server cannot read was sent again with every filter."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    phone = page.context.browser.new_context(viewport={"width": 375, "height": 667},
+                                             is_mobile=True, has_touch=True)
+    small = phone.new_page()
+    small.set_default_timeout(TIMEOUT_MS)
+    small.goto(server_url + "/")
+    small.wait_for_selector("#type-chips input")
+    rng = np.random.default_rng(0)
+    base = np.asarray(Image.open(io.BytesIO(tiny_query_photo)).convert("RGB").resize((2600, 2600)))
+    noisy = np.clip(base.astype(int) + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > 10_000_000  # over the server's upload limit as it is
+    with small.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        small.set_input_files("#photo-input", files=[
+            {"name": "phone.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    assert sent.value.status == 200
+    assert max(sent.value.json()["photo_size"].values()) <= 2048
+    small.wait_for_selector("#results .card")
+    small.wait_for_function(
+        "() => document.querySelector('#results-heading').getBoundingClientRect().top"
+        " < window.innerHeight")
+
+    with small.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        small.set_input_files("#photo-input", files=[
+            {"name": "photo.heic", "mimeType": "image/heic", "buffer": HEIC_START}])
+    assert sent.value.status == 415
+    small.wait_for_selector("#dropzone:not([hidden])")
+    assert small.is_hidden("#stage-wrap") and small.query_selector_all("#results .card") == []
+    phone.close()

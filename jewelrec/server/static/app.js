@@ -336,9 +336,11 @@ async function usePhoto(blob, name, fromExample = false) {
     showError("That file is not an image. Choose a JPEG, PNG, WebP, GIF, BMP or TIFF photo.");
     return;
   }
+  const fileName = name || blob.name || "photo";
+  blob = await shrunk(blob);
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photo = blob;
-  state.photoName = name || blob.name || "photo";
+  state.photoName = fileName;
   state.photoUrl = URL.createObjectURL(blob);
   state.photoSize = null;
   state.crop = null;
@@ -354,6 +356,10 @@ async function usePhoto(blob, name, fromExample = false) {
   el.back.hidden = true;
   el.photo.src = state.photoUrl;
   el.photo.alt = `Your photo: ${state.photoName}`;
+  el.photo.onerror = () => { // a format the browser cannot show (TIFF): searched all the same
+    el.photo.alt = `Your photo (${state.photoName}) cannot be shown by this browser; it is ` +
+      "searched all the same";
+  };
   el.cropBox.hidden = true;
   el.hotspots.hidden = true;
   el.hotspots.replaceChildren();
@@ -362,6 +368,45 @@ async function usePhoto(blob, name, fromExample = false) {
   el.dropzone.hidden = true;
   el.examples.hidden = true;
   await search();
+  // on a phone the results lie under the filters, out of sight: brought into view once
+  const below = el.resultsHeading.getBoundingClientRect().top > window.innerHeight;
+  if (below && el.results.children.length && window.matchMedia("(max-width: 720px)").matches) {
+    el.resultsHeading.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+}
+
+// A phone's 48 MP photo (over the server's upload limit, and far more than the models look at:
+// a few hundred pixels) is sent as a JPEG of at most SHRINK_SIDE pixels a side; a photo the
+// browser cannot decode (HEIC, TIFF) goes as it is, for the server to judge.
+const SHRINK_BYTES = 4_000_000;
+const SHRINK_SIDE = 2048;
+
+async function shrunk(blob) {
+  if (blob.size <= SHRINK_BYTES || !window.createImageBitmap) return blob;
+  try {
+    const bitmap = await createImageBitmap(blob); // EXIF orientation applied
+    const scale = Math.min(1, SHRINK_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    const smaller = await new Promise((done) => canvas.toBlob(done, "image/jpeg", 0.9));
+    return smaller && smaller.size < blob.size ? smaller : blob;
+  } catch {
+    return blob;
+  }
+}
+
+// A photo the server cannot read (HEIC, a PDF renamed .jpg): the page goes back to asking for
+// one, rather than sending the same file again with every filter change.
+function forgetPhoto() {
+  state.photo = null;
+  el.stageWrap.hidden = true;
+  el.dropzone.hidden = false;
+  el.results.replaceChildren();
+  el.detected.textContent = "";
+  showDoubts(null);
 }
 
 function photoSize() {
@@ -612,6 +657,7 @@ async function request(url, options) {
     if (seq !== state.seq) return;
     if (!response.ok) {
       const message = await errorMessage(response);
+      if (response.status === 415 && options.method === "POST") forgetPhoto();
       // a photo the server cannot read will not be read on a retry either
       if (seq === state.seq) fail(message, ![413, 415, 422].includes(response.status));
       return;
