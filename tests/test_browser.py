@@ -452,3 +452,95 @@ def test_on_a_phone_a_huge_photo_is_shrunk_and_the_results_come_into_view(
     small.wait_for_selector("#dropzone:not([hidden])")
     assert small.is_hidden("#stage-wrap") and small.query_selector_all("#results .card") == []
     phone.close()
+
+
+def test_the_address_bar_holds_a_search_back_returns_to_it_and_a_link_reopens_it(
+        page, server_url, tiny_query_photo):
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server_url + "/")
+    page.wait_for_selector("#type-chips input")
+
+    # a photo's search: its address holds no photo, and nothing but the default filters
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        page.set_input_files("#photo-input", files=[
+            {"name": "mine.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}])
+    wait_until_idle(page)
+    assert page.url == server_url + "/"
+    photo_ids = shown_ids(page)
+
+    # words of their own: a new place in the history; a filter changed there replaces it
+    page.uncheck("#with-photo")
+    with page.expect_response(lambda r: "/api/search?" in r.url):
+        page.fill("#query", "silver")
+        page.press("#query", "Enter")
+    wait_until_idle(page)
+    assert page.url.endswith("/?q=silver")
+    words_ids = shown_ids(page)
+    limit = sorted(float(p) for p in shown_prices(page))[len(words_ids) // 2]
+    with page.expect_response(lambda r: "max_price=" in r.url):
+        page.fill("#max-price", f"{limit:.2f}")
+    wait_until_idle(page)
+    assert f"max_price={limit:.2f}" in page.url and "q=silver" in page.url
+    filtered_url = page.url
+    filtered_ids = shown_ids(page)
+
+    # more like a result: another place
+    chosen = filtered_ids[0]
+    title = page.eval_on_selector("#results .card >> nth=0 >> .card-title", "t => t.textContent")
+    with page.expect_response(lambda r: "/similar?" in r.url):
+        page.click("#results .card >> nth=0 >> button.more")
+    wait_until_idle(page)
+    assert f"similar={chosen}" in page.url
+    similar_url = page.url
+
+    # Back: the words' search as it was left, filter included
+    with page.expect_response(lambda r: "/api/search?" in r.url):
+        page.go_back()
+    wait_until_idle(page)
+    assert page.url == filtered_url
+    assert page.input_value("#query") == "silver"
+    assert page.input_value("#max-price") == f"{limit:.2f}"
+    assert page.inner_text("#results-heading") == "Pieces matching your words"
+    assert shown_ids(page) == filtered_ids
+
+    # Back again: the photo's search (the photo is still on the page), the filter it had
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        page.go_back()
+    wait_until_idle(page)
+    assert page.url == server_url + "/"
+    assert page.input_value("#query") == "" and page.input_value("#max-price") == ""
+    assert page.inner_text("#results-heading") == "Similar pieces"
+    assert shown_ids(page) == photo_ids
+
+    # Forward twice: more like the chosen piece, its title remembered
+    with page.expect_response(lambda r: "/api/search?" in r.url):
+        page.go_forward()
+    wait_until_idle(page)
+    with page.expect_response(lambda r: "/similar?" in r.url):
+        page.go_forward()
+    wait_until_idle(page)
+    assert page.inner_text("#results-heading") == f"More like “{title}”"
+
+    # the link opened afresh (shared, or reloaded): the same search, the title asked of the API
+    fresh = page.context.new_page()
+    try:
+        with fresh.expect_response(lambda r: "/similar?" in r.url):
+            fresh.goto(similar_url)
+        fresh.wait_for_function("() => !document.body.classList.contains('loading')")
+        assert fresh.inner_text("#results-heading") == f"More like “{title}”"
+        assert chosen not in shown_ids(fresh)
+        with fresh.expect_response(lambda r: "/api/search?" in r.url):
+            fresh.goto(filtered_url)
+        fresh.wait_for_function("() => !document.body.classList.contains('loading')")
+        assert fresh.input_value("#query") == "silver"
+        assert shown_ids(fresh) == filtered_ids
+        # an address naming a filter value the shop does not have is read without it
+        with fresh.expect_response(lambda r: "/api/search?" in r.url) as sent:
+            fresh.goto(server_url + "/?q=silver&metal=unobtainium&type=spaceship&k=5")
+        assert "metal=" not in sent.value.url and "type=" not in sent.value.url
+        assert "k=12" in sent.value.url
+    finally:
+        fresh.close()
+    assert errors == []

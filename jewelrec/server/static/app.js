@@ -621,6 +621,7 @@ function search() {
       false);
     return Promise.resolve();
   }
+  remember();
   const params = filterParams();
   if (state.query) params.set("q", state.query);
   if (state.mode === "text") return request(`/api/search?${params}`, {});
@@ -869,14 +870,27 @@ function moreLike(result, words) {
     state.query = null;
     el.query.value = "";
   }
+  showSimilarMode({ id: result.id, title: result.title });
+  search();
+  el.resultsHeading.focus({ preventScroll: false });
+}
+
+function showSimilarMode(product) {
   el.withPhotoLabel.hidden = false;
   el.withPhotoText.textContent = "with this piece";
   state.mode = "similar";
-  state.similarTo = { id: result.id, title: result.title };
-  el.resultsHeading.textContent = `More like “${result.title}”`;
+  state.similarTo = product;
+  el.resultsHeading.textContent = `More like “${product.title}”`;
   el.back.hidden = !state.photo;
-  search();
-  el.resultsHeading.focus({ preventScroll: false });
+}
+
+function showTextMode() {
+  state.mode = "text";
+  state.similarTo = null;
+  el.resultsHeading.textContent = "Pieces matching your words";
+  el.back.hidden = !state.photo;
+  el.withPhotoLabel.hidden = !state.photo; // the next words may go with the photo again
+  el.withPhotoText.textContent = "with my photo";
 }
 
 function backToPhotoMode() {
@@ -891,6 +905,104 @@ function backToPhotoMode() {
   el.back.hidden = true;
   el.withPhotoLabel.hidden = !state.photo;
   el.withPhotoText.textContent = "with my photo";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The address bar: a search by words or "more like this", with its filters, is a link the
+// shopper can share or reload, and Back returns to the search before. A photo stays on the
+// shopper's device, so a photo search's address holds only its filters.
+
+const DEFAULT_K = el.k.value;
+
+// Where a search is: a new place is a new history entry; a filter changed in place is not
+// (Back should not step through every price typed).
+function place() {
+  if (state.mode === "similar" && state.similarTo) return `similar:${state.similarTo.id}:${state.query || ""}`;
+  if (state.mode === "text") return `text:${state.query || ""}`;
+  return "photo";
+}
+
+function address() {
+  const params = new URLSearchParams();
+  if (state.mode === "similar" && state.similarTo) params.set("similar", state.similarTo.id);
+  if (state.mode !== "photo" && state.query) params.set("q", state.query);
+  for (const [key, value] of filterParams()) {
+    if (!(key === "k" && value === DEFAULT_K)) params.set(key, value);
+  }
+  const query = params.toString();
+  return `${window.location.pathname}${query ? `?${query}` : ""}`;
+}
+
+function remember() {
+  const url = address();
+  const entry = { place: place(), title: state.similarTo ? state.similarTo.title : null };
+  if (url === window.location.pathname + window.location.search) {
+    window.history.replaceState(entry, "");
+  } else if (window.history.state && window.history.state.place === entry.place) {
+    window.history.replaceState(entry, "", url);
+  } else {
+    window.history.pushState(entry, "", url);
+  }
+}
+
+// A value the select does not offer (a brand the shop no longer sells) falls back.
+function chooseOption(select, value, fallback = "") {
+  const known = [...select.options].some((option) => option.value === value);
+  select.value = known ? value : fallback;
+}
+
+// The search the address names (a shared link, a reload, Back or Forward), run again.
+async function followAddress() {
+  const params = new URLSearchParams(window.location.search);
+  el.minPrice.value = params.get("min_price") || "";
+  el.maxPrice.value = params.get("max_price") || "";
+  chooseOption(el.brand, params.get("brand") || "");
+  chooseOption(el.metal, params.get("metal") || "");
+  chooseOption(el.k, params.get("k") || DEFAULT_K, DEFAULT_K);
+  const type = params.get("type");
+  const known = type === ANY || state.facets.types.includes(type);
+  state.type = known ? type : null;
+  selectType(known ? type : null, false);
+  const words = (params.get("q") || "").trim() || null;
+  const similar = params.get("similar");
+  state.query = words;
+  el.query.value = words || "";
+  if (similar) {
+    const remembered = window.history.state && window.history.state.title;
+    showSimilarMode({ id: similar, title: remembered || await titleOf(similar) });
+  } else if (words) {
+    showTextMode();
+  } else if (state.photo) {
+    backToPhotoMode();
+  } else { // a photo's search after a reload, or the first page: no photo to search
+    backToPhotoMode();
+    showWelcome();
+    return;
+  }
+  await search();
+}
+
+function showWelcome() {
+  if (state.controller) state.controller.abort();
+  state.seq += 1; // an answer still on its way is for another page
+  setLoading(false);
+  el.results.replaceChildren();
+  el.empty.hidden = true;
+  el.welcome.hidden = false;
+  showError("");
+  showApplied(null);
+  showDoubts(null);
+  setStatus("");
+}
+
+async function titleOf(productId) {
+  try {
+    const response = await fetch(`/api/products/${encodeURIComponent(productId)}`);
+    if (response.ok) return (await response.json()).title;
+  } catch {
+    // the search itself says what is wrong
+  }
+  return "this piece";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,12 +1041,7 @@ function wireSearchBox() {
     // silently won over "but a ring" and "gold bracelet")
     state.type = null;
     if (!withPicture) {
-      state.mode = "text";
-      state.similarTo = null;
-      el.resultsHeading.textContent = "Pieces matching your words";
-      el.back.hidden = !state.photo;
-      el.withPhotoLabel.hidden = !state.photo; // the next words may go with the photo again
-      el.withPhotoText.textContent = "with my photo";
+      showTextMode();
     } else if (state.mode === "text") { // back to the photo, with these words
       state.mode = "photo";
       el.resultsHeading.textContent = "Similar pieces";
@@ -953,5 +1060,8 @@ function wireSearchBox() {
 wirePhotoInputs();
 wireFilters();
 wireSearchBox();
-loadFacets();
+loadFacets().then(() => {
+  window.addEventListener("popstate", () => followAddress());
+  if (window.location.search) followAddress();
+});
 loadExamples();
