@@ -414,10 +414,11 @@ def test_a_failed_search_keeps_the_answer_retries_a_busy_server_and_new_words_pi
 
 
 def test_on_a_phone_a_huge_photo_is_shrunk_and_the_results_come_into_view(
-    page, server_url, tiny_query_photo
+    page, server_url, tiny_query_photo, tiny_catalog
 ):
     """A 48 MP phone photo was refused ("larger than 10 MB"); the results lay a screen below
-    the photo with no cue; a photo the server cannot read was sent again with every filter."""
+    the photo with no cue; a photo the server cannot read was sent again with every filter; a
+    piece's button was a 24-px target for a finger."""
     import io
 
     import numpy as np
@@ -451,6 +452,26 @@ def test_on_a_phone_a_huge_photo_is_shrunk_and_the_results_come_into_view(
     assert sent.value.status == 415
     small.wait_for_selector("#dropzone:not([hidden])")
     assert small.is_hidden("#stage-wrap") and small.query_selector_all("#results .card") == []
+
+    # a finger a few pixels off a piece's small button still presses it
+    photo, _ = set_photo(tiny_catalog)
+    small.set_input_files(
+        "#photo-input", files=[{"name": "set.png", "mimeType": "image/png", "buffer": photo}])
+    small.wait_for_selector("#hotspots:not([hidden]) button[data-piece='1']")
+    small.wait_for_function("() => !document.body.classList.contains('loading')")
+    button = small.query_selector("#hotspots button[data-piece='1']")
+    button.scroll_into_view_if_needed()
+    box, photo_box = button.bounding_box(), small.query_selector("#photo").bounding_box()
+    assert box["height"] < 30  # the pill itself stays small over the photo
+    room_below = photo_box["y"] + photo_box["height"] - (box["y"] + box["height"])
+    off = box["y"] + box["height"] + 7 if room_below > 10 else box["y"] - 7
+    near = (box["x"] + box["width"] / 2, off)
+    hit = small.evaluate("([x, y]) => document.elementFromPoint(x, y)?.dataset.piece ?? null",
+                         list(near))
+    assert hit == "1"
+    with small.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        small.touchscreen.tap(*near)
+    assert sent.value.json()["piece"] == 1
     phone.close()
 
 
