@@ -260,6 +260,14 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     page.wait_for_selector("#type-chips input")
     metals = page.eval_on_selector_all("#metal option", "os => os.map(o => o.value)")[1:]
 
+    # the box's example words are this catalog's, and find something in it
+    example = page.get_attribute("#query", "placeholder").split("”")[0].lstrip("“")
+    assert example.split()[0] in metals and "under" in example
+    with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
+        page.fill("#query", example)
+        page.press("#query", "Enter")
+    assert sent.value.json()["results"] and sent.value.json()["applied"]["max_price"]
+
     # words alone search the catalog; the page says what they filtered
     with page.expect_response(lambda r: "/api/search?" in r.url) as sent:
         page.fill("#query", "silver")

@@ -281,9 +281,29 @@ async function loadFacets() {
     el.currencyLabel.textContent = `(${facets.currency})`;
     if (facets.price_min !== null) el.minPrice.placeholder = String(Math.floor(facets.price_min));
     if (facets.price_max !== null) el.maxPrice.placeholder = String(Math.ceil(facets.price_max));
+    el.query.placeholder = wordsPlaceholder(facets);
   } catch (err) {
     showError(`Could not load the catalog's filters: ${err.message}`);
   }
+}
+
+// The search box's example words, from this catalog's own types, metals and prices: a fixed
+// "rose gold hoops under 100" found nothing in a shop without rose gold.
+function wordsPlaceholder(facets) {
+  const [type] = facets.types;
+  if (!type) return el.query.placeholder;
+  const [metal, other] = facets.metals;
+  const words = [metal, plural(type)].filter(Boolean).join(" ");
+  const low = facets.price_min;
+  const high = facets.price_max;
+  let price = "";
+  if (low !== null && high !== null && high > 0) {
+    const middle = Math.sqrt(Math.max(low, 1) * high); // prices spread over orders of magnitude
+    const step = 10 ** Math.floor(Math.log10(middle));
+    price = ` under ${Math.min(Math.ceil(middle / step) * step, Math.ceil(high))}`;
+  }
+  const forPhoto = other || metal;
+  return `“${words}${price}”${forPhoto ? `, or for your photo: “in ${forPhoto}”` : ""}`;
 }
 
 async function loadExamples() {
