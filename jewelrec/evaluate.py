@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from jewelrec import plots
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
@@ -304,26 +305,22 @@ def _median_latency(home: Home, recommender: Recommender, views) -> float:
 
 
 def _plot_confusion(home: Home, report: EvaluationReport) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes, matrix = report.confusion_classes, np.array(report.confusion)
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    ax.set_title(f"type confusion ({report.classifier}), accuracy {report.type_accuracy:.3f}")
-    fig.tight_layout()
-    path = home.reports_dir / "confusion.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with plots.plain_text():  # type names are the catalog's words, `$` included
+        fig = plots.figure(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5)
+        ax = fig.add_subplot()
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+        ax.set_title(f"type confusion ({report.classifier}), accuracy {report.type_accuracy:.3f}")
+        fig.tight_layout()
+        path = home.reports_dir / "confusion.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
     return path

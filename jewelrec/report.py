@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jewelrec import plots
 from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
@@ -88,16 +89,6 @@ class ReportSummary:
 # -- small helpers ---------------------------------------------------------------------------
 
 esc = html.escape
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure of its own (no pyplot state shared between callers)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def _png_uri(data: bytes) -> str:
@@ -160,7 +151,7 @@ def catalog_section(products: Sequence[Product], facets: dict[str, Any]) -> Sect
     types = Counter(p.type for p in products)
     brands = Counter(p.brand or "(none)" for p in products)
     images = {image for p in products for image in p.images}
-    figure = _figure(13, 4)
+    figure = plots.figure(13, 4)
     ax = figure.add_subplot(1, 3, 1)
     names = sorted(types, key=lambda t: (-types[t], t))
     ax.barh(names[::-1], [types[t] for t in names[::-1]], color="#c9a227")
@@ -258,7 +249,7 @@ def training_section(home: Home) -> Section:
 
 
 def _curves_figure(data: dict[str, Any]):
-    figure = _figure(6, 3.5)
+    figure = plots.figure(6, 3.5)
     ax = figure.add_subplot(1, 1, 1)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         values = data.get(key) or []
@@ -274,7 +265,7 @@ def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> 
         raise NotReadyError(why or "no held-out views: every product has one photo")
     classes = evaluation.confusion_classes
     matrix = np.array(evaluation.confusion)
-    figure = _figure(0.7 * len(classes) + 2.5, 0.7 * len(classes) + 2)
+    figure = plots.figure(0.7 * len(classes) + 2.5, 0.7 * len(classes) + 2)
     ax = figure.add_subplot(1, 1, 1)
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -296,7 +287,7 @@ def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> 
             "classifier_recall", "classifier_precision"]
     table = _table(["type", *(k.replace("_", " ") for k in keys)],
                    [[name, *(per_type[name].get(k) for k in keys)] for name in per_type])
-    bars = _figure(7, 3.4)
+    bars = plots.figure(7, 3.4)
     ax = bars.add_subplot(1, 1, 1)
     names = list(per_type)
     width = 0.8 / (len(RECALL_AT) + 1)
@@ -338,7 +329,7 @@ def confidence_section(
         raise NotReadyError("no confidence curve: train the classifier and evaluate the home "
                             "first")
     coverage = [p["coverage"] for p in curve]
-    figure = _figure(6.5, 3.6)
+    figure = plots.figure(6.5, 3.6)
     ax = figure.add_subplot(1, 1, 1)
     ax.plot(coverage, [p["accuracy"] for p in curve], marker="o", label="accuracy of answers kept")
     ax.plot(coverage, [p["threshold"] for p in curve], linestyle="--", label="confidence threshold")
@@ -442,7 +433,7 @@ def map_section(home: Home, points: int) -> Section:
     xy = centred @ basis[:2].T
     types = sorted({index.rows[i].type for i in rows})
     colours = {t: f"C{n % 10}" for n, t in enumerate(types)}
-    figure = _figure(11, 8.5)
+    figure = plots.figure(11, 8.5)
     ax = figure.add_subplot(1, 1, 1)
     for t in types:
         mine = [n for n, i in enumerate(rows) if index.rows[i].type == t]
@@ -503,12 +494,13 @@ def build_report(
             ("training", "Training", lambda: training_section(home)),
         ]
         sections, unavailable = [], {}
-        for section_id, title, build in builders:
-            try:
-                sections.append(build())
-            except (JewelrecError, OSError) as exc:  # a missing step: say which, go on
-                unavailable[section_id] = str(exc)
-                sections.append(Section(section_id, title, _na(f"not available: {exc}")))
+        with plots.plain_text():
+            for section_id, title, build in builders:
+                try:
+                    sections.append(build())
+                except (JewelrecError, OSError) as exc:  # a missing step: say which, go on
+                    unavailable[section_id] = str(exc)
+                    sections.append(Section(section_id, title, _na(f"not available: {exc}")))
     finally:
         store.close()
     page = _page(home, sections)

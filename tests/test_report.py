@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -95,6 +96,27 @@ def test_catalog_only_home_says_what_to_run(tiny_catalog, tmp_path):
     assert "<script" not in text and "shop&lt;script&gt;x" in text
     assert "jewelrec train" in text and "jewelrec index" in text
     assert {"examples", "map"} <= set(summary.unavailable)
+
+
+def test_catalog_text_with_dollar_signs_is_drawn_as_written(tiny_catalog, tmp_path):
+    """matplotlib reads text between `$` signs as mathematics: one brand "Bling$ #1 $hop" made
+    the whole report fail with a parse error (and the confusion plot of `evaluate` alike)."""
+    import csv
+
+    rows = list(csv.DictReader((tiny_catalog / "catalog.csv").open(encoding="utf-8")))
+    rows[0]["brand"] = "Bling$ #1 $hop"
+    rows[1]["brand"] = r"Bad $\undefinedmacro{$ Brand"
+    catalog = tmp_path / "catalog.csv"
+    with catalog.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copytree(tiny_catalog / "images", tmp_path / "images")  # as the rows name them
+    home = Home(tmp_path / "home").ensure()
+    ingest(catalog, home, progress=False)
+    summary = build_report(home, tmp_path / "report.html")
+    assert "catalog" not in summary.unavailable
+    assert Page(summary.path.read_text(encoding="utf-8")).sections == SECTIONS
 
 
 def test_damaged_files_cost_their_section_not_the_report(tiny_home, tmp_path):

@@ -18,6 +18,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
+from jewelrec import plots
 from jewelrec.home import atomic_path
 from jewelrec.models.base import FitReport
 
@@ -188,12 +189,8 @@ def _evaluate(
 
 def plot_loss_curves(report: FitReport, path: Path, title: str) -> Path:
     """PNG of train and validation loss per epoch (validation accuracy beside it when known)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels = 2 if report.val_accuracy else 1
-    figure = Figure(figsize=(5.5 * panels, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = plots.figure(5.5 * panels, 4)
     loss_axes = figure.add_subplot(1, panels, 1)
     for values, label in ((report.train_loss, "train"), (report.val_loss, "validation")):
         if values:
