@@ -21,3 +21,11 @@ class StorageError(JewelrecError, OSError):
     """A file in the data home could not be written or read: the disk is full, the home is
     read-only, a permission is missing. Also an OSError, so code that already handles OSError
     (an optional cache write) keeps doing so; the message names the path and the cause."""
+
+
+class UnknownProductError(JewelrecError, KeyError):
+    """No product with this id in the catalog (pruned since, or mistyped). A KeyError too, for
+    callers that caught the bare KeyError this used to be."""
+
+    def __str__(self) -> str:  # KeyError would quote the message as a repr
+        return str(self.args[0]) if self.args else "unknown product"

@@ -21,7 +21,7 @@ import numpy as np
 
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
-from jewelrec.errors import JewelrecError, NotReadyError
+from jewelrec.errors import JewelrecError, NotReadyError, UnknownProductError
 from jewelrec.home import Home
 from jewelrec.imaging.focus import frame_piece
 from jewelrec.imaging.io import QUERY_SHORT_SIDE, DecodedPhoto, decode_photo, load_image, map_box
@@ -31,7 +31,7 @@ from jewelrec.models.attributes import AttributeGuess
 from jewelrec.models.base import Embedder, TypeClassifier
 from jewelrec.models.pieces import Piece, find_pieces, segment_photo
 from jewelrec.search import prefer, variants, versions
-from jewelrec.search.filters import Filters
+from jewelrec.search.filters import Filters, checked_k, spelled_as_catalog
 from jewelrec.search.index import Index
 from jewelrec.search.recognition import best_similarity, is_recognised, recognition_features
 from jewelrec.search.why import QueryFacts, reasons
@@ -64,6 +64,16 @@ SMALL_PIECE_SHARE = 0.25
 
 class PieceError(JewelrecError):
     """The caller asked for a piece the photo does not have."""
+
+
+def _as_box(crop: object) -> Box:
+    """A Python caller's crop given as four numbers (x0, y0, x1, y1) -> Box (ValueError, in
+    words, for anything else: a tuple used to fail deep inside with an AttributeError)."""
+    try:
+        return Box(*crop)  # type: ignore[misc]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"crop: a Box or four whole numbers (x0, y0, x1, y1) in the photo's "
+                         f"pixels, not {crop!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -526,27 +536,35 @@ class Recommender:
         shopper's words ("but in silver"): attribute words filter, the rest re-rank
         (jewelrec/text/photo_words.py; ValueError, in words, for words that cannot be read)."""
         snap = self.snapshot
-        words = self._read_words(snap, text, filters, type)
+        k, filters = checked_k(k), self._spelled(snap, filters, type)
+        words = self._read_words(snap, text, filters)
         prepared = self.prepare(photo, crop=crop, photo_name=photo_name, piece=piece)
         recommendation = self._infer_and_answer(
             snap, prepared, k=words.pool(k) if words else k,
-            filters=words.filters if words else filters, type=type, prefer_brand=prefer_brand,
+            filters=words.filters if words else filters, type=None, prefer_brand=prefer_brand,
             known=QueryFacts(asked=words.asked) if words else None,
             group_variants=group_variants)
         return self._preferred(self._with_words(snap, recommendation, words, k, prefer_brand),
                                prefer_brand, k)
 
-    def _read_words(self, snap: Snapshot, text: str | None, filters: Filters | None,
-                    type: str | None = None) -> PhotoWords | None:
-        """The words given with a photo, read against the catalog (None: no words). The
-        caller's `type` is one of its own filters: it wins over a type the words name, and the
-        answer's `applied` does not claim the words' type."""
+    def _spelled(self, snap: Snapshot, filters: Filters | None,
+                 type: str | None = None) -> Filters | None:
+        """The caller's filters as the catalog spells them (search/filters.spelled_as_catalog),
+        with `type` one of them: it wins over the filters' types, and over a type the words
+        name (the answer's `applied` does not claim the words' type)."""
+        if type is not None and str(type).strip():
+            filters = (filters or Filters()).with_types([str(type)])
+        if filters is None or not (filters.types or filters.brands or filters.metals):
+            return filters
+        return spelled_as_catalog(filters, snap.store.facets())
+
+    def _read_words(self, snap: Snapshot, text: str | None,
+                    filters: Filters | None) -> PhotoWords | None:
+        """The words given with a photo, read against the catalog (None: no words)."""
         if text is None or not text.strip():
             return None
         from jewelrec.text.photo_words import read_words
 
-        if type:
-            filters = (filters or Filters()).with_types([type])
         return read_words(self.text, text, filters, snap.index_version)
 
     def _with_words(self, snap: Snapshot, recommendation: Recommendation,
@@ -581,7 +599,8 @@ class Recommender:
         photo is loaded and its pieces found once, and the models see every piece in one batch
         (`text`: words as in `recommend`, for every piece)."""
         snap = self.snapshot
-        words = self._read_words(snap, text, filters, type)
+        k, filters = checked_k(k), self._spelled(snap, filters, type)
+        words = self._read_words(snap, text, filters)
         first = self.prepare(photo, photo_name=photo_name)
         found = self._infer(snap, first)  # finds the pieces
         pieces = found.framing.pieces
@@ -592,7 +611,7 @@ class Recommender:
         wanted = self._wanted(words.pool(k) if words else k, prefer_brand)
         return [
             self._preferred(self._with_words(snap, self._answer(
-                snap, p, inf, k=wanted, filters=words.filters if words else filters, type=type,
+                snap, p, inf, k=wanted, filters=words.filters if words else filters, type=None,
                 known=QueryFacts(asked=words.asked) if words else None,
                 group_variants=group_variants), words, k, prefer_brand), prefer_brand, k)
             for p, inf in zip(prepared, inferred, strict=True)
@@ -637,6 +656,11 @@ class Recommender:
         answer's boxes stay in the photo's own pixels."""
         if photo_name is None and isinstance(photo, str | Path):
             photo_name = str(photo)
+        if crop is not None and not isinstance(crop, Box):
+            crop = _as_box(crop)
+        if piece is not None and (isinstance(piece, bool)
+                                  or not isinstance(piece, int | np.integer)):
+            raise PieceError(f"piece is a piece's number (0 for the first), not {piece!r}")
         if isinstance(photo, np.ndarray):
             decoded = DecodedPhoto.of(photo)
         elif isinstance(photo, DecodedPhoto):
@@ -829,9 +853,10 @@ class Recommender:
         (`group_variants`: as in `recommend`; at most one of its own other variants; `text`:
         words as in `recommend`, "in silver": the same piece's look in silver)."""
         snap = self.snapshot
+        k, filters = checked_k(k), self._spelled(snap, filters)
         product = snap.store.get(product_id)
         if product is None:
-            raise KeyError(product_id)
+            raise UnknownProductError(f"no product with id {product_id!r} in the catalog")
         words = self._read_words(snap, text, filters)
         filters = words.filters if words else filters or Filters()
         filters = Filters(

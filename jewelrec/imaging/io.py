@@ -31,6 +31,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -120,10 +121,11 @@ def map_box(box: BoxTuple, from_size: Size, to_size: Size) -> BoxTuple:
 
 
 def load_image(
-    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | Path | bytes | BinaryIO | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     reduce_to: int | None = None,
 ) -> np.ndarray:
-    """Read a photo (file path or encoded bytes) as RGB uint8 (H, W, 3), upright per its EXIF.
+    """Read a photo (a file path, encoded bytes, an open binary file or a PIL image) as RGB
+    uint8 (H, W, 3), upright per its EXIF.
 
     `reduce_to`: a JPEG much larger than needed is decoded at a reduced scale whose short side
     is still at least this many pixels (other formats and smaller JPEGs are read as they are);
@@ -136,7 +138,7 @@ def load_image(
 
 
 def decode_photo(
-    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | Path | bytes | BinaryIO | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     reduce_to: int | None = None, keep: BoxTuple | None = None,
 ) -> DecodedPhoto:
     """`load_image`, with the photo's own upright size (a reduced JPEG's image is smaller).
@@ -145,6 +147,16 @@ def decode_photo(
     `reduce_to` pixels too (or all it has): a small crop of a large photo is searched in its
     own detail, not in a few pixels scaled up."""
     name = _describe(source)
+    if isinstance(source, Image.Image):  # a Python caller's own decoded picture
+        _check_size(source.size, max_pixels, name)
+        return DecodedPhoto.of(_to_rgb(_upright(source), name))
+    if hasattr(source, "read"):  # an open file or a BytesIO
+        source = source.read()
+        if not isinstance(source, bytes):
+            raise ImageError(f"{name} gives text: open the photo in binary mode ('rb')")
+    if not isinstance(source, bytes | bytearray | memoryview | str | os.PathLike):
+        raise TypeError("a photo is a path, bytes, an open binary file, a PIL image or an RGB "
+                        f"array, not {type(source).__name__}")
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ImageError(f"{name} is empty (0 bytes)")
@@ -233,9 +245,9 @@ def _kept_side(reduce_to: int, img: Image.Image, keep: BoxTuple | None) -> int:
 
 
 def _describe(source: object) -> str:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return "the photo"
-    return f"image file {str(source)!r}"
+    if isinstance(source, str | os.PathLike):
+        return f"image file {str(source)!r}"
+    return "the photo"
 
 
 def _existing_file(path: Path, name: str) -> Path:

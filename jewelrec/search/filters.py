@@ -5,8 +5,8 @@ afterwards and could return none)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,6 +110,15 @@ def _as_set(value: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in value if v and v.strip())
 
 
+def checked_k(k: object) -> int:
+    """How many results a caller asks for, as a whole number of at least 1 (ValueError, in
+    words, otherwise): a negative k cut the answer from its end, 2.5 failed deep in numpy."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k is how many results to show: a whole number of at least 1, "
+                         f"not {k!r}")
+    return int(k)
+
+
 MAX_LISTED = 20  # catalog values an error lists (a shop may have hundreds of brands)
 ANY_TYPE = "any"  # a shopper's `type`: every type instead of the detected one
 
@@ -146,3 +155,19 @@ def chosen_values(kind: str, asked: Iterable[str], known: Iterable[str]) -> list
         chosen.append(spelled[key])
     return chosen
 
+
+
+def spelled_as_catalog(filters: Filters, facets: Mapping[str, Any]) -> Filters:
+    """`filters` with its types, brands and metals read as the CLI and the API read theirs:
+    "RING" is the type ring, "any" every type, "maison verel" the brand "Maison Verel";
+    ValueError, in words, for a value the catalog lacks. A Python caller's Filters used to match
+    only the catalog's exact spelling and answer an empty list without a word."""
+    if not (filters.types or filters.brands or filters.metals):
+        return filters
+    known = facets.get("types") or ()
+    return replace(
+        filters,
+        types=frozenset(t for asked in filters.types for t in chosen_types(asked, known) or ()),
+        brands=frozenset(chosen_values("brand", filters.brands, facets.get("brands") or ())),
+        metals=frozenset(chosen_values("metal", filters.metals, facets.get("metals") or ())),
+    )

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jewelrec import __version__
 from jewelrec.catalog.schema import Product
-from jewelrec.errors import ImageError, JewelrecError, NotReadyError
+from jewelrec.errors import ImageError, JewelrecError, NotReadyError, UnknownProductError
 from jewelrec.home import Home
 from jewelrec.imaging.io import (
     QUERY_SHORT_SIDE,
@@ -296,7 +296,9 @@ async def _filters(shop: Shop, asked: FilterParams) -> Filters:
         )
     types: list[str] | None = None
     if (asked.type or "").strip():
-        known = set((await shop.facets()).types) | set(shop.recommender.classifier.classes)
+        # the shop's types: one the models know but the shop does not sell would find
+        # nothing, so it is a 422 naming those it sells
+        known = (await shop.facets()).types
         try:
             types = chosen_types(asked.type, known)
         except ValueError as exc:
@@ -545,6 +547,8 @@ async def similar(
         )
     except WordsError as exc:
         raise _unprocessable(str(exc)) from exc
+    except UnknownProductError as exc:  # pruned since the lookup above
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
     except ImageError as exc:  # the shop's own file, not the shopper's: no 422, no server path
         log.warning("more like this %s: %s", product_id, exc)
         raise HTTPException(

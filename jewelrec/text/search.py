@@ -23,7 +23,7 @@ from jewelrec.errors import NotReadyError
 from jewelrec.home import Home
 from jewelrec.recommend import Result
 from jewelrec.search import variants, versions
-from jewelrec.search.filters import Filters
+from jewelrec.search.filters import Filters, checked_k, spelled_as_catalog
 from jewelrec.search.prefer import TEXT_BRAND_BONUS, prefer_brand
 from jewelrec.text.fusion import reciprocal_rank_fusion
 from jewelrec.text.minilm import MiniLM
@@ -97,6 +97,7 @@ class TextSearcher:
         filters its words name (`group_variants`: the best of each variant group only, see
         jewelrec/search/variants.py). Raises ValueError, in words, for a query that cannot be
         read."""
+        k = checked_k(k)
         query = " ".join(str(query).split())
         if not query:
             raise ValueError("the query is empty: say what you are looking for")
@@ -107,7 +108,8 @@ class TextSearcher:
             version = versions.current_version(self.home)
         state = self._catalog_state(version)
         parsed = parse_query(query, state.vocabulary)
-        merged, applied = combine(filters or Filters(), parsed,
+        filters = spelled_as_catalog(filters or Filters(), self.store.facets())
+        merged, applied = combine(filters, parsed,
                                   state.vocabulary.catalog_values("types"))
         where, params = sql_condition(merged, parsed)
         want = max(CANDIDATES, 3 * k) * (variants.CANDIDATES_PER_RESULT if group_variants else 1)

@@ -1,0 +1,111 @@
+"""The Python API as a developer calls it (README "Python and HTTP APIs"): the filters read as
+the CLI and the HTTP API read theirs, and a wrong argument is a clear error naming it, never an
+empty answer or an error from deep inside."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from jewelrec.errors import JewelrecError, UnknownProductError
+from jewelrec.recommend import PieceError, Recommender
+from jewelrec.search.filters import Filters
+from jewelrec.server.app import create_app
+from jewelrec.text.search import TextSearcher
+
+
+@pytest.fixture(scope="module")
+def recommender(tiny_home) -> Recommender:
+    return Recommender.open(tiny_home)
+
+
+@pytest.fixture(scope="module")
+def facets(recommender) -> dict:
+    return recommender.store.facets()
+
+
+def test_types_and_brands_are_read_as_the_catalog_spells_them(recommender, facets,
+                                                             tiny_query_photo):
+    """"RING", "any" and "maison verel" found nothing: only the catalog's exact spelling
+    matched, and "any" was taken for a type named any."""
+    a_type, brand = facets["types"][0], facets["brands"][0]
+    shouted = recommender.recommend(tiny_query_photo, k=3, type=a_type.upper())
+    assert shouted.searched_types == [a_type] and shouted.results
+    assert {r.type for r in shouted.results} == {a_type}
+    every = recommender.recommend(tiny_query_photo, k=3, type="any")
+    assert sorted(every.searched_types) == sorted(facets["types"])
+    by_brand = recommender.recommend(tiny_query_photo, k=3, type="any",
+                                     filters=Filters.build(brands=brand.lower()))
+    assert by_brand.results and {r.brand for r in by_brand.results} == {brand}
+    typed = recommender.recommend(tiny_query_photo, k=3,
+                                  filters=Filters.build(types=[a_type.title()]))
+    assert {r.type for r in typed.results} == {a_type}
+    words = TextSearcher.open(recommender.home).search(
+        "jewelry", k=3, filters=Filters.build(brands=brand.upper()))
+    assert words.results and {r.brand for r in words.results} == {brand}
+
+
+@pytest.mark.parametrize(("asked", "said"), [
+    ({"type": "spaceship"}, "unknown type 'spaceship'"),
+    ({"filters": Filters.build(brands="No Such Maker")}, "unknown brand 'No Such Maker'"),
+    ({"filters": Filters.build(metals="unobtainium")}, "unknown metal 'unobtainium'"),
+    ({"k": -1}, "at least 1"),
+    ({"k": 0}, "at least 1"),
+    ({"k": 2.5}, "whole number"),
+    ({"k": "5"}, "whole number"),
+    ({"crop": (0, 0, 10)}, "crop: a Box or four whole numbers"),
+    ({"crop": (0, 0, 10.5, 20)}, "crop: a Box or four whole numbers"),
+])
+def test_a_wrong_argument_is_a_value_error_naming_it(recommender, tiny_query_photo, asked, said):
+    with pytest.raises(ValueError, match=said):
+        recommender.recommend(tiny_query_photo, **asked)
+
+
+def test_other_wrong_arguments_say_what_is_expected(recommender, tiny_query_photo):
+    with pytest.raises(PieceError, match="piece's number"):
+        recommender.recommend(tiny_query_photo, piece="0")
+    with pytest.raises(TypeError, match="a photo is a path, bytes"):
+        recommender.recommend(12)
+    with pytest.raises(ValueError, match="at least 1"):
+        TextSearcher.open(recommender.home).search("gold", k=-5)  # was 95 results
+    with pytest.raises(ValueError, match="at least 1"):
+        recommender.similar_to_product(recommender.store.all_products()[0].id, k=-5)
+    with pytest.raises(UnknownProductError, match="no product with id 'nosuch'") as caught:
+        recommender.similar_to_product("nosuch")
+    assert isinstance(caught.value, JewelrecError) and isinstance(caught.value, KeyError)
+
+
+def test_a_photo_may_be_a_pil_image_an_open_file_or_a_crop_as_four_numbers(
+        recommender, tiny_query_photo):
+    by_bytes = recommender.recommend(tiny_query_photo, k=3)
+    picture = Image.open(io.BytesIO(tiny_query_photo))
+    assert [r.id for r in recommender.recommend(picture, k=3).results] == [
+        r.id for r in by_bytes.results]
+    assert [r.id for r in recommender.recommend(io.BytesIO(tiny_query_photo), k=3).results] == [
+        r.id for r in by_bytes.results]
+    cropped = recommender.recommend(tiny_query_photo, k=3, crop=(10, 12, 120, 100))
+    assert cropped.crop.as_tuple() == (10, 12, 120, 100)
+    with pytest.raises(JewelrecError, match="binary mode"):
+        recommender.recommend(io.StringIO("not a photo"))
+
+
+def test_the_api_refuses_a_type_the_models_know_but_the_shop_does_not_sell(tiny_home):
+    """A type the classifier learnt and the catalog since dropped searched nothing and answered
+    an empty 200; it is a 422 naming the types the shop sells."""
+    recommender = Recommender.open(tiny_home)
+
+    class KnowsMore:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+            self.classes = [*inner.classes, "brooch"]
+
+    recommender.swap(replace(recommender.snapshot,
+                             classifier=KnowsMore(recommender.classifier)))
+    with TestClient(create_app(tiny_home, recommender=recommender)) as client:
+        answer = client.get("/api/search", params={"q": "gold", "type": "brooch"})
+    assert answer.status_code == 422
+    assert "unknown type 'brooch'" in answer.json()["detail"]
