@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jewelrec import commands
-from jewelrec.console import EXIT_USAGE, home_of
+from jewelrec.console import EXIT_USAGE, home_of, print_error
 from jewelrec.demo import run_demo
 from jewelrec.errors import JewelrecError
 from jewelrec.home import PRECISIONS, storage_error
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except JewelrecError as exc:
-        print(f"jewelrec {args.command}: {exc}", file=sys.stderr)
+        print_error(args, str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -387,16 +387,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         name = exc.filename
         where = Path(os.fsdecode(name)) if isinstance(name, str | bytes) else home_of(args).root
-        print(f"jewelrec {args.command}: {storage_error('use', where, exc)}", file=sys.stderr)
+        print_error(args, str(storage_error("use", where, exc)))
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - last line of defence: a message, not a traceback
         if os.environ.get("JEWELREC_DEBUG"):
             raise
-        print(
-            f"jewelrec {args.command}: unexpected error: {type(exc).__name__}: {exc}\n"
-            "(set JEWELREC_DEBUG=1 to see the traceback)",
-            file=sys.stderr,
-        )
+        print_error(args, f"unexpected error: {type(exc).__name__}: {exc}\n"
+                    "(set JEWELREC_DEBUG=1 to see the traceback)")
         return EXIT_USAGE
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jewelrec.console import EXIT_FAILED, check_seed, home_of, print_json
+from jewelrec.console import EXIT_FAILED, check_seed, home_of, print_json, printable
 from jewelrec.errors import CatalogError, JewelrecError
 
 
@@ -162,21 +162,23 @@ def run_recommend(args: argparse.Namespace) -> int:
     failed = 0
     options = dict(k=args.k, filters=filters, prefer_brand=args.prefer_brand,
                    group_variants=args.group_variants, text=args.words)
-    for photo in args.photos:
+    for path in args.photos:
+        photo = printable(path)  # the name as shown: any bytes the file system allowed
         try:
             if args.all_pieces:
-                recs = recommender.recommend_pieces(Path(photo), photo_name=photo, **options)
+                recs = recommender.recommend_pieces(Path(path), photo_name=photo, **options)
             else:
-                recs = [recommender.recommend(Path(photo), crop=crop, piece=args.piece,
+                recs = [recommender.recommend(Path(path), crop=crop, piece=args.piece,
                                               photo_name=photo, **options)]
         except (JewelrecError, ValueError, OSError) as exc:
             failed += 1
-            print(f"{photo}: {exc}", file=sys.stderr)
-            outcomes.append((photo, str(exc)))
+            message = printable(str(exc))
+            print(f"{photo}: {message}", file=sys.stderr)
+            outcomes.append((path, message))
             if args.json:  # one line per photo, so a script reading them stays in step
-                print_json({"photo": photo, "error": str(exc)})
+                print_json({"photo": photo, "error": message})
             continue
-        outcomes.extend((photo, rec) for rec in recs)
+        outcomes.extend((path, rec) for rec in recs)
         if args.json:
             print_json([rec.to_dict() for rec in recs] if args.all_pieces
                        else recs[0].to_dict())

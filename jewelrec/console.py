@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from jewelrec.errors import JewelrecError
 from jewelrec.home import Home
@@ -27,6 +28,21 @@ def home_of(args: argparse.Namespace) -> Home:
     return Home(getattr(args, "home", None))
 
 
+def printable(text: str) -> str:
+    """A file name as text that prints and saves as UTF-8: bytes a file system allows but UTF-8
+    does not (Python keeps them as lone surrogates) become U+FFFD. A photo named b"bad\\xffname"
+    crashed `recommend --html` and `report --photo`, and made `--json` lines invalid UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def print_json(obj: object) -> None:
-    """One JSON document on stdout (non-ASCII text kept as it is)."""
-    print(json.dumps(obj, ensure_ascii=False))
+    """One JSON document on stdout (non-ASCII text kept as it is, file names printable)."""
+    print(printable(json.dumps(obj, ensure_ascii=False)))
+
+
+def print_error(args: argparse.Namespace, message: str) -> None:
+    """A command's failure on stderr, and with `--json` as {"error": ...} on stdout too: a
+    script reading stdout as JSON got nothing to read."""
+    print(f"jewelrec {args.command}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json({"error": message})

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from jewelrec.console import printable
 from jewelrec.home import Home, atomic_write_bytes
 from jewelrec.imaging.io import image_to_jpeg_bytes, load_image, resize_short_side
 from jewelrec.links import safe_link
@@ -101,14 +102,14 @@ def render_page(
     for photo, outcome in recommendations:
         parts.append("<section>")
         if isinstance(outcome, str):
-            parts.append(f"<p class='err'>{esc(photo)}: {esc(outcome)}</p></section>")
+            parts.append(f"<p class='err'>{esc(printable(photo))}: {esc(outcome)}</p></section>")
             continue
         confidence = outcome.type_confidence or 0.0
         if photo not in thumbnails:
             thumbnails[photo] = _thumbnail_data_uri(photo)
         parts.append(
             f"<div class='query'><img alt='query photo' src='{thumbnails[photo]}'>"
-            f"<div><div class='meta'>{esc(photo)}</div>"
+            f"<div><div class='meta'>{esc(printable(photo))}</div>"
             f"<h2>{esc(outcome.type or '?')} <small>({confidence:.0%})</small></h2>"
             f"{_piece_line(outcome)}"
             f"{_doubts(outcome)}"

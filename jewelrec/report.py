@@ -34,6 +34,7 @@ from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.catalog.views import split_views
+from jewelrec.console import printable
 from jewelrec.errors import JewelrecError, NotReadyError
 from jewelrec.evaluate import RECALL_AT, EvaluationReport, evaluate_home
 from jewelrec.home import Home, atomic_write_bytes
@@ -349,7 +350,7 @@ def examples_section(
     from jewelrec.recommend import Recommender
 
     recommender = Recommender.open(home)
-    queries: list[tuple[str, Any, str | None]] = [(str(p), p, None) for p in photos]
+    queries: list[tuple[str, Any, str | None]] = [(printable(str(p)), p, None) for p in photos]
     if not queries:  # held-out views, one per type in turn: their right answer is known
         _, held_out = split_views(
             products, hygiene.excluded_views(recommender.store.meta(hygiene.META_KEY)))

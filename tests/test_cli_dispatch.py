@@ -170,3 +170,41 @@ def test_the_results_page_finds_its_images_from_a_home_whose_path_has_hash_or_pe
                if not s.startswith("data:")]
     assert sources and all("#" not in s for s in sources)
     assert all((page.parent / unquote(s)).is_file() for s in sources)
+
+
+def test_with_json_a_failed_command_says_why_on_stdout_too(tmp_path, capsys):
+    """A script reading `--json` output got an empty stdout for a home not ready, and its
+    json.loads failed instead of reading the error."""
+    import json
+
+    missing = str(tmp_path / "no-home")
+    for argv in (["recommend", "x.jpg"], ["search", "gold"], ["evaluate"], ["report"],
+                 ["index"]):
+        assert main([*argv, "--home", missing, "--json"]) == EXIT_USAGE, argv
+        out, err = capsys.readouterr()
+        said = json.loads(out)
+        assert set(said) == {"error"} and said["error"] and said["error"] in err, (argv, out)
+
+
+def test_a_photo_name_that_is_not_utf8_is_shown_not_a_crash(tiny_home, tiny_query_photo,
+                                                           tmp_path, capsys):
+    """A file name with a byte UTF-8 does not allow crashed `--html` and `report --photo`, and
+    made `--json` lines invalid UTF-8."""
+    import json
+    import os
+
+    photo = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.jpg")
+    with open(photo, "wb") as out:
+        out.write(tiny_query_photo)
+    page = tmp_path / "page.html"
+    code = main(["recommend", photo, "--home", str(tiny_home), "-k", "2", "--json",
+                 "--html", str(page)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    answer = json.loads(out.encode("utf-8"))  # encodable: no lone surrogates left
+    assert answer["photo"].endswith("bad\ufffdname.jpg")
+    assert "bad\ufffdname.jpg" in page.read_text(encoding="utf-8")
+    report = tmp_path / "report.html"
+    assert main(["report", "--home", str(tiny_home), "--photo", photo, "--out", str(report),
+                 "--examples", "0", "--no-progress"]) == 0
+    assert "bad\ufffdname.jpg" in report.read_text(encoding="utf-8")
