@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -209,6 +210,11 @@ class Home:
     @property
     def catalog_db(self) -> Path:
         return self.root / "catalog.sqlite"
+
+    def command(self, *words: str) -> str:
+        """`jewelrec <words> --home <this home>`, quoted for a shell: the command a message asks
+        the operator to run, ready to paste (a home with a space in its path broke it)."""
+        return " ".join(["jewelrec", *words, "--home", shlex.quote(str(self.root))])
 
     def require_catalog(self, error: type[JewelrecError] = NotReadyError) -> Path:
         """The catalog store's path, or `error` (a stage's NotReadyError; the store's own

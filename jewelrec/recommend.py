@@ -489,13 +489,13 @@ class Recommender:
         version = versions.current_version(home)
         if version is None:
             raise NotReadyError(
-                f"no index in {home.root}: run `jewelrec index --home {home.root}` first"
+                f"no index in {home.root}: run `{home.command('index')}` first"
             )
         meta = versions.read_meta(home, version)
         if embedder and meta.get("embedder") and embedder != meta["embedder"]:
             raise NotReadyError(
                 f"the index was built with embedder {meta['embedder']!r}, not {embedder!r}: "
-                f"run `jewelrec index --embedder {embedder}` first"
+                f"run `{home.command('index', '--embedder', embedder)}` first"
             )
         classifier_name = classifier or settings.classifier
         snapshot = load_snapshot(

@@ -221,7 +221,7 @@ def training_record(path: Path) -> dict | None:
 def training_section(home: Home) -> Section:
     records = sorted(home.models_dir.glob("*/training.json")) if home.models_dir.exists() else []
     if not records:
-        raise NotReadyError(f"no trained model: run `jewelrec train --home {home.root}`")
+        raise NotReadyError(f"no trained model: run `{home.command('train')}`")
     parts = []
     for record in records:
         folder = record.parent
@@ -416,7 +416,7 @@ def map_section(home: Home, points: int) -> Section:
 
     version = versions.current_version(home)
     if version is None:
-        raise NotReadyError(f"no index yet: run `jewelrec index --home {home.root}`")
+        raise NotReadyError(f"no index yet: run `{home.command('index')}`")
     with versions.damaged_as_not_ready(home, version):
         index = ExactIndex.load(versions.version_dir(home, version))
     first: dict[str, int] = {}

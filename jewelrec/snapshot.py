@@ -82,7 +82,7 @@ def _check_embedder_matches(home: Home, version: str, name: str, meta: Mapping[s
             and model_fingerprint(folder) != recorded:
         raise NotReadyError(
             f"the {name} embedder was retrained after index {version} was built, so the index "
-            f"does not match it: run `jewelrec index --home {home.root}`")
+            f"does not match it: run `{home.command('index')}`")
 
 
 def classifier_fingerprint(home: Home, name: str) -> str | None:

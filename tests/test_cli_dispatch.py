@@ -208,3 +208,18 @@ def test_a_photo_name_that_is_not_utf8_is_shown_not_a_crash(tiny_home, tiny_quer
     assert main(["report", "--home", str(tiny_home), "--photo", photo, "--out", str(report),
                  "--examples", "0", "--no-progress"]) == 0
     assert "bad\ufffdname.jpg" in report.read_text(encoding="utf-8")
+
+
+def test_a_command_to_run_next_is_quoted_for_pasting(tiny_catalog, tmp_path, capsys):
+    """A home with a space in its path gave `jewelrec index --home /x/my shop`, which a shell
+    reads as two words."""
+    import shlex
+
+    home = tmp_path / "my shop ü"
+    assert main(["ingest", str(tiny_catalog / "catalog.csv"), "--home", str(home),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(tiny_catalog / "catalog.csv"), "--home", str(home)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    suggested = err.split("`")[1]
+    assert shlex.split(suggested) == ["jewelrec", "index", "--home", str(home)], err

@@ -8,6 +8,7 @@ whoever opened the home (models/backbone.py); the others never see it.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,7 @@ def _load(models_dir: Path, kind: str, name: str, cls: type, backbone: Backbone 
     if not folder.exists():
         raise NotReadyError(
             f"no trained {kind} {name!r} in {models_dir.parent}: "
-            f"run `jewelrec train --home {models_dir.parent} --{kind} {name}` first"
+            f"run `jewelrec train --home {shlex.quote(str(models_dir.parent))} --{kind} {name}` "
+            "first"
         )
     return cls.load(folder, **_runtime(cls, backbone))

@@ -111,7 +111,7 @@ def publish(home: Home, building: Path, meta: dict[str, Any]) -> str:
 def version_dir(home: Home, version: str | None = None) -> Path:
     version = version or current_version(home)
     if version is None:
-        raise NotReadyError(f"no index in {home.root}: run `jewelrec index --home {home.root}`")
+        raise NotReadyError(f"no index in {home.root}: run `{home.command('index')}`")
     folder = home.index_dir / version
     if not (folder / "meta.json").exists():
         raise NotReadyError(f"index {version} is incomplete: rerun `jewelrec index`")
@@ -136,7 +136,7 @@ def damaged_as_not_ready(home: Home, version: str) -> Iterator[None]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = f"{type(exc).__name__}: {exc}"[:200]
         raise NotReadyError(f"index {version} in {home.root} is damaged ({reason}): run "
-                            f"`jewelrec index --home {home.root}` to build it again") from exc
+                            f"`{home.command('index')}` to build it again") from exc
 
 
 def _remove_stale(home: Home, keep: str) -> None:
