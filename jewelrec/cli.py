@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jewelrec import commands
+from jewelrec import __version__, commands
 from jewelrec.console import EXIT_USAGE, home_of, print_error
 from jewelrec.demo import run_demo
 from jewelrec.errors import JewelrecError
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "jewelrec train && jewelrec index && jewelrec recommend photo.jpg",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"jewelrec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_IntermixedParser)
 

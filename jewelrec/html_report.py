@@ -85,6 +85,11 @@ def _why_chips(why: Sequence[str]) -> str:
             + "</div>")
 
 
+# No script runs and nothing is fetched but the catalog's images beside the page (escaping is
+# the first defence against a hostile catalog title; this is the second).
+PAGE_CSP = "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'"
+
+
 def render_page(
     home: Home,
     out: Path,
@@ -96,6 +101,7 @@ def render_page(
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{PAGE_CSP}\">",
         f"<title>jewelrec recommendations</title><style>{STYLE}</style></head><body>",
         "<h1>jewelrec recommendations</h1>",
     ]

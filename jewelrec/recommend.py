@@ -369,6 +369,10 @@ class Recommendation:
             "query": self.query,
             "applied": self.applied,
             "ranked_by": self.ranked_by,
+            "type_probabilities": self.type_probabilities,
+            "searched_types": self.searched_types,
+            "crop": list(self.crop.as_tuple()) if self.crop is not None else None,
+            "index_version": self.index_version,  # the snapshot that answered
         }
 
 

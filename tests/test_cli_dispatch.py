@@ -203,11 +203,24 @@ def test_a_photo_name_that_is_not_utf8_is_shown_not_a_crash(tiny_home, tiny_quer
     assert code == 0, err
     answer = json.loads(out.encode("utf-8"))  # encodable: no lone surrogates left
     assert answer["photo"].endswith("bad\ufffdname.jpg")
-    assert "bad\ufffdname.jpg" in page.read_text(encoding="utf-8")
+    shown = page.read_text(encoding="utf-8")
+    assert "bad\ufffdname.jpg" in shown
+    assert "Content-Security-Policy" in shown and "default-src 'none'" in shown  # no script
+    assert set(answer) >= {"crop", "index_version", "searched_types", "type_probabilities"}
     report = tmp_path / "report.html"
     assert main(["report", "--home", str(tiny_home), "--photo", photo, "--out", str(report),
                  "--examples", "0", "--no-progress"]) == 0
     assert "bad\ufffdname.jpg" in report.read_text(encoding="utf-8")
+
+
+def test_version(capsys):
+    from jewelrec import __version__
+
+    try:
+        main(["--version"])
+    except SystemExit as done:
+        assert done.code == 0
+    assert capsys.readouterr().out.strip() == f"jewelrec {__version__}"
 
 
 def test_a_command_to_run_next_is_quoted_for_pasting(tiny_catalog, tmp_path, capsys):

@@ -364,16 +364,11 @@ def _response(
     it, tests/test_one_place_rules.py keeps the two alike), with what a browser needs on top."""
     data = recommendation.to_dict()
     data["results"] = [_result(r) for r in data["results"]]
-    box = recommendation.crop
     return schemas.Recommendation(
         **data,
-        type_probabilities=recommendation.type_probabilities,
-        crop=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)] if box is not None else None,
-        searched_types=recommendation.searched_types,
         photo_size=(
             schemas.PhotoSize(width=photo_size[0], height=photo_size[1]) if photo_size else None
         ),
-        index_version=recommendation.index_version,  # the snapshot that answered
     )
 
 
