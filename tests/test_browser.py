@@ -165,6 +165,7 @@ def test_an_undecided_type_is_asked_and_one_click_searches_that_type(page, unsur
     assert question.startswith("Is this ") and question.endswith("?")
     assert len(choices) >= 2 and all(choice in question for choice in choices)
     assert "likely types" in page.inner_text("#detected")
+    assert question in page.inner_text("#status")  # a screen reader hears the question too
 
     chosen = choices[1]  # not the most likely one: the click must be what decides
     with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
@@ -448,7 +449,7 @@ def test_on_a_phone_a_huge_photo_is_shrunk_and_the_results_come_into_view(
         small.set_input_files("#photo-input", files=[
             {"name": "phone.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
     assert sent.value.status == 200
-    assert max(sent.value.json()["photo_size"].values()) <= 2048
+    assert max(sent.value.json()["photo_size"].values()) <= 1600
     small.wait_for_selector("#results .card")
     small.wait_for_function(
         "() => document.querySelector('#results-heading').getBoundingClientRect().top"
@@ -572,4 +573,82 @@ def test_the_address_bar_holds_a_search_back_returns_to_it_and_a_link_reopens_it
         assert "k=12" in sent.value.url
     finally:
         fresh.close()
+    assert errors == []
+
+
+def test_by_keyboard_on_a_small_screen_and_in_forced_colours(page, server_url, tiny_query_photo):
+    """What a helper's accessibility pass found: no way to search one area without dragging
+    (WCAG 2.1.1, 2.5.7); focus lost to the page after a photo was picked; the page wider than a
+    320-px screen once a photo was in (1.4.10); the chosen type chip like the others in forced
+    colours (1.4.1); an alert at each keystroke of a maximum price passing below the minimum; a
+    button named "More like <title>" while it shows "More like this" (2.5.3)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server_url + "/")
+    page.wait_for_selector("#type-chips input")
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.set_input_files("#photo-input", files=[
+            {"name": "mine.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}])
+    wait_until_idle(page)
+    assert page.evaluate("() => document.activeElement.id") == "stage"
+    width, height = sent.value.json()["photo_size"].values()
+
+    # the keyboard's area: Enter places it, arrows move it, Shift+arrow resizes, Enter searches
+    page.keyboard.press("Enter")
+    assert page.is_visible("#drag-box")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowDown")
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")) as sent:
+        page.keyboard.press("Enter")
+    step_x, step_y = max(1, round(width / 20)), max(1, round(height / 20))
+    x0, y0 = round(width * 0.2) + 2 * step_x, round(height * 0.2)
+    expected = [x0, y0, round(width * 0.8) + 2 * step_x, round(height * 0.8) + step_y]
+    assert sent.value.json()["crop"] == expected  # the area sent, as the server searched it
+    wait_until_idle(page)
+    assert page.is_hidden("#drag-box") and page.is_visible("#crop-box")
+    page.keyboard.press("Enter")  # Escape lets a placed area go, nothing searched
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#drag-box")
+
+    name = page.get_attribute("#results .card >> nth=0 >> button.more", "aria-label")
+    assert name.startswith("More like this")
+
+    # a maximum typed key by key below the minimum on its way: no alert until it is left
+    page.evaluate("""() => { window.alerts = 0; new MutationObserver(() => {
+        if (!document.querySelector('#error').hidden) window.alerts += 1; })
+        .observe(document.querySelector('#error'), {attributes: true, childList: true}); }""")
+    page.fill("#min-price", "300")
+    page.type("#max-price", "1000", delay=450)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => window.alerts") == 0
+    page.fill("#max-price", "100")
+    page.press("#max-price", "Tab")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "minimum price is above the maximum" in page.inner_text("#error")
+    page.fill("#min-price", "")
+    page.fill("#max-price", "")
+
+    # forced colours: the chosen type chip keeps a mark of its own
+    page.emulate_media(forced_colors="active")
+    chip_colours = page.evaluate("""() => [...document.querySelectorAll('#type-chips .chip')]
+        .map(c => [document.getElementById(c.htmlFor).checked,
+                   getComputedStyle(c).backgroundColor])""")
+    chosen = {colour for checked, colour in chip_colours if checked}
+    others = {colour for checked, colour in chip_colours if not checked}
+    assert len(chosen) == 1 and not chosen & others, chip_colours
+    page.emulate_media(forced_colors="none")
+
+    # 320 px wide (a small phone, or 400% zoom): nothing wider than the screen
+    small = page.context.browser.new_context(viewport={"width": 320, "height": 568})
+    narrow = small.new_page()
+    narrow.set_default_timeout(TIMEOUT_MS)
+    narrow.goto(server_url + "/")
+    narrow.wait_for_selector("#type-chips input")
+    with narrow.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        narrow.set_input_files("#photo-input", files=[
+            {"name": "mine.jpg", "mimeType": "image/jpeg", "buffer": tiny_query_photo}])
+    narrow.wait_for_selector("#results .card")
+    assert narrow.evaluate("() => document.documentElement.scrollWidth") <= 320
+    small.close()
     assert errors == []

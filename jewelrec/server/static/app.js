@@ -138,13 +138,27 @@ function setStatus(text) {
   el.status.textContent = text;
 }
 
+// On a phone the results lie under the photo and the filters, a screen or two down: what a
+// search says (results, an error, nothing found) is brought into view, without the smooth
+// scroll for a shopper who asked for less motion.
+function bringIntoView(element) {
+  if (!window.matchMedia("(max-width: 720px)").matches) return;
+  const top = element.getBoundingClientRect().top;
+  if (top >= 0 && top < window.innerHeight * 0.8) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  element.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+}
+
 function showError(text, retry = null) {
   el.error.replaceChildren(text || "");
   if (text && retry) {
     const again = Object.assign(document.createElement("button"), {
       type: "button", className: "button small", textContent: "Try again",
     });
-    again.addEventListener("click", () => retry());
+    again.addEventListener("click", () => {
+      el.resultsHeading.focus({ preventScroll: true }); // this button goes with the message
+      retry();
+    });
     el.error.append(" ", again);
   }
   el.error.hidden = !text;
@@ -225,7 +239,8 @@ function showEmpty(searchedType, applied) {
     search();
   };
   el.empty.hidden = false;
-  setStatus("No results.");
+  setStatus(text);
+  bringIntoView(el.empty);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,6 +254,8 @@ function fillSelect(select, values) {
     select.append(option);
   }
 }
+
+const chipSearch = debounce(() => search(), 250);
 
 function renderTypeChips(types) {
   el.typeChips.replaceChildren();
@@ -256,7 +273,7 @@ function renderTypeChips(types) {
     label.textContent = type === ANY ? "All types" : capitalise(plural(type));
     input.addEventListener("change", () => {
       state.type = type;
-      search();
+      chipSearch(); // the arrow keys step through every chip on the way: one search at the end
     });
     el.typeChips.append(input, label);
   }
@@ -375,10 +392,9 @@ async function usePhoto(blob, name, fromExample = false) {
   el.resultsHeading.textContent = "Similar pieces";
   el.back.hidden = true;
   el.photo.src = state.photoUrl;
-  el.photo.alt = `Your photo: ${state.photoName}`;
+  el.photo.alt = "Your photo"; // a file name ("IMG_1234.jpg") says nothing when read aloud
   el.photo.onerror = () => { // a format the browser cannot show (TIFF): searched all the same
-    el.photo.alt = `Your photo (${state.photoName}) cannot be shown by this browser; it is ` +
-      "searched all the same";
+    el.photo.alt = "Your photo, which this browser cannot show; it is searched all the same";
   };
   el.cropBox.hidden = true;
   el.hotspots.hidden = true;
@@ -387,19 +403,21 @@ async function usePhoto(blob, name, fromExample = false) {
   el.stageWrap.hidden = false;
   el.dropzone.hidden = true;
   el.examples.hidden = true;
-  await search();
-  // on a phone the results lie under the filters, out of sight: brought into view once
-  const below = el.resultsHeading.getBoundingClientRect().top > window.innerHeight;
-  if (below && el.results.children.length && window.matchMedia("(max-width: 720px)").matches) {
-    el.resultsHeading.scrollIntoView({ behavior: "smooth", block: "start" });
+  // the button or example that had the keyboard is hidden now: the photo takes it
+  if (document.activeElement === document.body || document.activeElement === null) {
+    el.stage.focus({ preventScroll: true });
   }
+  await search();
+  if (el.results.children.length) bringIntoView(el.resultsHeading);
 }
 
-// A phone's 48 MP photo (over the server's upload limit, and far more than the models look at:
-// a few hundred pixels) is sent as a JPEG of at most SHRINK_SIDE pixels a side; a photo the
-// browser cannot decode (HEIC, TIFF) goes as it is, for the server to judge.
-const SHRINK_BYTES = 4_000_000;
-const SHRINK_SIDE = 2048;
+// A phone's photo (3-5 MB, a 48 MP one over the server's upload limit, and far more than the
+// models look at: the server reads 720 px of it) is sent as a JPEG of at most SHRINK_SIDE
+// pixels a side: on a slow connection a 3 MB photo did not finish uploading in the 30 s a
+// search may take. A photo the browser cannot decode (HEIC, TIFF) goes as it is, for the
+// server to judge.
+const SHRINK_BYTES = 1_500_000;
+const SHRINK_SIDE = 1600;
 
 async function shrunk(blob) {
   if (blob.size <= SHRINK_BYTES || !window.createImageBitmap) return blob;
@@ -540,22 +558,94 @@ function startDrawing() {
     const size = photoSize();
     const sx = size.width / end.rect.width;
     const sy = size.height / end.rect.height;
-    state.crop = [
+    searchArea([
       Math.round(box.left * sx),
       Math.round(box.top * sy),
       Math.round((box.left + box.width) * sx),
       Math.round((box.top + box.height) * sy),
-    ];
-    state.piece = null;
-    showCrop(state.crop, true);
-    backToPhotoMode();
-    search();
+    ]);
   };
   el.stage.addEventListener("pointerup", finish);
   el.stage.addEventListener("pointercancel", () => {
     start = null;
     el.dragBox.hidden = true;
   });
+}
+
+// [x0, y0, x1, y1] in the photo's pixels, drawn or placed with the keys: searched alone.
+function searchArea(box) {
+  state.crop = box;
+  state.piece = null;
+  showCrop(state.crop, true);
+  backToPhotoMode();
+  search();
+}
+
+// Drawing takes a pointer (WCAG 2.1.1, 2.5.7): on the photo, Enter or Space places an area (the
+// one searched, else the middle of the photo), the arrow keys move it, Shift and the arrows
+// resize it from its far corner, Enter or Space searches it and Escape lets it go.
+const AREA_STEPS = 20; // an arrow moves the area by 1/20 of the photo
+
+function keyboardArea() {
+  let box = null; // [x0, y0, x1, y1] in the photo's pixels while it is being placed
+  const clamp = (value, low, high) => Math.min(Math.max(value, low), high);
+  const drop = () => {
+    box = null;
+    el.dragBox.hidden = true;
+  };
+  const show = (size) => {
+    const [x0, y0, x1, y1] = box;
+    Object.assign(el.dragBox.style, {
+      left: `${(100 * x0) / size.width}%`,
+      top: `${(100 * y0) / size.height}%`,
+      width: `${(100 * (x1 - x0)) / size.width}%`,
+      height: `${(100 * (y1 - y0)) / size.height}%`,
+    });
+    el.dragBox.hidden = false;
+  };
+  const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  el.stage.addEventListener("keydown", (event) => {
+    const size = photoSize();
+    if (event.target !== el.stage || !state.photo || !size.width || !size.height) return;
+    const enter = event.key === "Enter" || event.key === " ";
+    if (box === null) {
+      if (!enter) return;
+      event.preventDefault();
+      const [w, h] = [size.width, size.height];
+      box = state.crop ? [...state.crop]
+        : [Math.round(w * 0.2), Math.round(h * 0.2), Math.round(w * 0.8), Math.round(h * 0.8)];
+      show(size);
+      setStatus("Arrow keys move the area, Shift with the arrow keys resizes it, Enter " +
+        "searches it, Escape cancels.");
+      return;
+    }
+    const stepX = Math.max(1, Math.round(size.width / AREA_STEPS));
+    const stepY = Math.max(1, Math.round(size.height / AREA_STEPS));
+    if (event.key in moves) {
+      event.preventDefault();
+      const [dx, dy] = moves[event.key];
+      const [x0, y0, x1, y1] = box;
+      if (event.shiftKey) {
+        box = [x0, y0, clamp(x1 + dx * stepX, x0 + stepX, size.width),
+          clamp(y1 + dy * stepY, y0 + stepY, size.height)];
+      } else {
+        const mx = clamp(dx * stepX, -x0, size.width - x1);
+        const my = clamp(dy * stepY, -y0, size.height - y1);
+        box = [x0 + mx, y0 + my, x1 + mx, y1 + my];
+      }
+      show(size);
+    } else if (enter) {
+      event.preventDefault();
+      const chosen = box;
+      drop();
+      searchArea(chosen);
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      drop();
+      setStatus("");
+    }
+  });
+  el.stage.addEventListener("blur", drop);
 }
 
 function wirePhotoInputs() {
@@ -598,12 +688,10 @@ function wirePhotoInputs() {
   el.wholePhoto.addEventListener("click", () => {
     const size = photoSize();
     if (!size.width) return;
-    state.crop = [0, 0, size.width, size.height];
-    state.piece = null;
-    backToPhotoMode();
-    search();
+    searchArea([0, 0, size.width, size.height]);
   });
   startDrawing();
+  keyboardArea();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -627,20 +715,26 @@ function fail(message, retry = true) {
   el.empty.hidden = true;
   showError(message, retry ? () => search() : null);
   setStatus(""); // the alert above is announced by itself
+  bringIntoView(el.error);
 }
 
-function search() {
-  showError("");
+// `typing`: a search the price fields start as the shopper types: "1000" passes through "1",
+// "10" and "100" below a minimum of 300, which is not worth an alert each time; the field's
+// change (leaving it, Enter) says so.
+function search({ typing = false } = {}) {
   const min = numberOrNull(el.minPrice);
   const max = numberOrNull(el.maxPrice);
   if (min !== null && max !== null && min > max) {
     if (state.controller) state.controller.abort();
     state.seq += 1; // an answer still on its way is stale now
     setLoading(false);
-    fail("The minimum price is above the maximum price. Lower the minimum or raise the maximum.",
-      false);
+    if (!typing) {
+      fail("The minimum price is above the maximum price. Lower the minimum or raise the " +
+        "maximum.", false);
+    }
     return Promise.resolve();
   }
+  showError("");
   remember();
   const params = filterParams();
   if (state.query) params.set("q", state.query);
@@ -694,7 +788,7 @@ async function request(url, options) {
   } catch (err) {
     if (seq !== state.seq) return;
     if (err.name === "AbortError" && !timedOut) return;
-    fail(timedOut ? "The shop's server did not answer in time." :
+    fail(timedOut ? "The search took too long: the connection may be slow, or the shop busy." :
       "Could not reach the shop's server. Check your connection and try again.");
   } finally {
     clearTimeout(timer);
@@ -724,13 +818,16 @@ function render(answer) {
       // undecided because the photo is unlike this shop's jewelry: said by the notice below
       const unsure = !state.type && answer.type_decided === false && answer.recognised !== false;
       const count = (answer.pieces || []).length;
-      el.detected.replaceChildren(
+      const said = [
         "Looks like ",
         Object.assign(document.createElement("strong"), { textContent: answer.type }),
         ` · ${percent} sure`,
         unsure ? ", so the likely types are shown" : "",
         count > 1 ? ` · ${count} pieces in your photo: pick one on it to search that one` : "",
-      );
+      ];
+      // a live region: rewritten only when it says something new (a brand picked is no news)
+      const text = said.map((part) => (typeof part === "string" ? part : part.textContent));
+      if (el.detected.textContent !== text.join("")) el.detected.replaceChildren(...said);
     }
   }
   showDoubts(answer);
@@ -752,7 +849,10 @@ function render(answer) {
   }[state.mode]?.() || "like your photo";
   const price = describePrice(numberOrNull(el.minPrice), numberOrNull(el.maxPrice),
     state.facets.currency);
-  setStatus(`${count} ${things} ${what}${price ? `, ${price}` : ""}.`);
+  // the notices above the results are said with them: a screen reader hears the status only
+  const doubts = [el.notJewelry, el.typeQuestionText].filter((notice) => !notice.closest("[hidden]"))
+    .map((notice) => ` ${notice.textContent}`).join("");
+  setStatus(`${count} ${things} ${what}${price ? `, ${price}` : ""}.${doubts}`);
 }
 
 // The answer's doubts: a photo unlike this shop's jewelry, and a type it could not decide,
@@ -789,7 +889,7 @@ function card(result) {
   node.dataset.price = String(result.price);
   const img = node.querySelector(".thumb-img");
   img.src = result.image_url;
-  img.alt = result.title;
+  img.alt = ""; // the card's title follows as its heading: read once, not twice
   node.querySelector(".card-type").textContent = result.type;
   const match = node.querySelector(".match");
   match.textContent = `${Math.round(Math.max(0, result.score) * 100)}% match`;
@@ -812,7 +912,7 @@ function card(result) {
     buy.remove();
   }
   const more = node.querySelector(".more");
-  more.setAttribute("aria-label", `More like ${result.title}`);
+  more.setAttribute("aria-label", `More like this: ${result.title}`); // the visible words first
   more.addEventListener("click", () => moreLike(result));
   return node;
 }
@@ -1029,8 +1129,15 @@ async function titleOf(productId) {
 // Start
 
 function wireFilters() {
-  const soon = debounce(search, 350);
-  for (const input of [el.minPrice, el.maxPrice]) input.addEventListener("input", soon);
+  const soon = debounce(() => search({ typing: true }), 350);
+  for (const input of [el.minPrice, el.maxPrice]) {
+    input.addEventListener("input", soon);
+    input.addEventListener("change", () => { // left, or Enter: now a range upside down is said
+      const min = numberOrNull(el.minPrice);
+      const max = numberOrNull(el.maxPrice);
+      if (min !== null && max !== null && min > max) search();
+    });
+  }
   for (const select of [el.brand, el.metal, el.k]) select.addEventListener("change", soon);
   el.filters.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -1067,7 +1174,8 @@ function wireSearchBox() {
       el.resultsHeading.textContent = "Similar pieces";
       el.back.hidden = true;
     }
-    search();
+    // typed at the top of a phone's screen: the answer is brought up to it
+    search().then(() => { if (el.results.children.length) bringIntoView(el.resultsHeading); });
   });
   el.query.addEventListener("search", () => { // the field's own clear button
     if (!el.query.value && state.query && state.mode !== "text") {
