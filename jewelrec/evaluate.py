@@ -306,21 +306,22 @@ def _median_latency(home: Home, recommender: Recommender, views) -> float:
 
 def _plot_confusion(home: Home, report: EvaluationReport) -> Path:
     classes, matrix = report.confusion_classes, np.array(report.confusion)
-    with plots.plain_text():  # type names are the catalog's words, `$` included
-        fig = plots.figure(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5)
-        ax = fig.add_subplot()
-        ax.imshow(matrix, cmap="Blues")
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-        ax.set_title(f"type confusion ({report.classifier}), accuracy {report.type_accuracy:.3f}")
-        fig.tight_layout()
-        path = home.reports_dir / "confusion.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+    fig = plots.figure(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    labels = [plots.as_written(c) for c in classes]  # type names are the catalog's words
+    ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_title(f"type confusion ({plots.as_written(report.classifier)}), "
+                 f"accuracy {report.type_accuracy:.3f}")
+    fig.tight_layout()
+    path = home.reports_dir / "confusion.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     return path

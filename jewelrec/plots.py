@@ -2,13 +2,13 @@
 (no pyplot state shared between callers), and catalog text drawn as written.
 
 matplotlib reads text between two `$` signs as mathematics: a brand "Bling$ #1 $hop" stopped the
-whole report with a parse error, and "Price $5 to $10 Co" was drawn in italics.
+whole report with a parse error, and "Price $5 to $10 Co" was drawn in italics. Turning the
+mathematics off everywhere drew a log axis's own labels as `$\\mathdefault{10^{2}}$`, so the
+catalog's words are escaped instead (`as_written`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 
@@ -22,10 +22,6 @@ def figure(width: float, height: float) -> Any:
     return made
 
 
-@contextmanager
-def plain_text() -> Iterator[None]:
-    """Text created and drawn inside is never read as mathematics (catalog names hold `$`)."""
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False}):
-        yield
+def as_written(text: str) -> str:
+    """Catalog text (a brand, a type) to draw as it is written: its `$` signs escaped."""
+    return str(text).replace("$", r"\$")

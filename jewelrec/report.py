@@ -155,11 +155,12 @@ def catalog_section(products: Sequence[Product], facets: dict[str, Any]) -> Sect
     figure = plots.figure(13, 4)
     ax = figure.add_subplot(1, 3, 1)
     names = sorted(types, key=lambda t: (-types[t], t))
-    ax.barh(names[::-1], [types[t] for t in names[::-1]], color="#c9a227")
+    labels = [plots.as_written(t) for t in names]
+    ax.barh(labels[::-1], [types[t] for t in names[::-1]], color="#c9a227")
     ax.set(title="products per type", xlabel="products")
     ax = figure.add_subplot(1, 3, 2)
     prices = [[p.price for p in products if p.type == t] for t in names]
-    ax.boxplot(prices, tick_labels=names, orientation="horizontal")
+    ax.boxplot(prices, tick_labels=labels, orientation="horizontal")
     low, high = min(p.price for p in products), max(p.price for p in products)
     if low > 0 and high / low > 20:  # prices spanning orders of magnitude
         ax.set_xscale("log")
@@ -167,7 +168,8 @@ def catalog_section(products: Sequence[Product], facets: dict[str, Any]) -> Sect
     ax.set(title=f"price per type ({facets['currency']})", xlabel="price")
     ax = figure.add_subplot(1, 3, 3)
     top = brands.most_common(12)
-    ax.barh([b for b, _ in top][::-1], [n for _, n in top][::-1], color="#7a5c2e")
+    ax.barh([plots.as_written(b) for b, _ in top][::-1], [n for _, n in top][::-1],
+            color="#7a5c2e")
     ax.set(title=f"top brands ({len(brands)} in all)", xlabel="products")
     summary = _table(["products", "images", "types", "brands", "metals", "price range"], [[
         len(products), len(images), len(types), len(brands), len(facets["metals"]),
@@ -269,8 +271,9 @@ def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> 
     figure = plots.figure(0.7 * len(classes) + 2.5, 0.7 * len(classes) + 2)
     ax = figure.add_subplot(1, 1, 1)
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    labels = [plots.as_written(c) for c in classes]
+    ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels)
     ax.set(xlabel="predicted", ylabel="true",
            title=f"type confusion, accuracy {evaluation.type_accuracy:.3f}")
     for i in range(len(classes)):
@@ -295,9 +298,10 @@ def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> 
     for n, key in enumerate([*(f"recall@{k}" for k in RECALL_AT), "classifier_precision"]):
         values = [per_type[t].get(key) or 0.0 for t in names]
         ax.bar(np.arange(len(names)) + n * width, values, width, label=key.replace("_", " "))
-    ax.set_xticks(np.arange(len(names)) + width * len(RECALL_AT) / 2, names)
+    ax.set_xticks(np.arange(len(names)) + width * len(RECALL_AT) / 2,
+                  [plots.as_written(t) for t in names])
     ax.set(ylim=(0, 1.05), ylabel="share", title="per type: Recall@K and classifier precision")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside, not on, the bars
     body = (f"<p>{evaluation.queries:,} held-out views (never trained on, never indexed) asked as "
             f"shopper photos; embedder {esc(evaluation.embedder)}, classifier "
             f"{esc(evaluation.classifier)}.</p>" + overall
@@ -438,7 +442,7 @@ def map_section(home: Home, points: int) -> Section:
     ax = figure.add_subplot(1, 1, 1)
     for t in types:
         mine = [n for n, i in enumerate(rows) if index.rows[i].type == t]
-        ax.scatter(xy[mine, 0], xy[mine, 1], s=12, color=colours[t], label=t)
+        ax.scatter(xy[mine, 0], xy[mine, 1], s=12, color=colours[t], label=plots.as_written(t))
     for n, i in enumerate(rows):
         image = _home_image(home, index.rows[i].image)
         if image is None:
@@ -495,13 +499,12 @@ def build_report(
             ("training", "Training", lambda: training_section(home)),
         ]
         sections, unavailable = [], {}
-        with plots.plain_text():
-            for section_id, title, build in builders:
-                try:
-                    sections.append(build())
-                except (JewelrecError, OSError) as exc:  # a missing step: say which, go on
-                    unavailable[section_id] = str(exc)
-                    sections.append(Section(section_id, title, _na(f"not available: {exc}")))
+        for section_id, title, build in builders:
+            try:
+                sections.append(build())
+            except (JewelrecError, OSError) as exc:  # a missing step: say which, go on
+                unavailable[section_id] = str(exc)
+                sections.append(Section(section_id, title, _na(f"not available: {exc}")))
     finally:
         store.close()
     page = _page(home, sections)
