@@ -170,6 +170,13 @@ def likely_types(classes: Sequence[str], probabilities: np.ndarray) -> dict[str,
     return chosen
 
 
+def ranked_types(classes: Sequence[str], probabilities: np.ndarray) -> list[tuple[str, float]]:
+    """Every type with its probability, most likely first (those of probability 0, types the
+    index does not hold, left out)."""
+    order = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
+    return [(classes[i], float(probabilities[i])) for i in order if probabilities[i] > 0]
+
+
 def within_types(classes: Sequence[str], probabilities: np.ndarray,
                  held: Sequence[str] | None) -> np.ndarray:
     """The probabilities of the `held` types only, renormalised (all of them when none is
@@ -783,10 +790,10 @@ class Recommender:
             results = self._search(snap, vector, k, filters.with_types(searched),
                                    group_variants)
         else:
-            likely = likely_types(classes, within_types(classes, probabilities, held))
-            searched = list(likely)
-            results = self._search_likely_types(snap, vector, k, filters, likely,
-                                                group_variants)
+            spread = within_types(classes, probabilities, held)
+            results, searched = self._search_likely_types(
+                snap, vector, k, filters, likely_types(classes, spread),
+                ranked_types(classes, spread), group_variants)
         known = known or QueryFacts()
         if known.type is None and decided and len(searched) == 1:  # fixed, or sure enough
             known = replace(known, type=searched[0])
@@ -837,17 +844,26 @@ class Recommender:
 
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
-        likely: dict[str, float], group_variants: bool = False,
-    ) -> list[Result]:
+        likely: dict[str, float], others: Sequence[tuple[str, float]] = (),
+        group_variants: bool = False,
+    ) -> tuple[list[Result], list[str]]:
         """k per likely type, merged by cosine + TYPE_PRIOR_WEIGHT * log p(type): a close piece
-        of a less likely type can still come first, a far one cannot. Scores stay cosines."""
+        of a less likely type can still come first, a far one cannot. Scores stay cosines.
+        While that finds fewer than k (a budget few of the likely types' pieces fit), the
+        `others` (the remaining types, most likely first) are searched too, merged by the same
+        rule: an undecided search of one likely type answered one anklet of five asked for,
+        with dozens of rings in the budget. Returns the results and the types searched."""
         ranked: list[tuple[float, Result]] = []
-        for t, p in likely.items():
+        searched: list[str] = []
+        for t, p in [*likely.items(), *((t, p) for t, p in others if t not in likely)]:
+            if t not in likely and len(ranked) >= k:
+                break
             prior = TYPE_PRIOR_WEIGHT * math.log(max(p, 1e-12))
             ranked += [(r.score + prior, r) for r in self._search(
                 snap, vector, k, filters.with_types([t]), group_variants)]
+            searched.append(t)
         ranked.sort(key=lambda pair: -pair[0])
-        return [r for _, r in ranked[:k]]
+        return [r for _, r in ranked[:k]], searched
 
     def similar_to_product(
         self, product_id: str, *, k: int = 10, filters: Filters | None = None,

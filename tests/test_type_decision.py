@@ -52,6 +52,22 @@ def test_an_unsure_type_searches_the_likely_types_merged_by_type_probability(sto
         ("ring", 0.6), ("bracelet", 0.35), ("necklace", 0.05)]
 
 
+def test_an_unsure_search_that_finds_fewer_than_k_goes_on_to_the_next_types(store):
+    """One likely type with a single piece in the budget answered one result of the five
+    asked for, though other types had pieces in it."""
+    answer = recommender_for(store, UNSURE, threshold=0.8).recommend(PHOTO, k=5)
+    assert answer.searched_types == ["ring", "bracelet", "necklace"]
+    # N1: 1.0 + .1 log .05 = .700, between B1 .885 and R2 .549
+    assert [r.id for r in answer.results] == ["R1", "B1", "N1", "R2", "B2"]
+    sure_of_ring = {"ring": 0.95, "bracelet": 0.04, "necklace": 0.01}
+    answer = recommender_for(store, sure_of_ring, threshold=0.99).recommend(PHOTO, k=2)
+    assert answer.type_decided is False and answer.searched_types == ["ring"]  # enough rings
+    assert [r.id for r in answer.results] == ["R1", "R2"]
+    answer = recommender_for(store, sure_of_ring, threshold=0.99).recommend(PHOTO, k=4)
+    assert answer.searched_types == ["ring", "bracelet"]  # two rings only: bracelets fill in
+    assert [r.id for r in answer.results] == ["R1", "B1", "R2", "B2"]
+
+
 def test_a_confident_type_is_decided_and_searched_alone(store):
     answer = recommender_for(store, UNSURE, threshold=0.55).recommend(PHOTO, k=3)
     assert answer.type_decided is True
