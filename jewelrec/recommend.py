@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.errors import JewelrecError, NotReadyError, UnknownProductError
@@ -64,6 +65,10 @@ SMALL_PIECE_SHARE = 0.25
 
 class PieceError(JewelrecError):
     """The caller asked for a piece the photo does not have."""
+
+
+class NoPhotoError(JewelrecError):
+    """A catalog product has no photo of its own to look for pieces like it by."""
 
 
 def _as_box(crop: object) -> Box:
@@ -887,8 +892,7 @@ class Recommender:
             filters.metals,
             filters.exclude_ids | {product.id},  # as stored (asked maybe in other accents)
         )
-        image_path = (self.home.image_path(self.home.shown_image(product.images)) if self.home
-                      else Path(product.image))
+        image_path = self._own_photo(snap, product)
         # a catalog image: framed as the index framed it, no pieces looked for
         prepared = self.prepare(image_path, pieces=False)
         recommendation = self._infer_and_answer(
@@ -900,6 +904,21 @@ class Recommender:
         recommendation = self._with_words(snap, recommendation, words, k, None)
         recommendation.photo = product.id
         return recommendation
+
+    def _own_photo(self, snap: Snapshot, product: Product) -> Path:
+        """The product's first photo of its own that is there: not a placeholder or a photo
+        other products share (the ingest's hygiene findings), which "more like this" would
+        search by ("coming soon" answered random pieces, typed "earring" and decided).
+        NoPhotoError when it has none."""
+        if self.home is None:
+            return Path(product.image)
+        flagged = hygiene.excluded_views(snap.store.meta(hygiene.META_KEY))
+        own = [image for image in product.images if (product.id, image) not in flagged]
+        if not own:
+            raise NoPhotoError(
+                f"product {product.id!r} has no photo of its own (only a placeholder or a photo "
+                "other products share): there is nothing to find pieces like it by")
+        return self.home.image_path(self.home.shown_image(own))
 
     def _search(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,

@@ -109,3 +109,30 @@ def test_the_api_refuses_a_type_the_models_know_but_the_shop_does_not_sell(tiny_
         answer = client.get("/api/search", params={"q": "gold", "type": "brooch"})
     assert answer.status_code == 422
     assert "unknown type 'brooch'" in answer.json()["detail"]
+
+
+def test_more_like_a_product_whose_only_photo_is_a_placeholder_is_refused(tiny_home, tmp_path):
+    """"More like this" searched by the "coming soon" picture itself: random pieces, typed and
+    decided with no reason; the widget on that product's page showed them."""
+    import shutil
+
+    from jewelrec.catalog import hygiene
+    from jewelrec.catalog.store import CatalogStore
+    from jewelrec.home import Home
+    from jewelrec.recommend import NoPhotoError
+
+    home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
+    store = CatalogStore.open(home)
+    first, second = store.all_products()[:2]
+    with store.transaction() as tx:
+        tx.set_meta(hygiene.META_KEY, hygiene.HygieneFindings(
+            excluded=[(first.id, image) for image in first.images]
+            + [(second.id, second.images[0])]).to_dict())
+    store.close()
+    recommender = Recommender.open(home)
+    with pytest.raises(NoPhotoError, match="no photo of its own"):
+        recommender.similar_to_product(first.id)
+    assert recommender.similar_to_product(second.id, k=2).results  # by its other photo
+    with TestClient(create_app(home.root, recommender=recommender)) as client:
+        answer = client.get(f"/api/products/{first.id}/similar")
+    assert answer.status_code == 409 and "no photo of its own" in answer.json()["detail"]

@@ -48,7 +48,7 @@ from jewelrec.imaging.io import (
     sniff_image_type,
 )
 from jewelrec.imaging.segment import Box
-from jewelrec.recommend import MAX_PIECES, PieceError, Recommendation, Recommender
+from jewelrec.recommend import MAX_PIECES, NoPhotoError, PieceError, Recommendation, Recommender
 from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types, chosen_values
 from jewelrec.server import embed, inference, schemas
 from jewelrec.server.files import IMMUTABLE, file_answer
@@ -519,7 +519,10 @@ def _found_product(recommender: Recommender, product_id: str) -> schemas.Product
 
 @router.get(
     "/api/products/{product_id}/similar", response_model=schemas.Recommendation,
-    responses=ERRORS, tags=["search"],
+    responses={**ERRORS, 409: {"model": schemas.ErrorMessage, "description": (
+        "the product has no photo of its own (a placeholder, or a photo other products share): "
+        "nothing to find pieces like it by")}},
+    tags=["search"],
 )
 async def similar(
     shop: ShopDep,
@@ -544,6 +547,8 @@ async def similar(
         raise _unprocessable(str(exc)) from exc
     except UnknownProductError as exc:  # pruned since the lookup above
         raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except NoPhotoError as exc:  # a placeholder alone: nothing to be like
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
     except ImageError as exc:  # the shop's own file, not the shopper's: no 422, no server path
         log.warning("more like this %s: %s", product_id, exc)
         raise HTTPException(
