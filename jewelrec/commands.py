@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from jewelrec.console import EXIT_FAILED, check_seed, home_of, print_json, printable
+from jewelrec.console import EXIT_FAILED, EXIT_USAGE, check_seed, home_of, print_json, printable
 from jewelrec.errors import CatalogError, JewelrecError
+from jewelrec.home import Home
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -55,16 +56,22 @@ def run_ingest(args: argparse.Namespace) -> int:
             placeholder_min=args.placeholder_min, keep_duplicates=args.keep_duplicates,
         )
     except CatalogError as exc:
-        if args.json:  # a script still gets its one JSON object, saying what went wrong
-            failed = IngestSummary(args.catalog, "unknown", committed=False, error=str(exc))
-            print_json(failed.to_dict())
-        raise
+        if not args.json:
+            raise
+        # a script still gets its one JSON object, saying what went wrong (and only that one)
+        failed = IngestSummary(args.catalog, "unknown", committed=False, error=str(exc))
+        print_json(failed.to_dict())
+        print(f"jewelrec ingest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         print_json(summary.to_dict())
         if summary.error:
             print(f"jewelrec ingest: {summary.error}", file=sys.stderr)
     else:
         print(summary.describe())
+        after = next_after_ingest(home_of(args), summary)
+        if after:
+            print(after)
     if summary.error or (args.strict and summary.rejected):
         return EXIT_FAILED
     return 0
@@ -89,7 +96,22 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"trained {t.kind} {t.name} in {t.seconds:.1f}s -> {t.folder}{extra}")
             for warning in t.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
+        print(f"next: `{home.command('index')}`, for searches to use these models")
     return 0
+
+
+def next_after_ingest(home: Home, summary) -> str | None:
+    """What to run for searches to see an ingest's changes, in the order they need it: a home
+    never trained, or whose types changed, trains first (a new shop was sent to `index`, which
+    then asked for `train`)."""
+    from jewelrec.models.base import model_folder
+
+    if not summary.committed or not (summary.added or summary.updated or summary.removed):
+        return None
+    trained = model_folder(home.models_dir, "classifier", home.settings().classifier).exists()
+    if trained and not (summary.types_added or summary.types_removed):
+        return f"next: `{home.command('index')}`, for searches to see these changes"
+    return f"next: `{home.command('train')}`, then `{home.command('index')}`"
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -113,8 +135,9 @@ def run_index(args: argparse.Namespace) -> int:
         if report.types_not_learnt:
             print(f"warning: the type classifier was trained before the catalog had "
                   f"{', '.join(report.types_not_learnt)}: photos of them are typed as something "
-                  f"else and those pieces are not found by photo; run `jewelrec train --home "
-                  f"{home_of(args).root}` and `jewelrec index` again", file=sys.stderr)
+                  f"else and those pieces are not found by photo; run "
+                  f"`{home_of(args).command('train')}` and `{home_of(args).command('index')}` "
+                  "again", file=sys.stderr)
     return 0
 
 

@@ -184,6 +184,10 @@ def test_with_json_a_failed_command_says_why_on_stdout_too(tmp_path, capsys):
         out, err = capsys.readouterr()
         said = json.loads(out)
         assert set(said) == {"error"} and said["error"] and said["error"] in err, (argv, out)
+    # ingest's own summary object, with its error: one JSON document, not two
+    assert main(["ingest", str(tmp_path / "none.csv"), "--home", missing, "--json"]) == EXIT_USAGE
+    said = json.loads(capsys.readouterr().out)
+    assert said["committed"] is False and "none.csv" in said["error"]
 
 
 def test_a_photo_name_that_is_not_utf8_is_shown_not_a_crash(tiny_home, tiny_query_photo,
@@ -231,8 +235,28 @@ def test_a_command_to_run_next_is_quoted_for_pasting(tiny_catalog, tmp_path, cap
     home = tmp_path / "my shop ü"
     assert main(["ingest", str(tiny_catalog / "catalog.csv"), "--home", str(home),
                  "--no-progress"]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out.splitlines()[-1]  # a new shop trains first, then indexes
+    assert said.startswith("next: `") and [shlex.split(part) for part in said.split("`")[1::2]] == [
+        ["jewelrec", "train", "--home", str(home)], ["jewelrec", "index", "--home", str(home)]]
     assert main(["recommend", str(tiny_catalog / "catalog.csv"), "--home", str(home)]) == EXIT_USAGE
     err = capsys.readouterr().err
     suggested = err.split("`")[1]
     assert shlex.split(suggested) == ["jewelrec", "index", "--home", str(home)], err
+
+
+def test_an_ingest_into_a_trained_home_says_to_index(tiny_home, tiny_catalog, tmp_path, capsys):
+    import csv
+    import shutil
+
+    home = shutil.copytree(tiny_home, tmp_path / "home")
+    rows = list(csv.DictReader((tiny_catalog / "catalog.csv").open(encoding="utf-8")))
+    rows[0]["price"] = str(float(rows[0]["price"]) + 1)
+    catalog = tmp_path / "catalog.csv"
+    with catalog.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copytree(tiny_catalog / "images", tmp_path / "images")
+    assert main(["ingest", str(catalog), "--home", str(home), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"next: `jewelrec index --home {home}`, for searches to see these changes")

@@ -178,10 +178,8 @@ class IngestSummary:
                     f"new: {', '.join(self.types_added)}" if self.types_added else "",
                     f"no longer sold: {', '.join(self.types_removed)}"
                     if self.types_removed else "") if part)
-                head += (f"\n  the catalog's types changed ({changed}): run `jewelrec train`, "
-                         "then `jewelrec index`, for searches to see them")
-            elif self.added or self.updated or self.removed:
-                head += "\n  searches see these changes after `jewelrec index`"
+                head += (f"\n  the catalog's types changed ({changed}): the type classifier "
+                         "learns them at train")
             if self.currencies:
                 counts = ", ".join(f"{c} {n}" for c, n in self.currencies.items())
                 head += (f"\n  prices in {len(self.currencies)} currencies ({counts} products): "
