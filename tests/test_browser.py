@@ -260,6 +260,9 @@ def test_the_search_box_and_a_same_in_another_metal_chip(page, server_url, tiny_
     page.goto(server_url + "/")
     page.wait_for_selector("#type-chips input")
     metals = page.eval_on_selector_all("#metal option", "os => os.map(o => o.value)")[1:]
+    types = page.eval_on_selector_all("#type-chips input", "is => is.map(i => i.value)")[1:]
+    welcome = page.inner_text("#welcome-types")  # what this shop sells, not a fixed list
+    assert all(t in welcome for t in types) and welcome.count(",") == len(types) - 2
 
     # the box's example words are this catalog's, and find something in it
     example = page.get_attribute("#query", "placeholder").split("”")[0].lstrip("“")

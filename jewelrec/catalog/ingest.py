@@ -475,7 +475,10 @@ class ImageStager:
         except (OSError, RuntimeError, ValueError) as exc:
             raise ImageRejected(f"bad image path {ref!r}: {exc}") from exc
         if not path.is_relative_to(self.catalog_dir):
-            raise ImageRejected(f"image path escapes the catalog folder: {ref!r}")
+            raise ImageRejected(
+                f"image path escapes the catalog folder: {ref!r}: write image paths relative to "
+                f"the catalog file, inside its folder {str(self.catalog_dir)!r} (or as http(s) "
+                "links with --fetch-images)")
         try:
             info = path.stat()
         except FileNotFoundError as exc:

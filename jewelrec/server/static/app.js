@@ -299,6 +299,8 @@ async function loadFacets() {
     if (facets.price_min !== null) el.minPrice.placeholder = String(Math.floor(facets.price_min));
     if (facets.price_max !== null) el.maxPrice.placeholder = String(Math.ceil(facets.price_max));
     el.query.placeholder = wordsPlaceholder(facets);
+    // what this shop sells (an anklet shop is not told "a ring, necklace, bracelet or earrings")
+    if (facets.types.length) $("welcome-types").textContent = listWithOr(facets.types.map(withArticle));
   } catch (err) {
     showError(`Could not load the catalog's filters: ${err.message}`);
   }
