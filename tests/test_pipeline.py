@@ -287,3 +287,18 @@ def test_a_type_the_catalog_drops_or_gains_after_train_is_said_and_searched_arou
     assert json.loads(out)["types_added"] == ["anklet"]
     code, out, err = run(capsys, "index", "--home", str(home), "--no-progress")
     assert code == 0 and "trained before the catalog had anklet" in err
+
+
+def test_a_type_shown_only_worn_among_product_shots_is_warned_of():
+    """A shop's anklets were all photographed on legs, its other pieces on white: shoppers' worn
+    earrings, rings and bracelets came back "anklet" at 0.8-0.96, and train said nothing."""
+    from jewelrec.train import style_warnings
+
+    labels = ["anklet"] * 12 + ["ring"] * 30 + ["earring"] * 30
+    plain = [False] * 11 + [True] + [True] * 25 + [False] * 5 + [True] * 27 + [False] * 3
+    warned = style_warnings(labels, plain)
+    assert len(warned) == 1 and warned[0].startswith("8% of the photos of anklet")
+    assert "87% of the other types'" in warned[0]
+    # a shop whose photos are all worn, or a mix in every type: nothing to warn of
+    assert style_warnings(labels, [False] * len(labels)) == []
+    assert style_warnings(labels, [i % 2 == 0 for i in range(len(labels))]) == []
