@@ -230,8 +230,8 @@ def training_section(home: Home) -> Section:
         parts.append(f"<h3>{esc(folder.name)}</h3>")
         data = training_record(record)
         if data is None:
-            parts.append(_na(f"its training record is damaged: run `jewelrec train --home "
-                             f"{home.root}` again"))
+            parts.append(_na(f"its training record is damaged: run `{home.command('train')}` "
+                             "again"))
             continue
         notes = {k: v for k, v in (data.get("notes") or {}).items()
                  if isinstance(v, int | float | str) and k not in data}
@@ -246,8 +246,8 @@ def training_section(home: Home) -> Section:
         elif len(data.get("train_loss") or []) + len(data.get("val_loss") or []) > 0:
             parts.append(_figure_img(_curves_figure(data), f"training curves of {folder.name}"))
         else:
-            parts.append("<p class='meta'>no per-epoch curve: this model is fitted in one "
-                         "step (its held-out figures are in the table).</p>")
+            parts.append("<p class='meta'>no per-epoch curve recorded for this model (the "
+                         "figures it kept are in the table).</p>")
     return Section("training", "Training", "".join(parts))
 
 
@@ -305,6 +305,13 @@ def evaluation_section(evaluation: EvaluationReport | None, why: str | None) -> 
     body = (f"<p>{evaluation.queries:,} held-out views (never trained on, never indexed) asked as "
             f"shopper photos; embedder {esc(evaluation.embedder)}, classifier "
             f"{esc(evaluation.classifier)}.</p>" + overall
+            + "<p class='meta'>Recall@K: the share of those photos whose own product is among "
+            "the first K results. Type precision@10: the share of the first 10 results of the "
+            "photo's own type; metal precision@10 likewise for the metal. Classifier recall and "
+            "precision: of a type's photos, the share typed as it; of the photos typed as it, "
+            "the share that are. A type with fewer than 20 queries gives rough figures. These "
+            "photos come from the shop's own studio: shoppers' photos (worn, other light, other "
+            "backdrops) do worse.</p>"
             + _figure_img(figure, "confusion matrix") + table
             + _figure_img(bars, "Recall@K and precision per type"))
     return Section("evaluation", "Quality on held-out views", body)
@@ -344,7 +351,10 @@ def confidence_section(
     ax.legend(loc="lower left")
     return Section("confidence", "Confidence and accuracy", (
         f"<p>Keep only the answers at least as confident as the threshold: fewer photos are "
-        f"answered, more of them right. From the {esc(source)}.</p>"
+        f"answered, more of them right. From the {esc(source)}. Shoppers' photos taken "
+        "elsewhere (worn, staged, other light) are typed less surely than the shop's own: "
+        "expect lower accuracy at each threshold on them, most of all for a type the catalog "
+        "shows only worn or only on a backdrop.</p>"
         + _figure_img(figure, "confidence and accuracy curve")))
 
 
