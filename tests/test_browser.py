@@ -614,6 +614,19 @@ def test_by_keyboard_on_a_small_screen_and_in_forced_colours(page, server_url, t
     page.keyboard.press("Escape")
     assert page.is_hidden("#drag-box")
 
+    # a search under way shows on the photo (on a phone the status line is a screen below)
+    held = []
+    page.route("**/api/recommend", lambda route: held.append(route))
+    page.click("#whole-photo")
+    page.wait_for_function("() => document.body.classList.contains('loading')")
+    shown = page.evaluate(
+        "() => getComputedStyle(document.querySelector('#stage'), '::after').content")
+    assert "Searching" in shown
+    with page.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        held[0].continue_()
+    page.unroute("**/api/recommend")
+    wait_until_idle(page)
+
     name = page.get_attribute("#results .card >> nth=0 >> button.more", "aria-label")
     assert name.startswith("More like this")
 
