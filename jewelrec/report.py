@@ -200,9 +200,11 @@ def hygiene_section(home: Home, store: CatalogStore) -> Section:
         image = _home_image(home, group.images[0])
         ids = ", ".join(group.products[:3]) + (" ..." if len(group.products) > 3 else "")
         kept = f"kept for {esc(group.kept)}" if group.kept and not findings.kept else ""
+        files = f"{len(group.images)} file" + ("" if len(group.images) == 1 else "s")
         cards.append(_card(_jpeg_uri(image) if image is not None else None, [
-            f"<b>{esc(group.kind)}</b>", f"{len(group.products)} products, "
-            f"{len(group.images)} files", f"<span class='meta'>{esc(ids)}</span>", kept]))
+            f"<b>{esc(group.kind)}</b>", f"<span class='meta'>{esc(group.name)}</span>",
+            f"{len(group.products)} products, {files}",
+            f"<span class='meta'>{esc(ids)}</span>", kept]))
     if cards:
         parts.append("<div class='query'>" + "".join(cards) + "</div>")
     else:

@@ -117,7 +117,11 @@ def test_ingest_flags_placeholders_shared_photos_and_repeats(messy_catalog, tmp_
     # nothing else of the demo catalog (alike renders of different products) is flagged
     assert len(summary.hygiene.groups) == 3
 
+    # each group is named as the catalog names the picture, not by its stored hash
+    assert placeholder.shown in {"images/coming-soon.png", "images/coming-soon-small.jpg"}
+    assert shared.shown is not None and not shared.shown.startswith(shared.images[0][:2] + "/")
     text = summary.describe()
+    assert f"placeholder: {placeholder.shown} on 6 products" in text
     assert "1 placeholder image (on >= 5 products)" in text
     assert "8 views left out of the index" in text and "2 copies in product twice" in text
     with CatalogStore.open(home) as store:

@@ -178,15 +178,23 @@ class ImageGroup:
     images: list[str]
     products: list[str]
     kept: str | None = None  # the product whose view stays in the index (duplicate, repeat)
+    # the picture as the catalog names it ("img/coming_soon.jpg"), when the ingest read it:
+    # the stored name is a content hash the shop never saw
+    shown: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "images": self.images, "products": self.products,
-                "kept": self.kept}
+                "kept": self.kept, "shown": self.shown}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageGroup:
         return cls(str(data["kind"]), list(data["images"]), list(data["products"]),
-                   data.get("kept"))
+                   data.get("kept"), data.get("shown"))
+
+    @property
+    def name(self) -> str:
+        """How the picture is named to the operator: the catalog's own name when known."""
+        return self.shown or self.images[0]
 
 
 @dataclass
@@ -249,7 +257,7 @@ class HygieneFindings:
             kept = f"; kept for {group.kept}" if group.kept and not self.kept else ""
             where = (f"{len(group.images)} copies in product {ids}" if group.kind == "repeat"
                      else f"on {len(group.products)} products ({ids})")
-            lines.append(f"    {group.kind}: {group.images[0]} {where}{kept}")
+            lines.append(f"    {group.kind}: {group.name} {where}{kept}")
         if len(self.groups) > DESCRIBED_GROUPS:
             lines.append(f"    ... and {len(self.groups) - DESCRIBED_GROUPS} more groups "
                          "(--json lists them all)")
@@ -269,10 +277,13 @@ def audit(
     placeholder_min: int = PLACEHOLDER_MIN,
     keep: bool = False,
     fresh: Mapping[str, Signature] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> HygieneFindings:
     """Group the catalog's near-identical images and decide which views leave the index.
     `fresh`: signatures already computed (images staged by this ingest, not yet in images/);
-    the others come from the cache or are read from the home."""
+    the others come from the cache or are read from the home. `names`: stored image -> the
+    catalog's own reference to it, to name each group as the shop knows it."""
+    names = names or {}
     if placeholder_min < 2:
         raise ValueError("placeholder_min must be at least 2")
     products = sorted(products, key=lambda p: p.id)
@@ -312,14 +323,15 @@ def audit(
     for images in sorted(pictures):
         ids = sorted({pid for image in images for pid in users[image]}, key=order.__getitem__)
         views = [(pid, image) for image in images for pid in users[image]]
+        shown = next((names[image] for image in images if image in names), None)
         if len(ids) >= placeholder_min:
-            findings.groups.append(ImageGroup("placeholder", images, ids))
+            findings.groups.append(ImageGroup("placeholder", images, ids, shown=shown))
             excluded.update(views)
             continue
         kept_id = ids[0]
         first_image = next(i for i in _images_of(products[order[kept_id]]) if i in images)
         kind = "duplicate" if len(ids) > 1 else "repeat"
-        findings.groups.append(ImageGroup(kind, images, ids, kept_id))
+        findings.groups.append(ImageGroup(kind, images, ids, kept_id, shown))
         excluded.update(v for v in views if v != (kept_id, first_image))
     if not keep:
         findings.excluded = sorted(excluded, key=lambda v: (order[v[0]], v[1]))

@@ -424,6 +424,14 @@ class ImageStager:
             metal=row.metal, stone=row.stone, tags=row.tags,
         )
 
+    def catalog_names(self) -> dict[str, str]:
+        """Managed image name -> the first reference of this run's catalog that named it."""
+        names: dict[str, str] = {}
+        for ref, result in self._memo.items():
+            if isinstance(result, str):
+                names.setdefault(result, ref)
+        return names
+
     def managed_name(self, ref: str) -> str:
         """The managed name for one reference, or ImageRejected (remembered per reference)."""
         if ref not in self._memo:
@@ -571,7 +579,8 @@ def _write(
     catalog.update((p.id, p) for p in products)
     for product_id in removed:
         catalog.pop(product_id, None)
-    summary.hygiene = audit(home, catalog.values(), fresh=images.signatures, **(hygiene or {}))
+    summary.hygiene = audit(home, catalog.values(), fresh=images.signatures,
+                            names=images.catalog_names(), **(hygiene or {}))
     currencies = Counter(p.currency for p in catalog.values())
     if len(currencies) > 1:
         summary.currencies = dict(currencies.most_common())
