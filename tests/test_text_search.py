@@ -448,6 +448,7 @@ def test_cli_search(tiny_home, capsys):
     body = json.loads(capsys.readouterr().out)
     assert body["query"] == "silver earrings" and body["applied"]["metals"] == ["silver"]
     assert [r["type"] for r in body["results"]] == ["earring"] * len(body["results"])
+    assert body["index_version"]  # the index that answered, as the API's answer says
     assert main(["search", "gold rings under 5000", "--home", str(tiny_home),
                  "--prefer-brand", body["results"][0]["brand"] or "x"]) == 0
     out = capsys.readouterr().out

@@ -587,7 +587,7 @@ def _text_response(answer: TextAnswer) -> schemas.TextSearch:
         applied=schemas.AppliedFilters(**data["applied"]),
         ranked_by=data["ranked_by"],
         results=[_result(r) for r in data["results"]],
-        index_version=answer.index_version,
+        index_version=data["index_version"],
     )
 
 

@@ -51,6 +51,7 @@ class TextAnswer:
             "applied": self.applied,
             "ranked_by": self.ranked_by,
             "results": [asdict(r) for r in self.results],
+            "index_version": self.index_version,  # as the API's answer carries it
         }
 
 
