@@ -372,12 +372,19 @@ def run_report(args: argparse.Namespace) -> int:
         raise JewelrecError("--examples must be between 0 and 50")
     home = home_of(args)
     out = output_file(args.out, "--out") if args.out is not None else home.root / "report.html"
+    from jewelrec.errors import ImageError
+    from jewelrec.imaging.io import load_image
+
     photos = [Path(p) for p in args.photo or []]
     for photo in photos:
         if photo.is_dir():
-            raise JewelrecError(f"--photo {photo} is a folder: name a photo file")
+            raise JewelrecError(f"--photo {printable(str(photo))} is a folder: name a photo file")
         if not photo.is_file():
-            raise JewelrecError(f"--photo {photo}: no such file")
+            raise JewelrecError(f"--photo {printable(str(photo))}: no such file")
+        try:  # a text file named .jpg was said only inside the page, the command exiting 0
+            load_image(photo)
+        except ImageError as exc:
+            raise JewelrecError(f"--photo: {printable(str(exc))}") from exc
     summary = build_report(
         home, out, photos=photos,
         examples=args.examples, progress=not args.no_progress and not args.json,

@@ -83,6 +83,11 @@ def test_report_json_and_example_photo(tiny_home, tiny_catalog, tmp_path, capsys
     assert main(["report", "--home", str(tiny_home), "--out", str(out),
                  "--photo", str(tmp_path / "missing.jpg")]) != 0
     assert "no such file" in capsys.readouterr().err
+    text = tmp_path / "notes.jpg"  # said only inside the page, the command exiting 0
+    text.write_text("not a photo")
+    assert main(["report", "--home", str(tiny_home), "--out", str(out),
+                 "--photo", str(text)]) != 0
+    assert "is not an image we can read" in capsys.readouterr().err
 
 
 def test_catalog_only_home_says_what_to_run(tiny_catalog, tmp_path):
