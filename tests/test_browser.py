@@ -569,11 +569,18 @@ def test_the_address_bar_holds_a_search_back_returns_to_it_and_a_link_reopens_it
         fresh.wait_for_function("() => !document.body.classList.contains('loading')")
         assert fresh.input_value("#query") == "silver"
         assert shown_ids(fresh) == filtered_ids
-        # an address naming a filter value the shop does not have is read without it
+        # an address naming a filter value the shop does not have is read without it, and
+        # rewritten in place: Back leaves it (a new entry trapped Back on the same search)
+        fresh.goto(server_url + "/?q=gold")
+        fresh.wait_for_selector("#results .card")
         with fresh.expect_response(lambda r: "/api/search?" in r.url) as sent:
-            fresh.goto(server_url + "/?q=silver&metal=unobtainium&type=spaceship&k=5")
+            fresh.goto(server_url + "/?q=silver&metal=unobtainium&type=spaceship&k=5&utm_x=1")
         assert "metal=" not in sent.value.url and "type=" not in sent.value.url
         assert "k=12" in sent.value.url
+        fresh.wait_for_function("() => location.search === '?q=silver'")
+        with fresh.expect_response(lambda r: "/api/search?" in r.url) as sent:
+            fresh.go_back()
+        assert "q=gold" in sent.value.url and fresh.url.endswith("/?q=gold")
     finally:
         fresh.close()
     assert errors == []
@@ -595,6 +602,15 @@ def test_by_keyboard_on_a_small_screen_and_in_forced_colours(page, server_url, t
     wait_until_idle(page)
     assert page.evaluate("() => document.activeElement.id") == "stage"
     width, height = sent.value.json()["photo_size"].values()
+    # an example picked by keyboard hands the focus to the photo too (not to the page)
+    second = page.context.new_page()
+    second.goto(server_url + "/")
+    second.wait_for_selector("#example-list .example")
+    second.focus("#example-list .example")
+    with second.expect_response(lambda r: r.url.endswith("/api/recommend")):
+        second.keyboard.press("Enter")
+    second.wait_for_function("() => document.activeElement.id === 'stage'")
+    second.close()
 
     # the keyboard's area: Enter places it, arrows move it, Shift+arrow resizes, Enter searches
     page.keyboard.press("Enter")

@@ -66,6 +66,7 @@ const state = {
   seq: 0,
   controller: null,
   choice: 0, // bumped by each photo the shopper picks: a late example must not replace it
+  following: false, // the search running is the one the address names (see remember)
 };
 
 const TIMEOUT_MS = 30000; // a search unanswered this long is given up, with a way to retry
@@ -376,6 +377,10 @@ async function usePhoto(blob, name, fromExample = false) {
     return;
   }
   const fileName = name || blob.name || "photo";
+  // the button or example that has the keyboard is about to hide: the photo takes it then
+  const picker = document.activeElement;
+  const refocus = !picker || picker === document.body || el.dropzone.contains(picker) ||
+    el.examples.contains(picker);
   blob = await shrunk(blob);
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photo = blob;
@@ -405,10 +410,7 @@ async function usePhoto(blob, name, fromExample = false) {
   el.stageWrap.hidden = false;
   el.dropzone.hidden = true;
   el.examples.hidden = true;
-  // the button or example that had the keyboard is hidden now: the photo takes it
-  if (document.activeElement === document.body || document.activeElement === null) {
-    el.stage.focus({ preventScroll: true });
-  }
+  if (refocus) el.stage.focus({ preventScroll: true });
   await search();
   if (el.results.children.length) bringIntoView(el.resultsHeading);
 }
@@ -775,8 +777,9 @@ async function request(url, options) {
     if (!response.ok) {
       const message = await errorMessage(response);
       if (response.status === 415 && options.method === "POST") forgetPhoto();
-      // a photo the server cannot read will not be read on a retry either
-      if (seq === state.seq) fail(message, ![413, 415, 422].includes(response.status));
+      // a photo the server cannot read will not be read on a retry either, nor will a
+      // product without a photo of its own (409) gain one: no "Try again" for those
+      if (seq === state.seq) fail(message, ![409, 413, 415, 422].includes(response.status));
       return;
     }
     let answer;
@@ -1055,12 +1058,18 @@ function address() {
   return `${window.location.pathname}${query ? `?${query}` : ""}`;
 }
 
+// `state.following`: the search an address names is running: that address is rewritten in
+// the page's own form (a link's utm_source or k=12 dropped) in its own entry, never pushed
+// as a new one, which Back would return from only to push it again.
 function remember() {
   const url = address();
   const entry = { place: place(), title: state.similarTo ? state.similarTo.title : null };
+  const following = state.following;
+  state.following = false;
   if (url === window.location.pathname + window.location.search) {
     window.history.replaceState(entry, "");
-  } else if (window.history.state && window.history.state.place === entry.place) {
+  } else if (following ||
+             (window.history.state && window.history.state.place === entry.place)) {
     window.history.replaceState(entry, "", url);
   } else {
     window.history.pushState(entry, "", url);
@@ -1101,6 +1110,7 @@ async function followAddress() {
     showWelcome();
     return;
   }
+  state.following = true;
   await search();
 }
 
