@@ -177,7 +177,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         home, embedder=args.embedder, classifier=args.classifier, backend=args.backend,
         milvus_uri=args.milvus_uri,
     )
-    types = chosen_types_of(args, recommender.classifier.classes)
+    types = chosen_types_of(args, recommender.store.types())  # the types the shop sells
     if types is not None:  # one type, or "any": every type (the detected one otherwise)
         filters = filters.with_types(types)
     filters = spelled_as_catalog(filters, recommender.store)

@@ -32,7 +32,10 @@ def printable(text: str) -> str:
     """A file name as text that prints and saves as UTF-8: bytes a file system allows but UTF-8
     does not (Python keeps them as lone surrogates) become U+FFFD. A photo named b"bad\\xffname"
     crashed `recommend --html` and `report --photo`, and made `--json` lines invalid UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no file name gives ("\\ud800" from a feed)
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def print_json(obj: object) -> None:

@@ -71,14 +71,26 @@ class NoPhotoError(JewelrecError):
     """A catalog product has no photo of its own to look for pieces like it by."""
 
 
+def _flagged_views(store: CatalogStore) -> tuple[set[tuple[str, str]], set[str]]:
+    """The last ingest's hygiene findings: the (product id, image) views the index leaves out,
+    and the images that are placeholders."""
+    findings = hygiene.stored_findings(store.meta(hygiene.META_KEY))
+    if findings is None:
+        return set(), set()
+    placeholders = {image for group in findings.of_kind("placeholder") for image in group.images}
+    return set(findings.excluded), placeholders
+
+
 def _as_box(crop: object) -> Box:
     """A Python caller's crop given as four numbers (x0, y0, x1, y1) -> Box (ValueError, in
     words, for anything else: a tuple used to fail deep inside with an AttributeError)."""
     try:
         return Box(*crop)  # type: ignore[misc]
-    except (TypeError, ValueError) as exc:
+    except TypeError as exc:
         raise ValueError(f"crop: a Box or four whole numbers (x0, y0, x1, y1) in the photo's "
                          f"pixels, not {crop!r}") from exc
+    except ValueError as exc:  # four numbers, but no box: Box says why (x1 below x0, ...)
+        raise ValueError(f"crop: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -559,7 +571,7 @@ class Recommender:
             snap, prepared, k=words.pool(k) if words else k,
             filters=words.filters if words else filters, type=None, prefer_brand=prefer_brand,
             known=QueryFacts(asked=words.asked) if words else None,
-            group_variants=group_variants)
+            group_variants=group_variants, shown=k)
         return self._preferred(self._with_words(snap, recommendation, words, k, prefer_brand),
                                prefer_brand, k)
 
@@ -629,7 +641,7 @@ class Recommender:
             self._preferred(self._with_words(snap, self._answer(
                 snap, p, inf, k=wanted, filters=words.filters if words else filters, type=None,
                 known=QueryFacts(asked=words.asked) if words else None,
-                group_variants=group_variants), words, k, prefer_brand), prefer_brand, k)
+                group_variants=group_variants, shown=k), words, k, prefer_brand), prefer_brand, k)
             for p, inf in zip(prepared, inferred, strict=True)
         ]
 
@@ -649,12 +661,12 @@ class Recommender:
     def _infer_and_answer(
         self, snap: Snapshot, prepared: PreparedPhoto, *, k: int, filters: Filters | None,
         type: str | None, prefer_brand: str | None = None, known: QueryFacts | None = None,
-        group_variants: bool = False,
+        group_variants: bool = False, shown: int | None = None,
     ) -> Recommendation:
         return self._answer(snap, prepared, self._infer(snap, prepared),
                             k=self._wanted(k, prefer_brand),
                             filters=filters, type=type, known=known,
-                            group_variants=group_variants)
+                            group_variants=group_variants, shown=shown)
 
     def _infer(self, snap: Snapshot, prepared: PreparedPhoto) -> PhotoInference:
         """The models on one photo: through the server's executor when there is one."""
@@ -703,9 +715,10 @@ class Recommender:
     def _answer(
         self, snap: Snapshot, prepared: PreparedPhoto, inferred: PhotoInference, *, k: int,
         filters: Filters | None, type: str | None, known: QueryFacts | None,
-        group_variants: bool,
+        group_variants: bool, shown: int | None = None,
     ) -> Recommendation:
-        """The per-request search and ranking once the models have seen the photo."""
+        """The per-request search and ranking once the models have seen the photo (`shown`: see
+        `_rank`)."""
         framing = inferred.framing
         if (prepared.crop is None and prepared.piece is not None
                 and prepared.piece >= len(framing.pieces)):
@@ -721,7 +734,7 @@ class Recommender:
         recommendation = self._rank(snap, inferred.vector, inferred.probabilities, k=k,
                                     filters=filters, type=type,
                                     recognition=inferred.recognition, known=known,
-                                    group_variants=group_variants)
+                                    group_variants=group_variants, shown=shown)
         recommendation.photo = prepared.name
         recommendation.attributes = guesses
         recommendation.piece = framing.piece
@@ -769,10 +782,13 @@ class Recommender:
         recognition: np.ndarray | None = None,
         known: QueryFacts | None = None,
         group_variants: bool = False,
+        shown: int | None = None,
     ) -> Recommendation:
         """`known`: what the caller knows of the query (a source product's type, metal, stone,
         brand) for the results' reasons; the type otherwise is the one decided (fixed by the
-        caller or a one-type filter, or predicted with enough confidence)."""
+        caller or a one-type filter, or predicted with enough confidence). `shown`: how many
+        results the caller shows, when it asks for a larger pool (the words re-rank 50): an
+        undecided search goes on to further types only while it has fewer (k when None)."""
         classes = snap.classifier.classes
         probabilities = np.asarray(probabilities, dtype=np.float64)
         best = int(np.argmax(probabilities))
@@ -798,7 +814,7 @@ class Recommender:
             spread = within_types(classes, probabilities, held)
             results, searched = self._search_likely_types(
                 snap, vector, k, filters, likely_types(classes, spread),
-                ranked_types(classes, spread), group_variants)
+                ranked_types(classes, spread), group_variants, enough=shown)
         known = known or QueryFacts()
         if known.type is None and decided and len(searched) == 1:  # fixed, or sure enough
             known = replace(known, type=searched[0])
@@ -850,18 +866,20 @@ class Recommender:
     def _search_likely_types(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,
         likely: dict[str, float], others: Sequence[tuple[str, float]] = (),
-        group_variants: bool = False,
+        group_variants: bool = False, enough: int | None = None,
     ) -> tuple[list[Result], list[str]]:
         """k per likely type, merged by cosine + TYPE_PRIOR_WEIGHT * log p(type): a close piece
         of a less likely type can still come first, a far one cannot. Scores stay cosines.
-        While that finds fewer than k (a budget few of the likely types' pieces fit), the
-        `others` (the remaining types, most likely first) are searched too, merged by the same
-        rule: an undecided search of one likely type answered one anklet of five asked for,
-        with dozens of rings in the budget. Returns the results and the types searched."""
+        While that finds fewer than `enough` (default k; a budget few of the likely types'
+        pieces fit), the `others` (the remaining types, most likely first) are searched too,
+        merged by the same rule: an undecided search of one likely type answered one anklet of
+        five asked for, with dozens of rings in the budget. Returns the results and the types
+        searched."""
         ranked: list[tuple[float, Result]] = []
         searched: list[str] = []
+        enough = k if enough is None else min(enough, k)
         for t, p in [*likely.items(), *((t, p) for t, p in others if t not in likely)]:
-            if t not in likely and len(ranked) >= k:
+            if t not in likely and len(ranked) >= enough:
                 break
             prior = TYPE_PRIOR_WEIGHT * math.log(max(p, 1e-12))
             ranked += [(r.score + prior, r) for r in self._search(
@@ -906,19 +924,22 @@ class Recommender:
         return recommendation
 
     def _own_photo(self, snap: Snapshot, product: Product) -> Path:
-        """The product's first photo of its own that is there: not a placeholder or a photo
-        other products share (the ingest's hygiene findings), which "more like this" would
-        search by ("coming soon" answered random pieces, typed "earring" and decided).
-        NoPhotoError when it has none."""
+        """The photo "more like this" searches by: the product's first one as indexed, else its
+        first that other products share (a variant's shot still shows the piece), never a
+        placeholder ("coming soon" answered random pieces, typed "earring" and decided).
+        NoPhotoError when it has only placeholders. The ingest's findings are read once per
+        catalog version."""
         if self.home is None:
             return Path(product.image)
-        flagged = hygiene.excluded_views(snap.store.meta(hygiene.META_KEY))
-        own = [image for image in product.images if (product.id, image) not in flagged]
-        if not own:
+        flagged, placeholders = snap.store.cached(
+            "views flagged at ingest", lambda: _flagged_views(snap.store))
+        usable = ([image for image in product.images if (product.id, image) not in flagged]
+                  or [image for image in product.images if image not in placeholders])
+        if not usable:
             raise NoPhotoError(
-                f"product {product.id!r} has no photo of its own (only a placeholder or a photo "
-                "other products share): there is nothing to find pieces like it by")
-        return self.home.image_path(self.home.shown_image(own))
+                f"product {product.id!r} has no photo of its own, only a placeholder other "
+                "products show too: there is nothing to find pieces like it by")
+        return self.home.image_path(self.home.shown_image(usable))
 
     def _search(
         self, snap: Snapshot, vector: np.ndarray, k: int, filters: Filters,

@@ -276,6 +276,11 @@ def test_a_type_the_catalog_drops_or_gains_after_train_is_said_and_searched_arou
     assert code == 0 and answer["results"], answer
     assert answer["type_decided"] is False
     assert {r["type"] for r in answer["results"]} <= {row["type"] for row in kept}
+    # "any" is every type the shop sells (it was the classifier's, the dropped one refused)
+    code, out, err = run(capsys, "recommend", photo, "--home", str(home), "--json", "-k", "3",
+                         "--type", "any")
+    assert code == 0, err
+    assert sorted(json.loads(out)["searched_types"]) == sorted({row["type"] for row in kept})
 
     # the type comes back, but as a new name the head never learnt: index says to train
     renamed = [{**row, "type": "anklet"} if row["type"] == dropped else row for row in rows]

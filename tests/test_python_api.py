@@ -58,7 +58,8 @@ def test_types_and_brands_are_read_as_the_catalog_spells_them(recommender, facet
     ({"k": 2.5}, "whole number"),
     ({"k": "5"}, "whole number"),
     ({"crop": (0, 0, 10)}, "crop: a Box or four whole numbers"),
-    ({"crop": (0, 0, 10.5, 20)}, "crop: a Box or four whole numbers"),
+    ({"crop": (0, 0, 10.5, 20)}, "crop: box x1 must be a whole number"),
+    ({"crop": (10, 5, 3, 4)}, r"crop: box \(10, 5, 3, 4\) needs 0 <= x0 <= x1"),
 ])
 def test_a_wrong_argument_is_a_value_error_naming_it(recommender, tiny_query_photo, asked, said):
     with pytest.raises(ValueError, match=said):
@@ -91,6 +92,10 @@ def test_a_photo_may_be_a_pil_image_an_open_file_or_a_crop_as_four_numbers(
     assert cropped.crop.as_tuple() == (10, 12, 120, 100)
     with pytest.raises(JewelrecError, match="binary mode"):
         recommender.recommend(io.StringIO("not a photo"))
+    closed = Image.open(io.BytesIO(tiny_query_photo))
+    closed.close()
+    with pytest.raises(JewelrecError, match="cannot be read"):
+        recommender.recommend(closed)
 
 
 def test_the_api_refuses_a_type_the_models_know_but_the_shop_does_not_sell(tiny_home):
@@ -123,16 +128,24 @@ def test_more_like_a_product_whose_only_photo_is_a_placeholder_is_refused(tiny_h
 
     home = Home(shutil.copytree(tiny_home, tmp_path / "home"))
     store = CatalogStore.open(home)
-    first, second = store.all_products()[:2]
+    first, second, third, fourth = store.all_products()[:4]
+    # the first shows only placeholders; the second one of them among its own photos; the
+    # third a photo it shares with the fourth, which keeps it (a variant's shot shows the piece)
+    placeholders = [*first.images, second.images[0]]
     with store.transaction() as tx:
         tx.set_meta(hygiene.META_KEY, hygiene.HygieneFindings(
+            groups=[hygiene.ImageGroup("placeholder", placeholders, [first.id, second.id]),
+                    hygiene.ImageGroup("duplicate", list(third.images), [fourth.id, third.id],
+                                       fourth.id)],
             excluded=[(first.id, image) for image in first.images]
-            + [(second.id, second.images[0])]).to_dict())
+            + [(second.id, second.images[0])]
+            + [(third.id, image) for image in third.images]).to_dict())
     store.close()
     recommender = Recommender.open(home)
     with pytest.raises(NoPhotoError, match="no photo of its own"):
         recommender.similar_to_product(first.id)
     assert recommender.similar_to_product(second.id, k=2).results  # by its other photo
+    assert recommender.similar_to_product(third.id, k=2).results  # by a shared one
     with TestClient(create_app(home.root, recommender=recommender)) as client:
         answer = client.get(f"/api/products/{first.id}/similar")
     assert answer.status_code == 409 and "no photo of its own" in answer.json()["detail"]

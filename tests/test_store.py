@@ -91,6 +91,24 @@ def test_facets_describe_what_can_be_filtered(store: CatalogStore) -> None:
     assert facets["currency"] == "EUR"  # the most common
 
 
+def test_facets_are_read_once_per_catalog_version(store: CatalogStore, tmp_path: Path) -> None:
+    """Every filtered query asks for the facets (five queries under the store's lock, 76 ms at
+    50,000 products): read once, and again only after a commit, this store's or another's."""
+    fill(store, [product(1)])
+    calls = []
+    original = store._read_facets
+    store._read_facets = lambda: calls.append(1) or original()
+    assert store.facets() is store.facets() and len(calls) == 1
+    assert store.facets()["brands"] == ["Solenne"]
+    fill(store, [product(2, brand="Aurelia")])  # this store's own transaction
+    assert store.facets()["brands"] == ["Aurelia", "Solenne"] and len(calls) == 2
+    other = CatalogStore(store.path)  # another process's ingest, as far as SQLite can tell
+    with other.transaction() as tx:
+        tx.upsert(product(3, brand="Kestrel"))
+    other.close()
+    assert "Kestrel" in store.facets()["brands"] and len(calls) == 3
+
+
 def test_fingerprint_follows_content_not_write_order(tmp_path: Path) -> None:
     a = CatalogStore.open(tmp_path / "a")
     b = CatalogStore.open(tmp_path / "b")

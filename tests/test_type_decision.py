@@ -68,6 +68,22 @@ def test_an_unsure_search_that_finds_fewer_than_k_goes_on_to_the_next_types(stor
     assert [r.id for r in answer.results] == ["R1", "B1", "R2", "B2"]
 
 
+def test_a_larger_pool_for_the_words_does_not_pull_in_unlikely_types(store):
+    """Words re-rank a pool of 50 or more: counted against the pool, every type of a small shop
+    was searched, and the re-ranking (without the type prior) mixed 2% types into the first 12.
+    Only fewer results than the caller shows send the search on."""
+    recommender = recommender_for(store, UNSURE, threshold=0.8)
+    snap = recommender.snapshot
+    likely = likely_types(["ring", "bracelet", "necklace"], np.array([0.6, 0.35, 0.05]))
+    others = [("necklace", 0.05)]
+    _, searched = recommender._search_likely_types(
+        snap, np.array([1.0, 0.0], dtype=np.float32), 50, Filters(), likely, others, enough=3)
+    assert searched == ["ring", "bracelet"]  # 4 found: enough for the 3 shown
+    _, searched = recommender._search_likely_types(
+        snap, np.array([1.0, 0.0], dtype=np.float32), 50, Filters(), likely, others, enough=5)
+    assert searched == ["ring", "bracelet", "necklace"]
+
+
 def test_a_confident_type_is_decided_and_searched_alone(store):
     answer = recommender_for(store, UNSURE, threshold=0.55).recommend(PHOTO, k=3)
     assert answer.type_decided is True

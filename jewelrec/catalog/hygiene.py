@@ -342,11 +342,17 @@ def _images_of(product: Product) -> list[str]:
     return list(dict.fromkeys(product.images))
 
 
-def excluded_views(meta: Any) -> set[tuple[str, str]]:
-    """The (product id, image) views the last ingest's findings leave out of the index."""
+def stored_findings(meta: Any) -> HygieneFindings | None:
+    """The last ingest's findings as the store holds them (`meta(META_KEY)`), or None: none
+    stored, or a hand-edited store that cannot be read (then nothing is flagged)."""
     try:
-        findings = HygieneFindings.from_dict(meta)
+        return HygieneFindings.from_dict(meta)
     except (KeyError, TypeError, ValueError) as exc:  # a hand-edited store: index everything
         log.warning("hygiene: the stored findings cannot be read (%s); nothing excluded", exc)
-        return set()
+        return None
+
+
+def excluded_views(meta: Any) -> set[tuple[str, str]]:
+    """The (product id, image) views the last ingest's findings leave out of the index."""
+    findings = stored_findings(meta)
     return set(findings.excluded) if findings else set()

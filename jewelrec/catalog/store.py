@@ -36,15 +36,17 @@ import sqlite3
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jewelrec.catalog.schema import Product
 from jewelrec.errors import CatalogError
 from jewelrec.home import Home
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000  # readers and a second writer wait this long for a writer to finish
@@ -106,6 +108,7 @@ class CatalogStore:
         self.read_only = read_only
         self._lock = threading.Lock()
         self._columns: tuple[int, str] | None = None  # (schema version, column list)
+        self._cache: dict[str, tuple[int, Any]] = {}  # name -> (data version, value): cached()
         if read_only:
             self._conn = _connect_read_only(self.path)
         else:
@@ -189,7 +192,25 @@ class CatalogStore:
         return dict(self._query("SELECT id, content_hash FROM products"))
 
     def facets(self) -> dict[str, Any]:
-        """What the catalog offers to filter on: types, brands, metals, price range, currency."""
+        """What the catalog offers to filter on: types, brands, metals, price range, currency.
+        Read once per catalog version (`cached`): every filtered query asks, and the five
+        queries take 76 ms under the store's lock at 50,000 products. Not to be changed."""
+        return self.cached("facets", self._read_facets)
+
+    def cached(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()`, once per version of the catalog (PRAGMA data_version changes with any
+        commit, this store's own transactions included: they write on a connection of their
+        own). For what queries ask of the whole catalog on every request; the answer is shared,
+        so callers must not change it."""
+        version = self.data_version()
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute()
+        self._cache[name] = (version, value)
+        return value
+
+    def _read_facets(self) -> dict[str, Any]:
         def distinct(column: str) -> list[str]:
             sql = (f"SELECT DISTINCT {column} FROM products WHERE {column} IS NOT NULL "
                    f"AND {column} != '' ORDER BY {column}")

@@ -149,7 +149,10 @@ def decode_photo(
     name = _describe(source)
     if isinstance(source, Image.Image):  # a Python caller's own decoded picture
         _check_size(source.size, max_pixels, name)
-        return DecodedPhoto.of(_to_rgb(_upright(source), name))
+        try:  # a lazily opened file is read here: cut short, or closed already
+            return DecodedPhoto.of(_to_rgb(_upright(source), name))
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"{name} cannot be read: {_reason(exc)}") from exc
     if hasattr(source, "read"):  # an open file or a BytesIO
         source = source.read()
         if not isinstance(source, bytes):

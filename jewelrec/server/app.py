@@ -520,7 +520,7 @@ def _found_product(recommender: Recommender, product_id: str) -> schemas.Product
 @router.get(
     "/api/products/{product_id}/similar", response_model=schemas.Recommendation,
     responses={**ERRORS, 409: {"model": schemas.ErrorMessage, "description": (
-        "the product has no photo of its own (a placeholder, or a photo other products share): "
+        "the product has no photo of its own, only a placeholder other products show too: "
         "nothing to find pieces like it by")}},
     tags=["search"],
 )
