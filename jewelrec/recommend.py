@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from jewelrec.catalog import hygiene
 from jewelrec.catalog.schema import Product
 from jewelrec.catalog.store import CatalogStore
 from jewelrec.errors import JewelrecError, NotReadyError, UnknownProductError
@@ -73,7 +72,9 @@ class NoPhotoError(JewelrecError):
 
 def _flagged_views(store: CatalogStore) -> tuple[set[tuple[str, str]], set[str]]:
     """The last ingest's hygiene findings: the (product id, image) views the index leaves out,
-    and the images that are placeholders."""
+    and the images that are placeholders (imported here: a photo query never needs them)."""
+    from jewelrec.catalog import hygiene
+
     findings = hygiene.stored_findings(store.meta(hygiene.META_KEY))
     if findings is None:
         return set(), set()
