@@ -655,11 +655,13 @@ def test_by_keyboard_on_a_small_screen_and_in_forced_colours(page, server_url, t
     page.wait_for_timeout(500)
     assert page.evaluate("() => window.alerts") == 0
     page.fill("#max-price", "100")
+    page.wait_for_selector("#results.stale")  # the results shown are for another range: dimmed
     page.press("#max-price", "Tab")
     page.wait_for_selector("#error:not([hidden])")
     assert "minimum price is above the maximum" in page.inner_text("#error")
     page.fill("#min-price", "")
     page.fill("#max-price", "")
+    page.wait_for_selector("#results:not(.stale)")  # searched again
 
     # forced colours: the chosen type chip keeps a mark of its own
     page.emulate_media(forced_colors="active")

@@ -732,6 +732,7 @@ function search({ typing = false } = {}) {
     if (state.controller) state.controller.abort();
     state.seq += 1; // an answer still on its way is stale now
     setLoading(false);
+    el.results.classList.add("stale"); // shown for another price range: dimmed until searched
     if (!typing) {
       fail("The minimum price is above the maximum price. Lower the minimum or raise the " +
         "maximum.", false);
@@ -812,6 +813,7 @@ function percentSure(probability) {
 }
 
 function render(answer) {
+  el.results.classList.remove("stale");
   el.welcome.hidden = true;
   el.empty.hidden = true;
   if (state.mode === "photo") {
