@@ -70,6 +70,10 @@ class NoPhotoError(JewelrecError):
     """A catalog product has no photo of its own to look for pieces like it by."""
 
 
+class FilterError(JewelrecError, ValueError):
+    """A filter names a value the catalog does not have (a ValueError too, as documented)."""
+
+
 def _flagged_views(store: CatalogStore) -> tuple[set[tuple[str, str]], set[str]]:
     """The last ingest's hygiene findings: the (product id, image) views the index leaves out,
     and the images that are placeholders (imported here: a photo query never needs them)."""
@@ -585,7 +589,10 @@ class Recommender:
             filters = (filters or Filters()).with_types([str(type)])
         if filters is None or not (filters.types or filters.brands or filters.metals):
             return filters
-        return spelled_as_catalog(filters, snap.store.facets())
+        try:
+            return spelled_as_catalog(filters, snap.store.facets())
+        except ValueError as exc:  # the API checked them, but an ingest may drop one meanwhile
+            raise FilterError(str(exc)) from exc
 
     def _read_words(self, snap: Snapshot, text: str | None,
                     filters: Filters | None) -> PhotoWords | None:

@@ -149,3 +149,26 @@ def test_more_like_a_product_whose_only_photo_is_a_placeholder_is_refused(tiny_h
     with TestClient(create_app(home.root, recommender=recommender)) as client:
         answer = client.get(f"/api/products/{first.id}/similar")
     assert answer.status_code == 409 and "no photo of its own" in answer.json()["detail"]
+
+
+def test_a_filter_value_dropped_by_an_ingest_meanwhile_is_a_422_not_a_500(
+        tiny_home, tiny_query_photo, monkeypatch):
+    """The API checks the filters against its cached facets, the recommender against the
+    catalog's: an ingest between the two that drops the brand made a ValueError, a 500."""
+    import jewelrec.recommend as recommend_module
+    from jewelrec.recommend import FilterError
+
+    recommender = Recommender.open(tiny_home)
+    brand = recommender.store.facets()["brands"][0]
+    with TestClient(create_app(tiny_home, recommender=recommender)) as client:
+        def dropped(filters, facets):
+            raise ValueError(f"unknown brand {brand!r}: use one of (none left)")
+
+        monkeypatch.setattr(recommend_module, "spelled_as_catalog", dropped)
+        answer = client.post("/api/recommend", data={"brand": brand},
+                             files={"photo": ("p.jpg", tiny_query_photo, "image/jpeg")})
+        assert answer.status_code == 422 and "unknown brand" in answer.json()["detail"]
+        product = recommender.store.all_products()[0].id
+        answer = client.get(f"/api/products/{product}/similar", params={"brand": brand})
+        assert answer.status_code == 422
+    assert issubclass(FilterError, ValueError) and issubclass(FilterError, JewelrecError)

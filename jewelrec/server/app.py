@@ -48,7 +48,14 @@ from jewelrec.imaging.io import (
     sniff_image_type,
 )
 from jewelrec.imaging.segment import Box
-from jewelrec.recommend import MAX_PIECES, NoPhotoError, PieceError, Recommendation, Recommender
+from jewelrec.recommend import (
+    MAX_PIECES,
+    FilterError,
+    NoPhotoError,
+    PieceError,
+    Recommendation,
+    Recommender,
+)
 from jewelrec.search.filters import ANY_TYPE, Filters, chosen_types, chosen_values
 from jewelrec.server import embed, inference, schemas
 from jewelrec.server.files import IMMUTABLE, file_answer
@@ -494,7 +501,7 @@ async def recommend(
             shop.recommender.recommend, decoded, k=k, filters=filters, crop=box,
             photo_name=_photo_name(photo.filename), **options,
         )
-    except (PieceError, WordsError) as exc:
+    except (PieceError, WordsError, FilterError) as exc:
         raise _unprocessable(str(exc)) from exc
     return _response(recommendation, decoded.size)
 
@@ -543,7 +550,7 @@ async def similar(
         recommendation = await shop.compute(
             shop.recommender.similar_to_product, product_id, k=k, filters=filters, **options
         )
-    except WordsError as exc:
+    except (WordsError, FilterError) as exc:
         raise _unprocessable(str(exc)) from exc
     except UnknownProductError as exc:  # pruned since the lookup above
         raise HTTPException(status_code=404, detail=str(exc)) from exc
