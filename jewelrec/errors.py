@@ -23,6 +23,11 @@ class StorageError(JewelrecError, OSError):
     (an optional cache write) keeps doing so; the message names the path and the cause."""
 
 
+class BackendUnavailableError(JewelrecError):
+    """The search backend (a Milvus server) cannot be reached or cannot answer right now: the
+    request was fine and may be asked again (the server answers 503 with Retry-After)."""
+
+
 class UnknownProductError(JewelrecError, KeyError):
     """No product with this id in the catalog (pruned since, or mistyped). A KeyError too, for
     callers that caught the bare KeyError this used to be."""

@@ -655,3 +655,19 @@ def test_facets_and_examples_follow_an_ingest_before_the_next_index(tiny_home, t
         assert gone not in [e["id"] for e in client.get("/api/examples").json()]
         after = client.get("/api/facets").json()
         assert after["price_min"] == 0.5 != before["price_min"]
+
+
+def test_a_search_backend_that_is_down_is_a_503_to_retry_not_the_shoppers_400(tmp_path):
+    """Milvus stopped while serving: every search answered 400 Bad Request, which a client
+    does not retry and monitoring counts as the shoppers' mistakes."""
+    from jewelrec.errors import BackendUnavailableError
+
+    def down(*args, **kwargs):
+        raise BackendUnavailableError("Milvus at http://127.0.0.1:19530 could not search: "
+                                      "server unavailable")
+
+    with stub_client(tmp_path) as client:
+        client.app.state.shop.recommender.recommend = down
+        answer = post_photo(client, png_bytes(), mime="image/png")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert "Milvus" in answer.json()["detail"]

@@ -14,7 +14,8 @@ filters are applied before ranking, and each product appears once, with its best
   server's next time tick, about 200 ms. (pymilvus's "Session" level misses deletes.)
 - HNSW upserts are flushed and wait for the graph to be built and loaded: unsealed rows are
   searched through a coarse interim index whose recall is far below HNSW's.
-- Every pymilvus/gRPC failure becomes a JewelrecError naming the server: no traceback for users.
+- Every pymilvus/gRPC failure becomes a BackendUnavailableError naming the server: no
+  traceback for users, and a 503 the server's clients may retry (not the shopper's 400).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from jewelrec.errors import JewelrecError, NotReadyError
+from jewelrec.errors import BackendUnavailableError, JewelrecError, NotReadyError
 from jewelrec.search.filters import Filters
 from jewelrec.search.index import Hit, IndexRow, l2_normalise
 
@@ -142,7 +143,8 @@ def _milvus_errors(uri: str, action: str) -> Iterator[None]:
     try:
         yield
     except (MilvusException, grpc.RpcError) as error:
-        raise JewelrecError(f"Milvus at {uri} could not {action}: {_reason(error)}") from error
+        raise BackendUnavailableError(
+            f"Milvus at {uri} could not {action}: {_reason(error)}") from error
 
 
 def drop_collection(uri: str, collection: str, *, timeout_s: float = 60.0) -> bool:

@@ -39,7 +39,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jewelrec import __version__
 from jewelrec.catalog.schema import Product
-from jewelrec.errors import ImageError, JewelrecError, NotReadyError, UnknownProductError
+from jewelrec.errors import (
+    BackendUnavailableError,
+    ImageError,
+    JewelrecError,
+    NotReadyError,
+    UnknownProductError,
+)
 from jewelrec.home import Home
 from jewelrec.imaging.io import (
     QUERY_SHORT_SIDE,
@@ -72,6 +78,7 @@ MULTIPART_SLACK_BYTES = 64 * 1024  # form fields and multipart boundaries around
 RELOAD_INTERVAL_S = 2.0
 MAX_K = 100
 EXAMPLES_PER_PAGE = 8
+BACKEND_RETRY_S = 5  # a Milvus outage: when clients may ask again (a restart takes seconds)
 # What an upload may be: exactly the formats the image loader reads, named as people know them.
 ACCEPTED_FORMATS = ", ".join({"WEBP": "WebP"}.get(f, f) for f in READABLE_FORMATS[:-1]) + (
     f" or {READABLE_FORMATS[-1]}"
@@ -429,9 +436,10 @@ ERRORS[408] = {"model": schemas.ErrorMessage,
                               f"{inference.BODY_SECONDS:g} s (server/inference.py)"}
 ERRORS[503] = {
     "model": schemas.ErrorMessage,
-    "description": "not ready yet, or busy (more queries waiting than `serve --max-queue`): "
-                   "try again after Retry-After seconds",
-    "headers": {"Retry-After": {"description": "seconds to wait before retrying (when busy)",
+    "description": "not ready yet, busy (more queries waiting than `serve --max-queue`), or "
+                   "the Milvus backend is unreachable: try again after Retry-After seconds",
+    "headers": {"Retry-After": {"description": "seconds to wait before retrying (when busy or "
+                                               "the backend is down)",
                                 "schema": {"type": "integer"}}},
 }
 # the CPU-bound queries that count towards `serve --max-queue` (see server/inference.py)
@@ -656,6 +664,9 @@ def _said(msg: str) -> str:
 
 
 async def _jewelrec_error(request: Request, exc: JewelrecError) -> JSONResponse:
+    if isinstance(exc, BackendUnavailableError):  # Milvus down: the request was fine, retry
+        return JSONResponse({"detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(BACKEND_RETRY_S)})
     status = 422 if isinstance(exc, ImageError) else 503 if isinstance(exc, NotReadyError) else 400
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
