@@ -366,15 +366,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from jewelrec.errors import ImageError
+    from jewelrec.imaging.io import load_image
     from jewelrec.report import build_report
 
     if not 0 <= args.examples <= 50:
         raise JewelrecError("--examples must be between 0 and 50")
     home = home_of(args)
     out = output_file(args.out, "--out") if args.out is not None else home.root / "report.html"
-    from jewelrec.errors import ImageError
-    from jewelrec.imaging.io import load_image
-
     photos = [Path(p) for p in args.photo or []]
     for photo in photos:
         if photo.is_dir():
