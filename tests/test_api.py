@@ -667,7 +667,15 @@ def test_a_search_backend_that_is_down_is_a_503_to_retry_not_the_shoppers_400(tm
                                       "server unavailable")
 
     with stub_client(tmp_path) as client:
-        client.app.state.shop.recommender.recommend = down
+        stub = client.app.state.shop.recommender
+        stub.recommend = down
         answer = post_photo(client, png_bytes(), mime="image/png")
-    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
-    assert "Milvus" in answer.json()["detail"]
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert "Milvus" in answer.json()["detail"]
+        # /healthz said "ok" meanwhile: it now asks the index once, and says what is down
+        stub.index_meta = {"dim": 4}
+        stub.index = SimpleNamespace(search=down)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "Milvus" in health.json()["detail"]
+        stub.index = SimpleNamespace(search=lambda vector, k: [])  # back up
+        assert client.get("/healthz").json()["status"] == "ok"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import numpy as np
 from fastapi import (
     APIRouter,
     Depends,
@@ -454,11 +455,27 @@ def page(request: Request) -> Response:
 
 
 @router.head("/healthz", include_in_schema=False)  # uptime checkers often ask with HEAD
-@router.get("/healthz", response_model=schemas.Health, tags=["service"])
+@router.get("/healthz", response_model=schemas.Health, tags=["service"], responses={
+    503: {"model": schemas.ErrorMessage,
+          "description": "the search backend (a Milvus server) cannot answer: photo searches "
+                         "fail until it is back"}})
 async def healthz(shop: ShopDep) -> schemas.Health:
     count = await shop.lookup(shop.recommender.store.count)
+    await shop.lookup(_search_answers, shop.recommender)  # BackendUnavailableError: a 503
     return schemas.Health(products=count, index_version=shop.recommender.index_version,
                           index_refused=getattr(shop.recommender, "refused_version", None))
+
+
+def _search_answers(recommender: Recommender) -> None:
+    """One nearest-neighbour look-up on the served index, so that /healthz fails while its
+    backend (a Milvus server) cannot answer: it said "ok" while every photo search failed."""
+    index = getattr(recommender, "index", None)
+    dim = (getattr(recommender, "index_meta", None) or {}).get("dim")
+    if index is None or not dim:
+        return
+    probe = np.zeros(int(dim), dtype=np.float32)
+    probe[0] = 1.0
+    index.search(probe, 1)
 
 
 @router.post(
