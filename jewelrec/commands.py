@@ -180,7 +180,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     types = chosen_types_of(args, recommender.store.types())  # the types the shop sells
     if types is not None:  # one type, or "any": every type (the detected one otherwise)
         filters = filters.with_types(types)
-    filters = spelled_as_catalog(filters, recommender.store)
+    filters = options_as_catalog(filters, recommender.store)
     outcomes = []
     failed = 0
     options = dict(k=args.k, filters=filters, prefer_brand=args.prefer_brand,
@@ -269,25 +269,18 @@ def format_pieces(rec) -> str:
             "(--piece I, --all-pieces)")
 
 
-def spelled_as_catalog(filters, store):
+def options_as_catalog(filters, store):
     """`--brand` / `--metal` as the catalog writes them ("northstone" is its "Northstone"), or
-    a clear error for one it lacks: as the API reads them (search/filters.chosen_values)."""
-    from dataclasses import replace
+    a clear error naming the option for one it lacks: search/filters.spelled_as_catalog, as
+    the API and the Python API read them."""
+    from jewelrec.search.filters import spelled_as_catalog
 
-    from jewelrec.search.filters import chosen_values
-
-    if not (filters.brands or filters.metals):
-        return filters
-    facets = store.facets()
     try:
-        return replace(
-            filters,
-            brands=frozenset(chosen_values("brand", filters.brands, facets.get("brands") or [])),
-            metals=frozenset(chosen_values("metal", filters.metals, facets.get("metals") or [])),
-        )
+        return spelled_as_catalog(filters, store.facets())
     except ValueError as exc:
-        said = str(exc).replace("unknown brand", "--brand: unknown brand").replace(
-            "unknown metal", "--metal: unknown metal")
+        said = str(exc)
+        for option in ("type", "brand", "metal"):
+            said = said.replace(f"unknown {option}", f"--{option}: unknown {option}")
         raise JewelrecError(said) from exc
 
 
@@ -324,7 +317,7 @@ def run_search(args: argparse.Namespace) -> int:
     types = chosen_types_of(args, searcher.store.types())
     if types is not None:
         filters = filters.with_types(types)
-    filters = spelled_as_catalog(filters, searcher.store)
+    filters = options_as_catalog(filters, searcher.store)
     try:
         answer = searcher.search(" ".join(args.query), k=args.k, filters=filters,
                                  prefer_brand_name=args.prefer_brand,
