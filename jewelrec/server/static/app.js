@@ -1113,7 +1113,11 @@ async function followAddress() {
     return;
   }
   state.following = true;
-  await search();
+  try {
+    await search();
+  } finally {
+    state.following = false; // also when the search stopped before writing the address
+  }
 }
 
 function showWelcome() {
