@@ -156,7 +156,6 @@ def chosen_values(kind: str, asked: Iterable[str], known: Iterable[str]) -> list
     return chosen
 
 
-
 def spelled_as_catalog(filters: Filters, facets: Mapping[str, Any]) -> Filters:
     """`filters` with its types, brands and metals read as the CLI and the API read theirs:
     "RING" is the type ring, "any" every type, "maison verel" the brand "Maison Verel";
